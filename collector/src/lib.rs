@@ -1,2 +1,176 @@
-//! placeholder
+//! The daytwo collector: OTLP ingest → embedded store → correlation → rules → incidents,
+//! with the HTTP API and the notification outbox.
+//!
+//! Entry type: [`Collector`], built from [`CollectorConfig`] with [`Collector::bind`] (which
+//! binds both ports, so a caller can print the real addresses when port 0 was asked for) and
+//! run with [`Collector::run`] until its shutdown token is cancelled.
+//!
+//! Invariants: an OTLP export is acknowledged only after its signals committed; an incident
+//! change and its notifications commit in one transaction; every task stops on shutdown.
+
+pub mod api;
+pub mod correlate;
+pub mod ingest;
+pub mod metrics;
 pub mod notify;
+pub mod pipeline;
+pub mod store;
+
+use daytwo_rules::RuleSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Everything the collector needs to start.
+pub struct CollectorConfig {
+    /// The embedded store lives in `<data_dir>/collector.redb`.
+    pub data_dir: PathBuf,
+    pub otlp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub notify: notify::NotifyConfig,
+    pub rules: Arc<RuleSet>,
+    /// Signals further apart than this in event time are not joined by host alone.
+    pub correlation_window: Duration,
+    /// Largest decoded OTLP request; bigger ones are answered RESOURCE_EXHAUSTED.
+    pub max_recv_bytes: usize,
+    /// Bearer token required for write calls (ack, resolve), if set.
+    pub token: Option<String>,
+}
+
+/// The collector failed to start or to keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDirFailed {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(
+        "cannot listen on {what} address {addr}: {source} (is another process using it? use port 0 for any free port)"
+    )]
+    BindFailed {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
+    #[error("OTLP server failed: {0}")]
+    Otlp(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// A collector with its ports bound, ready to run.
+pub struct Collector {
+    otlp: TcpListener,
+    http: TcpListener,
+    ingest: ingest::Ingest,
+    api: api::ApiState,
+    notifier: notify::Notifier,
+    max_recv_bytes: usize,
+}
+
+impl Collector {
+    /// Opens the store, rebuilds correlation state and binds both ports.
+    pub async fn bind(
+        config: CollectorConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Collector, CollectorError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+            CollectorError::DataDirFailed {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?;
+        let store = store::Store::open(&config.data_dir)?;
+        let metrics = metrics::Metrics::new(registry)?;
+        let receivers = config.notify.receivers.clone();
+        let notifier = notify::Notifier::new(store.db(), config.notify, registry)?;
+        let pipeline = pipeline::Pipeline::new(
+            store.clone(),
+            config.rules,
+            config.correlation_window,
+            receivers,
+            notifier.waker(),
+            metrics.clone(),
+        )?;
+        let pipeline = Arc::new(Mutex::new(pipeline));
+        let otlp = TcpListener::bind(config.otlp_addr)
+            .await
+            .map_err(|source| CollectorError::BindFailed {
+                what: "OTLP",
+                addr: config.otlp_addr,
+                source,
+            })?;
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| CollectorError::BindFailed {
+                what: "HTTP",
+                addr: config.http_addr,
+                source,
+            })?;
+        Ok(Collector {
+            otlp,
+            http,
+            ingest: ingest::Ingest::new(pipeline.clone(), metrics),
+            api: api::ApiState {
+                pipeline,
+                store,
+                registry: registry.clone(),
+                token: config.token,
+                ready: Arc::new(AtomicBool::new(false)),
+            },
+            notifier,
+            max_recv_bytes: config.max_recv_bytes,
+        })
+    }
+
+    pub fn otlp_addr(&self) -> SocketAddr {
+        self.otlp.local_addr().expect("bound socket has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound socket has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops every task.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), CollectorError> {
+        info!(otlp = %self.otlp_addr(), http = %self.http_addr(), "Collector is serving.");
+        let ready = self.api.ready.clone();
+        let app = api::router(self.api);
+        let http_shutdown = shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(self.http, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+                .map_err(CollectorError::Http)
+        });
+        let notifier = tokio::spawn(self.notifier.run(shutdown.clone()));
+        ready.store(true, Ordering::Release);
+        let otlp = ingest::serve(
+            self.otlp,
+            self.ingest,
+            self.max_recv_bytes,
+            shutdown.clone(),
+        )
+        .await;
+        // If the OTLP server failed, take the rest down with it.
+        shutdown.cancel();
+        let http = http.await.unwrap_or(Ok(()));
+        let _ = notifier.await;
+        otlp?;
+        http
+    }
+}

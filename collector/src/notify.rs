@@ -1,1 +1,453 @@
-//! Notifications: placeholder, being written.
+//! Notifications: webhook pages delivered from a disk-backed outbox.
+//!
+//! The store calls [`enqueue`] inside the same redb write transaction that opens, acknowledges
+//! or resolves an incident, so a page is never lost between "incident changed" and "page
+//! queued", even on kill -9. The [`Notifier`] delivery loop then POSTs each queued item to its
+//! receiver and deletes it only after a 2xx answer. Entry types: [`Receiver`], [`NotifyConfig`],
+//! [`Notifier`]; the contract a receiver sees is in docs/notify.md.
+//!
+//! Invariants:
+//! * Each queued delivery carries the exact body bytes serialised at enqueue time, so every
+//!   retry sends a byte-identical body with the same `X-Daytwo-Delivery` id.
+//! * Deliveries for the same incident to the same receiver go out in enqueue order (a resolve
+//!   never overtakes its trigger); other incidents and other receivers never wait on them.
+//! * Delivery is at-least-once: a kill between a receiver's 2xx and the delete that follows
+//!   resends that delivery once, with the same id, on the next start.
+//! * A delivery that keeps failing for [`NotifyConfig::max_age`] moves to a dead-letter table
+//!   (see [`Notifier::dead_letters`]); nothing is dropped silently.
+//!
+//! Not done here: routing (which incidents go to which receiver), silences, and receiver kinds
+//! other than the generic webhook; the receiver's URL and secret are read from the current
+//! configuration at send time, so fixing a receiver's URL and restarting delivers what queued.
+
+mod backoff;
+mod deliver;
+mod metrics;
+mod outbox;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use daytwo_model::Timestamp;
+use redb::Database;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+pub use outbox::{enqueue, init_tables};
+
+use metrics::Metrics;
+use outbox::{OrOutbox, Plan};
+
+/// The longest the delivery loop sleeps without rescanning the outbox, so a wall-clock jump or
+/// an enqueue whose committer forgot to wake us delays delivery by at most this much.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+/// How many deliveries to one receiver may be in flight at once. Per receiver, so a receiver
+/// that hangs until the request timeout never holds back another receiver's pages.
+const MAX_IN_FLIGHT_PER_RECEIVER: usize = 8;
+/// How long the loop waits before rescanning after the outbox could not be read.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// What kind of endpoint a receiver is; decides the payload and headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiverKind {
+    /// A generic webhook: `POST` of `{"version":"1","event":…,"incident":{…}}`, signed with
+    /// HMAC-SHA256 when a secret is set (docs/notify.md).
+    #[default]
+    Webhook,
+}
+
+/// One place pages are sent to, as the operator configured it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receiver {
+    /// Operator-chosen name; a metric label and the key queued deliveries refer to, so keep it
+    /// stable across restarts (`webhook`, `webhook-2`, … for `--webhook` flags).
+    pub name: String,
+    /// `http://` or `https://` URL the page is POSTed to. Never logged: it may hold a token.
+    pub url: String,
+    /// Shared secret for `X-Daytwo-Signature`; no signature header when unset.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The receiver's kind; only `webhook` exists today.
+    #[serde(default)]
+    pub kind: ReceiverKind,
+}
+
+impl Receiver {
+    /// A generic webhook receiver.
+    pub fn webhook(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        secret: Option<String>,
+    ) -> Self {
+        Receiver {
+            name: name.into(),
+            url: url.into(),
+            secret,
+            kind: ReceiverKind::Webhook,
+        }
+    }
+}
+
+impl fmt::Debug for Receiver {
+    /// Leaves the URL and secret out: both can carry credentials and Debug output ends up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to the incident that a delivery tells the receiver about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyEvent {
+    /// A new incident opened: page someone.
+    Trigger,
+    /// Someone is on it: stop escalating.
+    Acknowledge,
+    /// It is over: close the page.
+    Resolve,
+}
+
+impl NotifyEvent {
+    /// The wire name (`trigger`, `acknowledge`, `resolve`), also used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Trigger => "trigger",
+            NotifyEvent::Acknowledge => "acknowledge",
+            NotifyEvent::Resolve => "resolve",
+        }
+    }
+}
+
+impl fmt::Display for NotifyEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the delivery loop sends and retries.
+#[derive(Clone, Debug)]
+pub struct NotifyConfig {
+    /// Where pages go; names must be unique.
+    pub receivers: Vec<Receiver>,
+    /// Delay before the first retry; doubles per failed attempt (`--notify-backoff-initial-ms`).
+    pub backoff_initial: Duration,
+    /// The longest delay between two attempts (`--notify-backoff-max-ms`).
+    pub backoff_max: Duration,
+    /// Limit on one POST, connect to last body byte.
+    pub request_timeout: Duration,
+    /// A delivery still failing this long after it was queued moves to the dead-letter table.
+    pub max_age: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            receivers: Vec::new(),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(5 * 60),
+            request_timeout: Duration::from_secs(10),
+            max_age: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Checks what a typo in flags or the config file could get wrong.
+    pub fn validate(&self) -> Result<(), NotifyError> {
+        let invalid = |reason: String| Err(NotifyError::InvalidConfig { reason });
+        if self.backoff_initial.is_zero() {
+            return invalid("the initial notification backoff must be above 0 ms".into());
+        }
+        if self.backoff_max < self.backoff_initial {
+            return invalid(format!(
+                "the maximum notification backoff ({} ms) is below the initial one ({} ms)",
+                self.backoff_max.as_millis(),
+                self.backoff_initial.as_millis()
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("the notification request timeout must be above 0".into());
+        }
+        let mut names = HashSet::new();
+        for r in &self.receivers {
+            if r.name.is_empty() {
+                return invalid("a receiver has an empty name".into());
+            }
+            if !names.insert(r.name.as_str()) {
+                return invalid(format!(
+                    "receiver name {:?} is used twice; names must be unique",
+                    r.name
+                ));
+            }
+            validate_url(&r.url)?;
+        }
+        Ok(())
+    }
+}
+
+/// Something the notify module could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// A receiver URL is not an absolute http(s) URL with a host. Fix the flag or config.
+    #[error(
+        "invalid webhook URL {url:?}: {reason}; expected http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH"
+    )]
+    InvalidReceiverUrl { url: String, reason: String },
+    /// The notify configuration contradicts itself. Fix the flag or config.
+    #[error("invalid notification config: {reason}")]
+    InvalidConfig { reason: String },
+    /// Reading or writing the outbox in the embedded store failed; retrying may help if the
+    /// disk was full or busy.
+    #[error("notification outbox: {op} failed: {source}")]
+    OutboxFailed {
+        op: &'static str,
+        #[source]
+        source: redb::Error,
+    },
+    /// A stored outbox record does not decode: the store was written by an incompatible
+    /// version or damaged. Retrying does not help.
+    #[error("notification outbox record {id} is unreadable: {source}")]
+    OutboxRecordCorrupt {
+        id: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The incident could not be serialised to JSON (a bug; retrying does not help).
+    #[error("serialising the notification payload failed: {0}")]
+    PayloadEncodeFailed(#[source] serde_json::Error),
+    /// The HTTP client could not be built (TLS provider missing or unusable).
+    #[error("building the webhook HTTP client failed: {0}")]
+    ClientBuildFailed(#[source] reqwest::Error),
+    /// The notify metrics could not be registered (registered twice in one registry?).
+    #[error("registering notification metrics failed: {0}")]
+    MetricsRegistrationFailed(#[source] prometheus::Error),
+}
+
+/// Turns `--webhook URL` flags into receivers named `webhook`, `webhook-2`, `webhook-3`, …,
+/// all sharing `secret` (`--webhook-secret`).
+pub fn receivers_from_urls(
+    urls: &[String],
+    secret: Option<String>,
+) -> Result<Vec<Receiver>, NotifyError> {
+    let secret = secret.filter(|s| !s.is_empty());
+    urls.iter()
+        .enumerate()
+        .map(|(i, url)| {
+            validate_url(url)?;
+            let name = if i == 0 {
+                "webhook".to_string()
+            } else {
+                format!("webhook-{}", i + 1)
+            };
+            Ok(Receiver::webhook(name, url.clone(), secret.clone()))
+        })
+        .collect()
+}
+
+fn validate_url(url: &str) -> Result<(), NotifyError> {
+    let bad = |reason: &str| NotifyError::InvalidReceiverUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad(&format!(
+            "scheme {:?} is not http or https",
+            parsed.scheme()
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(())
+}
+
+/// A delivery that gave up after [`NotifyConfig::max_age`], kept for operators to inspect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The outbox sequence number (enqueue order).
+    pub id: u64,
+    /// The `X-Daytwo-Delivery` value every attempt carried.
+    pub delivery_id: String,
+    pub receiver: String,
+    pub event: NotifyEvent,
+    pub incident_id: String,
+    /// How many POSTs were tried.
+    pub attempts: u32,
+    pub first_enqueued_at: Timestamp,
+    pub dead_at: Timestamp,
+    /// The last failure: transport error, or HTTP status and body prefix.
+    pub last_error: Option<String>,
+    /// The exact JSON body that was to be POSTed.
+    pub body: String,
+}
+
+/// The delivery loop: sends due outbox items until shutdown. Build with [`Notifier::new`],
+/// hand [`Notifier::waker`] to the store, then `tokio::spawn(notifier.run(token))`.
+pub struct Notifier {
+    shared: Arc<Shared>,
+    waker: Arc<Notify>,
+}
+
+/// What the loop and its delivery tasks share.
+struct Shared {
+    db: Arc<Database>,
+    receivers: HashMap<String, Receiver>,
+    config: NotifyConfig,
+    client: reqwest::Client,
+    metrics: Metrics,
+}
+
+impl Notifier {
+    /// Validates `config`, creates the outbox tables if missing, builds the HTTP client and
+    /// registers the `daytwo_notify_*` metrics in `registry`.
+    pub fn new(
+        db: Arc<Database>,
+        config: NotifyConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Notifier, NotifyError> {
+        config.validate()?;
+        let txn = db.begin_write().or_outbox("begin write")?;
+        init_tables(&txn)?;
+        txn.commit().or_outbox("commit outbox tables")?;
+        let client = deliver::build_client(&config)?;
+        let metrics = Metrics::register(registry)?;
+        let receivers = config
+            .receivers
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
+        Ok(Notifier {
+            shared: Arc::new(Shared {
+                db,
+                receivers,
+                config,
+                client,
+                metrics,
+            }),
+            waker: Arc::new(Notify::new()),
+        })
+    }
+
+    /// A handle to wake the delivery loop right after the store committed an enqueue
+    /// (`waker.notify_one()`); a wake before the loop waits is remembered, not lost.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.waker.clone()
+    }
+
+    /// Delivers due items until `shutdown` is cancelled. Returns promptly on shutdown:
+    /// in-flight requests are abandoned and their items stay queued for the next start.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let shared = self.shared;
+        let mut tasks: JoinSet<(u64, String)> = JoinSet::new();
+        let mut in_flight: HashSet<u64> = HashSet::new();
+        let mut per_receiver: HashMap<String, usize> = HashMap::new();
+        let mut warned_unknown: HashSet<String> = HashSet::new();
+        loop {
+            let sleep_for = match scan(&shared, &in_flight).await {
+                Ok(plan) => {
+                    shared.metrics.pending.set(plan.pending as i64);
+                    for name in plan.unknown_receivers {
+                        if warned_unknown.insert(name.clone()) {
+                            warn!(
+                                receiver = %name,
+                                "Queued notifications name a receiver that is not configured; they are kept until max age, then dead-lettered. Configure the receiver again to deliver them."
+                            );
+                        }
+                    }
+                    for item in plan.due {
+                        let busy = per_receiver
+                            .entry(item.record.receiver.clone())
+                            .or_default();
+                        if *busy >= MAX_IN_FLIGHT_PER_RECEIVER {
+                            continue; // picked up again when one of its deliveries finishes
+                        }
+                        *busy += 1;
+                        in_flight.insert(item.id);
+                        tasks.spawn(deliver::deliver(shared.clone(), item));
+                    }
+                    let now = now();
+                    plan.next_due
+                        .map(|t| {
+                            Duration::from_nanos(
+                                t.unix_nanos().saturating_sub(now.unix_nanos()).max(0) as u64,
+                            )
+                        })
+                        .unwrap_or(MAX_IDLE)
+                        .min(MAX_IDLE)
+                }
+                Err(e) => {
+                    error!(error = %e, "Reading the notification outbox failed; retrying.");
+                    STORE_RETRY
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    finish(done, &mut in_flight, &mut per_receiver);
+                    while let Some(done) = tasks.try_join_next() {
+                        finish(done, &mut in_flight, &mut per_receiver);
+                    }
+                }
+                () = self.waker.notified() => {}
+                () = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+        tasks.shutdown().await;
+    }
+
+    /// Deliveries that gave up, oldest first.
+    pub fn dead_letters(db: &Database) -> Result<Vec<DeadLetter>, NotifyError> {
+        outbox::dead_letters(db)
+    }
+
+    /// How many deliveries are queued (due or waiting for a retry).
+    pub fn pending(db: &Database) -> Result<usize, NotifyError> {
+        outbox::pending(db)
+    }
+}
+
+fn finish(
+    done: Result<(u64, String), tokio::task::JoinError>,
+    in_flight: &mut HashSet<u64>,
+    per_receiver: &mut HashMap<String, usize>,
+) {
+    match done {
+        Ok((id, receiver)) => {
+            in_flight.remove(&id);
+            if let Some(n) = per_receiver.get_mut(&receiver) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        // Tasks are only aborted at shutdown, and a panic is a bug: the item stays queued and
+        // its id stays marked in flight until restart, which is the safe direction.
+        Err(e) => error!(error = %e, "A notification delivery task failed."),
+    }
+}
+
+async fn scan(shared: &Arc<Shared>, in_flight: &HashSet<u64>) -> Result<Plan, String> {
+    let shared = shared.clone();
+    let in_flight = in_flight.clone();
+    match tokio::task::spawn_blocking(move || outbox::plan(&shared, &in_flight, now())).await {
+        Ok(plan) => plan.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the outbox scan task failed: {e}")),
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}

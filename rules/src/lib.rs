@@ -1,1 +1,30 @@
-//! placeholder
+//! daytwo's rule engine: YAML rules with CEL conditions that turn a trigger signal into
+//! an incident title and a root-cause hypothesis.
+//!
+//! Entry types: [`RuleSet`] (compile rule files with [`RuleSet::compile`], or take the
+//! shipped packs with [`RuleSet::builtin`], then [`RuleSet::evaluate`] a signal into
+//! [`RuleMatch`]es) and, for `daytwo rules test`, [`parse_test_file`] and [`run_tests`].
+//! The file formats, CEL variables and template filters are documented in docs/rules.md.
+//!
+//! Invariants: a compiled [`RuleSet`] has unique, valid ids, scores in 0..=1, and every
+//! condition and template parsed; every load error names `path:line:col`
+//! ([`RuleParseFailed`]). Evaluation never fails: a condition that errors does not match,
+//! a template hole whose value is missing renders `<unknown>`.
+//!
+//! Deliberately not here: I/O (callers read files and pass [`SourceFile`]s), clocks,
+//! async, and (for now) joins across several signals.
+
+mod error;
+mod expr;
+mod ruleset;
+mod spec;
+mod template;
+mod testing;
+mod yaml;
+
+pub use error::{Location, RuleParseFailed};
+pub use expr::VARIABLES;
+pub use ruleset::{BUILTIN_PACKS, BUILTIN_TESTS, Rule, RuleMatch, RuleSet, SourceFile};
+pub use spec::{EntitySelector, EvidenceSelector};
+pub use template::{Filter, UNKNOWN, human_bytes};
+pub use testing::{DEFAULT_TEST_TIME, TestFile, TestOutcome, parse_test_file, run_tests};

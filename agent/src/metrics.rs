@@ -1,0 +1,163 @@
+//! Every Prometheus metric the agent exports, defined in one place.
+//!
+//! Entry type: [`Metrics`], built once per [`crate::Agent`] and registered into the registry the
+//! binary serves on `/metrics`. Keeping every definition here means a later move from the
+//! `prometheus` crate to `prometheus-client` stays local to this file.
+//!
+//! Invariants: label values are bounded (event names we emit, fixed reasons and stages); no
+//! label ever carries a pid, a cgroup path or log text.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// `reason` label of `daytwo_agent_queue_dropped_total`: the queue hit `queue_max_bytes` and
+/// dropped its oldest records.
+pub const DROP_FULL: &str = "full";
+/// `reason` label: the collector answered INVALID_ARGUMENT (or a partial success with rejected
+/// records); retrying could never help.
+pub const DROP_REJECTED: &str = "rejected";
+/// `reason` label: a stored record no longer decodes as a signal (written by an incompatible
+/// version or damaged on disk).
+pub const DROP_UNDECODABLE: &str = "undecodable";
+
+/// `stage` label of `daytwo_agent_ship_errors_total`: exporting signals (logs) failed.
+pub const STAGE_EXPORT: &str = "export";
+/// `stage` label: exporting host metrics failed (best-effort, never queued).
+pub const STAGE_METRICS: &str = "metrics";
+
+/// The agent's counters and gauges. Cheap to clone (every field is an `Arc` inside).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// `daytwo_agent_kmsg_records_received_total`
+    pub kmsg_records_received: IntCounter,
+    /// `daytwo_agent_kmsg_lost_total`
+    pub kmsg_lost: IntCounter,
+    /// `daytwo_agent_kmsg_parse_errors_total`
+    pub kmsg_parse_errors: IntCounter,
+    /// `daytwo_agent_signals_emitted_total{event}`
+    pub signals_emitted: IntCounterVec,
+    /// `daytwo_agent_signals_sent_total`
+    pub signals_sent: IntCounter,
+    /// `daytwo_agent_queue_dropped_total{reason}`
+    pub queue_dropped: IntCounterVec,
+    /// `daytwo_agent_queue_depth`
+    pub queue_depth: IntGauge,
+    /// `daytwo_agent_queue_bytes`
+    pub queue_bytes: IntGauge,
+    /// `daytwo_agent_ship_errors_total{stage}`
+    pub ship_errors: IntCounterVec,
+    /// `daytwo_agent_host_metrics_sent_total`
+    pub host_metrics_sent: IntCounter,
+}
+
+impl Metrics {
+    /// Creates every metric and registers it into `registry`. Fails if a metric of the same
+    /// name is already registered there (two agents sharing one registry).
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Metrics::unregistered()?;
+        registry.register(Box::new(m.kmsg_records_received.clone()))?;
+        registry.register(Box::new(m.kmsg_lost.clone()))?;
+        registry.register(Box::new(m.kmsg_parse_errors.clone()))?;
+        registry.register(Box::new(m.signals_emitted.clone()))?;
+        registry.register(Box::new(m.signals_sent.clone()))?;
+        registry.register(Box::new(m.queue_dropped.clone()))?;
+        registry.register(Box::new(m.queue_depth.clone()))?;
+        registry.register(Box::new(m.queue_bytes.clone()))?;
+        registry.register(Box::new(m.ship_errors.clone()))?;
+        registry.register(Box::new(m.host_metrics_sent.clone()))?;
+        Ok(m)
+    }
+
+    /// Metrics that are not registered anywhere (unit tests).
+    pub fn unregistered() -> Result<Self, prometheus::Error> {
+        let m = Metrics {
+            kmsg_records_received: IntCounter::new(
+                "daytwo_agent_kmsg_records_received_total",
+                "Kernel log records read from /dev/kmsg.",
+            )?,
+            kmsg_lost: IntCounter::new(
+                "daytwo_agent_kmsg_lost_total",
+                "Kernel log records overwritten in the ring buffer before the agent read them.",
+            )?,
+            kmsg_parse_errors: IntCounter::new(
+                "daytwo_agent_kmsg_parse_errors_total",
+                "Kernel log records that did not parse and were skipped.",
+            )?,
+            signals_emitted: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_signals_emitted_total",
+                    "Signals detected and written to the send queue, by event name.",
+                ),
+                &["event"],
+            )?,
+            signals_sent: IntCounter::new(
+                "daytwo_agent_signals_sent_total",
+                "Signals the collector acknowledged.",
+            )?,
+            queue_dropped: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_queue_dropped_total",
+                    "Signals removed from the send queue without being delivered, by reason.",
+                ),
+                &["reason"],
+            )?,
+            queue_depth: IntGauge::new(
+                "daytwo_agent_queue_depth",
+                "Signals waiting in the disk-backed send queue.",
+            )?,
+            queue_bytes: IntGauge::new(
+                "daytwo_agent_queue_bytes",
+                "Bytes of signals waiting in the disk-backed send queue.",
+            )?,
+            ship_errors: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_ship_errors_total",
+                    "Failed exports to the collector, by stage.",
+                ),
+                &["stage"],
+            )?,
+            host_metrics_sent: IntCounter::new(
+                "daytwo_agent_host_metrics_sent_total",
+                "Host metric exports the collector acknowledged.",
+            )?,
+        };
+        // Make the bounded label values visible at 0 from the start.
+        for reason in [DROP_FULL, DROP_REJECTED, DROP_UNDECODABLE] {
+            m.queue_dropped.with_label_values(&[reason]);
+        }
+        for stage in [STAGE_EXPORT, STAGE_METRICS] {
+            m.ship_errors.with_label_values(&[stage]);
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_every_metric_once() {
+        let r = Registry::new();
+        let m = Metrics::register(&r).unwrap();
+        m.signals_emitted
+            .with_label_values(&["daytwo.kernel.oom_kill"])
+            .inc();
+        let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
+        for n in [
+            "daytwo_agent_kmsg_records_received_total",
+            "daytwo_agent_kmsg_lost_total",
+            "daytwo_agent_signals_emitted_total",
+            "daytwo_agent_signals_sent_total",
+            "daytwo_agent_queue_dropped_total",
+            "daytwo_agent_queue_depth",
+            "daytwo_agent_queue_bytes",
+            "daytwo_agent_ship_errors_total",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert!(
+            Metrics::register(&r).is_err(),
+            "second registration must fail"
+        );
+    }
+}

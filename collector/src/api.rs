@@ -1,0 +1,228 @@
+//! The HTTP API, on one port: incidents (list, show, ack, resolve), `/metrics`, `/healthz`,
+//! `/readyz` and `/api/v1/openapi.json`.
+//!
+//! Entry point: [`router`]. Reads go straight to the store; writes go through the
+//! [`Pipeline`] so that the incident change and its notifications commit together. Errors are
+//! `{"error": "..."}` with a status code an HTTP client can act on (400, 401, 404, 409, 503).
+//! When a token is configured, write calls need `Authorization: Bearer TOKEN`.
+
+use crate::pipeline::{OperationFailed, Pipeline};
+use crate::store::{ListFilter, Store};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use daytwo_model::{IncidentStatus, Severity, Timestamp};
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pipeline: Arc<Mutex<Pipeline>>,
+    pub store: Store,
+    pub registry: Registry,
+    pub token: Option<String>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<OperationFailed> for ApiError {
+    fn from(e: OperationFailed) -> Self {
+        let code = match &e {
+            OperationFailed::NotFound(_) => StatusCode::NOT_FOUND,
+            OperationFailed::Conflict { .. } => StatusCode::CONFLICT,
+            OperationFailed::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    severity: Option<String>,
+    host: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_incidents(
+    State(st): State<ApiState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; known parameters: status, severity, host, limit, cursor"),
+        )
+    })?;
+    let status = q
+        .status
+        .map(|s| {
+            IncidentStatus::parse(&s).ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("status={s:?}: expected open, acknowledged or resolved"),
+                )
+            })
+        })
+        .transpose()?;
+    let severity = q
+        .severity
+        .map(|s| {
+            Severity::parse(&s).ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("severity={s:?}: expected info, warning or critical"),
+                )
+            })
+        })
+        .transpose()?;
+    let filter = ListFilter {
+        status,
+        severity,
+        host: q.host,
+        limit: q.limit.unwrap_or(100),
+        cursor: q.cursor,
+    };
+    let store = st.store.clone();
+    let (incidents, next) = tokio::task::spawn_blocking(move || store.list_incidents(&filter))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(
+        serde_json::json!({"incidents": incidents, "next": next}),
+    ))
+}
+
+async fn get_incident(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = st.store.clone();
+    let lookup = id.clone();
+    let inc = tokio::task::spawn_blocking(move || store.get_incident(&lookup))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    match inc {
+        Some(inc) => Ok(Json(inc).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("incident {id} not found"),
+        )),
+    }
+}
+
+fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &st.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError(StatusCode::UNAUTHORIZED, "the bearer token is wrong".into())),
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this call needs Authorization: Bearer TOKEN (daytwo incidents --token, env DAYTWO_TOKEN)".into(),
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn transition(
+    st: ApiState,
+    headers: HeaderMap,
+    id: String,
+    resolve: bool,
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    let pipeline = st.pipeline.clone();
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let inc = tokio::task::spawn_blocking(move || {
+        let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+        if resolve {
+            p.resolve(&id, now)
+        } else {
+            p.acknowledge(&id, now)
+        }
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(inc).into_response())
+}
+
+async fn ack_incident(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    transition(st, headers, id, false).await
+}
+
+async fn resolve_incident(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    transition(st, headers, id, true).await
+}
+
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let mut buf = Vec::new();
+    let enc = TextEncoder::new();
+    if let Err(e) = enc.encode(&st.registry.gather(), &mut buf) {
+        return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    ([(header::CONTENT_TYPE, enc.format_type().to_string())], buf).into_response()
+}
+
+async fn readyz(State(st): State<ApiState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}

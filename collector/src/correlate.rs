@@ -1,0 +1,369 @@
+//! The first correlator: joins signals into incidents by time and topology (same entity or
+//! same host, within a window of event time). Pure: no I/O, no clock reads.
+//!
+//! Entry type: [`Correlator`]. For each signal it returns a [`Decision`]:
+//!
+//! * a rule matched → the incident is identified by its *fingerprint* (top rule + root
+//!   entity + cluster): join the active incident with that fingerprint, or open one;
+//! * no rule matched → join an active incident on the same entity or host whose last signal is
+//!   within the window (a symptom of it); otherwise a critical signal opens an incident of its
+//!   own with the generic ranker's hypothesis, and anything else is held as context for an
+//!   incident that may open later on the same host.
+//!
+//! Invariants: fingerprints never contain message text; a resolved incident is forgotten here
+//! and never takes new signals (the store links a reopened fingerprint to the old incident).
+
+use daytwo_model::{Entity, Hypothesis, Incident, Severity, Signal, Timestamp, stable_id};
+use daytwo_rules::RuleMatch;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The rule id the generic ranker uses for hypotheses no rule proposed.
+pub const GENERIC_RULE: &str = "daytwo.generic";
+/// How many non-incident signals are kept as context, in total.
+const RECENT_MAX: usize = 4096;
+
+/// What the correlator knows about an active incident.
+#[derive(Clone, Debug)]
+struct Active {
+    fingerprint: String,
+    hosts: BTreeSet<String>,
+    entity_keys: BTreeSet<String>,
+    last_signal_at: Timestamp,
+}
+
+/// What to do with one signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Add the signal (and any new hypotheses) to this incident.
+    Join {
+        incident_id: String,
+        hypotheses: Vec<Hypothesis>,
+    },
+    /// Open a new incident.
+    Open {
+        fingerprint: String,
+        severity: Severity,
+        title: String,
+        /// Sorted by score, highest first.
+        hypotheses: Vec<Hypothesis>,
+        /// Held signals on the same host within the window before this one.
+        context: Vec<Signal>,
+    },
+    /// Keep as context; no incident.
+    Hold,
+}
+
+/// The correlator's state: active incidents and recent held signals.
+#[derive(Debug)]
+pub struct Correlator {
+    window: Duration,
+    active: BTreeMap<String, Active>,
+    recent: VecDeque<Signal>,
+}
+
+/// The fingerprint of an incident: rule + root entity + cluster, never text.
+pub fn fingerprint(rule: &str, entity: &Entity) -> String {
+    stable_id(&[
+        "fingerprint/v1",
+        rule,
+        &entity.key(),
+        entity.cluster().unwrap_or(""),
+    ])
+}
+
+/// The generic ranker's hypothesis for a critical signal no rule explains.
+pub fn generic_hypothesis(s: &Signal) -> Hypothesis {
+    Hypothesis {
+        entity: s.entity.clone(),
+        score: 0.5,
+        rule: GENERIC_RULE.to_string(),
+        explanation: format!(
+            "No rule explains this {} signal on {} {}; it is the earliest critical signal on this entity. {}",
+            s.name, s.entity.kind, s.entity.name, s.message
+        )
+        .trim_end()
+        .to_string(),
+        remediation: format!(
+            "Inspect {} {} around {} and consider writing a rule for `{}` (docs/rules.md).",
+            s.entity.kind, s.entity.name, s.time, s.name
+        ),
+        evidence: s.evidence.clone(),
+    }
+}
+
+impl Correlator {
+    pub fn new(window: Duration) -> Self {
+        Correlator {
+            window,
+            active: BTreeMap::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Starts (or refreshes) tracking an active incident; forgets it once it is resolved.
+    pub fn track(&mut self, inc: &Incident) {
+        if !inc.status.is_active() {
+            self.active.remove(&inc.id);
+            return;
+        }
+        let mut a = Active {
+            fingerprint: inc.fingerprint.clone(),
+            hosts: BTreeSet::new(),
+            entity_keys: BTreeSet::new(),
+            last_signal_at: inc.updated_at,
+        };
+        for h in &inc.root_causes {
+            a.entity_keys.insert(h.entity.key());
+            a.hosts.extend(h.entity.host().map(str::to_string));
+        }
+        for s in &inc.signals {
+            a.entity_keys.insert(s.entity.key());
+            a.hosts.extend(s.host().map(str::to_string));
+            a.last_signal_at = a.last_signal_at.max(s.time);
+        }
+        self.active.insert(inc.id.clone(), a);
+    }
+
+    pub fn forget(&mut self, incident_id: &str) {
+        self.active.remove(incident_id);
+    }
+
+    /// The active incident with this fingerprint, if any.
+    pub fn active_for(&self, fp: &str) -> Option<&str> {
+        self.active
+            .iter()
+            .find(|(_, a)| a.fingerprint == fp)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Decides what one signal does, given the rules that matched it (best first).
+    pub fn decide(&mut self, s: &Signal, matches: &[RuleMatch]) -> Decision {
+        if let Some(top) = matches.first() {
+            let fp = fingerprint(&top.rule, &top.hypothesis.entity);
+            let hypotheses: Vec<Hypothesis> =
+                matches.iter().map(|m| m.hypothesis.clone()).collect();
+            if let Some(id) = self.active_for(&fp) {
+                return Decision::Join {
+                    incident_id: id.to_string(),
+                    hypotheses,
+                };
+            }
+            let severity = matches
+                .iter()
+                .map(|m| m.severity)
+                .max()
+                .unwrap_or(Severity::Warning);
+            return Decision::Open {
+                fingerprint: fp,
+                severity,
+                title: top.title.clone(),
+                hypotheses,
+                context: self.context_for(s),
+            };
+        }
+        if let Some(id) = self.related_active(s) {
+            return Decision::Join {
+                incident_id: id,
+                hypotheses: Vec::new(),
+            };
+        }
+        if s.severity == Severity::Critical {
+            let h = generic_hypothesis(s);
+            return Decision::Open {
+                fingerprint: fingerprint(GENERIC_RULE, &s.entity),
+                severity: Severity::Critical,
+                title: format!("{} on {} {}", s.name, s.entity.kind, s.entity.name),
+                hypotheses: vec![h],
+                context: self.context_for(s),
+            };
+        }
+        self.recent.push_back(s.clone());
+        while self.recent.len() > RECENT_MAX {
+            self.recent.pop_front();
+        }
+        Decision::Hold
+    }
+
+    /// Records that a signal joined an incident at its event time.
+    pub fn touch(&mut self, incident_id: &str, s: &Signal) {
+        if let Some(a) = self.active.get_mut(incident_id) {
+            a.last_signal_at = a.last_signal_at.max(s.time);
+            a.entity_keys.insert(s.entity.key());
+            a.hosts.extend(s.host().map(str::to_string));
+        }
+    }
+
+    fn related_active(&self, s: &Signal) -> Option<String> {
+        let key = s.entity.key();
+        let host = s.host();
+        self.active
+            .iter()
+            .filter(|(_, a)| a.last_signal_at.abs_diff(s.time) <= self.window)
+            .filter(|(_, a)| {
+                a.entity_keys.contains(&key) || host.is_some_and(|h| a.hosts.contains(h))
+            })
+            .max_by_key(|(_, a)| a.last_signal_at)
+            .map(|(id, _)| id.clone())
+    }
+
+    fn context_for(&mut self, s: &Signal) -> Vec<Signal> {
+        let host = s.host();
+        let lower = s.time.sub(self.window);
+        let (take, keep): (Vec<Signal>, Vec<Signal>) = self.recent.drain(..).partition(|r| {
+            r.time >= lower
+                && r.time <= s.time
+                && (r.entity.key() == s.entity.key() || (host.is_some() && r.host() == host))
+        });
+        self.recent = keep.into();
+        take
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daytwo_model::{EntityKind, IncidentStatus};
+
+    fn sig(id: &str, host: &str, cg: &str, secs: i64, sev: Severity) -> Signal {
+        Signal {
+            id: id.into(),
+            name: "test.event".into(),
+            time: Timestamp::from_unix_secs(secs),
+            severity: sev,
+            entity: Entity::new(EntityKind::Cgroup, cg)
+                .with_attr("host.name", host)
+                .with_attr("daytwo.cgroup.path", cg),
+            resource: [("host.name".to_string(), host.into())]
+                .into_iter()
+                .collect(),
+            attributes: Default::default(),
+            message: String::new(),
+            evidence: vec![],
+        }
+    }
+
+    fn rule_match(s: &Signal, rule: &str) -> RuleMatch {
+        RuleMatch {
+            rule: rule.into(),
+            severity: Severity::Critical,
+            title: "t".into(),
+            hypothesis: Hypothesis {
+                entity: s.entity.clone(),
+                score: 0.9,
+                rule: rule.into(),
+                explanation: "e".into(),
+                remediation: "r".into(),
+                evidence: vec![],
+            },
+        }
+    }
+
+    fn open_incident(id: &str, d: &Decision, s: &Signal) -> Incident {
+        let Decision::Open {
+            fingerprint,
+            severity,
+            title,
+            hypotheses,
+            ..
+        } = d
+        else {
+            panic!("expected open, got {d:?}")
+        };
+        Incident {
+            id: id.into(),
+            fingerprint: fingerprint.clone(),
+            status: IncidentStatus::Open,
+            severity: *severity,
+            opened_at: s.time,
+            updated_at: s.time,
+            resolved_at: None,
+            title: title.clone(),
+            root_causes: hypotheses.clone(),
+            signals: vec![s.clone()],
+            links: vec![],
+        }
+    }
+
+    #[test]
+    fn same_rule_and_entity_dedupes_while_active() {
+        let mut c = Correlator::new(Duration::from_secs(300));
+        let a = sig("a", "h", "/x", 100, Severity::Critical);
+        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        c.track(&open_incident("i1", &d, &a));
+        let b = sig("b", "h", "/x", 5000, Severity::Critical);
+        assert!(
+            matches!(c.decide(&b, &[rule_match(&b, "r")]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
+        );
+    }
+
+    #[test]
+    fn different_cgroups_open_different_incidents() {
+        let mut c = Correlator::new(Duration::from_secs(300));
+        let a = sig("a", "h", "/x", 100, Severity::Critical);
+        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        c.track(&open_incident("i1", &d, &a));
+        let b = sig("b", "h", "/y", 101, Severity::Critical);
+        assert!(matches!(
+            c.decide(&b, &[rule_match(&b, "r")]),
+            Decision::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn resolved_incident_never_swallows_new_signals() {
+        let mut c = Correlator::new(Duration::from_secs(300));
+        let a = sig("a", "h", "/x", 100, Severity::Critical);
+        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        let mut inc = open_incident("i1", &d, &a);
+        c.track(&inc);
+        inc.status = IncidentStatus::Resolved;
+        c.track(&inc);
+        let b = sig("b", "h", "/x", 101, Severity::Warning);
+        assert_eq!(c.decide(&b, &[]), Decision::Hold);
+        let e = sig("e", "h", "/x", 102, Severity::Critical);
+        assert!(matches!(
+            c.decide(&e, &[rule_match(&e, "r")]),
+            Decision::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn unexplained_symptoms_join_by_host_within_window_only() {
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let a = sig("a", "h", "/x", 100, Severity::Critical);
+        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        c.track(&open_incident("i1", &d, &a));
+        let near = sig("n", "h", "/other", 130, Severity::Warning);
+        assert!(matches!(c.decide(&near, &[]), Decision::Join { .. }));
+        let far = sig("f", "h", "/other", 1000, Severity::Warning);
+        assert_eq!(c.decide(&far, &[]), Decision::Hold);
+        let elsewhere = sig("o", "other-host", "/x", 101, Severity::Warning);
+        assert_eq!(c.decide(&elsewhere, &[]), Decision::Hold);
+    }
+
+    #[test]
+    fn held_signals_become_context_of_a_later_incident_on_the_same_host() {
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let w = sig("w", "h", "/x", 90, Severity::Warning);
+        assert_eq!(c.decide(&w, &[]), Decision::Hold);
+        let a = sig("a", "h", "/x", 100, Severity::Critical);
+        match c.decide(&a, &[rule_match(&a, "r")]) {
+            Decision::Open { context, .. } => assert_eq!(
+                context.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+                ["w"]
+            ),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn critical_without_rule_opens_generic() {
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let a = sig("a", "h", "/x", 100, Severity::Critical);
+        match c.decide(&a, &[]) {
+            Decision::Open { hypotheses, .. } => assert_eq!(hypotheses[0].rule, GENERIC_RULE),
+            d => panic!("{d:?}"),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! OTLP/gRPC ingest: logs (signals and plain logs), metrics and traces.
+//!
+//! Entry point: [`serve`]. Log records with an event name are decoded into signals and handed
+//! to the [`Pipeline`]; the export is answered only after the pipeline committed them, so an
+//! agent that got OK may delete its copy. Records that fail to decode are rejected one by one
+//! with OTLP's partial success (a request whose every record is bad is answered
+//! INVALID_ARGUMENT). Gzip is accepted. A request over the size limit is answered
+//! RESOURCE_EXHAUSTED and malformed protobuf INVALID_ARGUMENT (see [`rewrite_status`]); the
+//! process keeps running either way. Metrics and spans are counted for now; detection on
+//! them is a later step.
+
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+use tracing::{error, warn};
+
+/// The default limit on one decoded OTLP request (the OTel Collector's default is 4 MiB on
+/// the client side; we accept more so a full agent batch always fits).
+pub const DEFAULT_MAX_RECV_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Ingest {
+    pipeline: Arc<Mutex<Pipeline>>,
+    metrics: Metrics,
+}
+
+impl Ingest {
+    pub fn new(pipeline: Arc<Mutex<Pipeline>>, metrics: Metrics) -> Self {
+        Ingest { pipeline, metrics }
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Ingest {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let req = request.into_inner();
+        let (decoded, plain) = daytwo_model::otlp::signals_from_request(&req);
+        self.metrics.log_records.inc_by(plain as u64);
+        let mut signals = Vec::with_capacity(decoded.len());
+        let mut rejected = 0i64;
+        let mut first_error = None;
+        for d in decoded {
+            match d {
+                Ok(s) => signals.push(s),
+                Err(e) => {
+                    rejected += 1;
+                    self.metrics
+                        .records_rejected
+                        .with_label_values(&["invalid_signal"])
+                        .inc();
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        if rejected > 0 && signals.is_empty() && plain == 0 {
+            self.metrics
+                .otlp_requests
+                .with_label_values(&["logs", "invalid"])
+                .inc();
+            let msg = first_error.unwrap_or_default();
+            warn!(rejected, error = %msg, "Rejected an OTLP logs export: no record is a valid signal.");
+            return Err(Status::invalid_argument(format!(
+                "all {rejected} log records were rejected; first: {msg}"
+            )));
+        }
+        self.metrics.signals_received.inc_by(signals.len() as u64);
+        if !signals.is_empty() {
+            let pipeline = self.pipeline.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+                p.ingest(signals)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("ingest task failed: {e}")))?;
+            if let Err(e) = result {
+                self.metrics
+                    .otlp_requests
+                    .with_label_values(&["logs", "error"])
+                    .inc();
+                error!(error = %e, "Could not store signals; the sender will retry.");
+                return Err(Status::unavailable(format!("could not store signals: {e}")));
+            }
+        }
+        self.metrics
+            .otlp_requests
+            .with_label_values(&["logs", "ok"])
+            .inc();
+        let partial_success = (rejected > 0).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: rejected,
+            error_message: first_error.unwrap_or_default(),
+        });
+        Ok(Response::new(ExportLogsServiceResponse { partial_success }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Ingest {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let req = request.into_inner();
+        let mut points = 0u64;
+        for rm in &req.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    points += match &m.data {
+                        Some(Data::Gauge(g)) => g.data_points.len(),
+                        Some(Data::Sum(s)) => s.data_points.len(),
+                        Some(Data::Histogram(h)) => h.data_points.len(),
+                        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                        Some(Data::Summary(s)) => s.data_points.len(),
+                        None => 0,
+                    } as u64;
+                }
+            }
+        }
+        self.metrics.metric_points.inc_by(points);
+        self.metrics
+            .otlp_requests
+            .with_label_values(&["metrics", "ok"])
+            .inc();
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Ingest {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let req = request.into_inner();
+        let spans: usize = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.metrics.spans.inc_by(spans as u64);
+        self.metrics
+            .otlp_requests
+            .with_label_values(&["traces", "ok"])
+            .inc();
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// tonic answers an over-limit message with OUT_OF_RANGE and undecodable protobuf with
+/// INTERNAL; OTLP senders read RESOURCE_EXHAUSTED and INVALID_ARGUMENT as "do not retry this
+/// as is", which is what both mean. This rewrites those two trailers-only answers (they carry
+/// `grpc-status` in the headers) and leaves every other status alone.
+pub fn rewrite_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers();
+    let code = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let msg = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let new = match code {
+        "11" if msg.contains("message%20length%20too%20large")
+            || msg.contains("message length too large") =>
+        {
+            Some("8")
+        }
+        "13" if msg.contains("decod") || msg.contains("decompress") => Some("3"),
+        _ => None,
+    };
+    if let Some(new) = new {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(new));
+    }
+    resp
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Ingest,
+    max_recv_bytes: usize,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let logs = LogsServiceServer::new(ingest.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_recv_bytes);
+    let metrics = MetricsServiceServer::new(ingest.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_recv_bytes);
+    let traces = TraceServiceServer::new(ingest)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_recv_bytes);
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            rewrite_status::<tonic::body::Body>,
+        ))
+        .add_service(logs)
+        .add_service(metrics)
+        .add_service(traces)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+}

@@ -1,0 +1,66 @@
+//! The notify metrics, all defined here so a move to another metrics crate stays local.
+//!
+//! Labels are bounded: `receiver` is an operator-configured name, `event` one of three,
+//! `stage` one of `connect`, `timeout`, `send`, `response`, `store`.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use super::NotifyError;
+
+#[derive(Clone)]
+pub(super) struct Metrics {
+    /// Deliveries a receiver answered with 2xx.
+    pub sent: IntCounterVec,
+    /// Failed attempts by where they failed.
+    pub errors: IntCounterVec,
+    /// Deliveries that gave up and moved to the dead-letter table.
+    pub dead_letters: IntCounterVec,
+    /// Deliveries queued, as of the loop's last pass over the outbox.
+    pub pending: IntGauge,
+}
+
+impl Metrics {
+    pub(super) fn register(registry: &Registry) -> Result<Metrics, NotifyError> {
+        let err = NotifyError::MetricsRegistrationFailed;
+        let m = Metrics {
+            sent: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_notify_sent_total",
+                    "Notifications a receiver accepted with a 2xx answer.",
+                ),
+                &["receiver", "event"],
+            )
+            .map_err(err)?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_notify_errors_total",
+                    "Failed notification attempts, by stage: connect, timeout, send, response (non-2xx), store.",
+                ),
+                &["receiver", "stage"],
+            )
+            .map_err(err)?,
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_notify_dead_letters_total",
+                    "Notifications that gave up after the maximum age and were dead-lettered.",
+                ),
+                &["receiver"],
+            )
+            .map_err(err)?,
+            pending: IntGauge::new(
+                "daytwo_notify_pending",
+                "Notifications queued in the outbox, waiting to be sent or retried.",
+            )
+            .map_err(err)?,
+        };
+        registry.register(Box::new(m.sent.clone())).map_err(err)?;
+        registry.register(Box::new(m.errors.clone())).map_err(err)?;
+        registry
+            .register(Box::new(m.dead_letters.clone()))
+            .map_err(err)?;
+        registry
+            .register(Box::new(m.pending.clone()))
+            .map_err(err)?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,751 @@
+//! Delivery tests against a real HTTP receiver on 127.0.0.1, with the outbox in a real redb
+//! file. Durations are small so the suite takes seconds; no test asserts a duration, and the
+//! polling deadline only turns a hang into a failure.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use daytwo_model::{Entity, EntityKind, Hypothesis, Incident, IncidentStatus, Severity, Timestamp};
+use hmac::{Hmac, Mac};
+use redb::Database;
+use sha2::Sha256;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+// ---- a webhook receiver that answers from a script and records what it got ----
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+    /// What the receiver answered.
+    status: u16,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn delivery(&self) -> String {
+        self.header("x-daytwo-delivery").unwrap_or("").to_string()
+    }
+    fn event(&self) -> String {
+        self.header("x-daytwo-event").unwrap_or("").to_string()
+    }
+    fn incident_id(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        v["incident"]["id"].as_str().unwrap().to_string()
+    }
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    /// Answers for the next requests, in order; then `otherwise`.
+    next: VecDeque<u16>,
+    otherwise: u16,
+    got: Vec<Received>,
+}
+
+struct TestReceiver {
+    url: String,
+    script: Arc<Mutex<Script>>,
+    server: JoinHandle<()>,
+}
+
+impl TestReceiver {
+    async fn start(next: &[u16], otherwise: u16) -> TestReceiver {
+        let script = Arc::new(Mutex::new(Script {
+            next: next.iter().copied().collect(),
+            otherwise,
+            got: Vec::new(),
+        }));
+        async fn hook(
+            State(script): State<Arc<Mutex<Script>>>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> (StatusCode, &'static str) {
+            let mut s = script.lock().unwrap();
+            let status = s.next.pop_front().unwrap_or(s.otherwise);
+            s.got.push(Received {
+                headers,
+                body,
+                status,
+            });
+            let answer = if (200..300).contains(&status) {
+                "ok"
+            } else {
+                "receiver says no\n"
+            };
+            (StatusCode::from_u16(status).unwrap(), answer)
+        }
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestReceiver {
+            url: format!("http://{addr}/hook"),
+            script,
+            server,
+        }
+    }
+    fn received(&self) -> Vec<Received> {
+        self.script.lock().unwrap().got.clone()
+    }
+    fn answer_from_now_on(&self, status: u16) {
+        let mut s = self.script.lock().unwrap();
+        s.next.clear();
+        s.otherwise = status;
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+// ---- fixtures ----
+
+fn incident(id: &str) -> Incident {
+    let at = Timestamp::from_unix_secs(1_795_617_015);
+    Incident {
+        id: id.to_string(),
+        fingerprint: format!("fp-{id}"),
+        status: IncidentStatus::Open,
+        severity: Severity::Critical,
+        opened_at: at,
+        updated_at: at,
+        resolved_at: None,
+        title: "api-1 OOM-killed".to_string(),
+        root_causes: vec![Hypothesis {
+            entity: Entity::new(EntityKind::Pod, "api-1").with_attr("k8s.pod.uid", "u-1"),
+            score: 0.9,
+            rule: "daytwo.oom".to_string(),
+            explanation: "The container hit its memory limit.".to_string(),
+            remediation: "Raise the limit or find the leak.".to_string(),
+            evidence: vec![],
+        }],
+        signals: vec![],
+        links: vec![],
+    }
+}
+
+fn open_db(path: &Path) -> Arc<Database> {
+    Arc::new(Database::create(path).unwrap())
+}
+
+fn fast_config(receivers: Vec<Receiver>) -> NotifyConfig {
+    NotifyConfig {
+        receivers,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+fn now() -> Timestamp {
+    super::now()
+}
+
+/// Enqueues like the store does: in its own write transaction, then commits.
+fn enqueue_committed(db: &Database, receivers: &[Receiver], event: NotifyEvent, i: &Incident) {
+    let txn = db.begin_write().unwrap();
+    enqueue(&txn, receivers, event, i, now()).unwrap();
+    txn.commit().unwrap();
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    waker: Arc<Notify>,
+    registry: prometheus::Registry,
+}
+
+fn start(db: &Arc<Database>, config: NotifyConfig) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let registry = prometheus::Registry::new();
+    let notifier = Notifier::new(db.clone(), config, &registry).unwrap();
+    let waker = notifier.waker();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(notifier.run(shutdown.clone()));
+    Running {
+        shutdown,
+        task,
+        waker,
+        registry,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the notifier did not stop after shutdown")
+            .unwrap();
+    }
+
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        for family in self.registry.gather() {
+            if family.name() != name {
+                continue;
+            }
+            for m in family.get_metric() {
+                let pairs: HashMap<&str, &str> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                if labels.iter().all(|(k, v)| pairs.get(k) == Some(v)) {
+                    return m.get_counter().get_value();
+                }
+            }
+        }
+        0.0
+    }
+}
+
+/// Polls `cond` until it holds; panics naming `what` if it never does.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn pending(db: &Database) -> usize {
+    Notifier::pending(db).unwrap()
+}
+
+fn db_path() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    (dir, path)
+}
+
+// ---- tests ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_has_the_contract_body_headers_and_a_verifiable_signature() {
+    let rx = TestReceiver::start(&[], 200).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("pager", &rx.url, Some("s3cret".into()))];
+    let inc = incident("inc-1");
+    let running = start(&db, fast_config(receivers.clone()));
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    running.waker.notify_one();
+    eventually("the trigger is delivered and removed", || {
+        rx.received().len() == 1 && pending(&db) == 0
+    })
+    .await;
+
+    let got = &rx.received()[0];
+    let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
+    assert_eq!(body["version"], "1");
+    assert_eq!(body["event"], "trigger");
+    assert_eq!(body["incident"], serde_json::to_value(&inc).unwrap());
+    assert!(
+        got.body
+            .starts_with(br#"{"version":"1","event":"trigger","incident":{"id":"inc-1","#),
+        "{}",
+        String::from_utf8_lossy(&got.body)
+    );
+
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    assert!(got.header("user-agent").unwrap().starts_with("daytwo/"));
+    assert_eq!(got.header("x-daytwo-event"), Some("trigger"));
+    assert!(!got.delivery().is_empty());
+
+    // Verify the signature the way a receiver would, without the module's code.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&got.body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        got.header("x-daytwo-signature"),
+        Some(format!("sha256={expected}").as_str())
+    );
+
+    assert_eq!(
+        running.counter(
+            "daytwo_notify_sent_total",
+            &[("receiver", "pager"), ("event", "trigger")]
+        ),
+        1.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_backoff_and_sends_the_same_bytes_until_a_2xx() {
+    let rx = TestReceiver::start(&[500, 500], 200).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", &rx.url, None)];
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &incident("inc-1"));
+    let running = start(&db, fast_config(receivers));
+    eventually("the delivery succeeds and is removed", || pending(&db) == 0).await;
+
+    let got = rx.received();
+    let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 500, 200]);
+    assert_eq!(got.iter().filter(|r| r.ok()).count(), 1);
+    assert!(got.iter().all(|r| r.delivery() == got[0].delivery()));
+    assert!(got.iter().all(|r| r.body == got[0].body));
+    assert!(got.iter().all(|r| r.header("x-daytwo-signature").is_none()));
+    assert_eq!(
+        running.counter(
+            "daytwo_notify_errors_total",
+            &[("receiver", "hook"), ("stage", "response")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        running.counter("daytwo_notify_sent_total", &[("receiver", "hook")]),
+        1.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_never_overtakes_its_failed_trigger() {
+    let rx = TestReceiver::start(&[500], 200).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", &rx.url, None)];
+    let inc = incident("inc-1");
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
+    // A backoff long enough that an unblocked resolve would certainly go out first.
+    let config = NotifyConfig {
+        backoff_initial: Duration::from_millis(300),
+        backoff_max: Duration::from_millis(300),
+        ..fast_config(receivers)
+    };
+    let running = start(&db, config);
+    eventually("both deliveries succeed", || pending(&db) == 0).await;
+
+    let order: Vec<(String, u16)> = rx
+        .received()
+        .iter()
+        .map(|r| (r.event(), r.status))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("trigger".to_string(), 500),
+            ("trigger".to_string(), 200),
+            ("resolve".to_string(), 200)
+        ]
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_receiver_or_incident_does_not_hold_back_others() {
+    let down = TestReceiver::start(&[], 503).await;
+    let up = TestReceiver::start(&[], 200).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let both = vec![
+        Receiver::webhook("down", &down.url, None),
+        Receiver::webhook("up", &up.url, None),
+    ];
+    let running = start(&db, fast_config(both.clone()));
+    enqueue_committed(&db, &both, NotifyEvent::Trigger, &incident("inc-1"));
+    enqueue_committed(&db, &both, NotifyEvent::Trigger, &incident("inc-2"));
+    running.waker.notify_one();
+    eventually(
+        "the healthy receiver gets both pages while the other keeps failing",
+        || {
+            let ids: Vec<String> = up.received().iter().map(Received::incident_id).collect();
+            ids.contains(&"inc-1".to_string()) && ids.contains(&"inc-2".to_string())
+        },
+    )
+    .await;
+    eventually("the down receiver is tried for both incidents", || {
+        let ids: Vec<String> = down.received().iter().map(Received::incident_id).collect();
+        ids.contains(&"inc-1".to_string()) && ids.contains(&"inc-2".to_string())
+    })
+    .await;
+    assert!(down.received().iter().all(|r| !r.ok()));
+    eventually("only the down receiver's items stay queued", || {
+        pending(&db) == 2
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_delivers_what_was_queued_exactly_once_and_in_order() {
+    let rx = TestReceiver::start(&[], 503).await;
+    let (_dir, path) = db_path();
+    let receivers = vec![Receiver::webhook("hook", &rx.url, Some("k".into()))];
+    let inc = incident("inc-1");
+
+    let db = open_db(&path);
+    let running = start(&db, fast_config(receivers.clone()));
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    enqueue_committed(&db, &receivers, NotifyEvent::Acknowledge, &inc);
+    running.waker.notify_one();
+    eventually("the trigger was tried while the receiver was down", || {
+        !rx.received().is_empty()
+    })
+    .await;
+    running.stop().await;
+    // Close the database as a dying process would: every handle gone.
+    eventually("the notifier released the database", || {
+        Arc::strong_count(&db) == 1
+    })
+    .await;
+    drop(db);
+    assert!(rx.received().iter().all(|r| !r.ok()));
+
+    rx.answer_from_now_on(200);
+    let db = open_db(&path);
+    assert_eq!(pending(&db), 2);
+    let running = start(&db, fast_config(receivers));
+    eventually("the queued pages are delivered after the restart", || {
+        pending(&db) == 0
+    })
+    .await;
+
+    let ok: Vec<Received> = rx.received().into_iter().filter(Received::ok).collect();
+    let events: Vec<String> = ok.iter().map(Received::event).collect();
+    assert_eq!(events, ["trigger", "acknowledge"]);
+    assert_ne!(ok[0].delivery(), ok[1].delivery());
+    let first_try = rx.received()[0].clone();
+    assert_eq!(
+        first_try.delivery(),
+        ok[0].delivery(),
+        "delivery id is stable"
+    );
+    assert_eq!(first_try.body, ok[0].body, "body is byte-identical");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_into_the_dead_letter_table_after_max_age() {
+    let rx = TestReceiver::start(&[], 400).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", &rx.url, None)];
+    let config = NotifyConfig {
+        max_age: Duration::from_millis(300),
+        ..fast_config(receivers.clone())
+    };
+    let inc = incident("inc-1");
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    let running = start(&db, config);
+    eventually("the delivery is dead-lettered", || {
+        !Notifier::dead_letters(&db).unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(pending(&db), 0);
+
+    let dead = Notifier::dead_letters(&db).unwrap();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    let got = rx.received();
+    assert_eq!(d.receiver, "hook");
+    assert_eq!(d.event, NotifyEvent::Trigger);
+    assert_eq!(d.incident_id, "inc-1");
+    assert_eq!(d.attempts as usize, got.len());
+    assert_eq!(d.delivery_id, got[0].delivery());
+    assert_eq!(d.body.as_bytes(), &got[0].body[..]);
+    let last_error = d.last_error.as_deref().unwrap();
+    assert!(
+        last_error.contains("400") && last_error.contains("receiver says no"),
+        "{last_error}"
+    );
+    // Counted right after the commit the loop above observed.
+    eventually("the dead letter is counted", || {
+        running.counter("daytwo_notify_dead_letters_total", &[("receiver", "hook")]) == 1.0
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_enqueue_time_still_gets_its_full_retry_window() {
+    // As when the collector was down for days, or the caller passed an event time.
+    let rx = TestReceiver::start(&[500], 200).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", &rx.url, None)];
+    let two_days_ago = now().sub(Duration::from_secs(2 * 24 * 3600));
+    let txn = db.begin_write().unwrap();
+    enqueue(
+        &txn,
+        &receivers,
+        NotifyEvent::Trigger,
+        &incident("inc-1"),
+        two_days_ago,
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    let running = start(&db, fast_config(receivers));
+    eventually("the delivery goes through on its retry", || {
+        pending(&db) == 0
+    })
+    .await;
+    assert!(Notifier::dead_letters(&db).unwrap().is_empty());
+    let statuses: Vec<u16> = rx.received().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 200]);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_is_retried_and_counted_as_connect() {
+    // Bind then drop to get a port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook(
+        "gone",
+        format!("http://127.0.0.1:{port}/hook"),
+        None,
+    )];
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &incident("inc-1"));
+    let running = start(&db, fast_config(receivers));
+    eventually("two failed attempts recorded and counted", || {
+        let records = outbox::records(&db).unwrap();
+        records[0].1.attempts >= 2
+            && running.counter(
+                "daytwo_notify_errors_total",
+                &[("receiver", "gone"), ("stage", "connect")],
+            ) >= 2.0
+    })
+    .await;
+    assert_eq!(pending(&db), 1);
+    let records = outbox::records(&db).unwrap();
+    assert!(records[0].1.last_error.is_some());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_of_an_unconfigured_receiver_are_dead_lettered_at_max_age() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let old = vec![Receiver::webhook("old", "http://127.0.0.1:9/hook", None)];
+    enqueue_committed(&db, &old, NotifyEvent::Trigger, &incident("inc-1"));
+    let config = NotifyConfig {
+        max_age: Duration::from_millis(200),
+        ..fast_config(vec![])
+    };
+    let running = start(&db, config);
+    eventually("the orphaned item is dead-lettered", || {
+        Notifier::dead_letters(&db).unwrap().len() == 1
+    })
+    .await;
+    let dead = Notifier::dead_letters(&db).unwrap();
+    assert_eq!(dead[0].attempts, 1);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no longer configured")
+    );
+    assert_eq!(pending(&db), 0);
+    running.stop().await;
+}
+
+#[test]
+fn enqueue_belongs_to_the_callers_transaction() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![
+        Receiver::webhook("a", "http://a.example/hook", None),
+        Receiver::webhook("b", "http://b.example/hook", None),
+    ];
+    let txn = db.begin_write().unwrap();
+    init_tables(&txn).unwrap();
+    init_tables(&txn).unwrap();
+    txn.commit().unwrap();
+
+    let txn = db.begin_write().unwrap();
+    enqueue(
+        &txn,
+        &receivers,
+        NotifyEvent::Trigger,
+        &incident("x"),
+        now(),
+    )
+    .unwrap();
+    txn.abort().unwrap();
+    assert_eq!(pending(&db), 0, "an aborted transaction queues nothing");
+
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &incident("x"));
+    enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &incident("x"));
+    enqueue_committed(&db, &[], NotifyEvent::Resolve, &incident("x"));
+    let records = outbox::records(&db).unwrap();
+    assert_eq!(records.len(), 4);
+    let ids: Vec<u64> = records.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let mut delivery_ids: Vec<&str> = records
+        .iter()
+        .map(|(_, r)| r.delivery_id.as_str())
+        .collect();
+    delivery_ids.sort();
+    delivery_ids.dedup();
+    assert_eq!(delivery_ids.len(), 4);
+    assert_eq!(records[0].1.receiver, "a");
+    assert_eq!(records[1].1.receiver, "b");
+    assert_eq!(
+        records[0].1.body, records[1].1.body,
+        "one snapshot for all receivers"
+    );
+    assert_eq!(records[2].1.event, NotifyEvent::Resolve);
+}
+
+#[test]
+fn sequence_numbers_are_not_reused_once_the_outbox_empties() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let rs = vec![Receiver::webhook("a", "http://a.example/hook", None)];
+    enqueue_committed(&db, &rs, NotifyEvent::Trigger, &incident("x"));
+    let (first, _) = outbox::records(&db).unwrap()[0].clone();
+    outbox::delivered(&db, first).unwrap();
+    assert_eq!(pending(&db), 0);
+    enqueue_committed(&db, &rs, NotifyEvent::Resolve, &incident("x"));
+    let (second, _) = outbox::records(&db).unwrap()[0].clone();
+    assert!(second > first);
+}
+
+#[test]
+fn receivers_from_urls_names_them_and_rejects_bad_urls() {
+    let urls = vec![
+        "http://127.0.0.1:9000/hook".to_string(),
+        "https://pager.example.com/in?token=x".to_string(),
+        "https://third.example/".to_string(),
+    ];
+    let rs = receivers_from_urls(&urls, Some("k".into())).unwrap();
+    let names: Vec<&str> = rs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["webhook", "webhook-2", "webhook-3"]);
+    assert!(rs.iter().all(|r| r.secret.as_deref() == Some("k")));
+    assert!(rs.iter().all(|r| r.kind == ReceiverKind::Webhook));
+    assert!(
+        receivers_from_urls(&urls[..1], Some(String::new())).unwrap()[0]
+            .secret
+            .is_none()
+    );
+
+    for bad in [
+        "ftp://example.com/x",
+        "not a url",
+        "http://",
+        "/just/a/path",
+        "mailto:a@b.c",
+    ] {
+        let err = receivers_from_urls(&[urls[0].clone(), bad.to_string()], None).unwrap_err();
+        assert!(
+            matches!(&err, NotifyError::InvalidReceiverUrl { url, .. } if url == bad),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains(bad), "{err}");
+    }
+}
+
+#[test]
+fn config_validation_catches_duplicates_and_bad_backoff() {
+    assert!(NotifyConfig::default().validate().is_ok());
+    let dup = NotifyConfig {
+        receivers: vec![
+            Receiver::webhook("a", "http://x.example/", None),
+            Receiver::webhook("a", "http://y.example/", None),
+        ],
+        ..NotifyConfig::default()
+    };
+    assert!(dup.validate().unwrap_err().to_string().contains("\"a\""));
+    let inverted = NotifyConfig {
+        backoff_initial: Duration::from_secs(10),
+        backoff_max: Duration::from_secs(1),
+        ..NotifyConfig::default()
+    };
+    assert!(inverted.validate().is_err());
+}
+
+#[test]
+fn debug_output_hides_url_and_secret() {
+    let r = Receiver::webhook("a", "https://hooks.example/T0KEN", Some("s3cret".into()));
+    let s = format!("{r:?}");
+    assert!(!s.contains("T0KEN") && !s.contains("s3cret"), "{s}");
+}
+
+#[test]
+fn events_serialise_as_their_wire_names() {
+    for (e, s) in [
+        (NotifyEvent::Trigger, "trigger"),
+        (NotifyEvent::Acknowledge, "acknowledge"),
+        (NotifyEvent::Resolve, "resolve"),
+    ] {
+        assert_eq!(serde_json::to_value(e).unwrap(), s);
+        assert_eq!(e.as_str(), s);
+    }
+}
+
+#[test]
+fn metrics_register_under_their_names() {
+    let (_dir, path) = db_path();
+    let registry = prometheus::Registry::new();
+    let n = Notifier::new(open_db(&path), NotifyConfig::default(), &registry).unwrap();
+    let m = &n.shared.metrics;
+    m.sent.with_label_values(&["r", "trigger"]);
+    m.errors.with_label_values(&["r", "connect"]);
+    m.dead_letters.with_label_values(&["r"]);
+    let mut names: Vec<String> = registry
+        .gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "daytwo_notify_dead_letters_total",
+            "daytwo_notify_errors_total",
+            "daytwo_notify_pending",
+            "daytwo_notify_sent_total"
+        ]
+    );
+    let again = Notifier::new(open_db_again(&n), NotifyConfig::default(), &registry);
+    assert!(matches!(
+        again,
+        Err(NotifyError::MetricsRegistrationFailed(_))
+    ));
+}
+
+fn open_db_again(n: &Notifier) -> Arc<Database> {
+    n.shared.db.clone()
+}

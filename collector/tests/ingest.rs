@@ -1,0 +1,267 @@
+//! The collector over real sockets: OTLP/gRPC in (plain and gzip), the size limit answered
+//! RESOURCE_EXHAUSTED, malformed protobuf answered INVALID_ARGUMENT, redelivery idempotent,
+//! and the HTTP API showing, acknowledging and resolving the incident.
+
+use daytwo_collector::{Collector, CollectorConfig};
+use daytwo_model::{Entity, EntityKind, Evidence, Severity, Signal, Timestamp};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+fn oom_signal(id: &str, cgroup: &str, secs: i64) -> Signal {
+    let attrs = serde_json::json!({
+        "daytwo.oom.constraint": "memcg",
+        "process.pid": 4242,
+        "process.executable.name": "leaky",
+        "daytwo.cgroup.path": cgroup,
+        "daytwo.memory.usage_bytes": 67108864u64,
+        "daytwo.memory.limit_bytes": 67108864u64,
+        "daytwo.memory.failcnt": 12,
+    });
+    Signal {
+        id: id.into(),
+        name: "daytwo.kernel.oom_kill".into(),
+        time: Timestamp::from_unix_secs(secs),
+        severity: Severity::Critical,
+        entity: Entity::new(EntityKind::Cgroup, cgroup)
+            .with_attr("host.name", "node-1")
+            .with_attr("daytwo.cgroup.path", cgroup),
+        resource: [("host.name".to_string(), "node-1".into())]
+            .into_iter()
+            .collect(),
+        attributes: attrs.as_object().unwrap().clone().into_iter().collect(),
+        message: "OOM".into(),
+        evidence: vec![Evidence {
+            time: Timestamp::from_unix_secs(secs),
+            kind: "log".into(),
+            text: "Killed process 4242 (leaky)".into(),
+        }],
+    }
+}
+
+struct Running {
+    otlp: String,
+    http: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(max_recv_bytes: usize) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let config = CollectorConfig {
+        data_dir: dir.path().to_path_buf(),
+        otlp_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        notify: Default::default(),
+        rules: Arc::new(daytwo_rules::RuleSet::builtin()),
+        correlation_window: Duration::from_secs(300),
+        max_recv_bytes,
+        token: Some("t0ken".into()),
+    };
+    let registry = prometheus::Registry::new();
+    let c = Collector::bind(config, &registry).await.unwrap();
+    let (otlp, http) = (
+        format!("http://{}", c.otlp_addr()),
+        format!("http://{}", c.http_addr()),
+    );
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { c.run(s).await.unwrap() });
+    Running {
+        otlp,
+        http,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+async fn http_json(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn signals_over_otlp_become_one_incident_and_redelivery_is_a_no_op() {
+    let r = start(1 << 20).await;
+    let mut client = LogsServiceClient::connect(r.otlp.clone())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let req = daytwo_model::otlp::signals_to_request(&[oom_signal("s1", "/kubepods/pod1", 100)]);
+    client.export(req.clone()).await.unwrap();
+    client.export(req).await.unwrap(); // redelivery: same id
+    let second = daytwo_model::otlp::signals_to_request(&[oom_signal("s2", "/kubepods/pod1", 160)]);
+    client.export(second).await.unwrap(); // same cause while open: joins, no new incident
+
+    let (code, list) = http_json(
+        reqwest::Method::GET,
+        &format!("{}/api/v1/incidents", r.http),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let incidents = list["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{list}");
+    assert!(list["next"].is_null());
+    let inc = &incidents[0];
+    assert_eq!(inc["root_causes"][0]["rule"], "node.memory_cgroup_oom");
+    assert_eq!(inc["root_causes"][0]["entity"]["name"], "/kubepods/pod1");
+    assert_eq!(inc["signals"].as_array().unwrap().len(), 2);
+    let id = inc["id"].as_str().unwrap();
+
+    // Writes need the token.
+    let (code, _) = http_json(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/incidents/{id}/resolve", r.http),
+        None,
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, body) = http_json(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/incidents/{id}/ack", r.http),
+        Some("t0ken"),
+    )
+    .await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("acknowledged")));
+    let (code, body) = http_json(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/incidents/{id}/resolve", r.http),
+        Some("t0ken"),
+    )
+    .await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("resolved")));
+    assert!(body["resolved_at"].is_string());
+    let (code, _) = http_json(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/incidents/{id}/ack", r.http),
+        Some("t0ken"),
+    )
+    .await;
+    assert_eq!(code, 409);
+
+    // The same cause after the resolve: a new incident, linked to the old one.
+    client
+        .export(daytwo_model::otlp::signals_to_request(&[oom_signal(
+            "s3",
+            "/kubepods/pod1",
+            900,
+        )]))
+        .await
+        .unwrap();
+    let (_, list) = http_json(
+        reqwest::Method::GET,
+        &format!("{}/api/v1/incidents?status=open", r.http),
+        None,
+    )
+    .await;
+    let open = list["incidents"].as_array().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0]["id"], id);
+    assert_eq!(open[0]["links"][0]["incident_id"], id);
+
+    let (code, _) = http_json(
+        reqwest::Method::GET,
+        &format!("{}/api/v1/incidents/nope", r.http),
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, body) = http_json(
+        reqwest::Method::GET,
+        &format!("{}/api/v1/incidents?status=bogus", r.http),
+        None,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body["error"].as_str().unwrap().contains("status"), "{body}");
+    r.stop.cancel();
+    r.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_is_resource_exhausted_and_malformed_is_invalid_argument_and_the_server_lives_on()
+{
+    let r = start(64 * 1024).await;
+    let mut client = LogsServiceClient::connect(r.otlp.clone()).await.unwrap();
+    let mut big = oom_signal("big", "/x", 100);
+    big.message = "x".repeat(200 * 1024);
+    let err = client
+        .export(daytwo_model::otlp::signals_to_request(&[big]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+    // A message whose field 1 has the wrong wire type: not an ExportLogsServiceRequest.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Bogus {
+        #[prost(uint64, tag = "1")]
+        x: u64,
+    }
+    let channel = tonic::transport::Endpoint::from_shared(r.otlp.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    );
+    let codec: tonic_prost::ProstCodec<Bogus, ExportLogsServiceResponse> =
+        tonic_prost::ProstCodec::default();
+    let err = grpc
+        .unary(tonic::Request::new(Bogus { x: 7 }), path, codec)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // A record that is an event but carries a bad daytwo attribute: rejected by name.
+    let mut req = daytwo_model::otlp::signals_to_request(&[oom_signal("bad", "/x", 100)]);
+    for kv in &mut req.resource_logs[0].scope_logs[0].log_records[0].attributes {
+        if kv.key == "daytwo.severity" {
+            kv.value = Some(daytwo_model::otlp::any_value(&"loud".into()));
+        }
+    }
+    let err = client.export(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("daytwo.severity"),
+        "{}",
+        err.message()
+    );
+
+    // Still serving.
+    let ok: ExportLogsServiceRequest =
+        daytwo_model::otlp::signals_to_request(&[oom_signal("fine", "/x", 100)]);
+    client.export(ok).await.unwrap();
+    let body = reqwest::get(format!("{}/metrics", r.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("daytwo_collector_records_rejected_total{reason=\"invalid_signal\"} 1"),
+        "{body}"
+    );
+    r.stop.cancel();
+    r.task.await.unwrap();
+}

@@ -1,0 +1,498 @@
+//! CEL for rules: one environment, the variables a signal binds, compile-time checks and
+//! the conversion of results to text.
+//!
+//! Entry points: [`Cel::new`] (the environment: the CEL standard library plus the `strings`
+//! extension), [`Cel::compile`] (parse, then reject variables that do not exist so typos
+//! fail at load time, not silently at 3 a.m.) and [`Cel::context`] (a signal's variables:
+//! `name`, `severity`, `attributes`, `resource`, `entity`, `message`).
+//!
+//! The cel crate has no type checker, so "returns a bool" is only known when a condition
+//! runs; a condition that errors or returns something else does not match (see
+//! [`crate::RuleSet::evaluate`]).
+
+use cel::common::ast::{EntryExpr, Expr, IdedEntryExpr, IdedExpr};
+use cel::objects::{Key, Map};
+use cel::{Context, Env, Program, Value};
+use daytwo_model::{Attributes, Signal};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The variables a rule expression can use, in the order docs/rules.md lists them.
+pub const VARIABLES: &[&str] = &[
+    "name",
+    "severity",
+    "attributes",
+    "resource",
+    "entity",
+    "message",
+];
+
+/// Identifiers CEL resolves itself (type names used as `type(x) == int`).
+const BUILTIN_IDENTS: &[&str] = &[
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+];
+
+/// Why an expression did not compile. Offsets are bytes into the expression's source.
+#[derive(Debug)]
+pub(crate) enum ExprError {
+    Syntax {
+        message: String,
+        offset: Option<usize>,
+    },
+    UnknownVariable {
+        name: String,
+        offset: Option<usize>,
+    },
+    /// Over one of the size limits ([`MAX_EXPR_BYTES`], [`MAX_BRACKET_NESTING`],
+    /// [`MAX_AST_DEPTH`]).
+    TooComplex {
+        message: String,
+        offset: Option<usize>,
+    },
+}
+
+/// The CEL environment every rule is compiled against and executed in.
+pub(crate) struct Cel {
+    env: Arc<Env>,
+}
+
+impl Cel {
+    pub(crate) fn new() -> Self {
+        let mut env = Env::stdlib();
+        // Declaring a standard extension on a fresh stdlib cannot conflict.
+        env.add_extension(cel::extensions::strings)
+            .expect("the cel strings extension declares on a fresh stdlib environment");
+        Cel { env: Arc::new(env) }
+    }
+
+    /// Parses `source` and checks that it only names known variables and stays within the
+    /// size limits. Call it on a thread with a large stack (see [`crate::RuleSet::compile`]).
+    pub(crate) fn compile(&self, source: &str) -> Result<Program, ExprError> {
+        if source.len() > MAX_EXPR_BYTES {
+            return Err(ExprError::TooComplex {
+                message: format!(
+                    "the expression is {} bytes long; the limit is {MAX_EXPR_BYTES}: split the rule",
+                    source.len()
+                ),
+                offset: None,
+            });
+        }
+        if let Some(offset) = too_deep_brackets(source) {
+            return Err(ExprError::TooComplex {
+                message: format!(
+                    "brackets nest more than {MAX_BRACKET_NESTING} deep here: simplify the expression"
+                ),
+                offset: Some(offset),
+            });
+        }
+        let program = self.env.compile(source).map_err(|errors| {
+            // The grammar's own errors ("Syntax error: …") say what is wrong where; errors
+            // from building the tree after them ("Incomplete `IndexContext`!") only echo them.
+            let grammar: Vec<_> = errors
+                .errors
+                .iter()
+                .filter(|e| e.msg.starts_with("Syntax error: "))
+                .collect();
+            let chosen = if grammar.is_empty() {
+                errors.errors.iter().collect()
+            } else {
+                grammar
+            };
+            let offset = chosen
+                .first()
+                .and_then(|e| offset_of(source, e.pos.0, e.pos.1));
+            let mut messages: Vec<String> = chosen
+                .iter()
+                .map(|e| {
+                    e.msg
+                        .strip_prefix("Syntax error: ")
+                        .unwrap_or(&e.msg)
+                        .to_string()
+                })
+                .collect();
+            messages.dedup();
+            if messages.is_empty() {
+                messages.push("the expression does not parse".into());
+            }
+            ExprError::Syntax {
+                message: messages.join("; "),
+                offset,
+            }
+        })?;
+        let depth = ast_depth(program.expression());
+        if depth > MAX_AST_DEPTH {
+            return Err(ExprError::TooComplex {
+                message: format!(
+                    "the expression nests {depth} operations deep; the limit is {MAX_AST_DEPTH} (evaluation recurses once per level): split it, or join conditions with && and ||, which do not count"
+                ),
+                offset: None,
+            });
+        }
+        let mut bound = Vec::new();
+        if let Some((name, id)) = unknown_ident(program.expression(), &mut bound) {
+            let offset = program
+                .source_info()
+                .offset_for(id)
+                .and_then(|(start, _)| char_to_byte(source, start as usize));
+            return Err(ExprError::UnknownVariable { name, offset });
+        }
+        Ok(program)
+    }
+
+    /// A context binding `signal`'s variables. Build it once per signal and reuse it for
+    /// every rule: the conversion to CEL values is the costly part.
+    pub(crate) fn context(&self, signal: &Signal) -> Context<'static, 'static> {
+        let mut ctx = Context::with_env(Arc::clone(&self.env));
+        ctx.add_variable_from_value("name", signal.name.clone());
+        ctx.add_variable_from_value("severity", signal.severity.as_str());
+        ctx.add_variable_from_value("attributes", map_value(&signal.attributes));
+        ctx.add_variable_from_value("resource", map_value(&signal.resource));
+        let mut entity: HashMap<Key, Value> = HashMap::new();
+        entity.insert(
+            Key::from("kind".to_string()),
+            signal.entity.kind.as_str().into(),
+        );
+        entity.insert(
+            Key::from("name".to_string()),
+            signal.entity.name.clone().into(),
+        );
+        entity.insert(
+            Key::from("attributes".to_string()),
+            map_value(&signal.entity.attributes),
+        );
+        ctx.add_variable_from_value(
+            "entity",
+            Value::Map(Map {
+                map: Arc::new(entity),
+            }),
+        );
+        ctx.add_variable_from_value("message", signal.message.clone());
+        ctx
+    }
+}
+
+/// The longest expression accepted, in bytes; rules are short, and this bounds the work
+/// and stack the parser can be asked for.
+pub const MAX_EXPR_BYTES: usize = 8192;
+/// The deepest nesting of `(`, `[` and `{` accepted (the parser recurses per level).
+pub const MAX_BRACKET_NESTING: usize = 32;
+/// The deepest expression tree accepted: evaluation recurses once per level, on the
+/// caller's thread (a tokio worker has 2 MiB of stack; a debug build uses tens of KiB per
+/// level). Chains of `&&` and `||` are balanced by the parser and barely count.
+pub const MAX_AST_DEPTH: usize = 32;
+
+/// The byte offset of the first bracket nested deeper than [`MAX_BRACKET_NESTING`],
+/// ignoring brackets inside string literals.
+fn too_deep_brackets(source: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'(' | b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_BRACKET_NESTING {
+                        return Some(i);
+                    }
+                }
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The depth of an expression tree, computed without recursion.
+fn ast_depth(root: &IdedExpr) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(root, 1usize)];
+    while let Some((e, d)) = stack.pop() {
+        max = max.max(d);
+        stack.extend(children(e).into_iter().map(|c| (c, d + 1)));
+    }
+    max
+}
+
+/// The direct subexpressions of `e`.
+fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+    fn entries(entries: &[IdedEntryExpr]) -> Vec<&IdedExpr> {
+        let mut out = Vec::new();
+        for entry in entries {
+            match &entry.expr {
+                EntryExpr::StructField(f) => out.push(&f.value),
+                EntryExpr::MapEntry(m) => {
+                    out.push(&m.key);
+                    out.push(&m.value);
+                }
+            }
+        }
+        out
+    }
+    match &e.expr {
+        Expr::Call(call) => call
+            .target
+            .as_deref()
+            .into_iter()
+            .chain(&call.args)
+            .collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => entries(&m.entries),
+        Expr::Struct(st) => entries(&st.entries),
+        Expr::Select(sel) => vec![&sel.operand],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+/// The first identifier that is neither a rule variable, a CEL builtin, nor bound by an
+/// enclosing comprehension (`x` in `list.exists(x, …)`), with its expression id.
+fn unknown_ident(e: &IdedExpr, bound: &mut Vec<String>) -> Option<(String, u64)> {
+    match &e.expr {
+        Expr::Ident(name) => {
+            let known = name.starts_with('@')
+                || VARIABLES.contains(&name.as_str())
+                || BUILTIN_IDENTS.contains(&name.as_str())
+                || bound.iter().any(|b| b == name);
+            (!known).then(|| (name.clone(), e.id))
+        }
+        Expr::Call(call) => call
+            .target
+            .as_deref()
+            .and_then(|t| unknown_ident(t, bound))
+            .or_else(|| call.args.iter().find_map(|a| unknown_ident(a, bound))),
+        Expr::Comprehension(c) => {
+            if let Some(found) = unknown_ident(&c.iter_range, bound) {
+                return Some(found);
+            }
+            if let Some(found) = unknown_ident(&c.accu_init, bound) {
+                return Some(found);
+            }
+            let depth = bound.len();
+            bound.push(c.iter_var.clone());
+            if let Some(v2) = &c.iter_var2 {
+                bound.push(v2.clone());
+            }
+            bound.push(c.accu_var.clone());
+            let found = [&c.loop_cond, &c.loop_step, &c.result]
+                .into_iter()
+                .find_map(|x| unknown_ident(x, bound));
+            bound.truncate(depth);
+            found
+        }
+        Expr::List(list) => list.elements.iter().find_map(|x| unknown_ident(x, bound)),
+        Expr::Map(map) => map.entries.iter().find_map(|entry| match &entry.expr {
+            EntryExpr::StructField(f) => unknown_ident(&f.value, bound),
+            EntryExpr::MapEntry(m) => {
+                unknown_ident(&m.key, bound).or_else(|| unknown_ident(&m.value, bound))
+            }
+        }),
+        Expr::Struct(s) => s.entries.iter().find_map(|entry| match &entry.expr {
+            EntryExpr::StructField(f) => unknown_ident(&f.value, bound),
+            EntryExpr::MapEntry(m) => {
+                unknown_ident(&m.key, bound).or_else(|| unknown_ident(&m.value, bound))
+            }
+        }),
+        Expr::Select(s) => unknown_ident(&s.operand, bound),
+        Expr::Literal(_) | Expr::Unspecified => None,
+    }
+}
+
+/// Byte offset of 1-based (`line`, `column`) in `source`, columns counted in characters.
+fn offset_of(source: &str, line: isize, column: isize) -> Option<usize> {
+    let (line, column) = (usize::try_from(line).ok()?, usize::try_from(column).ok()?);
+    if line == 0 || column == 0 {
+        return None;
+    }
+    let mut start = 0;
+    for (i, l) in source.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            let within = l
+                .char_indices()
+                .nth(column - 1)
+                .map(|(b, _)| b)
+                .unwrap_or(l.len());
+            return Some(start + within);
+        }
+        start += l.len();
+    }
+    Some(source.len())
+}
+
+fn char_to_byte(source: &str, chars: usize) -> Option<usize> {
+    source
+        .char_indices()
+        .map(|(b, _)| b)
+        .chain(std::iter::once(source.len()))
+        .nth(chars)
+}
+
+fn map_value(attrs: &Attributes) -> Value {
+    let map: HashMap<Key, Value> = attrs
+        .iter()
+        .map(|(k, v)| (Key::from(k.clone()), json_to_cel(v)))
+        .collect();
+    Value::Map(Map { map: Arc::new(map) })
+}
+
+/// JSON → CEL. Integers stay integers (`int` when they fit, else `uint`) so that
+/// `attributes["process.pid"] == 1693` holds.
+pub(crate) fn json_to_cel(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::UInt(u)
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => Value::String(Arc::new(s.clone())),
+        J::Array(a) => Value::List(Arc::new(a.iter().map(json_to_cel).collect())),
+        J::Object(o) => {
+            let map: HashMap<Key, Value> = o
+                .iter()
+                .map(|(k, v)| (Key::from(k.clone()), json_to_cel(v)))
+                .collect();
+            Value::Map(Map { map: Arc::new(map) })
+        }
+    }
+}
+
+/// A CEL value as an operator reads it in a title or explanation; `None` for values that
+/// have no sensible text (null, functions, opaque values).
+pub(crate) fn to_text(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::String(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::List(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| to_text(i).unwrap_or_else(|| crate::template::UNKNOWN.into()))
+                .collect();
+            format!("[{}]", parts.join(", "))
+        }
+        Value::Map(m) => {
+            let mut parts: Vec<String> = m
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    let k = match k {
+                        Key::String(s) => s.to_string(),
+                        Key::Int(i) => i.to_string(),
+                        Key::Uint(u) => u.to_string(),
+                        Key::Bool(b) => b.to_string(),
+                    };
+                    let v = to_text(v).unwrap_or_else(|| crate::template::UNKNOWN.into());
+                    format!("{k}: {v}")
+                })
+                .collect();
+            parts.sort();
+            format!("{{{}}}", parts.join(", "))
+        }
+        Value::Timestamp(t) => t.to_rfc3339(),
+        Value::Duration(d) => format!("{}s", d.num_milliseconds() as f64 / 1000.0),
+        _ => return None,
+    })
+}
+
+/// A CEL value as a number, for filters such as `bytes`; strings holding a number count.
+pub(crate) fn to_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::UInt(u) => Some(*u as f64),
+        Value::Float(f) if f.is_finite() => Some(*f),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> ExprError {
+        Cel::new().compile(src).expect_err("should not compile")
+    }
+
+    #[test]
+    fn typos_in_variables_are_caught() {
+        match err("atributes['x'] == 1") {
+            ExprError::UnknownVariable { name, offset } => {
+                assert_eq!(name, "atributes");
+                assert_eq!(offset, Some(0));
+            }
+            other => panic!("{other:?}"),
+        }
+        match err("name == 'a' && foo") {
+            ExprError::UnknownVariable { name, offset } => {
+                assert_eq!(name, "foo");
+                assert_eq!(offset, Some(15));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn comprehension_variables_are_in_scope() {
+        let cel = Cel::new();
+        cel.compile("attributes.exists(k, k.startsWith('daytwo.'))")
+            .unwrap();
+        cel.compile("[1, 2].map(x, x * 2).all(y, y > 0)").unwrap();
+        cel.compile("type(attributes['a']) == int").unwrap();
+        assert!(cel.compile("[1].map(x, x) == [z]").is_err());
+    }
+
+    #[test]
+    fn syntax_errors_have_an_offset() {
+        match err("name == ") {
+            ExprError::Syntax { offset, message } => {
+                assert!(offset.is_some(), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn offsets_count_characters_per_line() {
+        assert_eq!(offset_of("ab\ncd", 2, 2), Some(4));
+        assert_eq!(offset_of("é=1", 1, 2), Some(2));
+        assert_eq!(offset_of("x", 0, 0), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! Flags. Every flag also reads `DAYTWO_<FLAG>`; flags beat env, env beats the `--config`
+//! file, the file beats the built-in default (documented in each help text and docs/cli.md).
+//! Flags that a config file may also set are `Option`s so that precedence can be applied.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "daytwo",
+    version,
+    about = "Day-two diagnostics: turns node faults into incidents with a named root cause.",
+    long_about = "daytwo reads kernel events, logs and metrics on every node, joins them into incidents \
+                  with a named root cause, and pages once.\n\nRun it on this machine:  daytwo up\n\
+                  List incidents:          daytwo incidents list"
+)]
+pub struct Cli {
+    /// Log filter for daytwo's own logs (stderr): error, warn, info, debug, or a tracing filter.
+    #[arg(long, global = true, env = "DAYTWO_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format for daytwo's own logs.
+    #[arg(
+        long,
+        global = true,
+        env = "DAYTWO_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the collector and an agent for this machine, with the embedded store.
+    Up(UpArgs),
+    /// Run only the collector (OTLP in, incidents, HTTP API, notifications).
+    Collector(CollectorArgs),
+    /// Run only the node agent, shipping signals to a collector.
+    Agent(AgentArgs),
+    /// List, show, acknowledge and resolve incidents.
+    Incidents(IncidentsArgs),
+    /// Check rule files and run rule unit tests.
+    Rules(RulesArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// YAML configuration file (docs/configuration.md). Flags and env vars override it.
+    #[arg(long, env = "DAYTWO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded store, the outbox and the agent's queue [default: ./daytwo-data].
+    #[arg(long, env = "DAYTWO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CollectorFlags {
+    /// HTTP address: API, /metrics, /healthz, /readyz [default: 127.0.0.1:7700]. Port 0 picks a free port.
+    #[arg(long, env = "DAYTWO_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// OTLP/gRPC address [default: 127.0.0.1:4317]. Port 0 picks a free port.
+    #[arg(long, env = "DAYTWO_OTLP_ADDR")]
+    pub otlp_addr: Option<SocketAddr>,
+    /// Generic JSON webhook to notify (repeatable; env: comma-separated).
+    #[arg(long = "webhook", env = "DAYTWO_WEBHOOK", value_delimiter = ',')]
+    pub webhooks: Vec<String>,
+    /// Secret for the X-Daytwo-Signature HMAC-SHA256 header on webhooks.
+    #[arg(long, env = "DAYTWO_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Rule files or directories (repeatable) [default: the shipped packs].
+    #[arg(long = "rules", env = "DAYTWO_RULES", value_delimiter = ',')]
+    pub rules: Vec<PathBuf>,
+    /// Bearer token required for ack and resolve calls.
+    #[arg(long, env = "DAYTWO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Signals further apart than this (event time) are not joined by host alone [default: 300].
+    #[arg(long, env = "DAYTWO_CORRELATION_WINDOW_SECS")]
+    pub correlation_window_secs: Option<u64>,
+    /// First retry delay of a failed notification [default: 1000].
+    #[arg(long, env = "DAYTWO_NOTIFY_BACKOFF_INITIAL_MS")]
+    pub notify_backoff_initial_ms: Option<u64>,
+    /// Longest retry delay of a failed notification [default: 300000].
+    #[arg(long, env = "DAYTWO_NOTIFY_BACKOFF_MAX_MS")]
+    pub notify_backoff_max_ms: Option<u64>,
+    /// Largest accepted OTLP request, decoded [default: 16777216].
+    #[arg(long, env = "DAYTWO_OTLP_MAX_RECV_BYTES")]
+    pub otlp_max_recv_bytes: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct AgentFlags {
+    /// host.name reported for this machine [default: the hostname].
+    #[arg(long, env = "DAYTWO_HOST_NAME")]
+    pub host_name: Option<String>,
+    /// Kernel log device [default: /dev/kmsg].
+    #[arg(long, env = "DAYTWO_KMSG_PATH")]
+    pub kmsg_path: Option<PathBuf>,
+    /// Do not read kernel messages.
+    #[arg(long, env = "DAYTWO_NO_KMSG")]
+    pub no_kmsg: bool,
+    /// Root of the cgroup filesystem [default: /sys/fs/cgroup].
+    #[arg(long, env = "DAYTWO_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+    /// Host metrics interval [default: 10].
+    #[arg(long, env = "DAYTWO_METRICS_INTERVAL_SECS")]
+    pub metrics_interval_secs: Option<u64>,
+    /// Bound of the on-disk send queue; the oldest signals are dropped (and counted) past it [default: 268435456].
+    #[arg(long, env = "DAYTWO_QUEUE_MAX_BYTES")]
+    pub queue_max_bytes: Option<u64>,
+    /// First retry delay when the collector is unreachable [default: 500].
+    #[arg(long, env = "DAYTWO_RETRY_INITIAL_MS")]
+    pub retry_initial_ms: Option<u64>,
+    /// Longest retry delay when the collector is unreachable [default: 30000].
+    #[arg(long, env = "DAYTWO_RETRY_MAX_MS")]
+    pub retry_max_ms: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub collector: CollectorFlags,
+    #[command(flatten)]
+    pub agent: AgentFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct CollectorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub collector: CollectorFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Collector OTLP/gRPC endpoint [default: http://127.0.0.1:4317].
+    #[arg(long, env = "DAYTWO_COLLECTOR")]
+    pub collector: Option<String>,
+    #[command(flatten)]
+    pub agent: AgentFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct IncidentsArgs {
+    /// Collector HTTP address.
+    #[arg(
+        long,
+        global = true,
+        env = "DAYTWO_SERVER",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub server: String,
+    /// Print Incident JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Bearer token for ack and resolve.
+    #[arg(long, global = true, env = "DAYTWO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: IncidentsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentsCommand {
+    /// List incidents, newest first.
+    List {
+        /// Only this status: open, acknowledged, resolved.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this severity: info, warning, critical.
+        #[arg(long)]
+        severity: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one incident with its root causes and evidence.
+    Show { id: String },
+    /// Acknowledge an incident (pagers are told).
+    Ack { id: String },
+    /// Resolve an incident (pagers are told).
+    Resolve { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Validate rule files; every error as FILE:LINE:COL.
+    Check {
+        /// Rule files or directories (*.yaml, *.yml; test files are skipped).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run rule unit tests (signals in, expected hypotheses out).
+    Test {
+        /// Test files (*.test.yaml) or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}

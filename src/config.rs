@@ -1,0 +1,255 @@
+//! The `--config` YAML file and the merge of flags, env and file into the typed settings the
+//! collector and agent take. Unknown keys are errors that name the file, line and column.
+
+use crate::cli::{AgentFlags, CollectorFlags, CommonArgs};
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A usage or configuration problem: the binary exits 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// The configuration file (docs/configuration.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory for all state.
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub collector: CollectorFile,
+    #[serde(default)]
+    pub agent: AgentFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorFile {
+    pub http_addr: Option<SocketAddr>,
+    pub otlp_addr: Option<SocketAddr>,
+    /// Rule files or directories.
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+    pub token: Option<String>,
+    pub correlation_window_secs: Option<u64>,
+    pub otlp_max_recv_bytes: Option<usize>,
+    #[serde(default)]
+    pub receivers: Vec<ReceiverFile>,
+    pub notify_backoff_initial_ms: Option<u64>,
+    pub notify_backoff_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverFile {
+    pub name: String,
+    /// Generic JSON webhook URL.
+    pub url: String,
+    /// HMAC-SHA256 secret for X-Daytwo-Signature.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    pub collector: Option<String>,
+    pub host_name: Option<String>,
+    pub kmsg_path: Option<PathBuf>,
+    pub kmsg_enabled: Option<bool>,
+    pub cgroup_root: Option<PathBuf>,
+    pub metrics_interval_secs: Option<u64>,
+    pub queue_max_bytes: Option<u64>,
+    pub retry_initial_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+}
+
+pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
+    serde_saphyr::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+pub fn data_dir(common: &CommonArgs, file: &FileConfig) -> PathBuf {
+    common
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("daytwo-data"))
+}
+
+/// Reads rule files (or every *.yaml / *.yml in a directory, skipping *.test.yaml) and
+/// compiles them; with no paths, the shipped packs.
+pub fn load_rules(paths: &[PathBuf]) -> Result<daytwo_rules::RuleSet> {
+    if paths.is_empty() {
+        return Ok(daytwo_rules::RuleSet::builtin());
+    }
+    let files = read_rule_files(paths, false)?;
+    let sources: Vec<daytwo_rules::SourceFile> = files
+        .iter()
+        .map(|(p, t)| daytwo_rules::SourceFile { path: p, text: t })
+        .collect();
+    daytwo_rules::RuleSet::compile(&sources).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        usage(format!("invalid rules:\n{}", lines.join("\n")))
+    })
+}
+
+/// Expands files and directories into (path, text) pairs, sorted for a stable order.
+/// `tests` selects `*.test.yaml` files instead of rule files.
+pub fn read_rule_files(paths: &[PathBuf], tests: bool) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| usage(format!("{}: {e}", p.display())))?;
+        let mut files = Vec::new();
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(p)
+                .with_context(|| format!("reading directory {}", p.display()))?
+            {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+                let is_test = name.ends_with(".test.yaml") || name.ends_with(".test.yml");
+                if is_yaml && is_test == tests {
+                    files.push(path);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(p.clone());
+        }
+        for f in files {
+            let text =
+                std::fs::read_to_string(&f).map_err(|e| usage(format!("{}: {e}", f.display())))?;
+            out.push((f.display().to_string(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// The collector's settings: flags, then env (clap), then file, then defaults.
+pub fn collector_config(
+    common: &CommonArgs,
+    flags: &CollectorFlags,
+    file: &FileConfig,
+) -> Result<daytwo_collector::CollectorConfig> {
+    let c = &file.collector;
+    let rules_paths = if flags.rules.is_empty() {
+        c.rules.clone()
+    } else {
+        flags.rules.clone()
+    };
+    let rules = load_rules(&rules_paths)?;
+    let mut receivers = daytwo_collector::notify::receivers_from_urls(
+        &flags.webhooks,
+        flags.webhook_secret.clone(),
+    )
+    .map_err(|e| usage(format!("--webhook: {e}")))?;
+    if flags.webhooks.is_empty() {
+        for r in &c.receivers {
+            let mut parsed = daytwo_collector::notify::receivers_from_urls(
+                std::slice::from_ref(&r.url),
+                r.secret.clone().or_else(|| flags.webhook_secret.clone()),
+            )
+            .map_err(|e| usage(format!("collector.receivers[{}]: {e}", r.name)))?;
+            for p in &mut parsed {
+                p.name = r.name.clone();
+            }
+            receivers.extend(parsed);
+        }
+    }
+    let mut notify = daytwo_collector::notify::NotifyConfig {
+        receivers,
+        ..Default::default()
+    };
+    if let Some(ms) = flags
+        .notify_backoff_initial_ms
+        .or(c.notify_backoff_initial_ms)
+    {
+        notify.backoff_initial = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = flags.notify_backoff_max_ms.or(c.notify_backoff_max_ms) {
+        notify.backoff_max = Duration::from_millis(ms.max(1));
+    }
+    notify.validate().map_err(|e| usage(e.to_string()))?;
+    Ok(daytwo_collector::CollectorConfig {
+        data_dir: data_dir(common, file),
+        otlp_addr: flags
+            .otlp_addr
+            .or(c.otlp_addr)
+            .unwrap_or_else(|| "127.0.0.1:4317".parse().unwrap()),
+        http_addr: flags
+            .http_addr
+            .or(c.http_addr)
+            .unwrap_or_else(|| "127.0.0.1:7700".parse().unwrap()),
+        notify,
+        rules: std::sync::Arc::new(rules),
+        correlation_window: Duration::from_secs(
+            flags
+                .correlation_window_secs
+                .or(c.correlation_window_secs)
+                .unwrap_or(300),
+        ),
+        max_recv_bytes: flags
+            .otlp_max_recv_bytes
+            .or(c.otlp_max_recv_bytes)
+            .unwrap_or(daytwo_collector::ingest::DEFAULT_MAX_RECV_BYTES),
+        token: flags.token.clone().or_else(|| c.token.clone()),
+    })
+}
+
+/// The agent's settings. `collector` is the endpoint flag (or the in-process collector's).
+pub fn agent_config(
+    common: &CommonArgs,
+    collector: Option<String>,
+    flags: &AgentFlags,
+    file: &FileConfig,
+) -> Result<daytwo_agent::AgentConfig> {
+    let a = &file.agent;
+    let endpoint = collector
+        .or_else(|| a.collector.clone())
+        .unwrap_or_else(|| "http://127.0.0.1:4317".into());
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(usage(format!(
+            "--collector {endpoint:?}: expected a URL like http://collector.example:4317"
+        )));
+    }
+    let mut cfg = daytwo_agent::AgentConfig::new(endpoint, data_dir(common, file).join("agent"));
+    if let Some(h) = flags.host_name.clone().or_else(|| a.host_name.clone()) {
+        cfg.host_name = h;
+    }
+    if let Some(p) = flags.kmsg_path.clone().or_else(|| a.kmsg_path.clone()) {
+        cfg.kmsg_path = p;
+    }
+    if flags.no_kmsg || a.kmsg_enabled == Some(false) {
+        cfg.kmsg_enabled = false;
+    }
+    if let Some(p) = flags.cgroup_root.clone().or_else(|| a.cgroup_root.clone()) {
+        cfg.cgroup_root = p;
+    }
+    if let Some(s) = flags.metrics_interval_secs.or(a.metrics_interval_secs) {
+        if s == 0 {
+            return Err(usage("--metrics-interval-secs must be at least 1"));
+        }
+        cfg.metrics_interval = Duration::from_secs(s);
+    }
+    if let Some(b) = flags.queue_max_bytes.or(a.queue_max_bytes) {
+        cfg.queue_max_bytes = b;
+    }
+    if let Some(ms) = flags.retry_initial_ms.or(a.retry_initial_ms) {
+        cfg.retry_initial = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = flags.retry_max_ms.or(a.retry_max_ms) {
+        cfg.retry_max = Duration::from_millis(ms.max(1));
+    }
+    Ok(cfg)
+}
