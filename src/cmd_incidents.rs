@@ -108,6 +108,18 @@ fn root_cause(inc: &Incident) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// Time since `t`, the way `kubectl get` shows AGE: `45s`, `12m`, `3h`, `2d`.
+fn age(t: daytwo_model::Timestamp) -> String {
+    let now = daytwo_model::Timestamp::from_system_time(std::time::SystemTime::now());
+    let secs = (now.0 - t.0).max(0) / 1_000_000_000;
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
 /// A `kubectl get`-style table.
 pub fn table(incidents: &[Incident]) -> String {
     if incidents.is_empty() {
@@ -120,7 +132,7 @@ pub fn table(incidents: &[Incident]) -> String {
                 i.id.clone(),
                 i.status.to_string(),
                 i.severity.to_string(),
-                i.opened_at.to_string(),
+                age(i.opened_at),
                 root_cause(i),
                 i.top()
                     .map(|h| h.rule.clone())

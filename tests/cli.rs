@@ -142,7 +142,12 @@ fn up_without_root_says_what_is_off_and_keeps_running() {
     std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let log = tmp.path().join("up.log");
     let logf = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(bin());
+    // The unprivileged user may not be able to reach the build directory (a 0700 checkout):
+    // run a copy from the world-readable temp dir.
+    let exe = tmp.path().join("daytwo");
+    std::fs::copy(bin(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(&exe);
     cmd.args([
         "up",
         "--data-dir",
