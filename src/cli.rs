@@ -149,6 +149,9 @@ pub struct AgentArgs {
     /// Collector OTLP/gRPC endpoint [default: http://127.0.0.1:4317].
     #[arg(long, env = "DAYTWO_COLLECTOR")]
     pub collector: Option<String>,
+    /// The agent's own /metrics and /healthz [default: 127.0.0.1:7701]. Port 0 picks a free port.
+    #[arg(long, env = "DAYTWO_AGENT_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }

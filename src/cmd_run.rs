@@ -4,6 +4,8 @@
 use crate::cli::{AgentArgs, CollectorArgs, UpArgs};
 use crate::config;
 use anyhow::{Context, Result};
+use axum::response::IntoResponse;
+use std::future::IntoFuture;
 use std::io::Write;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -85,15 +87,68 @@ pub fn collector(args: CollectorArgs) -> Result<ExitCode> {
 pub fn agent(args: AgentArgs) -> Result<ExitCode> {
     let file = config::load_file(args.common.config.as_deref())?;
     let acfg = config::agent_config(&args.common, args.collector.clone(), &args.agent, &file)?;
+    let http_addr = args
+        .http_addr
+        .or(file.agent.http_addr)
+        .unwrap_or_else(|| "127.0.0.1:7701".parse().expect("valid default"));
     runtime()?.block_on(async move {
         let registry = prometheus::Registry::new();
         let (agent, warnings) = daytwo_agent::Agent::new(acfg, &registry)?;
         for w in warnings {
             warn!("{w}");
         }
+        let listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| {
+            format!("cannot listen on {http_addr} for the agent's /metrics (use --http-addr, port 0 for any free port)")
+        })?;
+        let addr = listener.local_addr()?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening http={addr}");
+        let _ = out.flush();
+        drop(out);
         let token = CancellationToken::new();
         stop_on_signal(token.clone());
-        agent.run(token).await?;
+        let http = tokio::spawn(
+            axum::serve(listener, agent_router(registry))
+                .with_graceful_shutdown(token.clone().cancelled_owned())
+                .into_future(),
+        );
+        let result = agent.run(token.clone()).await;
+        token.cancel();
+        let _ = http.await;
+        result?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The standalone agent's own HTTP: `/metrics` (Prometheus text) and `/healthz`.
+fn agent_router(registry: prometheus::Registry) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    use prometheus::Encoder;
+                    let enc = prometheus::TextEncoder::new();
+                    let mut buf = Vec::new();
+                    match enc.encode(&registry.gather(), &mut buf) {
+                        Ok(()) => (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                enc.format_type().to_string(),
+                            )],
+                            buf,
+                        )
+                            .into_response(),
+                        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        // Sources are open and the shipper runs once this answers (it is served after
+        // `Agent::new` returned); queue health is in /metrics.
+        .route("/readyz", get(|| async { "ready\n" }))
 }

@@ -60,6 +60,8 @@ pub struct ReceiverFile {
 #[serde(deny_unknown_fields)]
 pub struct AgentFile {
     pub collector: Option<String>,
+    /// The agent's own /metrics and /healthz (standalone `daytwo agent` only).
+    pub http_addr: Option<SocketAddr>,
     pub host_name: Option<String>,
     pub kmsg_path: Option<PathBuf>,
     pub kmsg_enabled: Option<bool>,

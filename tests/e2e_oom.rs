@@ -213,6 +213,8 @@ fn agent_queue_and_kmsg_checkpoint_survive_a_down_collector_and_a_killed_agent()
         "300".into(),
         "--metrics-interval-secs".into(),
         "1".into(),
+        "--http-addr".into(),
+        "127.0.0.1:0".into(),
     ];
     let agent_log = tmp.path().join("agent.log");
     let start_collector = || {
@@ -224,7 +226,7 @@ fn agent_queue_and_kmsg_checkpoint_survive_a_down_collector_and_a_killed_agent()
     };
     let start_agent = || {
         let before = read(&agent_log).matches(AGENT_READY).count();
-        let a = Daytwo::start(&agent_args, &agent_log, false);
+        let a = Daytwo::start(&agent_args, &agent_log, true);
         // Only once its sources are open is a fault sure to be seen (the first start begins at
         // the current end of the kernel log).
         assert!(
@@ -296,7 +298,15 @@ fn agent_queue_and_kmsg_checkpoint_survive_a_down_collector_and_a_killed_agent()
             .count();
         assert_eq!(ooms, 1, "one OOM signal in {id}");
     }
-    drop(agent2);
+    // The agent's own /metrics counts what the collector acknowledged since its restart.
+    let (code, metrics) = get(&format!("{}/metrics", agent2.server())).unwrap();
+    assert_eq!(code, 200);
+    let sent: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("daytwo_agent_signals_sent_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no daytwo_agent_signals_sent_total in\n{metrics}"));
+    assert!(sent >= 1.0, "{metrics}");
 }
 
 #[test]
