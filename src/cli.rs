@@ -50,6 +50,8 @@ pub enum Command {
     Incidents(IncidentsArgs),
     /// Check rule files and run rule unit tests.
     Rules(RulesArgs),
+    /// Work with logs: mine templates the way the agent does.
+    Logs(LogsArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -217,5 +219,23 @@ pub enum RulesCommand {
         /// Test files (*.test.yaml) or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[command(subcommand)]
+    pub command: LogsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogsCommand {
+    /// Print `TEMPLATE_ID<TAB>TEMPLATE` for every input line (the agent's own online miner).
+    Templates {
+        /// Input file, one message per line [default: standard input].
+        file: Option<PathBuf>,
+        /// Keep the miner's state in DIR across runs (template ids stay stable).
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
 }

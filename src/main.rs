@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd_incidents;
+mod cmd_logs;
 mod cmd_rules;
 mod cmd_run;
 mod config;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Agent(args) => cmd_run::agent(args),
         cli::Command::Incidents(args) => cmd_incidents::run(args),
         cli::Command::Rules(args) => cmd_rules::run(args),
+        cli::Command::Logs(args) => cmd_logs::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,1 @@
+//! The online log template miner (being written).

@@ -1,0 +1,1 @@
+//! Detectors over numeric series (being written).
