@@ -15,13 +15,14 @@
 
 use daytwo_model::{Entity, Hypothesis, Incident, Severity, Signal, Timestamp, stable_id};
 use daytwo_rules::RuleMatch;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 /// The rule id the generic ranker uses for hypotheses no rule proposed.
 pub const GENERIC_RULE: &str = "daytwo.generic";
-/// How many non-incident signals are kept as context, in total.
-const RECENT_MAX: usize = 4096;
+/// How many non-incident signals are kept as context, in total and per host.
+const RECENT_MAX: usize = 16_384;
+const RECENT_PER_KEY: usize = 256;
 
 /// What the correlator knows about an active incident.
 #[derive(Clone, Debug)]
@@ -54,12 +55,19 @@ pub enum Decision {
     Hold,
 }
 
-/// The correlator's state: active incidents and recent held signals.
+/// The correlator's state: active incidents (indexed by fingerprint and by entity/host) and
+/// recent held signals per host. Every lookup is by key, so a decision costs the same with
+/// ten or ten thousand active incidents.
 #[derive(Debug)]
 pub struct Correlator {
     window: Duration,
-    active: BTreeMap<String, Active>,
-    recent: VecDeque<Signal>,
+    active: HashMap<String, Active>,
+    by_fingerprint: HashMap<String, String>,
+    /// `entity:<key>` and `host:<name>` → active incident ids.
+    by_topology: HashMap<String, BTreeSet<String>>,
+    /// Held signals by host (or entity key when there is no host), oldest first.
+    recent: HashMap<String, VecDeque<Signal>>,
+    recent_len: usize,
 }
 
 /// The fingerprint of an incident: rule + root entity + cluster, never text.
@@ -96,15 +104,18 @@ impl Correlator {
     pub fn new(window: Duration) -> Self {
         Correlator {
             window,
-            active: BTreeMap::new(),
-            recent: VecDeque::new(),
+            active: HashMap::new(),
+            by_fingerprint: HashMap::new(),
+            by_topology: HashMap::new(),
+            recent: HashMap::new(),
+            recent_len: 0,
         }
     }
 
     /// Starts (or refreshes) tracking an active incident; forgets it once it is resolved.
     pub fn track(&mut self, inc: &Incident) {
+        self.forget(&inc.id);
         if !inc.status.is_active() {
-            self.active.remove(&inc.id);
             return;
         }
         let mut a = Active {
@@ -122,19 +133,41 @@ impl Correlator {
             a.hosts.extend(s.host().map(str::to_string));
             a.last_signal_at = a.last_signal_at.max(s.time);
         }
+        self.by_fingerprint
+            .insert(a.fingerprint.clone(), inc.id.clone());
+        for k in topology_keys(&a) {
+            self.by_topology
+                .entry(k)
+                .or_default()
+                .insert(inc.id.clone());
+        }
         self.active.insert(inc.id.clone(), a);
     }
 
     pub fn forget(&mut self, incident_id: &str) {
-        self.active.remove(incident_id);
+        let Some(a) = self.active.remove(incident_id) else {
+            return;
+        };
+        if self
+            .by_fingerprint
+            .get(&a.fingerprint)
+            .is_some_and(|id| id == incident_id)
+        {
+            self.by_fingerprint.remove(&a.fingerprint);
+        }
+        for k in topology_keys(&a) {
+            if let Some(ids) = self.by_topology.get_mut(&k) {
+                ids.remove(incident_id);
+                if ids.is_empty() {
+                    self.by_topology.remove(&k);
+                }
+            }
+        }
     }
 
     /// The active incident with this fingerprint, if any.
     pub fn active_for(&self, fp: &str) -> Option<&str> {
-        self.active
-            .iter()
-            .find(|(_, a)| a.fingerprint == fp)
-            .map(|(id, _)| id.as_str())
+        self.by_fingerprint.get(fp).map(String::as_str)
     }
 
     /// Decides what one signal does, given the rules that matched it (best first).
@@ -169,55 +202,120 @@ impl Correlator {
             };
         }
         if s.severity == Severity::Critical {
+            let fp = fingerprint(GENERIC_RULE, &s.entity);
             let h = generic_hypothesis(s);
+            if let Some(id) = self.active_for(&fp) {
+                // Outside the window, but the same unexplained cause is still open: dedupe.
+                return Decision::Join {
+                    incident_id: id.to_string(),
+                    hypotheses: vec![h],
+                };
+            }
             return Decision::Open {
-                fingerprint: fingerprint(GENERIC_RULE, &s.entity),
+                fingerprint: fp,
                 severity: Severity::Critical,
                 title: format!("{} on {} {}", s.name, s.entity.kind, s.entity.name),
                 hypotheses: vec![h],
                 context: self.context_for(s),
             };
         }
-        self.recent.push_back(s.clone());
-        while self.recent.len() > RECENT_MAX {
-            self.recent.pop_front();
-        }
+        self.hold(s);
         Decision::Hold
     }
 
     /// Records that a signal joined an incident at its event time.
     pub fn touch(&mut self, incident_id: &str, s: &Signal) {
-        if let Some(a) = self.active.get_mut(incident_id) {
-            a.last_signal_at = a.last_signal_at.max(s.time);
-            a.entity_keys.insert(s.entity.key());
-            a.hosts.extend(s.host().map(str::to_string));
+        let Some(a) = self.active.get_mut(incident_id) else {
+            return;
+        };
+        a.last_signal_at = a.last_signal_at.max(s.time);
+        let mut new_keys = Vec::new();
+        if a.entity_keys.insert(s.entity.key()) {
+            new_keys.push(format!("entity:{}", s.entity.key()));
+        }
+        if let Some(h) = s.host()
+            && a.hosts.insert(h.to_string())
+        {
+            new_keys.push(format!("host:{h}"));
+        }
+        for k in new_keys {
+            self.by_topology
+                .entry(k)
+                .or_default()
+                .insert(incident_id.to_string());
         }
     }
 
     fn related_active(&self, s: &Signal) -> Option<String> {
-        let key = s.entity.key();
-        let host = s.host();
-        self.active
-            .iter()
+        let mut keys = vec![format!("entity:{}", s.entity.key())];
+        keys.extend(s.host().map(|h| format!("host:{h}")));
+        keys.iter()
+            .filter_map(|k| self.by_topology.get(k))
+            .flatten()
+            .filter_map(|id| self.active.get(id).map(|a| (id, a)))
             .filter(|(_, a)| a.last_signal_at.abs_diff(s.time) <= self.window)
-            .filter(|(_, a)| {
-                a.entity_keys.contains(&key) || host.is_some_and(|h| a.hosts.contains(h))
+            .max_by(|(ia, a), (ib, b)| {
+                a.last_signal_at
+                    .cmp(&b.last_signal_at)
+                    .then_with(|| ib.cmp(ia))
             })
-            .max_by_key(|(_, a)| a.last_signal_at)
             .map(|(id, _)| id.clone())
     }
 
+    fn hold(&mut self, s: &Signal) {
+        let key = recent_key(s);
+        let q = self.recent.entry(key).or_default();
+        q.push_back(s.clone());
+        self.recent_len += 1;
+        if q.len() > RECENT_PER_KEY {
+            q.pop_front();
+            self.recent_len -= 1;
+        }
+        if self.recent_len > RECENT_MAX {
+            // Drop the key whose newest held signal is oldest: the stalest context goes first.
+            if let Some(stale) = self
+                .recent
+                .iter()
+                .min_by_key(|(_, q)| q.back().map(|s| s.time))
+                .map(|(k, _)| k.clone())
+                && let Some(q) = self.recent.remove(&stale)
+            {
+                self.recent_len -= q.len();
+            }
+        }
+    }
+
     fn context_for(&mut self, s: &Signal) -> Vec<Signal> {
-        let host = s.host();
         let lower = s.time.sub(self.window);
-        let (take, keep): (Vec<Signal>, Vec<Signal>) = self.recent.drain(..).partition(|r| {
-            r.time >= lower
-                && r.time <= s.time
-                && (r.entity.key() == s.entity.key() || (host.is_some() && r.host() == host))
-        });
-        self.recent = keep.into();
+        let Some(q) = self.recent.get_mut(&recent_key(s)) else {
+            return Vec::new();
+        };
+        let (take, keep): (Vec<Signal>, Vec<Signal>) = q
+            .drain(..)
+            .partition(|r| r.time >= lower && r.time <= s.time);
+        self.recent_len -= take.len();
+        if keep.is_empty() {
+            self.recent.remove(&recent_key(s));
+        } else {
+            *q = keep.into();
+        }
         take
     }
+}
+
+/// Held context is grouped by host, or by entity when the signal names no host.
+fn recent_key(s: &Signal) -> String {
+    match s.host() {
+        Some(h) => format!("host:{h}"),
+        None => format!("entity:{}", s.entity.key()),
+    }
+}
+
+fn topology_keys(a: &Active) -> impl Iterator<Item = String> + '_ {
+    a.entity_keys
+        .iter()
+        .map(|k| format!("entity:{k}"))
+        .chain(a.hosts.iter().map(|h| format!("host:{h}")))
 }
 
 #[cfg(test)]
@@ -364,6 +462,44 @@ mod tests {
         match c.decide(&a, &[]) {
             Decision::Open { hypotheses, .. } => assert_eq!(hypotheses[0].rule, GENERIC_RULE),
             d => panic!("{d:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of signals, opens and resolves: a join names an active incident,
+        /// no two active incidents share a fingerprint, and a rule match never opens a second
+        /// incident for an active fingerprint.
+        #[test]
+        fn decisions_stay_consistent_with_the_active_set(
+            steps in proptest::collection::vec((0u8..3, 0u8..3, 0i64..400, proptest::bool::ANY, proptest::bool::ANY, 0u8..10), 1..120)
+        ) {
+            let mut c = Correlator::new(Duration::from_secs(60));
+            let mut active: std::collections::HashMap<String, Incident> = Default::default();
+            let mut t = 0;
+            for (n, (h, g, dt, critical, matched, resolve)) in steps.into_iter().enumerate() {
+                t += dt;
+                let s = sig(&format!("s{n}"), &format!("h{h}"), &format!("/c{g}"), t,
+                    if critical { Severity::Critical } else { Severity::Warning });
+                let m = if matched { vec![rule_match(&s, "r")] } else { vec![] };
+                match c.decide(&s, &m) {
+                    Decision::Join { incident_id, .. } => {
+                        proptest::prop_assert!(active.contains_key(&incident_id));
+                        c.touch(&incident_id, &s);
+                    }
+                    d @ Decision::Open { .. } => {
+                        let inc = open_incident(&format!("i{n}"), &d, &s);
+                        proptest::prop_assert!(active.values().all(|a| a.fingerprint != inc.fingerprint));
+                        c.track(&inc);
+                        active.insert(inc.id.clone(), inc);
+                    }
+                    Decision::Hold => proptest::prop_assert!(!matched),
+                }
+                if resolve == 0 && let Some(id) = active.keys().min().cloned() {
+                    let mut inc = active.remove(&id).unwrap();
+                    inc.status = IncidentStatus::Resolved;
+                    c.track(&inc);
+                }
+            }
         }
     }
 }
