@@ -87,6 +87,10 @@ pub struct CollectorFlags {
     /// Signals further apart than this (event time) are not joined by host alone [default: 300].
     #[arg(long, env = "DAYTWO_CORRELATION_WINDOW_SECS")]
     pub correlation_window_secs: Option<u64>,
+    /// Distinct warning symptoms on one entity within the window that open an incident when no
+    /// rule explains them [default: 2].
+    #[arg(long, env = "DAYTWO_INCIDENT_QUORUM")]
+    pub incident_quorum: Option<usize>,
     /// First retry delay of a failed notification [default: 1000].
     #[arg(long, env = "DAYTWO_NOTIFY_BACKOFF_INITIAL_MS")]
     pub notify_backoff_initial_ms: Option<u64>,
@@ -124,6 +128,36 @@ pub struct AgentFlags {
     /// Longest retry delay when the collector is unreachable [default: 30000].
     #[arg(long, env = "DAYTWO_RETRY_MAX_MS")]
     pub retry_max_ms: Option<u64>,
+    /// Log files to tail, as a glob (repeatable; env: comma-separated) [default: /var/log/pods/*/*/*.log when /var/log/pods exists, else none]. docs/logs.md.
+    #[arg(long = "log-path", env = "DAYTWO_LOG_PATH", value_delimiter = ',')]
+    pub log_paths: Vec<String>,
+    /// Do not read log files.
+    #[arg(long, env = "DAYTWO_NO_LOGS")]
+    pub no_logs: bool,
+    /// How often log files are looked for and read [default: 1000].
+    #[arg(long, env = "DAYTWO_LOG_POLL_INTERVAL_MS")]
+    pub log_poll_interval_ms: Option<u64>,
+    /// Longer log lines are cut to this many bytes and counted [default: 1048576].
+    #[arg(long, env = "DAYTWO_LOG_MAX_LINE_BYTES")]
+    pub log_max_line_bytes: Option<usize>,
+    /// A held multi-line record (stack trace) is sent after this long without a continuation line [default: 1000].
+    #[arg(long, env = "DAYTWO_LOG_MULTILINE_TIMEOUT_MS")]
+    pub log_multiline_timeout_ms: Option<u64>,
+    /// A rotated or deleted log file is closed this long after it stopped growing [default: 5000].
+    #[arg(long, env = "DAYTWO_LOG_ROTATE_WAIT_MS")]
+    pub log_rotate_wait_ms: Option<u64>,
+    /// Reading pauses while this many bytes of raw logs wait on disk for the collector [default: 268435456].
+    #[arg(long, env = "DAYTWO_LOG_QUEUE_MAX_BYTES")]
+    pub log_queue_max_bytes: Option<u64>,
+    /// Do not ship raw log records; only log signals are sent.
+    #[arg(long, env = "DAYTWO_NO_LOG_SHIP")]
+    pub no_log_ship: bool,
+    /// Send raw logs without gzip (cheaper CPU on a fast link).
+    #[arg(long, env = "DAYTWO_NO_LOG_COMPRESSION")]
+    pub no_log_compression: bool,
+    /// Benchmark: read the log paths once to their end (no queue, no network), print a `logs-bench` line, exit.
+    #[arg(long, hide = true)]
+    pub log_bench: bool,
 }
 
 #[derive(Args, Debug)]

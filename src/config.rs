@@ -39,6 +39,7 @@ pub struct CollectorFile {
     pub rules: Vec<PathBuf>,
     pub token: Option<String>,
     pub correlation_window_secs: Option<u64>,
+    pub incident_quorum: Option<usize>,
     pub otlp_max_recv_bytes: Option<usize>,
     #[serde(default)]
     pub receivers: Vec<ReceiverFile>,
@@ -70,6 +71,9 @@ pub struct AgentFile {
     pub queue_max_bytes: Option<u64>,
     pub retry_initial_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
+    /// Log files (docs/logs.md).
+    #[serde(default)]
+    pub logs: daytwo_agent::logs::LogsFile,
 }
 
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {
@@ -201,6 +205,10 @@ pub fn collector_config(
                 .or(c.correlation_window_secs)
                 .unwrap_or(300),
         ),
+        quorum: flags
+            .incident_quorum
+            .or(c.incident_quorum)
+            .unwrap_or(daytwo_collector::correlate::DEFAULT_QUORUM),
         max_recv_bytes: flags
             .otlp_max_recv_bytes
             .or(c.otlp_max_recv_bytes)
@@ -252,6 +260,67 @@ pub fn agent_config(
     }
     if let Some(ms) = flags.retry_max_ms.or(a.retry_max_ms) {
         cfg.retry_max = Duration::from_millis(ms.max(1));
+    }
+    let lf = &a.logs;
+    let logs = &mut cfg.logs;
+    if flags.no_logs || lf.enabled == Some(false) {
+        logs.enabled = false;
+    }
+    logs.sources = if !flags.log_paths.is_empty() {
+        flags
+            .log_paths
+            .iter()
+            .map(|g| daytwo_agent::logs::tail::SourceSpec {
+                glob: g.clone(),
+                format: daytwo_agent::logs::parse::Format::Auto,
+            })
+            .collect()
+    } else if !lf.paths.is_empty() {
+        lf.paths.clone()
+    } else {
+        let d = daytwo_agent::logs::LogsConfig::default_sources(std::path::Path::new("/"));
+        if logs.enabled && !d.is_empty() {
+            tracing::info!(
+                glob = daytwo_agent::logs::DEFAULT_POD_GLOB,
+                "No --log-path given and /var/log/pods exists: reading pod logs."
+            );
+        }
+        d
+    };
+    if let Some(ms) = flags.log_poll_interval_ms.or(lf.poll_interval_ms) {
+        logs.poll_interval = Duration::from_millis(ms);
+    }
+    if let Some(b) = flags.log_max_line_bytes.or(lf.max_line_bytes) {
+        logs.max_line_bytes = b;
+    }
+    if let Some(m) = lf.multiline {
+        logs.multiline = m;
+    }
+    if let Some(ms) = flags.log_multiline_timeout_ms.or(lf.multiline_timeout_ms) {
+        logs.multiline_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = flags.log_rotate_wait_ms.or(lf.rotate_wait_ms) {
+        logs.rotate_wait = Duration::from_millis(ms);
+    }
+    if let Some(b) = flags.log_queue_max_bytes.or(lf.queue_max_bytes) {
+        logs.queue_max_bytes = b;
+    }
+    if flags.no_log_ship || lf.ship_raw == Some(false) {
+        logs.ship_raw = false;
+    }
+    if flags.no_log_compression || lf.compress == Some(false) {
+        logs.compress = false;
+    }
+    logs.redact = lf.redact.clone();
+    if let Some(d) = &lf.detect {
+        logs.detect = Some(d.clone());
+    }
+    if lf.detect_enabled == Some(false) {
+        logs.detect = None;
+    }
+    cfg.logs_bench = flags.log_bench;
+    if logs.enabled {
+        logs.validate().map_err(|e| usage(format!("logs: {e}")))?;
     }
     Ok(cfg)
 }

@@ -1,4 +1,6 @@
-//! The `/dev/kmsg` source: kernel log records in, classified kernel events (OOM kills) out.
+//! The `/dev/kmsg` source: kernel log records in, classified kernel events out (OOM kills, I/O
+//! and filesystem errors, hung tasks, soft lockups, link changes, conntrack overflow, segfaults,
+//! hardware errors).
 //!
 //! Layers, from pure to I/O:
 //! * [`parse_record`] turns the bytes of one `read()` from `/dev/kmsg`
@@ -8,13 +10,21 @@
 //!   [`oom::OomKill`] at each `Killed process` line.
 //! * [`signal::oom_signal`] turns an OOM kill plus the victim cgroup's files into the
 //!   `daytwo.kernel.oom_kill` signal.
+//! * [`kernel::classify`] recognises every other kernel event in one record;
+//!   [`burst::BurstClassifier`] merges floods of one event and key (the same disk's I/O errors
+//!   within 10 s of kernel time) into one [`burst::Burst`], and
+//!   [`kernel_signal::kernel_signal`] turns a burst into its signal, with a count.
 //! * [`reader`] is the thin async shell: it reads `/dev/kmsg` with `AsyncFd`, checkpoints the
 //!   last processed sequence number per boot in the same redb transaction that queues a
-//!   signal, and converts kernel timestamps to wall-clock time.
+//!   signal, looks up mount points ([`mounts`]), and converts kernel timestamps to wall-clock
+//!   time.
 //!
-//! Not done here: following the console log, journald, or any message other than the OOM
-//! sequence.
+//! Not done here: following the console log or journald.
 
+pub mod burst;
+pub mod kernel;
+pub mod kernel_signal;
+pub mod mounts;
 pub mod oom;
 pub mod reader;
 pub mod signal;

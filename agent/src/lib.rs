@@ -10,17 +10,20 @@
 //!   the [`queue`] together with the kmsg checkpoint;
 //! * [`shipper`] — queue → collector (OTLP logs), deleting only what the collector
 //!   acknowledged;
-//! * [`host_metrics`] — sysinfo → collector (OTLP metrics), best effort.
+//! * [`host_metrics`] — sysinfo → collector (OTLP metrics), best effort;
+//! * [`logs`] — log files → raw OTLP log records (their own disk queue and shipper) and
+//!   `daytwo.log.*` signals (the signal queue), committed with the file checkpoints.
 //!
 //! Invariants: a source that cannot run here (no permission for `/dev/kmsg`) is switched off
 //! with one warning returned by `Agent::new`, and the rest runs; everything that must not be
 //! lost goes through the disk queue first; every metric is defined in [`metrics`]. Not done
-//! here: log files, Kubernetes watches, the agent's own HTTP endpoint (the binary serves the
-//! registry it passed in).
+//! here: Kubernetes watches, the agent's own HTTP endpoint (the binary serves the registry it
+//! passed in).
 
 pub mod cgroup;
 pub mod host_metrics;
 pub mod kmsg;
+pub mod logs;
 pub mod metrics;
 pub mod queue;
 pub mod shipper;
@@ -72,6 +75,11 @@ pub struct AgentConfig {
     pub retry_max: Duration,
     /// Signals per export request (default 512).
     pub batch_max: usize,
+    /// Log files (off unless sources are configured; see [`logs::LogsConfig`]).
+    pub logs: logs::LogsConfig,
+    /// Benchmark mode: read the log sources once to their end without the disk queue or the
+    /// network, print one `logs-bench …` line on stdout and stop.
+    pub logs_bench: bool,
 }
 
 impl AgentConfig {
@@ -89,6 +97,8 @@ impl AgentConfig {
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             batch_max: 512,
+            logs: logs::LogsConfig::default(),
+            logs_bench: false,
         }
     }
 }
@@ -145,6 +155,9 @@ pub enum AgentError {
         #[source]
         source: prometheus::Error,
     },
+    /// The log source's configuration cannot run (a glob or a redaction pattern).
+    #[error("{0}")]
+    LogsConfigInvalid(#[from] logs::LogsConfigInvalid),
     /// A task of the agent panicked; the agent stopped.
     #[error("agent task {task} failed: {detail}. This is a bug; please report it with the log.")]
     TaskFailed { task: &'static str, detail: String },
@@ -157,6 +170,7 @@ pub struct Agent {
     endpoint: Endpoint,
     metrics: Metrics,
     kmsg: Option<KmsgSource>,
+    logs: Option<(logs::LogsSource, Arc<logs::store::LogStore>)>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -164,6 +178,7 @@ impl std::fmt::Debug for Agent {
         f.debug_struct("Agent")
             .field("config", &self.config)
             .field("kmsg", &self.kmsg.is_some())
+            .field("logs", &self.logs.is_some())
             .finish()
     }
 }
@@ -215,6 +230,35 @@ impl Agent {
         } else {
             None
         };
+        let logs = if config.logs.enabled && !config.logs.sources.is_empty() && !config.logs_bench {
+            config.logs.validate()?;
+            let store = logs::store::LogStore::open(queue.clone()).map_err(|source| {
+                AgentError::StateOpenFailed {
+                    path: state.clone(),
+                    source,
+                }
+            })?;
+            let store = Arc::new(store);
+            match logs::LogsSource::new(
+                config.logs.clone(),
+                &config.host_name,
+                store.clone(),
+                metrics.clone(),
+            ) {
+                Ok(src) => Some((src, store)),
+                Err(w) => {
+                    let w = format!("log files: {w}; log reading is off");
+                    warn!(reason = %w, "Log source is off.");
+                    warnings.push(w);
+                    None
+                }
+            }
+        } else {
+            if config.logs_bench {
+                config.logs.validate()?;
+            }
+            None
+        };
         Ok((
             Agent {
                 config,
@@ -222,6 +266,7 @@ impl Agent {
                 endpoint,
                 metrics,
                 kmsg,
+                logs,
             },
             warnings,
         ))
@@ -261,13 +306,34 @@ impl Agent {
             endpoint,
             metrics,
             kmsg,
+            logs,
         } = self;
+        if config.logs_bench {
+            let cfg = config.logs.clone();
+            let host = config.host_name.clone();
+            let report = tokio::task::spawn_blocking(move || logs::bench(&cfg, &host))
+                .await
+                .map_err(|e| AgentError::TaskFailed {
+                    task: "logs_bench",
+                    detail: e.to_string(),
+                })??;
+            println!(
+                "logs-bench lines={} records={} bytes={} secs={:.3} lines_per_sec={:.0}",
+                report.lines,
+                report.records,
+                report.bytes,
+                report.secs,
+                report.lines as f64 / report.secs.max(1e-9)
+            );
+            return Ok(());
+        }
         let channel: Channel = endpoint.connect_lazy();
         info!(
             collector = %config.collector,
             data_dir = %config.data_dir.display(),
             host = %config.host_name,
             kmsg = kmsg.is_some(),
+            logs = logs.is_some(),
             "Agent started."
         );
         let mut tasks = tokio::task::JoinSet::new();
@@ -289,13 +355,38 @@ impl Agent {
             config.collector.clone(),
             config.host_name.clone(),
             config.metrics_interval,
-            metrics,
+            metrics.clone(),
         );
         let token = shutdown.clone();
         tasks.spawn(async move {
             host.run(token).await;
             "host_metrics"
         });
+        if let Some((source, store)) = logs {
+            if config.logs.ship_raw {
+                // Its own connection: a log backlog never queues ahead of a signal.
+                let log_channel = endpoint.connect_lazy();
+                let ship = logs::ship::LogShipper::new(
+                    store,
+                    log_channel,
+                    config.collector.clone(),
+                    config.logs.compress,
+                    config.logs.max_request_bytes,
+                    shipper::Backoff::new(config.retry_initial, config.retry_max),
+                    metrics.clone(),
+                );
+                let token = shutdown.clone();
+                tasks.spawn(async move {
+                    ship.run(token).await;
+                    "log_shipper"
+                });
+            }
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                source.run(token).await;
+                "logs"
+            });
+        }
         if let Some(k) = kmsg {
             let token = shutdown.clone();
             tasks.spawn(async move {

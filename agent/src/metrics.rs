@@ -24,6 +24,16 @@ pub const STAGE_EXPORT: &str = "export";
 /// `stage` label: exporting host metrics failed (best-effort, never queued).
 pub const STAGE_METRICS: &str = "metrics";
 
+/// `stage` label of `daytwo_agent_logs_errors_total`: a log file could not be opened
+/// (missing permission); logged once per path.
+pub const LOG_STAGE_OPEN: &str = "open";
+/// `stage` label: reading or stat-ing an open log file failed.
+pub const LOG_STAGE_READ: &str = "read";
+/// `stage` label: committing read logs and checkpoints to the state file failed (retried).
+pub const LOG_STAGE_COMMIT: &str = "commit";
+/// `stage` label: exporting raw logs to the collector failed (retried).
+pub const LOG_STAGE_EXPORT: &str = "export";
+
 /// The agent's counters and gauges. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -47,6 +57,34 @@ pub struct Metrics {
     pub ship_errors: IntCounterVec,
     /// `daytwo_agent_host_metrics_sent_total`
     pub host_metrics_sent: IntCounter,
+    /// `daytwo_agent_logs_lines_received_total`
+    pub logs_lines_received: IntCounter,
+    /// `daytwo_agent_logs_bytes_received_total`
+    pub logs_bytes_received: IntCounter,
+    /// `daytwo_agent_logs_records_received_total`
+    pub logs_records_received: IntCounter,
+    /// `daytwo_agent_logs_records_sent_total`
+    pub logs_records_sent: IntCounter,
+    /// `daytwo_agent_logs_dropped_total{reason}`
+    pub logs_dropped: IntCounterVec,
+    /// `daytwo_agent_logs_errors_total{stage}`
+    pub logs_errors: IntCounterVec,
+    /// `daytwo_agent_logs_lines_truncated_total`
+    pub logs_lines_truncated: IntCounter,
+    /// `daytwo_agent_logs_invalid_utf8_total`
+    pub logs_invalid_utf8: IntCounter,
+    /// `daytwo_agent_logs_lines_unparsed_total`
+    pub logs_lines_unparsed: IntCounter,
+    /// `daytwo_agent_logs_redactions_total{rule}`
+    pub logs_redactions: IntCounterVec,
+    /// `daytwo_agent_logs_rotations_total{kind}`
+    pub logs_rotations: IntCounterVec,
+    /// `daytwo_agent_logs_new_templates_suppressed_total`
+    pub logs_new_templates_suppressed: IntCounter,
+    /// `daytwo_agent_logs_files_open`
+    pub logs_files_open: IntGauge,
+    /// `daytwo_agent_logs_queue_bytes`
+    pub logs_queue_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -64,6 +102,20 @@ impl Metrics {
         registry.register(Box::new(m.queue_bytes.clone()))?;
         registry.register(Box::new(m.ship_errors.clone()))?;
         registry.register(Box::new(m.host_metrics_sent.clone()))?;
+        registry.register(Box::new(m.logs_lines_received.clone()))?;
+        registry.register(Box::new(m.logs_bytes_received.clone()))?;
+        registry.register(Box::new(m.logs_records_received.clone()))?;
+        registry.register(Box::new(m.logs_records_sent.clone()))?;
+        registry.register(Box::new(m.logs_dropped.clone()))?;
+        registry.register(Box::new(m.logs_errors.clone()))?;
+        registry.register(Box::new(m.logs_lines_truncated.clone()))?;
+        registry.register(Box::new(m.logs_invalid_utf8.clone()))?;
+        registry.register(Box::new(m.logs_lines_unparsed.clone()))?;
+        registry.register(Box::new(m.logs_redactions.clone()))?;
+        registry.register(Box::new(m.logs_rotations.clone()))?;
+        registry.register(Box::new(m.logs_new_templates_suppressed.clone()))?;
+        registry.register(Box::new(m.logs_files_open.clone()))?;
+        registry.register(Box::new(m.logs_queue_bytes.clone()))?;
         Ok(m)
     }
 
@@ -119,6 +171,74 @@ impl Metrics {
                 "daytwo_agent_host_metrics_sent_total",
                 "Host metric exports the collector acknowledged.",
             )?,
+            logs_lines_received: IntCounter::new(
+                "daytwo_agent_logs_lines_received_total",
+                "Lines read from log files (before CRI partial and multi-line joining).",
+            )?,
+            logs_bytes_received: IntCounter::new(
+                "daytwo_agent_logs_bytes_received_total",
+                "Bytes read from log files.",
+            )?,
+            logs_records_received: IntCounter::new(
+                "daytwo_agent_logs_records_received_total",
+                "Log records after joining (one per message or stack trace), mined and checked by detectors.",
+            )?,
+            logs_records_sent: IntCounter::new(
+                "daytwo_agent_logs_records_sent_total",
+                "Raw log records the collector acknowledged.",
+            )?,
+            logs_dropped: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_logs_dropped_total",
+                    "Raw log records removed from the log queue without being delivered, by reason.",
+                ),
+                &["reason"],
+            )?,
+            logs_errors: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_logs_errors_total",
+                    "Log source failures, by stage (open, read, commit, export).",
+                ),
+                &["stage"],
+            )?,
+            logs_lines_truncated: IntCounter::new(
+                "daytwo_agent_logs_lines_truncated_total",
+                "Log lines longer than the maximum line length, cut to it.",
+            )?,
+            logs_invalid_utf8: IntCounter::new(
+                "daytwo_agent_logs_invalid_utf8_total",
+                "Log records with invalid UTF-8, repaired with U+FFFD.",
+            )?,
+            logs_lines_unparsed: IntCounter::new(
+                "daytwo_agent_logs_lines_unparsed_total",
+                "Lines that did not have their file's format (CRI, Docker) and were kept as plain text.",
+            )?,
+            logs_redactions: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_logs_redactions_total",
+                    "Log records in which a redaction rule replaced a secret, by rule.",
+                ),
+                &["rule"],
+            )?,
+            logs_rotations: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_logs_rotations_total",
+                    "Log files renamed or deleted (kind=rename) or truncated (kind=truncate).",
+                ),
+                &["kind"],
+            )?,
+            logs_new_templates_suppressed: IntCounter::new(
+                "daytwo_agent_logs_new_templates_suppressed_total",
+                "New-template signals not sent because a workload exceeded its per-minute limit.",
+            )?,
+            logs_files_open: IntGauge::new(
+                "daytwo_agent_logs_files_open",
+                "Log files the agent holds open (including rotated files it is finishing).",
+            )?,
+            logs_queue_bytes: IntGauge::new(
+                "daytwo_agent_logs_queue_bytes",
+                "Bytes of raw log records waiting in the disk-backed log queue.",
+            )?,
         };
         // Make the bounded label values visible at 0 from the start.
         for reason in [DROP_FULL, DROP_REJECTED, DROP_UNDECODABLE] {
@@ -127,6 +247,18 @@ impl Metrics {
         for stage in [STAGE_EXPORT, STAGE_METRICS] {
             m.ship_errors.with_label_values(&[stage]);
         }
+        for stage in [
+            LOG_STAGE_OPEN,
+            LOG_STAGE_READ,
+            LOG_STAGE_COMMIT,
+            LOG_STAGE_EXPORT,
+        ] {
+            m.logs_errors.with_label_values(&[stage]);
+        }
+        for kind in ["rename", "truncate"] {
+            m.logs_rotations.with_label_values(&[kind]);
+        }
+        m.logs_dropped.with_label_values(&[DROP_REJECTED]);
         Ok(m)
     }
 }

@@ -1,4 +1,5 @@
-//! The disk-backed send queue (and the kmsg checkpoints), in one redb file.
+//! The disk-backed send queue (and the kmsg checkpoints), in one redb file. Other sources
+//! add their own tables to the same file and commit them with [`Queue::push_with`].
 //!
 //! Entry type: [`Queue`], opened on `<data_dir>/agent.redb`. Sources call [`Queue::push`]
 //! (optionally with a source [`Checkpoint`] committed in the same write transaction); the
@@ -32,6 +33,8 @@ const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KMSG_CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("kmsg_checkpoint");
 const META_NEXT_KEY: &str = "next_key";
+/// redb page cache of the state file.
+const QUEUE_CACHE_BYTES: usize = 16 << 20;
 const META_BYTES: &str = "bytes";
 
 /// A failure of the agent's state file.
@@ -100,7 +103,12 @@ impl Queue {
             path: path.to_path_buf(),
             source: Box::new(source),
         };
-        let db = Database::create(path).map_err(|e| open_failed(e.into()))?;
+        // A small page cache: the agent must stay within tens of MiB of RSS; the queue is
+        // read once, in order.
+        let db = Database::builder()
+            .set_cache_size(QUEUE_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| open_failed(e.into()))?;
         // Create the tables so readers never see "table does not exist".
         let init = || -> Result<(), redb::Error> {
             let w = db.begin_write()?;
@@ -120,6 +128,16 @@ impl Queue {
         };
         q.update_gauges().map_err(open_failed)?;
         Ok(q)
+    }
+
+    /// The underlying database, for other sources' tables (`logs::store`).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The notification raised after every push that stored something.
@@ -175,11 +193,25 @@ impl Queue {
         signals: &[Signal],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<u64, QueueError> {
+        self.push_with(signals, &mut |w| match checkpoint {
+            Some(cp) => write_checkpoint(w, cp),
+            None => Ok(()),
+        })
+    }
+
+    /// Appends `signals` like [`Queue::push`] and runs `also` inside the same write
+    /// transaction, so another source's state (the log tailer's checkpoints and raw-log
+    /// batches) commits atomically with the signals it produced.
+    pub fn push_with(
+        &self,
+        signals: &[Signal],
+        also: &mut dyn FnMut(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<u64, QueueError> {
         let encoded: Vec<Vec<u8>> = signals
             .iter()
             .map(|s| serde_json::to_vec(s).expect("a Signal always serialises"))
             .collect();
-        let write = || -> Result<u64, redb::Error> {
+        let mut write = || -> Result<u64, redb::Error> {
             let w = self.db.begin_write()?;
             let mut dropped = 0;
             {
@@ -202,10 +234,8 @@ impl Queue {
                 }
                 meta.insert(META_NEXT_KEY, next)?;
                 meta.insert(META_BYTES, bytes)?;
-                if let Some(cp) = checkpoint {
-                    write_checkpoint(&w, cp)?;
-                }
             }
+            also(&w)?;
             w.commit()?;
             Ok(dropped)
         };

@@ -1,5 +1,5 @@
-//! The HTTP API, on one port: incidents (list, show, ack, resolve), `/metrics`, `/healthz`,
-//! `/readyz` and `/api/v1/openapi.json`.
+//! The HTTP API, on one port: incidents (list, show, ack, resolve), Alertmanager's webhook in,
+//! `/metrics`, `/healthz`, `/readyz` and `/api/v1/openapi.json`.
 //!
 //! Entry point: [`router`]. Reads go straight to the store; writes go through the
 //! [`Pipeline`] so that the incident change and its notifications commit together. Errors are
@@ -26,6 +26,7 @@ pub struct ApiState {
     pub registry: Registry,
     pub token: Option<String>,
     pub ready: Arc<AtomicBool>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -34,6 +35,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
+        .route("/api/v1/alerts/alertmanager", post(alertmanager_webhook))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -200,6 +202,60 @@ async fn resolve_incident(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     transition(st, headers, id, true).await
+}
+
+/// Alertmanager's webhook in (`webhook_configs: [{url: http://daytwo:7700/api/v1/alerts/alertmanager}]`).
+/// Answers 200 once the alerts are stored, so Alertmanager retries what we could not take.
+async fn alertmanager_webhook(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<crate::alertmanager::Webhook>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let Json(hook) = body.map_err(|e| {
+        st.metrics.alerts_rejected.inc();
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("not an Alertmanager webhook payload: {}", e.body_text()),
+        )
+    })?;
+    let mut signals = Vec::new();
+    let mut rejected = Vec::new();
+    for r in crate::alertmanager::signals_from_webhook(&hook) {
+        match r {
+            Ok(s) => {
+                st.metrics
+                    .alerts_received
+                    .with_label_values(&[if s.name == crate::alertmanager::FIRING {
+                        "firing"
+                    } else {
+                        "resolved"
+                    }])
+                    .inc();
+                signals.push(s)
+            }
+            Err(e) => {
+                st.metrics.alerts_rejected.inc();
+                rejected.push(e.to_string());
+            }
+        }
+    }
+    if signals.is_empty() && !rejected.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, rejected.join("; ")));
+    }
+    let pipeline = st.pipeline.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+        p.ingest(signals)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(serde_json::json!({
+        "accepted": summary.accepted,
+        "duplicates": summary.duplicates,
+        "incidents_opened": summary.opened,
+        "rejected": rejected,
+    })))
 }
 
 async fn metrics(State(st): State<ApiState>) -> Response {

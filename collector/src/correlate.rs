@@ -7,8 +7,10 @@
 //!   entity + cluster): join the active incident with that fingerprint, or open one;
 //! * no rule matched → join an active incident on the same entity or host whose last signal is
 //!   within the window (a symptom of it); otherwise a critical signal opens an incident of its
-//!   own with the generic ranker's hypothesis, and anything else is held as context for an
-//!   incident that may open later on the same host.
+//!   own with the generic ranker's hypothesis; warning symptoms are held as context, and once
+//!   a *quorum* of distinct symptoms (signal names, default 2) gathers on one entity within the
+//!   window they open an incident on that entity together; anything else stays held as context
+//!   for an incident that may open later on the same host.
 //!
 //! Invariants: fingerprints never contain message text; a resolved incident is forgotten here
 //! and never takes new signals (the store links a reopened fingerprint to the old incident).
@@ -23,6 +25,8 @@ pub const GENERIC_RULE: &str = "daytwo.generic";
 /// How many non-incident signals are kept as context, in total and per host.
 const RECENT_MAX: usize = 16_384;
 const RECENT_PER_KEY: usize = 256;
+/// Two distinct symptoms on one entity open an incident when no rule explains them.
+pub const DEFAULT_QUORUM: usize = 2;
 
 /// What the correlator knows about an active incident.
 #[derive(Clone, Debug)]
@@ -61,6 +65,8 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct Correlator {
     window: Duration,
+    /// Distinct warning symptoms on one entity within the window that open an incident.
+    quorum: usize,
     active: HashMap<String, Active>,
     by_fingerprint: HashMap<String, String>,
     /// `entity:<key>` and `host:<name>` → active incident ids.
@@ -104,12 +110,20 @@ impl Correlator {
     pub fn new(window: Duration) -> Self {
         Correlator {
             window,
+            quorum: DEFAULT_QUORUM,
             active: HashMap::new(),
             by_fingerprint: HashMap::new(),
             by_topology: HashMap::new(),
             recent: HashMap::new(),
             recent_len: 0,
         }
+    }
+
+    /// Sets the quorum: how many distinct warning symptoms (signal names) on one entity within
+    /// the window open an incident when no rule explains them (at least 1).
+    pub fn with_quorum(mut self, quorum: usize) -> Self {
+        self.quorum = quorum.max(1);
+        self
     }
 
     /// Starts (or refreshes) tracking an active incident; forgets it once it is resolved.
@@ -220,6 +234,11 @@ impl Correlator {
             };
         }
         self.hold(s);
+        if s.severity >= Severity::Warning
+            && let Some(d) = self.quorum_reached(s)
+        {
+            return d;
+        }
         Decision::Hold
     }
 
@@ -262,6 +281,79 @@ impl Correlator {
             .map(|(id, _)| id.clone())
     }
 
+    /// When the held warning symptoms on `s`'s entity (s included) reach the quorum, takes them
+    /// out of the held context and opens (or joins) the generic incident for that entity.
+    fn quorum_reached(&mut self, s: &Signal) -> Option<Decision> {
+        let key = recent_key(s);
+        let entity = s.entity.key();
+        let lower = s.time.sub(self.window);
+        let q = self.recent.get(&key)?;
+        let same = |r: &Signal| r.entity.key() == entity && r.time >= lower && r.time <= s.time;
+        let names: BTreeSet<String> = q
+            .iter()
+            .filter(|r| same(r) && r.severity >= Severity::Warning)
+            .map(symptom)
+            .collect();
+        if names.len() < self.quorum {
+            return None;
+        }
+        let count = names.len();
+        let symptoms = names.into_iter().collect::<Vec<_>>().join(", ");
+        let q = self.recent.get_mut(&key)?;
+        let (mut taken, keep): (Vec<Signal>, Vec<Signal>) = q.drain(..).partition(|r| same(r));
+        *q = keep.into();
+        self.recent_len -= taken.len();
+        taken.retain(|r| r.id != s.id);
+        let fp = fingerprint(GENERIC_RULE, &s.entity);
+        let severity = taken
+            .iter()
+            .map(|r| r.severity)
+            .chain([s.severity])
+            .max()
+            .unwrap_or(s.severity);
+        let earliest = taken
+            .iter()
+            .map(|r| r.time)
+            .chain([s.time])
+            .min()
+            .unwrap_or(s.time);
+        let h = Hypothesis {
+            entity: s.entity.clone(),
+            score: 0.4,
+            rule: GENERIC_RULE.to_string(),
+            explanation: format!(
+                "{count} distinct symptoms on {} {} within {} s, starting {earliest}: {symptoms}. No rule names a cause; \
+                 this entity is where they meet.",
+                s.entity.kind,
+                s.entity.name,
+                self.window.as_secs()
+            ),
+            remediation: format!(
+                "Look at {} {} first; the signals below are in time order. A rule for this pattern \
+                 (docs/rules.md) would name the cause next time.",
+                s.entity.kind, s.entity.name
+            ),
+            evidence: taken
+                .iter()
+                .chain([s])
+                .flat_map(|r| r.evidence.iter().take(3).cloned())
+                .collect(),
+        };
+        if let Some(id) = self.active_for(&fp) {
+            return Some(Decision::Join {
+                incident_id: id.to_string(),
+                hypotheses: vec![h],
+            });
+        }
+        Some(Decision::Open {
+            fingerprint: fp,
+            severity,
+            title: format!("{count} symptoms on {} {}", s.entity.kind, s.entity.name),
+            hypotheses: vec![h],
+            context: taken,
+        })
+    }
+
     fn hold(&mut self, s: &Signal) {
         let key = recent_key(s);
         let q = self.recent.entry(key).or_default();
@@ -300,6 +392,19 @@ impl Correlator {
             *q = keep.into();
         }
         take
+    }
+}
+
+/// What makes two signals distinct symptoms: the event name, and for Prometheus alerts (one
+/// event name for every alert) the alert name.
+fn symptom(s: &Signal) -> String {
+    match s
+        .attributes
+        .get("prometheus.alert.name")
+        .and_then(|v| v.as_str())
+    {
+        Some(alert) => format!("{} {alert}", s.name),
+        None => s.name.clone(),
     }
 }
 
@@ -453,6 +558,53 @@ mod tests {
             ),
             d => panic!("{d:?}"),
         }
+    }
+
+    #[test]
+    fn a_quorum_of_distinct_symptoms_on_one_entity_opens_one_incident() {
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let mut a = sig("a", "h", "/x", 100, Severity::Warning);
+        a.name = "latency".into();
+        assert_eq!(c.decide(&a, &[]), Decision::Hold);
+        let mut same = sig("a2", "h", "/x", 101, Severity::Warning);
+        same.name = "latency".into();
+        assert_eq!(
+            c.decide(&same, &[]),
+            Decision::Hold,
+            "the same symptom twice is not a quorum"
+        );
+        let mut other_entity = sig("o", "h", "/y", 102, Severity::Warning);
+        other_entity.name = "errors".into();
+        assert_eq!(
+            c.decide(&other_entity, &[]),
+            Decision::Hold,
+            "symptoms on other entities do not add up"
+        );
+        let mut b = sig("b", "h", "/x", 103, Severity::Warning);
+        b.name = "errors".into();
+        match c.decide(&b, &[]) {
+            Decision::Open {
+                context,
+                hypotheses,
+                ..
+            } => {
+                let ids: Vec<&str> = context.iter().map(|s| s.id.as_str()).collect();
+                assert_eq!(ids, ["a", "a2"]);
+                assert_eq!(hypotheses[0].rule, GENERIC_RULE);
+                assert_eq!(hypotheses[0].entity.name, "/x");
+            }
+            d => panic!("{d:?}"),
+        }
+        let mut info = sig("i", "h", "/z", 104, Severity::Info);
+        info.name = "one".into();
+        let mut info2 = sig("i2", "h", "/z", 105, Severity::Info);
+        info2.name = "two".into();
+        assert_eq!(c.decide(&info, &[]), Decision::Hold);
+        assert_eq!(
+            c.decide(&info2, &[]),
+            Decision::Hold,
+            "info signals never make a quorum"
+        );
     }
 
     #[test]

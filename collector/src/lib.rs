@@ -8,6 +8,7 @@
 //! Invariants: an OTLP export is acknowledged only after its signals committed; an incident
 //! change and its notifications commit in one transaction; every task stops on shutdown.
 
+pub mod alertmanager;
 pub mod api;
 pub mod correlate;
 pub mod ingest;
@@ -36,6 +37,9 @@ pub struct CollectorConfig {
     pub rules: Arc<RuleSet>,
     /// Signals further apart than this in event time are not joined by host alone.
     pub correlation_window: Duration,
+    /// Distinct warning symptoms on one entity within the window that open an incident when
+    /// no rule explains them.
+    pub quorum: usize,
     /// Largest decoded OTLP request; bigger ones are answered RESOURCE_EXHAUSTED.
     pub max_recv_bytes: usize,
     /// Bearer token required for write calls (ack, resolve), if set.
@@ -102,6 +106,7 @@ impl Collector {
             store.clone(),
             config.rules,
             config.correlation_window,
+            config.quorum,
             receivers,
             notifier.waker(),
             metrics.clone(),
@@ -124,13 +129,14 @@ impl Collector {
         Ok(Collector {
             otlp,
             http,
-            ingest: ingest::Ingest::new(pipeline.clone(), metrics),
+            ingest: ingest::Ingest::new(pipeline.clone(), metrics.clone()),
             api: api::ApiState {
                 pipeline,
                 store,
                 registry: registry.clone(),
                 token: config.token,
                 ready: Arc::new(AtomicBool::new(false)),
+                metrics,
             },
             notifier,
             max_recv_bytes: config.max_recv_bytes,

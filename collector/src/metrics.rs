@@ -21,6 +21,10 @@ pub struct Metrics {
     pub spans: IntCounter,
     pub incidents_opened: IntCounterVec,
     pub incidents_active: IntGauge,
+    /// Alerts received from Alertmanager, by status.
+    pub alerts_received: IntCounterVec,
+    /// Alertmanager payloads or alerts that could not be read.
+    pub alerts_rejected: IntCounter,
 }
 
 impl Metrics {
@@ -75,7 +79,20 @@ impl Metrics {
                 "daytwo_collector_incidents_active",
                 "Incidents open or acknowledged right now.",
             )?,
+            alerts_received: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_collector_alerts_received_total",
+                    "Alertmanager alerts received, by status.",
+                ),
+                &["status"],
+            )?,
+            alerts_rejected: IntCounter::new(
+                "daytwo_collector_alerts_rejected_total",
+                "Alertmanager payloads or alerts that could not be read.",
+            )?,
         };
+        registry.register(Box::new(m.alerts_received.clone()))?;
+        registry.register(Box::new(m.alerts_rejected.clone()))?;
         registry.register(Box::new(m.otlp_requests.clone()))?;
         registry.register(Box::new(m.signals_received.clone()))?;
         registry.register(Box::new(m.signals_accepted.clone()))?;

@@ -60,11 +60,12 @@ impl Pipeline {
         store: Store,
         rules: Arc<RuleSet>,
         window: Duration,
+        quorum: usize,
         receivers: Vec<Receiver>,
         waker: Arc<Notify>,
         metrics: Metrics,
     ) -> Result<Pipeline, StoreError> {
-        let mut correlator = Correlator::new(window);
+        let mut correlator = Correlator::new(window).with_quorum(quorum);
         let active = store.active_incidents()?;
         for inc in &active {
             correlator.track(inc);

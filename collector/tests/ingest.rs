@@ -62,6 +62,7 @@ async fn start(max_recv_bytes: usize) -> Running {
         notify: Default::default(),
         rules: Arc::new(daytwo_rules::RuleSet::builtin()),
         correlation_window: Duration::from_secs(300),
+        quorum: daytwo_collector::correlate::DEFAULT_QUORUM,
         max_recv_bytes,
         token: Some("t0ken".into()),
     };

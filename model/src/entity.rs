@@ -101,13 +101,16 @@ pub const IDENTITY_KEYS: &[&str] = &[
     "k8s.node.name",
     "k8s.namespace.name",
     "k8s.pod.uid",
+    "k8s.pod.name",
     "container.id",
+    "k8s.container.name",
     "daytwo.cgroup.path",
     "process.pid",
     "service.namespace",
     "service.name",
     "systemd.unit",
     "mount.point",
+    "system.device",
     "network.interface.name",
 ];
 

@@ -412,3 +412,51 @@ pub fn incident_for_cgroup<'a>(
         })
         .collect()
 }
+
+/// A blocking HTTP POST of a JSON body with std only: (status, body).
+pub fn post_json(url: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Finds a program on PATH. Outside CI a missing one skips the test with a printed reason;
+/// under CI=true it fails (.ci/run installs it).
+pub fn require_program(test: &str, program: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_default();
+    match found {
+        Some(p) => Some(p),
+        None if in_ci() => panic!(
+            "{test}: {program} not found (Debian package {package}); under CI=true it must be installed"
+        ),
+        None => {
+            eprintln!("SKIPPED {test}: {program} not found (apt-get install {package})");
+            None
+        }
+    }
+}

@@ -117,3 +117,182 @@ pub fn records(fixture: &str) -> Vec<KmsgRecord> {
         .map(|l| parse_record(l.as_bytes()).expect("fixture line parses"))
         .collect()
 }
+
+/// Kernel lines of the events other than OOM, as `/dev/kmsg` delivers them, each with the
+/// event name it must classify as (None: must not). Levels are the ones the printing call
+/// uses; sequence numbers and timestamps are arbitrary but increasing.
+pub const KERNEL_EVENTS: &[(&str, Option<&str>)] = &[
+    // block/blk-core.c print_req_error, 4.x (caller name prefix, no op).
+    (
+        "3,1000,100000000,-;blk_update_request: I/O error, dev sda, sector 12345",
+        Some("daytwo.kernel.io_error"),
+    ),
+    // print_req_error, 5.x (caller prefix and op/flags).
+    (
+        "3,1001,100000100,-;blk_update_request: I/O error, dev sda, sector 2048 op 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0",
+        Some("daytwo.kernel.io_error"),
+    ),
+    // print_req_error, 6.x (no caller prefix).
+    (
+        "3,1002,100000200,-;I/O error, dev vdb, sector 0 op 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 2",
+        Some("daytwo.kernel.io_error"),
+    ),
+    (
+        "3,1003,100000300,-;critical medium error, dev nvme0n1, sector 88 op 0x0:(READ) flags 0x80700 phys_seg 1 prio class 2",
+        Some("daytwo.kernel.io_error"),
+    ),
+    // fs/buffer.c buffer_io_error.
+    (
+        "3,1004,100000400,-;Buffer I/O error on dev sdb1, logical block 0, async page read",
+        Some("daytwo.kernel.io_error"),
+    ),
+    // fs/ext4/super.c __ext4_error_inode and __ext4_std_error (KERN_CRIT).
+    (
+        "2,1005,100000500,-;EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2: comm ls: reading directory lblock 0",
+        Some("daytwo.kernel.fs_error"),
+    ),
+    (
+        "2,1006,100000600,-;EXT4-fs error (device dm-0) in ext4_reserve_inode_write:5768: IO failure",
+        Some("daytwo.kernel.fs_error"),
+    ),
+    // fs/ext4/super.c ext4_handle_error → ext4_msg(sb, KERN_CRIT, …).
+    (
+        "2,1007,100000700,-;EXT4-fs (sda1): Remounting filesystem read-only",
+        Some("daytwo.kernel.fs_readonly"),
+    ),
+    // fs/xfs/xfs_fsops.c xfs_do_force_shutdown (6.x) and a later failing call (xfs_log.c).
+    (
+        "1,1008,100000800,-;XFS (sdb1): Metadata I/O Error (0x1) detected at xfs_trans_read_buf_map+0x1d1/0x310 [xfs] (fs/xfs/xfs_trans_buf.c:296).  Shutting down filesystem.",
+        Some("daytwo.kernel.fs_readonly"),
+    ),
+    (
+        "1,1009,100000900,-;XFS (sdb1): Please unmount the filesystem and rectify the problem(s)",
+        None,
+    ),
+    (
+        "1,1010,100001000,-;XFS (sdb1): Filesystem has been shut down due to log error (0x2).",
+        Some("daytwo.kernel.fs_readonly"),
+    ),
+    // fs/xfs/xfs_error.c xfs_corruption_error / xfs_verifier_error.
+    (
+        "1,1011,100001100,-;XFS (sdc): Corruption detected. Unmount and run xfs_repair",
+        Some("daytwo.kernel.fs_error"),
+    ),
+    (
+        "1,1012,100001200,-;XFS (sdc): Metadata corruption detected at xfs_dinode_verify+0x1a0/0x5f0 [xfs], inode 0x2d8c4 dinode",
+        Some("daytwo.kernel.fs_error"),
+    ),
+    // kernel/hung_task.c check_hung_task (pr_err) and its follow-up lines.
+    (
+        "3,1013,100001300,-;INFO: task kworker/u8:2:1234 blocked for more than 120 seconds.",
+        Some("daytwo.kernel.hung_task"),
+    ),
+    (
+        "3,1014,100001310,-;      Not tainted 6.1.0-27-amd64 #1 Debian 6.1.115-1",
+        None,
+    ),
+    (
+        "3,1015,100001320,-;\"echo 0 > /proc/sys/kernel/hung_task_timeout_secs\" disables this message.",
+        None,
+    ),
+    // kernel/watchdog.c watchdog_timer_fn (pr_emerg, pr_fmt "watchdog: ").
+    (
+        "0,1016,100001400,-;watchdog: BUG: soft lockup - CPU#3 stuck for 23s! [kworker/3:1:123]",
+        Some("daytwo.kernel.soft_lockup"),
+    ),
+    // Drivers' netdev_info: e1000e, igb (igb_watchdog_task), mlx5e_update_carrier, phylib.
+    (
+        "6,1017,100001500,-;e1000e 0000:00:1f.6 eno1: NIC Link is Down",
+        Some("daytwo.kernel.link_down"),
+    ),
+    (
+        "6,1018,100001600,-;igb 0000:01:00.0 eth0: igb: eth0 NIC Link is Up 1000 Mbps Full Duplex, Flow Control: RX/TX",
+        Some("daytwo.kernel.link_up"),
+    ),
+    (
+        "6,1019,100001700,-;mlx5_core 0000:5e:00.0 enp94s0f0: Link down",
+        Some("daytwo.kernel.link_down"),
+    ),
+    (
+        "6,1020,100001800,-;mlx5_core 0000:5e:00.0 enp94s0f0: Link up",
+        Some("daytwo.kernel.link_up"),
+    ),
+    (
+        "6,1021,100001900,-;eth0: Link is Down",
+        Some("daytwo.kernel.link_down"),
+    ),
+    (
+        "6,1022,100002000,-;IPv6: ADDRCONF(NETDEV_CHANGE): cali12345: link becomes ready",
+        None,
+    ),
+    // net/netfilter/nf_conntrack_core.c __nf_conntrack_alloc (net_warn_ratelimited, pr_fmt).
+    (
+        "4,1023,100002100,-;nf_conntrack: nf_conntrack: table full, dropping packet",
+        Some("daytwo.kernel.conntrack_full"),
+    ),
+    // arch/x86/mm/fault.c show_signal_msg + print_vma_addr (6.x adds "likely on CPU").
+    (
+        "6,1024,100002200,-;nginx[4242]: segfault at 0 ip 00007f2b1c3a1e45 sp 00007ffd8c1b2a38 error 4 in libc.so.6[7f2b1c28e000+155000] likely on CPU 3 (core 3, socket 0)",
+        Some("daytwo.kernel.segfault"),
+    ),
+    (
+        "6,1025,100002210,-;Code: 0f 1f 44 00 00 f3 0f 1e fa 48 89 f8 48 89 fa 81 e2 ff 0f 00 00",
+        None,
+    ),
+    // arch/x86/kernel/cpu/mce/core.c print_mce (uncorrected: UC bit 61 set) and context.
+    (
+        "0,1026,100002300,-;mce: [Hardware Error]: CPU 0: Machine Check Exception: 5 Bank 4: b200000000070f0f",
+        Some("daytwo.kernel.hardware_error"),
+    ),
+    (
+        "0,1027,100002310,-;mce: [Hardware Error]: TSC 0 ADDR 1ffff8a5d4000 MISC 8c",
+        Some("daytwo.kernel.hardware_error"),
+    ),
+    (
+        "0,1028,100002320,-;mce: [Hardware Error]: PROCESSOR 0:50654 TIME 1700000000 SOCKET 0 APIC 0 microcode 2006906",
+        Some("daytwo.kernel.hardware_error"),
+    ),
+    // mce_notify_irq (corrected errors logged).
+    (
+        "6,1029,100002400,-;mce: [Hardware Error]: Machine check events logged",
+        Some("daytwo.kernel.hardware_error"),
+    ),
+    // drivers/edac/edac_mc.c edac_ce_error (KERN_WARNING) and edac_ue_error (KERN_EMERG).
+    (
+        "4,1030,100002500,-;EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0 (channel:1 slot:0 page:0x3f4a2 offset:0x0 grain:32 syndrome:0x0 - area:DRAM err_code:0001:0091 socket:0 ha:0 channel_mask:2 rank:1)",
+        Some("daytwo.kernel.hardware_error"),
+    ),
+    (
+        "0,1031,100002600,-;EDAC MC1: 1 UE memory read error on CPU_SrcID#1_MC#0_Chan#0_DIMM#0 (channel:0 slot:0 page:0x1234 offset:0x0 grain:32 - err_code:0000:009f)",
+        Some("daytwo.kernel.hardware_error"),
+    ),
+    // Ordinary lines around them.
+    (
+        "6,1032,100002700,-;EXT4-fs (vda): mounted filesystem with ordered data mode. Quota mode: none.",
+        None,
+    ),
+    (
+        "5,1033,100002800,-;audit: type=1400 audit(1700000000.000:2): apparmor=\"STATUS\" operation=\"profile_load\"",
+        None,
+    ),
+];
+
+/// An I/O error flood on one disk (kernel 6.x shape), 50 lines in 4 s, then one more after the
+/// 10 s burst window, then an unrelated line 20 s later.
+pub fn io_error_flood() -> Vec<KmsgRecord> {
+    let mut out = Vec::new();
+    for i in 0..50u64 {
+        let line = format!(
+            "3,{},{},-;I/O error, dev sdb, sector {} op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2",
+            2000 + i,
+            500_000_000 + i * 80_000,
+            1000 + i * 8
+        );
+        out.push(parse_record(line.as_bytes()).expect("fixture line parses"));
+    }
+    let late = "3,2050,511000000,-;I/O error, dev sdb, sector 9999 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2";
+    out.push(parse_record(late.as_bytes()).expect("fixture line parses"));
+    let later = "6,2051,531000000,-;systemd-journald[321]: Received SIGTERM";
+    out.push(parse_record(later.as_bytes()).expect("fixture line parses"));
+    out
+}

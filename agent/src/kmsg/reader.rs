@@ -12,12 +12,25 @@
 //! is read. Records overwritten before they were read (a gap in sequence numbers, or EPIPE)
 //! are counted in `daytwo_agent_kmsg_lost_total`.
 //!
+//! Classification: every record goes to the OOM classifier and to the kernel-event burst
+//! classifier ([`super::burst`]). A burst is emitted when a later record, or the checkpoint tick
+//! ([`KmsgPipeline::flush`] with the kernel's current `CLOCK_MONOTONIC`), passes the end of its
+//! window; filesystem events get their mount point from `/proc/1/mountinfo` and
+//! `/sys/class/block/<dev>/dev` at that moment.
+//!
 //! Invariants: a checkpoint is only ever written at a record where the OOM classifier is idle
-//! (never inside a half-read sequence); a signal and the checkpoint at its `Killed process`
-//! record are committed in one transaction.
+//! (never inside a half-read sequence) and before the first record of every open burst; the
+//! signals a record (or a flush) produced and that checkpoint are committed in one transaction.
+//! Because of the second rule the checkpoint committed with a signal may lie before the
+//! signal's own record (a burst on another device was open); after a crash such a signal is
+//! produced again with the same id, which the collector stores once.
 
+use super::burst::{Burst, BurstClassifier};
+use super::kernel::KernelEvent;
+use super::kernel_signal::kernel_signal;
+use super::mounts;
 use super::oom::OomClassifier;
-use super::signal::{BootClock, OOM_KILL_EVENT, cgroup_to_read, oom_signal};
+use super::signal::{BootClock, cgroup_to_read, oom_signal};
 use super::{KmsgParseError, parse_record};
 use crate::cgroup;
 use crate::metrics::Metrics;
@@ -66,9 +79,27 @@ pub fn boot_clock() -> BootClock {
     }
 }
 
-/// The synchronous step: bytes of one record in, maybe a signal out.
+/// The kernel's monotonic clock in microseconds: the clock of kmsg timestamps.
+pub fn kernel_now_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists on every Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(ts.tv_nsec.max(0) as u64 / 1000)
+}
+
+/// The synchronous step: bytes of one record in, signals out.
 pub struct KmsgPipeline {
     classifier: OomClassifier,
+    bursts: BurstClassifier,
+    /// Where mount points are looked up (`/proc/1/mountinfo`: the host's with `hostPID`).
+    mountinfo: PathBuf,
+    /// `/sys/class/block`, for a device's `major:minor`.
+    sys_class_block: PathBuf,
     boot_id: String,
     clock: BootClock,
     host_name: String,
@@ -81,7 +112,7 @@ pub struct KmsgPipeline {
     committed_seq: Option<u64>,
 }
 
-/// What processing one record produced.
+/// What processing one record (or a flush) produced.
 #[derive(Debug, Default)]
 pub struct Processed {
     /// Records missing before this one (overwritten in the ring buffer).
@@ -89,8 +120,10 @@ pub struct Processed {
     /// False when the record was at or before the checkpoint and skipped.
     pub new: bool,
     pub parse_error: Option<KmsgParseError>,
-    /// A classified event, with the checkpoint to commit with it.
-    pub signal: Option<(Signal, Checkpoint)>,
+    /// Classified events, oldest first.
+    pub signals: Vec<Signal>,
+    /// The checkpoint to commit with `signals` (None when it would not move forward).
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl KmsgPipeline {
@@ -103,6 +136,9 @@ impl KmsgPipeline {
     ) -> Self {
         KmsgPipeline {
             classifier: OomClassifier::new(),
+            bursts: BurstClassifier::new(),
+            mountinfo: PathBuf::from("/proc/1/mountinfo"),
+            sys_class_block: PathBuf::from("/sys/class/block"),
             boot_id,
             clock,
             host_name,
@@ -112,6 +148,13 @@ impl KmsgPipeline {
             idle_seq: checkpoint,
             committed_seq: checkpoint,
         }
+    }
+
+    /// Looks mount points up in other files than `/proc/1/mountinfo` and `/sys/class/block`.
+    pub fn with_mount_sources(mut self, mountinfo: PathBuf, sys_class_block: PathBuf) -> Self {
+        self.mountinfo = mountinfo;
+        self.sys_class_block = sys_class_block;
+        self
     }
 
     /// Processes the bytes of one read. `now` is the wall-clock time of the cgroup reading.
@@ -139,28 +182,91 @@ impl KmsgPipeline {
             out.lost = rec.seq - last - 1;
         }
         self.last_seq = Some(rec.seq);
+        let mut signals: Vec<Signal> = self
+            .bursts
+            .feed(&rec)
+            .iter()
+            .map(|b| self.burst_signal(b))
+            .collect();
         if let Some(kill) = self.classifier.feed(&rec) {
             let cg = cgroup_to_read(&kill).and_then(|p| cgroup::read_memory(&self.cgroup_root, p));
-            let signal = oom_signal(
+            signals.push(oom_signal(
                 &kill,
                 cg.as_ref(),
                 &self.host_name,
                 &self.boot_id,
                 self.clock,
                 now,
-            );
-            out.signal = Some((
-                signal,
-                Checkpoint {
-                    boot_id: self.boot_id.clone(),
-                    seq: rec.seq,
-                },
             ));
         }
-        if self.classifier.is_idle() {
-            self.idle_seq = Some(rec.seq);
-        }
+        out.checkpoint = self.advance(rec.seq, !signals.is_empty());
+        out.signals = signals;
         out
+    }
+
+    /// Emits the bursts whose window ended by `now_usec` (kernel time since boot), for when
+    /// no record arrives to close them.
+    pub fn flush(&mut self, now_usec: u64) -> Processed {
+        let signals: Vec<Signal> = self
+            .bursts
+            .flush(now_usec)
+            .iter()
+            .map(|b| self.burst_signal(b))
+            .collect();
+        let checkpoint = match self.last_seq {
+            Some(seq) => self.advance(seq, !signals.is_empty()),
+            None => None,
+        };
+        Processed {
+            signals,
+            checkpoint,
+            ..Processed::default()
+        }
+    }
+
+    /// Moves the idle point after `seq` was processed; with signals, returns the checkpoint
+    /// to commit with them when it moves forward.
+    fn advance(&mut self, seq: u64, with_signals: bool) -> Option<Checkpoint> {
+        if !self.classifier.is_idle() {
+            return None;
+        }
+        let safe = match self.bursts.oldest_open_seq() {
+            Some(open) => seq.min(open.saturating_sub(1)),
+            None => seq,
+        };
+        if self.idle_seq.is_none_or(|i| safe > i) {
+            self.idle_seq = Some(safe);
+        }
+        let safe = self.idle_seq?;
+        (with_signals && self.committed_seq.is_none_or(|c| safe > c)).then(|| Checkpoint {
+            boot_id: self.boot_id.clone(),
+            seq: safe,
+        })
+    }
+
+    fn burst_signal(&self, b: &Burst) -> Signal {
+        let mount = match &b.event {
+            KernelEvent::FsError { device, .. } | KernelEvent::FsReadOnly { device, .. } => {
+                self.mount_point(device)
+            }
+            _ => None,
+        };
+        kernel_signal(
+            b,
+            &self.host_name,
+            &self.boot_id,
+            self.clock,
+            mount.as_deref(),
+        )
+    }
+
+    fn mount_point(&self, device: &str) -> Option<String> {
+        if device.is_empty() || device.contains('/') || device.starts_with('.') {
+            return None;
+        }
+        let info = std::fs::read_to_string(&self.mountinfo).ok()?;
+        let dev = std::fs::read_to_string(self.sys_class_block.join(device).join("dev")).ok();
+        mounts::mount_point(&info, device, dev.as_deref().map(str::trim))
     }
 
     /// First start on this boot: everything up to `seq` (the newest record now in the ring
@@ -303,7 +409,12 @@ impl KmsgSource {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.commit_idle_checkpoint().await,
+                _ = tick.tick() => {
+                    if !self.flush_bursts(&shutdown).await {
+                        break;
+                    }
+                    self.commit_idle_checkpoint().await;
+                }
                 ready = afd.readable() => {
                     let mut guard = match ready {
                         Ok(g) => g,
@@ -362,22 +473,44 @@ impl KmsgSource {
             self.metrics.kmsg_parse_errors.inc();
             debug!(error = %e, "Skipped a kmsg record that does not parse.");
         }
-        let Some((signal, cp)) = p.signal else {
+        self.push(p.signals, p.checkpoint, shutdown).await
+    }
+
+    /// Emits the bursts whose window has passed; false when shutdown interrupted a retry.
+    async fn flush_bursts(&mut self, shutdown: &CancellationToken) -> bool {
+        let p = self.pipeline.flush(kernel_now_usec());
+        self.push(p.signals, p.checkpoint, shutdown).await
+    }
+
+    /// Queues `signals` with `cp` in one transaction, retrying until it succeeds; false when
+    /// shutdown interrupted a retry.
+    async fn push(
+        &mut self,
+        signals: Vec<Signal>,
+        cp: Option<Checkpoint>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if signals.is_empty() {
             return true;
-        };
-        info!(event = OOM_KILL_EVENT, signal_id = %signal.id, "{}", signal.message);
-        let batch = [signal];
+        }
+        for s in &signals {
+            info!(event = %s.name, signal_id = %s.id, "{}", s.message);
+        }
         loop {
             let queue = self.queue.clone();
-            let (b, c) = (batch.clone(), cp.clone());
-            let res = tokio::task::spawn_blocking(move || queue.push(&b, Some(&c))).await;
+            let (b, c) = (signals.clone(), cp.clone());
+            let res = tokio::task::spawn_blocking(move || queue.push(&b, c.as_ref())).await;
             match res {
                 Ok(Ok(_)) => {
-                    self.pipeline.committed(cp.seq);
-                    self.metrics
-                        .signals_emitted
-                        .with_label_values(&[OOM_KILL_EVENT])
-                        .inc();
+                    if let Some(cp) = &cp {
+                        self.pipeline.committed(cp.seq);
+                    }
+                    for s in &signals {
+                        self.metrics
+                            .signals_emitted
+                            .with_label_values(&[s.name.as_str()])
+                            .inc();
+                    }
                     return true;
                 }
                 Ok(Err(e)) => {
@@ -429,9 +562,9 @@ mod tests {
         for r in records(fixture) {
             let out = p.process(&r.encode(), Timestamp(0));
             lost += out.lost;
-            if let Some((s, cp)) = out.signal {
-                assert_eq!(cp.seq, 422);
-                signals.push(s);
+            if !out.signals.is_empty() {
+                assert_eq!(out.checkpoint.as_ref().unwrap().seq, 422);
+                signals.extend(out.signals);
             }
         }
         (signals, lost)
@@ -517,7 +650,117 @@ mod tests {
         let mut p = pipeline(tmp.path(), None);
         let out = p.process(b"garbage", Timestamp(0));
         assert!(out.parse_error.is_some());
-        assert!(out.signal.is_none());
+        assert!(out.signals.is_empty());
+    }
+
+    fn feed(p: &mut KmsgPipeline, line: &[u8]) -> Processed {
+        let r = crate::kmsg::parse_record(line).unwrap();
+        p.process(&r.encode(), Timestamp(0))
+    }
+
+    #[test]
+    fn a_flood_is_one_signal_and_holds_the_checkpoint_while_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut p = pipeline(tmp.path(), Some(1999));
+        let recs = crate::kmsg::fixtures::io_error_flood();
+        let mut emitted = Vec::new();
+        for r in &recs[..50] {
+            let out = p.process(&r.encode(), Timestamp(0));
+            assert!(out.signals.is_empty());
+            // The burst's first record is 2000: nothing after 1999 may be checkpointed.
+            assert!(p.checkpoint_due().is_none());
+        }
+        for r in &recs[50..] {
+            let out = p.process(&r.encode(), Timestamp(0));
+            if !out.signals.is_empty() {
+                emitted.push((r.seq, out.signals, out.checkpoint));
+            }
+        }
+        assert_eq!(emitted.len(), 2);
+        let (at, signals, cp) = &emitted[0];
+        assert_eq!(*at, 2050);
+        assert_eq!(signals.len(), 1);
+        assert_eq!(signals[0].name, "daytwo.kernel.io_error");
+        assert_eq!(signals[0].attributes["daytwo.kernel.event_count"], 50);
+        // The late line (2050) opened a new burst: the checkpoint stops before it.
+        assert_eq!(cp.as_ref().unwrap().seq, 2049);
+        assert_eq!(emitted[1].2.as_ref().unwrap().seq, 2051);
+    }
+
+    #[test]
+    fn an_oom_kill_during_an_open_burst_checkpoints_before_the_burst() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut p = pipeline(tmp.path(), Some(340));
+        assert!(
+            feed(&mut p, b"6,341,68000000,-;eth0: Link is Down")
+                .signals
+                .is_empty()
+        );
+        let (signals, _) = run_collect(&mut p, MEMCG_OOM_V1);
+        assert_eq!(signals.len(), 1);
+        assert_eq!(signals[0].0.name, "daytwo.kernel.oom_kill");
+        // Committed with the kill: 340, not 422, since the link burst (341) is open; and 340
+        // is already committed, so no checkpoint moves.
+        assert!(signals[0].1.is_none());
+        // The kernel clock passes the window: the flush emits the link signal and the
+        // checkpoint catches up.
+        let out = p.flush(68_000_000 + 10_000_000);
+        assert_eq!(out.signals.len(), 1);
+        assert_eq!(out.signals[0].name, "daytwo.kernel.link_down");
+        assert_eq!(out.checkpoint.unwrap().seq, 422);
+    }
+
+    fn run_collect(
+        p: &mut KmsgPipeline,
+        fixture: &str,
+    ) -> (Vec<(Signal, Option<Checkpoint>)>, u64) {
+        let mut out = Vec::new();
+        let mut lost = 0;
+        for r in records(fixture) {
+            let o = p.process(&r.encode(), Timestamp(0));
+            lost += o.lost;
+            for s in o.signals {
+                out.push((s, o.checkpoint.clone()));
+            }
+        }
+        (out, lost)
+    }
+
+    #[test]
+    fn filesystem_signals_name_the_mount_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        let info = tmp.path().join("mountinfo");
+        std::fs::write(
+            &info,
+            "22 1 253:0 / / rw - ext4 /dev/mapper/vg-root rw\n25 22 8:17 / /var rw - ext4 /dev/sdb1 rw\n",
+        )
+        .unwrap();
+        let sys = tmp.path().join("sys");
+        std::fs::create_dir_all(sys.join("dm-0")).unwrap();
+        std::fs::write(sys.join("dm-0/dev"), "253:0\n").unwrap();
+        let mut p = pipeline(tmp.path(), Some(1)).with_mount_sources(info, sys);
+        let out = feed(
+            &mut p,
+            b"2,2,5,-;EXT4-fs (dm-0): Remounting filesystem read-only",
+        );
+        assert_eq!(out.signals.len(), 1);
+        let s = &out.signals[0];
+        assert_eq!(s.name, "daytwo.kernel.fs_readonly");
+        assert_eq!(s.entity.name, "/");
+        assert_eq!(s.attributes["mount.point"], "/");
+        assert_eq!(out.checkpoint.unwrap().seq, 2);
+        let out = feed(
+            &mut p,
+            b"2,3,6,-;EXT4-fs (sdb1): Remounting filesystem read-only",
+        );
+        assert_eq!(out.signals[0].entity.attributes["mount.point"], "/var");
+    }
+
+    #[test]
+    fn kernel_time_is_monotonic_usec() {
+        let a = kernel_now_usec();
+        let b = kernel_now_usec();
+        assert!(a > 0 && b >= a);
     }
 
     #[test]

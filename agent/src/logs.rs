@@ -1,0 +1,398 @@
+//! The log source: tail every log file a node has, without loss, and turn it into raw OTLP
+//! log records plus log signals.
+//!
+//! Entry types: [`LogsConfig`] (what to read, how), [`LogsSource`] (built by `Agent::new`,
+//! run by `Agent::run`) and [`bench`] (the same pipeline without the disk, for
+//! `bench/logs_throughput.sh`).
+//!
+//! The path of a line: [`tail`] (glob discovery, fingerprints, rotation, `pread`) →
+//! [`parse`] (CRI / Docker / plain framing, CRI partials joined) → [`multiline`] (stack
+//! traces joined) → [`pipeline`]: UTF-8 repair, [`redact`], template id ([`mine`]),
+//! detectors ([`detect`]: `daytwo.log.new_template`, `daytwo.log.error_burst`,
+//! `daytwo.log.silence`) and [`encode`] → [`store`]: raw-log batches, the signals and the
+//! tailer's checkpoints committed in one redb transaction → [`ship`]: raw logs to the
+//! collector (signals go through the agent's signal queue and shipper).
+//!
+//! Invariants: after `kill -9` nothing committed is lost and nothing is read twice except a
+//! record that was held (a CRI partial or multi-line record in progress) and the batch the
+//! collector had not acknowledged; a file that cannot be read is counted and logged once;
+//! the raw-log queue is bounded by backpressure (reading pauses; files are the buffer).
+//! Everything synchronous runs on the blocking pool; the shell reads the clock and passes
+//! times in.
+
+pub mod detect;
+pub mod encode;
+pub mod mine;
+pub mod multiline;
+pub mod origin;
+pub mod parse;
+pub mod pipeline;
+pub mod redact;
+pub mod ship;
+pub mod store;
+pub mod tail;
+
+use crate::metrics::{LOG_STAGE_COMMIT, LOG_STAGE_OPEN, LOG_STAGE_READ, Metrics};
+use detect::DetectConfig;
+use pipeline::Pipeline;
+use redact::Redactor;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use store::LogStore;
+use tail::{SourceSpec, TailConfig, TailStats, Tailer};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// The glob a DaemonSet agent reads when no path is configured and `/var/log/pods` exists.
+pub const DEFAULT_POD_GLOB: &str = "/var/log/pods/*/*/*.log";
+
+/// What the log source reads and how. Defaults in [`LogsConfig::default`].
+#[derive(Clone, Debug)]
+pub struct LogsConfig {
+    /// Read logs at all (`--no-logs` turns it off).
+    pub enabled: bool,
+    /// Files to read.
+    pub sources: Vec<SourceSpec>,
+    /// How often files are looked for and read (default 1 s).
+    pub poll_interval: Duration,
+    /// Longer lines are cut to this (default 1 MiB) and counted.
+    pub max_line_bytes: usize,
+    /// Join stack traces into one record (default on).
+    pub multiline: bool,
+    /// A held multi-line record is emitted after this long without a continuation (1 s).
+    pub multiline_timeout: Duration,
+    /// A rotated or deleted file is released this long after its last growth (5 s).
+    pub rotate_wait: Duration,
+    /// Extra redaction patterns (regex; a `secret` group limits what is replaced).
+    pub redact: Vec<String>,
+    /// Ship raw records (default on; detection runs either way).
+    pub ship_raw: bool,
+    /// gzip raw-log exports (default on).
+    pub compress: bool,
+    /// Reading pauses while this many bytes of raw logs wait on disk (256 MiB).
+    pub queue_max_bytes: u64,
+    /// Bytes read per poll (and per commit) across all files (4 MiB).
+    pub read_budget_bytes: usize,
+    /// Export requests carry at most this many bytes of records (4 MiB).
+    pub max_request_bytes: usize,
+    /// Log signals; `None` turns detection off.
+    pub detect: Option<DetectConfig>,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            enabled: true,
+            sources: Vec::new(),
+            poll_interval: Duration::from_secs(1),
+            max_line_bytes: 1 << 20,
+            multiline: true,
+            multiline_timeout: Duration::from_secs(1),
+            rotate_wait: Duration::from_secs(5),
+            redact: Vec::new(),
+            ship_raw: true,
+            compress: true,
+            queue_max_bytes: 256 << 20,
+            read_budget_bytes: 4 << 20,
+            max_request_bytes: 4 << 20,
+            detect: Some(DetectConfig::default()),
+        }
+    }
+}
+
+/// The `agent.logs` section of the config file (docs/logs.md). Every field is optional;
+/// flags win over it.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsFile {
+    /// Read logs at all.
+    pub enabled: Option<bool>,
+    /// `[{glob, format}]`; `format` is auto, cri, docker or plain.
+    #[serde(default)]
+    pub paths: Vec<SourceSpec>,
+    pub poll_interval_ms: Option<u64>,
+    pub max_line_bytes: Option<usize>,
+    pub multiline: Option<bool>,
+    pub multiline_timeout_ms: Option<u64>,
+    pub rotate_wait_ms: Option<u64>,
+    /// Extra redaction patterns.
+    #[serde(default)]
+    pub redact: Vec<String>,
+    pub ship_raw: Option<bool>,
+    pub compress: Option<bool>,
+    pub queue_max_bytes: Option<u64>,
+    /// Detector thresholds.
+    pub detect: Option<DetectConfig>,
+    pub detect_enabled: Option<bool>,
+}
+
+/// A log configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsConfigInvalid {
+    #[error(transparent)]
+    Glob(#[from] tail::GlobInvalid),
+    #[error(transparent)]
+    Redact(#[from] redact::RedactRuleInvalid),
+    #[error("{0}")]
+    Value(String),
+}
+
+impl LogsConfig {
+    /// The pod-log glob when `/var/log/pods` exists here (a Kubernetes node).
+    pub fn default_sources(root: &Path) -> Vec<SourceSpec> {
+        if root.join("var/log/pods").is_dir() {
+            vec![SourceSpec {
+                glob: DEFAULT_POD_GLOB.into(),
+                format: parse::Format::Auto,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Checks that globs and patterns compile and values make sense.
+    pub fn validate(&self) -> Result<(), LogsConfigInvalid> {
+        if self.max_line_bytes < 64 {
+            return Err(LogsConfigInvalid::Value(
+                "--log-max-line-bytes must be at least 64".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(LogsConfigInvalid::Value(
+                "--log-poll-interval-ms must be at least 1".into(),
+            ));
+        }
+        Redactor::new(&self.redact)?;
+        Tailer::new(self.tail_config(), HashMap::new())?;
+        Ok(())
+    }
+
+    fn tail_config(&self) -> TailConfig {
+        TailConfig {
+            sources: self.sources.clone(),
+            max_line_bytes: self.max_line_bytes,
+            multiline: self.multiline,
+            multiline_timeout_ms: self.multiline_timeout.as_millis() as u64,
+            rotate_wait_ms: self.rotate_wait.as_millis() as u64,
+            read_budget_bytes: self.read_budget_bytes.max(64 << 10),
+            checkpoint_ttl_secs: 24 * 3600,
+        }
+    }
+
+    fn pipeline(&self, host: &str) -> Result<Pipeline, LogsConfigInvalid> {
+        Ok(Pipeline::new(
+            host.to_string(),
+            Redactor::new(&self.redact)?,
+            mine::default_miner(),
+            self.detect.clone(),
+            self.ship_raw,
+        ))
+    }
+}
+
+/// The running source. See the module docs.
+pub struct LogsSource {
+    cfg: LogsConfig,
+    tailer: Tailer,
+    pipeline: Pipeline,
+    store: Arc<LogStore>,
+    metrics: Metrics,
+    last: TailStats,
+    last_records: u64,
+    last_utf8: u64,
+    last_redactions: HashMap<&'static str, u64>,
+    last_suppressed: u64,
+}
+
+impl std::fmt::Debug for LogsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogsSource")
+            .field("sources", &self.cfg.sources)
+            .finish()
+    }
+}
+
+impl LogsSource {
+    pub fn new(
+        cfg: LogsConfig,
+        host: &str,
+        store: Arc<LogStore>,
+        metrics: Metrics,
+    ) -> Result<LogsSource, String> {
+        let checkpoints = store.load_checkpoints().map_err(|e| e.to_string())?;
+        let tailer = Tailer::new(cfg.tail_config(), checkpoints).map_err(|e| e.to_string())?;
+        let pipeline = cfg.pipeline(host).map_err(|e| e.to_string())?;
+        Ok(LogsSource {
+            cfg,
+            tailer,
+            pipeline,
+            store,
+            metrics,
+            last: TailStats::default(),
+            last_records: 0,
+            last_utf8: 0,
+            last_redactions: HashMap::new(),
+            last_suppressed: 0,
+        })
+    }
+
+    fn export_metrics(&mut self) {
+        let s = self.tailer.stats;
+        let l = self.last;
+        let m = &self.metrics;
+        m.logs_lines_received.inc_by(s.lines_read - l.lines_read);
+        m.logs_bytes_received.inc_by(s.bytes_read - l.bytes_read);
+        m.logs_lines_truncated
+            .inc_by(s.lines_truncated - l.lines_truncated);
+        m.logs_lines_unparsed
+            .inc_by(s.lines_unparsed - l.lines_unparsed);
+        m.logs_rotations
+            .with_label_values(&["rename"])
+            .inc_by(s.rotations_rename - l.rotations_rename);
+        m.logs_rotations
+            .with_label_values(&["truncate"])
+            .inc_by(s.rotations_truncate - l.rotations_truncate);
+        m.logs_errors
+            .with_label_values(&[LOG_STAGE_OPEN])
+            .inc_by(s.open_errors - l.open_errors);
+        m.logs_errors
+            .with_label_values(&[LOG_STAGE_READ])
+            .inc_by(s.read_errors - l.read_errors);
+        m.logs_files_open.set(s.files_open as i64);
+        self.last = s;
+        let p = &self.pipeline.stats;
+        m.logs_records_received
+            .inc_by(p.records - self.last_records);
+        m.logs_invalid_utf8.inc_by(p.invalid_utf8 - self.last_utf8);
+        self.last_records = p.records;
+        self.last_utf8 = p.invalid_utf8;
+        for (rule, n) in &p.redactions {
+            let before = self.last_redactions.insert(rule, *n).unwrap_or(0);
+            m.logs_redactions
+                .with_label_values(&[rule])
+                .inc_by(n - before);
+        }
+        let sup = self.pipeline.new_templates_suppressed();
+        m.logs_new_templates_suppressed
+            .inc_by(sup - self.last_suppressed);
+        self.last_suppressed = sup;
+        m.logs_queue_bytes.set(self.store.bytes() as i64);
+    }
+
+    /// One poll and its commit (blocking). Returns whether more data is waiting now.
+    fn poll_and_commit(&mut self, now_ms: u64, shutdown: &CancellationToken) -> bool {
+        let now_ns = daytwo_model::Timestamp::from_system_time(SystemTime::now()).0;
+        let read = self.store.bytes() < self.cfg.queue_max_bytes;
+        self.tailer.poll(now_ms, now_ns, read, &mut self.pipeline);
+        self.pipeline.tick(now_ns);
+        let batches = self.pipeline.take_batches();
+        let signals = self.pipeline.take_signals();
+        let changes = self.tailer.take_checkpoint_changes();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.store.commit(&signals, &batches, &changes) {
+                Ok(()) => break,
+                Err(e) => {
+                    self.metrics
+                        .logs_errors
+                        .with_label_values(&[LOG_STAGE_COMMIT])
+                        .inc();
+                    error!(error = %e, "Cannot commit read logs to the state file; retrying (reading is paused).");
+                    if shutdown.is_cancelled() {
+                        // Not committed: the checkpoints did not move either, so the next
+                        // start reads these lines again.
+                        return false;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        for s in &signals {
+            self.metrics
+                .signals_emitted
+                .with_label_values(&[s.name.as_str()])
+                .inc();
+        }
+        self.export_metrics();
+        read && !self.tailer.caught_up()
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        info!(
+            paths = ?self.cfg.sources.iter().map(|s| s.glob.as_str()).collect::<Vec<_>>(),
+            poll_ms = self.cfg.poll_interval.as_millis() as u64,
+            ship_raw = self.cfg.ship_raw,
+            "Log source started."
+        );
+        let start = tokio::time::Instant::now();
+        let interval = self.cfg.poll_interval;
+        loop {
+            let now_ms = start.elapsed().as_millis() as u64;
+            let token = shutdown.clone();
+            let (back, more) = match tokio::task::spawn_blocking(move || {
+                let more = self.poll_and_commit(now_ms, &token);
+                (self, more)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(error = %e, "The log source failed; log reading stopped. This is a bug; please report it with the log.");
+                    return;
+                }
+            };
+            self = back;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if more {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+/// What [`bench`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchReport {
+    pub lines: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+}
+
+/// Reads every configured file to its end once through the whole pipeline (tail, framing,
+/// partial and multi-line joining, redaction, template ids, detectors, OTLP encoding), then
+/// throws the output away: the throughput of everything but the disk queue and the network.
+pub fn bench(cfg: &LogsConfig, host: &str) -> Result<BenchReport, LogsConfigInvalid> {
+    let mut tailer = Tailer::new(cfg.tail_config(), HashMap::new())?;
+    let mut pipeline = cfg.pipeline(host)?;
+    let start = std::time::Instant::now();
+    loop {
+        let now_ms = start.elapsed().as_millis() as u64;
+        let now_ns = daytwo_model::Timestamp::from_system_time(SystemTime::now()).0;
+        tailer.poll(now_ms, now_ns, true, &mut pipeline);
+        pipeline.tick(now_ns);
+        drop(pipeline.take_batches());
+        drop(pipeline.take_signals());
+        drop(tailer.take_checkpoint_changes());
+        if tailer.caught_up() {
+            break;
+        }
+    }
+    Ok(BenchReport {
+        lines: tailer.stats.lines_read,
+        records: pipeline.stats.records,
+        bytes: tailer.stats.bytes_read,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,202 @@
+//! The per-record steps after the tailer: UTF-8 repair, redaction, template assignment,
+//! detection and encoding. Synchronous and clock-free (times come with each record).
+//!
+//! Entry type: [`Pipeline`], the tailer's [`RecordSink`]. After each poll the shell takes
+//! [`Pipeline::take_batches`] and [`Pipeline::take_signals`] and commits them with the
+//! tailer's checkpoints.
+//!
+//! Invariants: what leaves this module (raw records, signal messages, evidence) has been
+//! through the [`Redactor`]; templates are mined from the redacted first line of a record.
+
+use super::detect::{DetectConfig, LogDetector, WorkloadRef, is_error_template};
+use super::encode::FileBatch;
+use super::mine::TemplateMiner;
+use super::multiline::Record;
+use super::parse::Stream;
+use super::redact::Redactor;
+use super::tail::{FileInfo, RecordSink};
+use daytwo_model::{Attributes, Signal};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct FileState {
+    wl: WorkloadRef,
+    batch: FileBatch,
+}
+
+/// Counters the shell turns into metrics.
+#[derive(Debug, Default, Clone)]
+pub struct PipelineStats {
+    pub records: u64,
+    pub invalid_utf8: u64,
+    pub redactions: HashMap<&'static str, u64>,
+}
+
+/// See the module docs.
+pub struct Pipeline {
+    host: String,
+    redactor: Redactor,
+    miner: Box<dyn TemplateMiner>,
+    detector: Option<LogDetector>,
+    ship_raw: bool,
+    files: HashMap<u64, FileState>,
+    workload_files: HashMap<String, u32>,
+    error_templates: HashMap<u64, bool>,
+    signals: Vec<Signal>,
+    released: Vec<u64>,
+    pub stats: PipelineStats,
+}
+
+impl Pipeline {
+    pub fn new(
+        host: String,
+        redactor: Redactor,
+        miner: Box<dyn TemplateMiner>,
+        detect: Option<DetectConfig>,
+        ship_raw: bool,
+    ) -> Self {
+        Pipeline {
+            host,
+            redactor,
+            miner,
+            detector: detect.map(LogDetector::new),
+            ship_raw,
+            files: HashMap::new(),
+            workload_files: HashMap::new(),
+            error_templates: HashMap::new(),
+            signals: Vec::new(),
+            released: Vec::new(),
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// Encoded `ResourceLogs` of every file with records since the last call: (records, bytes).
+    pub fn take_batches(&mut self) -> Vec<(u32, Vec<u8>)> {
+        let out = self
+            .files
+            .values_mut()
+            .filter(|f| !f.batch.is_empty())
+            .map(|f| (f.batch.count, f.batch.finish()))
+            .collect();
+        for id in std::mem::take(&mut self.released) {
+            let Some(f) = self.files.remove(&id) else {
+                continue;
+            };
+            let key = f.wl.key;
+            if let Some(n) = self.workload_files.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.workload_files.remove(&key);
+                    if let Some(d) = &mut self.detector {
+                        d.gone(&key);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes of encoded records waiting for `take_batches`.
+    pub fn pending_bytes(&self) -> usize {
+        self.files.values().map(|f| f.batch.bytes()).sum()
+    }
+
+    /// Signals decided since the last call.
+    pub fn take_signals(&mut self) -> Vec<Signal> {
+        std::mem::take(&mut self.signals)
+    }
+
+    /// Decides silences at `now_ns`.
+    pub fn tick(&mut self, now_ns: i64) {
+        if let Some(d) = &mut self.detector {
+            self.signals.extend(d.tick(now_ns));
+        }
+    }
+
+    /// Suppressed `new_template` signals so far.
+    pub fn new_templates_suppressed(&self) -> u64 {
+        self.detector
+            .as_ref()
+            .map_or(0, |d| d.stats.new_templates_suppressed)
+    }
+
+    fn file_state<'a>(
+        files: &'a mut HashMap<u64, FileState>,
+        workload_files: &mut HashMap<String, u32>,
+        host: &str,
+        file: &FileInfo,
+    ) -> &'a mut FileState {
+        files.entry(file.id).or_insert_with(|| {
+            let o = &file.origin;
+            let resource = o.resource(host);
+            let mut attributes = Attributes::new();
+            attributes.insert("log.file.path".into(), o.path.clone().into());
+            if let Some(p) = &o.pod {
+                attributes.insert("k8s.container.name".into(), p.container.clone().into());
+            }
+            let key = o.workload_key();
+            *workload_files.entry(key.clone()).or_default() += 1;
+            FileState {
+                batch: FileBatch::new(&resource, &o.path),
+                wl: WorkloadRef {
+                    key,
+                    entity: o.entity(host),
+                    resource,
+                    attributes,
+                },
+            }
+        })
+    }
+}
+
+impl RecordSink for Pipeline {
+    fn record(&mut self, file: &Arc<FileInfo>, stream: Stream, rec: &Record, observed_ns: i64) {
+        self.stats.records += 1;
+        let text = String::from_utf8_lossy(&rec.text);
+        if matches!(text, Cow::Owned(_)) {
+            self.stats.invalid_utf8 += 1;
+        }
+        let stats = &mut self.stats;
+        let redacted = self.redactor.redact(text.as_bytes(), |rule| {
+            *stats.redactions.entry(rule).or_default() += 1;
+        });
+        let body: Cow<'_, str> = match std::str::from_utf8(&redacted) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => Cow::Owned(String::from_utf8_lossy(&redacted).into_owned()),
+        };
+        let first = match memchr::memchr(b'\n', body.as_bytes()) {
+            Some(i) => &body[..i],
+            None => &body[..],
+        };
+        let (template, _new) = self.miner.add(first);
+        let f = Self::file_state(&mut self.files, &mut self.workload_files, &self.host, file);
+        if let Some(d) = &mut self.detector {
+            let miner = &self.miner;
+            let is_error = *self.error_templates.entry(template).or_insert_with(|| {
+                miner
+                    .template(template)
+                    .is_some_and(|t| is_error_template(&t))
+            });
+            let t = rec.time.unwrap_or(observed_ns);
+            let text_of = || miner.template(template).unwrap_or_default();
+            let out = d.line(&f.wl, t, template, &text_of, is_error, first);
+            self.signals.extend(out);
+        }
+        if self.ship_raw {
+            f.batch.push(
+                rec.time,
+                observed_ns,
+                stream.as_str(),
+                body.as_bytes(),
+                template,
+                rec.truncated,
+            );
+        }
+    }
+
+    fn released(&mut self, file: &Arc<FileInfo>) {
+        // Its last records are still in the batch: forget it once that was taken.
+        self.released.push(file.id);
+    }
+}

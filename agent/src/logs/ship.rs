@@ -1,0 +1,225 @@
+//! The raw-log shipper: stored `ResourceLogs` bytes → the collector's `LogsService/Export`,
+//! without decoding them.
+//!
+//! Entry type: [`LogShipper`], run by the agent next to (never instead of) the signal
+//! [`crate::shipper::Shipper`], on its own HTTP/2 connection, so a log backlog never queues
+//! ahead of a signal. Same delivery contract as the signal shipper: a batch leaves the disk
+//! only after the collector answered OK (at-least-once), INVALID_ARGUMENT drops it (counted
+//! in `daytwo_agent_logs_dropped_total{reason="rejected"}`), anything else retries with
+//! backoff.
+
+use super::store::LogStore;
+use crate::metrics::{DROP_REJECTED, LOG_STAGE_EXPORT, Metrics};
+use crate::shipper::Backoff;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tracing::{debug, error, warn};
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Sends pre-encoded request bodies; decodes the response with prost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawCodec;
+
+#[derive(Debug)]
+pub struct RawEncoder;
+
+#[derive(Debug)]
+pub struct ResponseDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportLogsServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        use prost::Message;
+        ExportLogsServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable export response: {e}")))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+/// See the module docs.
+pub struct LogShipper {
+    store: Arc<LogStore>,
+    grpc: tonic::client::Grpc<Channel>,
+    collector: String,
+    max_request_bytes: usize,
+    backoff: Backoff,
+    metrics: Metrics,
+}
+
+impl LogShipper {
+    pub fn new(
+        store: Arc<LogStore>,
+        channel: Channel,
+        collector: String,
+        compress: bool,
+        max_request_bytes: usize,
+        backoff: Backoff,
+        metrics: Metrics,
+    ) -> Self {
+        let mut grpc =
+            tonic::client::Grpc::new(channel).accept_compressed(CompressionEncoding::Gzip);
+        if compress {
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        }
+        LogShipper {
+            store,
+            grpc,
+            collector,
+            max_request_bytes,
+            backoff,
+            metrics,
+        }
+    }
+
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let d = self.backoff.next_delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let store = self.store.clone();
+            let max = self.max_request_bytes;
+            let batch = match tokio::task::spawn_blocking(move || store.peek(max)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    error!(error = %e, "Cannot read the log queue; retrying.");
+                    if !self.wait(&shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    error!(error = %e, "Log queue read task failed; retrying.");
+                    if !self.wait(&shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                // notify_one keeps a permit when nobody waits: a commit between the peek and
+                // here still wakes us.
+                let store = self.store.clone();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = store.pushed().notified() => continue,
+                }
+            }
+            let records: u64 = batch.iter().map(|b| b.records as u64).sum();
+            let keys: Vec<u64> = batch.iter().map(|b| b.key).collect();
+            let mut body = Vec::with_capacity(batch.iter().map(|b| b.body.len()).sum());
+            for b in batch {
+                body.extend_from_slice(&b.body);
+            }
+            let sent = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.export(body) => r,
+            };
+            match sent {
+                Ok(rejected) => {
+                    self.backoff.reset();
+                    self.metrics
+                        .logs_records_sent
+                        .inc_by(records.saturating_sub(rejected));
+                    if rejected > 0 {
+                        self.metrics
+                            .logs_dropped
+                            .with_label_values(&[DROP_REJECTED])
+                            .inc_by(rejected);
+                    }
+                    debug!(records, collector = %self.collector, "Raw logs delivered.");
+                }
+                Err(status) if status.code() == Code::InvalidArgument => {
+                    self.metrics
+                        .logs_dropped
+                        .with_label_values(&[DROP_REJECTED])
+                        .inc_by(records);
+                    error!(records, collector = %self.collector, reason = %status.message(), "Collector rejected a batch of raw logs as invalid; dropped it.");
+                }
+                Err(status) => {
+                    self.metrics
+                        .logs_errors
+                        .with_label_values(&[LOG_STAGE_EXPORT])
+                        .inc();
+                    warn!(collector = %self.collector, records, reason = %status, "Export of raw logs failed; will retry.");
+                    if !self.wait(&shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            loop {
+                let store = self.store.clone();
+                let k = keys.clone();
+                match tokio::task::spawn_blocking(move || store.ack(&k)).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
+                    }
+                    Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
+                }
+                if !self.wait(&shutdown).await {
+                    return;
+                }
+            }
+            self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
+        }
+    }
+
+    /// One export; Ok(rejected records) on success.
+    async fn export(&mut self, body: Vec<u8>) -> Result<u64, tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("collector not ready: {e}")))?;
+        let resp = self
+            .grpc
+            .unary(
+                tonic::Request::new(body),
+                PathAndQuery::from_static(EXPORT_PATH),
+                RawCodec,
+            )
+            .await?;
+        Ok(resp
+            .into_inner()
+            .partial_success
+            .map_or(0, |p| p.rejected_log_records.max(0) as u64))
+    }
+}

@@ -1,0 +1,493 @@
+//! End to end with real parts: the real `daytwo agent` binary tails real files in a temp
+//! dir — rotated by rename and by copytruncate under steady writes, killed with SIGKILL and
+//! restarted, a pod log directory appearing and disappearing, a Java stack trace, a secret —
+//! and ships to a real OTLP/gRPC `LogsService` (tonic, gzip) running in this process, which
+//! records every log record. Each test checks the exact lines that arrived: all of them,
+//! each once.
+
+mod common;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::codec::CompressionEncoding;
+
+/// One raw log record as received.
+#[derive(Clone, Debug)]
+struct Rec {
+    body: String,
+    attrs: BTreeMap<String, String>,
+    resource: BTreeMap<String, String>,
+}
+
+fn text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn map(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
+}
+
+#[derive(Clone, Default)]
+struct Sink {
+    records: Arc<Mutex<Vec<Rec>>>,
+    events: Arc<Mutex<Vec<Rec>>>,
+    fail: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        if self.fail.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(tonic::Status::unavailable("test receiver is down"));
+        }
+        let mut recs = Vec::new();
+        let mut events = Vec::new();
+        for rl in &request.get_ref().resource_logs {
+            let resource = rl
+                .resource
+                .as_ref()
+                .map(|r| map(&r.attributes))
+                .unwrap_or_default();
+            for sl in &rl.scope_logs {
+                for r in &sl.log_records {
+                    let rec = Rec {
+                        body: text(&r.body),
+                        attrs: map(&r.attributes),
+                        resource: resource.clone(),
+                    };
+                    if r.event_name.is_empty() {
+                        recs.push(rec);
+                    } else {
+                        events.push(rec);
+                    }
+                }
+            }
+        }
+        self.records.lock().unwrap().extend(recs);
+        self.events.lock().unwrap().extend(events);
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// A real OTLP/gRPC logs receiver on 127.0.0.1:0.
+struct Otlp {
+    url: String,
+    sink: Sink,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Otlp {
+    fn start() -> Otlp {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sink = Sink::default();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = LogsServiceServer::new(sink.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(64 << 20);
+        rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap()
+        });
+        Otlp {
+            url: format!("http://{addr}"),
+            sink,
+            _rt: rt,
+        }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.sink
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
+    fn records(&self) -> Vec<Rec> {
+        self.sink.records.lock().unwrap().clone()
+    }
+}
+
+fn agent(tmp: &Path, otlp: &Otlp, globs: &[&str], log_name: &str) -> Daytwo {
+    let data = tmp.join("data");
+    let mut args: Vec<String> = [
+        "agent",
+        "--collector",
+        &otlp.url,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--no-kmsg",
+        "--metrics-interval-secs",
+        "3600",
+        "--retry-initial-ms",
+        "50",
+        "--retry-max-ms",
+        "300",
+        "--log-poll-interval-ms",
+        "100",
+        "--log-rotate-wait-ms",
+        "500",
+        "--log-multiline-timeout-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for g in globs {
+        args.push("--log-path".into());
+        args.push(g.to_string());
+    }
+    Daytwo::start(&args, &tmp.join(log_name), true)
+}
+
+fn append(p: &Path, s: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .unwrap();
+    f.write_all(s.as_bytes()).unwrap();
+}
+
+/// Asserts that `got` holds each of `want` exactly once (and nothing else with `prefix`).
+fn assert_exactly_once(got: &[String], want: &[String], prefix: &str, log: &Path) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for g in got.iter().filter(|g| g.starts_with(prefix)) {
+        *counts.entry(g.as_str()).or_default() += 1;
+    }
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|w| !counts.contains_key(w.as_str()))
+        .collect();
+    let dups: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let extra: Vec<&&str> = counts
+        .keys()
+        .filter(|k| !want.iter().any(|w| w == **k))
+        .collect();
+    assert!(
+        missing.is_empty() && dups.is_empty() && extra.is_empty(),
+        "missing {} (first {:?}), duplicated {} (first {:?}), unexpected {} (first {:?}); agent log:\n{}",
+        missing.len(),
+        missing.iter().take(3).collect::<Vec<_>>(),
+        dups.len(),
+        dups.iter().take(3).collect::<Vec<_>>(),
+        extra.len(),
+        extra.iter().take(3).collect::<Vec<_>>(),
+        tail_of(&read(log))
+    );
+}
+
+fn tail_of(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+fn wait_count(otlp: &Otlp, prefix: &str, n: usize, log: &Path) {
+    let ok = wait_until(Duration::from_secs(60), || {
+        otlp.bodies()
+            .iter()
+            .filter(|b| b.starts_with(prefix))
+            .count()
+            >= n
+    });
+    if !ok {
+        let got = otlp
+            .bodies()
+            .iter()
+            .filter(|b| b.starts_with(prefix))
+            .count();
+        panic!(
+            "only {got} of {n} {prefix} lines arrived; agent log:\n{}",
+            tail_of(&read(log))
+        );
+    }
+    // Anything extra (a duplicate) would arrive right behind.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn line(prefix: &str, i: usize) -> String {
+    format!(
+        "{prefix}-{i:05} GET /api/v1/orders/{i} status=200 took {}ms",
+        i % 97
+    )
+}
+
+#[test]
+fn rotation_by_rename_under_steady_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let otlp = Otlp::start();
+    let glob = format!("{}/*.log", logs.display());
+    let _agent = agent(tmp.path(), &otlp, &[&glob], "agent.log");
+    let n = 3000;
+    let want: Vec<String> = (0..n).map(|i| line("rename", i)).collect();
+    let app = logs.join("app.log");
+    // ~400 ms per file: a file must exist under a matching name for a few poll intervals
+    // (100 ms) to be found at all — kubelet rotates at 10 MiB, far slower than that.
+    for (i, l) in want.iter().enumerate() {
+        append(&app, &format!("{l}\n"));
+        if i % 500 == 499 {
+            // Rotate: the old file is renamed out of the glob, a new one starts.
+            std::fs::rename(&app, logs.join(format!("app.{}", i / 500))).unwrap();
+        }
+        if i % 5 == 0 {
+            std::thread::sleep(Duration::from_millis(4));
+        }
+    }
+    wait_count(&otlp, "rename-", n, &tmp.path().join("agent.log"));
+    assert_exactly_once(
+        &otlp.bodies(),
+        &want,
+        "rename-",
+        &tmp.path().join("agent.log"),
+    );
+    let r = otlp
+        .records()
+        .into_iter()
+        .find(|r| r.body == want[0])
+        .unwrap();
+    assert_eq!(r.attrs["log.file.path"], app.display().to_string());
+    assert_eq!(r.attrs["daytwo.log.template_id"].len(), 16);
+    assert!(r.resource.contains_key("host.name"));
+}
+
+#[test]
+fn rotation_by_copytruncate_under_steady_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let otlp = Otlp::start();
+    let glob = format!("{}/app.log*", logs.display());
+    let _agent = agent(tmp.path(), &otlp, &[&glob], "agent.log");
+    let n = 3000;
+    let want: Vec<String> = (0..n).map(|i| line("copy", i)).collect();
+    let app = logs.join("app.log");
+    let mut w = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&app)
+        .unwrap();
+    for (i, l) in want.iter().enumerate() {
+        w.write_all(format!("{l}\n").as_bytes()).unwrap();
+        if i % 500 == 499 {
+            // logrotate's copytruncate (dateext-style names), the writer keeps its fd.
+            std::fs::copy(&app, logs.join(format!("app.log.{}", i / 500))).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&app)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+        if i % 5 == 0 {
+            std::thread::sleep(Duration::from_millis(4));
+        }
+    }
+    wait_count(&otlp, "copy-", n, &tmp.path().join("agent.log"));
+    assert_exactly_once(
+        &otlp.bodies(),
+        &want,
+        "copy-",
+        &tmp.path().join("agent.log"),
+    );
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let otlp = Otlp::start();
+    let glob = format!("{}/*.log", logs.display());
+    let app = logs.join("app.log");
+    let n = 4000;
+    let want: Vec<String> = (0..n).map(|i| line("crash", i)).collect();
+    let mut agent1 = agent(tmp.path(), &otlp, &[&glob], "agent1.log");
+    let writer = {
+        let want = want.clone();
+        let app = app.clone();
+        std::thread::spawn(move || {
+            for (i, l) in want.iter().enumerate() {
+                append(&app, &format!("{l}\n"));
+                if i % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+    };
+    wait_count(&otlp, "crash-", 500, &tmp.path().join("agent1.log"));
+    // The receiver goes down; once the agent has seen it fail twice, no export is in flight
+    // and every line read since sits in the agent's disk queue.
+    otlp.sink.fail.store(true, Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(20), || otlp
+            .sink
+            .failed
+            .load(Ordering::SeqCst)
+            >= 2),
+        "the agent never retried"
+    );
+    agent1.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    otlp.sink.fail.store(false, Ordering::SeqCst);
+    let _agent2 = agent(tmp.path(), &otlp, &[&glob], "agent2.log");
+    writer.join().unwrap();
+    wait_count(&otlp, "crash-", n, &tmp.path().join("agent2.log"));
+    assert_exactly_once(
+        &otlp.bodies(),
+        &want,
+        "crash-",
+        &tmp.path().join("agent2.log"),
+    );
+}
+
+fn metric(d: &Daytwo, name: &str) -> Option<f64> {
+    let (_, body) = get(&format!("{}/metrics", d.server()))?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_pod_log_directory_appears_and_disappears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pods = tmp.path().join("pods");
+    std::fs::create_dir(&pods).unwrap();
+    let otlp = Otlp::start();
+    let glob = format!("{}/*/*/*.log", pods.display());
+    let agent = agent(tmp.path(), &otlp, &[&glob], "agent.log");
+    let dir: PathBuf = pods.join("shop_web-7d4b9c6f5-x2x8z_0b9f11aa-22bb/nginx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("0.log");
+    let mut want = Vec::new();
+    for i in 0..50 {
+        let stream = if i % 2 == 0 { "stdout" } else { "stderr" };
+        append(
+            &f,
+            &format!(
+                "2026-11-25T14:31:{:02}.{:09}Z {stream} F {}\n",
+                i % 60,
+                i,
+                line("pod", i)
+            ),
+        );
+        want.push(line("pod", i));
+    }
+    // A long line split by the runtime: P, P, F.
+    append(
+        &f,
+        "2026-11-25T14:32:00.000000001Z stdout P pod-partial first half, \n",
+    );
+    append(
+        &f,
+        "2026-11-25T14:32:00.000000002Z stdout P second half, \n",
+    );
+    append(&f, "2026-11-25T14:32:00.000000003Z stdout F and the end\n");
+    want.push("pod-partial first half, second half, and the end".into());
+    wait_count(&otlp, "pod", want.len(), &tmp.path().join("agent.log"));
+    assert_exactly_once(&otlp.bodies(), &want, "pod", &tmp.path().join("agent.log"));
+    let recs = otlp.records();
+    let r = recs.iter().find(|r| r.body == want[1]).unwrap();
+    assert_eq!(r.resource["k8s.namespace.name"], "shop");
+    assert_eq!(r.resource["k8s.pod.name"], "web-7d4b9c6f5-x2x8z");
+    assert_eq!(r.resource["k8s.pod.uid"], "0b9f11aa-22bb");
+    assert_eq!(r.resource["k8s.container.name"], "nginx");
+    assert_eq!(r.attrs["log.iostream"], "stderr");
+    assert_eq!(metric(&agent, "daytwo_agent_logs_files_open"), Some(1.0));
+    // The pod goes away with its logs: the file is finished and released.
+    std::fs::remove_dir_all(pods.join("shop_web-7d4b9c6f5-x2x8z_0b9f11aa-22bb")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(
+            &agent,
+            "daytwo_agent_logs_files_open"
+        ) == Some(0.0)),
+        "the deleted pod's log stays open; agent log:\n{}",
+        tail_of(&read(&tmp.path().join("agent.log")))
+    );
+    assert_exactly_once(&otlp.bodies(), &want, "pod", &tmp.path().join("agent.log"));
+}
+
+#[test]
+fn a_java_stack_trace_is_one_record_and_secrets_are_redacted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let otlp = Otlp::start();
+    let glob = format!("{}/*.log", logs.display());
+    let _agent = agent(tmp.path(), &otlp, &[&glob], "agent.log");
+    let trace = [
+        "svc ERROR Exception in thread \"main\" java.lang.IllegalStateException: order 42 not found",
+        "\tat com.shop.Orders.find(Orders.java:17)",
+        "\tat com.shop.Api.handle(Api.java:88)",
+        "Caused by: java.sql.SQLException: connection refused",
+        "\t... 12 more",
+    ];
+    let mut text = String::from("svc INFO starting up\n");
+    for l in trace {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text.push_str("svc INFO connecting to postgres://app:s3cr3tpw@db:5432/shop\n");
+    text.push_str("svc INFO login user=bob password=hunter2 ok\n");
+    text.push_str(
+        "svc DEBUG upstream call with Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig\n",
+    );
+    text.push_str("svc INFO done\n");
+    append(&logs.join("svc.log"), &text);
+    let want: Vec<String> = vec![
+        "svc INFO starting up".into(),
+        trace.join("\n"),
+        "svc INFO connecting to postgres://app:[REDACTED]@db:5432/shop".into(),
+        "svc INFO login user=bob password=[REDACTED] ok".into(),
+        "svc DEBUG upstream call with Authorization: Bearer [REDACTED]".into(),
+        "svc INFO done".into(),
+    ];
+    wait_count(&otlp, "svc ", want.len(), &tmp.path().join("agent.log"));
+    let got = otlp.bodies();
+    assert_eq!(got, want);
+    for r in otlp.records() {
+        for secret in ["s3cr3tpw", "hunter2", "eyJhbGciOiJIUzI1NiJ9"] {
+            assert!(!r.body.contains(secret), "{r:?}");
+            assert!(!r.attrs.values().any(|v| v.contains(secret)), "{r:?}");
+        }
+    }
+}
