@@ -52,6 +52,27 @@ pub enum Command {
     Rules(RulesArgs),
     /// Work with logs: mine templates the way the agent does.
     Logs(LogsArgs),
+    /// Run recorded OTLP/JSON telemetry through detection, correlation and rules; print incidents.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// OTLP/JSON files (one export request per line, as the OpenTelemetry Collector's file exporter writes them; .gz accepted).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ReplayFormat,
+    /// Rule files or directories [default: the shipped packs].
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ReplayFormat {
+    Json,
+    Table,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -8,6 +8,7 @@
 mod cli;
 mod cmd_incidents;
 mod cmd_logs;
+mod cmd_replay;
 mod cmd_rules;
 mod cmd_run;
 mod config;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Incidents(args) => cmd_incidents::run(args),
         cli::Command::Rules(args) => cmd_rules::run(args),
         cli::Command::Logs(args) => cmd_logs::run(args),
+        cli::Command::Replay(args) => cmd_replay::run(args),
     };
     match result {
         Ok(code) => code,
