@@ -18,18 +18,21 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Cancels `token` on Ctrl-C or SIGTERM.
-fn stop_on_signal(token: CancellationToken) {
+/// Cancels `token` on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed before this
+/// returns, so a signal that arrives right after start-up still stops the process cleanly.
+fn stop_on_signal(token: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
         info!("Stopping.");
         token.cancel();
     });
+    Ok(())
 }
 
 fn print_listening(http: std::net::SocketAddr, otlp: std::net::SocketAddr) {
@@ -57,9 +60,9 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
         for w in warnings {
             warn!("{w}");
         }
-        print_listening(http, otlp);
         let token = CancellationToken::new();
-        stop_on_signal(token.clone());
+        stop_on_signal(token.clone())?;
+        print_listening(http, otlp);
         let agent_task = tokio::spawn(agent.run(token.clone()));
         let result = collector.run(token.clone()).await;
         token.cancel();
@@ -76,9 +79,9 @@ pub fn collector(args: CollectorArgs) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         let registry = prometheus::Registry::new();
         let collector = daytwo_collector::Collector::bind(ccfg, &registry).await?;
-        print_listening(collector.http_addr(), collector.otlp_addr());
         let token = CancellationToken::new();
-        stop_on_signal(token.clone());
+        stop_on_signal(token.clone())?;
+        print_listening(collector.http_addr(), collector.otlp_addr());
         collector.run(token).await?;
         Ok(ExitCode::SUCCESS)
     })
@@ -101,12 +104,12 @@ pub fn agent(args: AgentArgs) -> Result<ExitCode> {
             format!("cannot listen on {http_addr} for the agent's /metrics (use --http-addr, port 0 for any free port)")
         })?;
         let addr = listener.local_addr()?;
+        let token = CancellationToken::new();
+        stop_on_signal(token.clone())?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening http={addr}");
         let _ = out.flush();
         drop(out);
-        let token = CancellationToken::new();
-        stop_on_signal(token.clone());
         let http = tokio::spawn(
             axum::serve(listener, agent_router(registry))
                 .with_graceful_shutdown(token.clone().cancelled_owned())
