@@ -270,6 +270,17 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A blocking HTTP GET with std only: (status, body).
 pub fn get(url: &str) -> Option<(u16, String)> {
+    http("GET", url, None)
+}
+
+/// A blocking HTTP POST of a JSON body with std only: (status, body).
+pub fn post_json(url: &str, body: &str) -> Option<(u16, String)> {
+    http("POST", url, Some(body))
+}
+
+/// One HTTP/1.1 request over a fresh connection, std only (tests must not depend on the code
+/// under test to talk to it).
+fn http(method: &str, url: &str, body: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest
@@ -278,11 +289,16 @@ pub fn get(url: &str) -> Option<(u16, String)> {
         .unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes()).ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -411,32 +427,6 @@ pub fn incident_for_cgroup<'a>(
                 && i["root_causes"][0]["entity"]["name"] == path
         })
         .collect()
-}
-
-/// A blocking HTTP POST of a JSON body with std only: (status, body).
-pub fn post_json(url: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 /// Finds a program on PATH. Outside CI a missing one skips the test with a printed reason;
