@@ -112,12 +112,28 @@ pub struct CollectorFlags {
     /// rule explains them [default: 2].
     #[arg(long, env = "DAYTWO_INCIDENT_QUORUM")]
     pub incident_quorum: Option<usize>,
+    /// Resolve an incident once no signal joined it for this long; 0 keeps incidents open until
+    /// someone resolves them [default: 3600].
+    #[arg(long, env = "DAYTWO_AUTO_RESOLVE_AFTER_SECS")]
+    pub auto_resolve_after_secs: Option<u64>,
     /// First retry delay of a failed notification [default: 1000].
     #[arg(long, env = "DAYTWO_NOTIFY_BACKOFF_INITIAL_MS")]
     pub notify_backoff_initial_ms: Option<u64>,
     /// Longest retry delay of a failed notification [default: 300000].
     #[arg(long, env = "DAYTWO_NOTIFY_BACKOFF_MAX_MS")]
     pub notify_backoff_max_ms: Option<u64>,
+    /// A notification still failing this long after it was queued is dead-lettered [default: 86400].
+    #[arg(long, env = "DAYTWO_NOTIFY_MAX_AGE_SECS")]
+    pub notify_max_age_secs: Option<u64>,
+    /// Consecutive failed attempts that open a receiver's circuit breaker [default: 5].
+    #[arg(long, env = "DAYTWO_NOTIFY_BREAKER_FAILURES")]
+    pub notify_breaker_failures: Option<u32>,
+    /// How long an open circuit breaker holds a receiver's notifications before one probe [default: 60000].
+    #[arg(long, env = "DAYTWO_NOTIFY_BREAKER_COOLDOWN_MS")]
+    pub notify_breaker_cooldown_ms: Option<u64>,
+    /// The collector's URL as on-call engineers reach it; pages link to the incident under it [default: none, no link].
+    #[arg(long, env = "DAYTWO_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Largest accepted OTLP request, decoded [default: 16777216].
     #[arg(long, env = "DAYTWO_OTLP_MAX_RECV_BYTES")]
     pub otlp_max_recv_bytes: Option<usize>,
@@ -179,6 +195,15 @@ pub struct AgentFlags {
     /// Benchmark: read the log paths once to their end (no queue, no network), print a `logs-bench` line, exit.
     #[arg(long, hide = true)]
     pub log_bench: bool,
+    /// Do not sample node and container metrics (and run no node detectors). docs/node.md.
+    #[arg(long, env = "DAYTWO_NO_NODE_METRICS")]
+    pub no_node_metrics: bool,
+    /// Cgroups tracked per interval; more are counted in daytwo_agent_node_cgroups_skipped [default: 2000].
+    #[arg(long, env = "DAYTWO_NODE_MAX_CGROUPS")]
+    pub node_max_cgroups: Option<usize>,
+    /// The proc filesystem host counters and mounts are read from (a DaemonSet mounts the host's) [default: /proc].
+    #[arg(long, env = "DAYTWO_PROC_ROOT")]
+    pub proc_root: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -40,21 +40,52 @@ pub struct CollectorFile {
     pub token: Option<String>,
     pub correlation_window_secs: Option<u64>,
     pub incident_quorum: Option<usize>,
+    pub auto_resolve_after_secs: Option<u64>,
     pub otlp_max_recv_bytes: Option<usize>,
+    /// Where pages go (docs/notify.md).
     #[serde(default)]
     pub receivers: Vec<ReceiverFile>,
+    /// Which incidents go to which receivers; none means all receivers.
+    #[serde(default)]
+    pub routes: Vec<daytwo_collector::notify::Route>,
+    /// One-off silences (RFC 3339 start and end).
+    #[serde(default)]
+    pub silences: Vec<daytwo_collector::notify::Silence>,
+    /// Recurring maintenance windows (UTC).
+    #[serde(default)]
+    pub maintenance_windows: Vec<daytwo_collector::notify::MaintenanceWindow>,
     pub notify_backoff_initial_ms: Option<u64>,
     pub notify_backoff_max_ms: Option<u64>,
+    /// A notification still failing this long after it was queued is dead-lettered.
+    pub notify_max_age_secs: Option<u64>,
+    /// Consecutive failures that open a receiver's circuit breaker.
+    pub notify_breaker_failures: Option<u32>,
+    /// How long an open breaker holds notifications before a probe.
+    pub notify_breaker_cooldown_ms: Option<u64>,
+    /// The collector's URL as on-call engineers reach it; pages link to incidents under it.
+    pub public_url: Option<String>,
 }
 
+/// `collector.receivers[]` in the config file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverFile {
+    /// Unique; a metric label, and the key queued notifications refer to.
     pub name: String,
-    /// Generic JSON webhook URL.
-    pub url: String,
-    /// HMAC-SHA256 secret for X-Daytwo-Signature.
+    /// `webhook` (default), `pagerduty`, `opsgenie` or `slack`.
+    #[serde(default)]
+    pub kind: daytwo_collector::notify::ReceiverKind,
+    /// Webhook or Slack incoming-webhook URL; PagerDuty events URL (default
+    /// https://events.pagerduty.com/v2/enqueue); Opsgenie API base (default https://api.opsgenie.com).
+    pub url: Option<String>,
+    /// HMAC-SHA256 secret for X-Daytwo-Signature (webhook only).
     pub secret: Option<String>,
+    /// PagerDuty Events API v2 integration key (pagerduty only).
+    pub routing_key: Option<String>,
+    /// Opsgenie API integration key (opsgenie only).
+    pub api_key: Option<String>,
+    /// A receiver that also gets this one's notifications while its circuit breaker is open.
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +105,23 @@ pub struct AgentFile {
     /// Log files (docs/logs.md).
     #[serde(default)]
     pub logs: daytwo_agent::logs::LogsFile,
+    /// Node and container health (docs/node.md).
+    #[serde(default)]
+    pub node: NodeFile,
+}
+
+/// `agent.node` in the config file (docs/node.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// Sample node and container metrics and run the node detectors (default true).
+    pub enabled: Option<bool>,
+    /// Cgroups tracked per interval (default 2000).
+    pub max_cgroups: Option<usize>,
+    /// The proc filesystem to read (default /proc).
+    pub proc_root: Option<PathBuf>,
+    /// Detector levels and durations; unset fields keep their defaults.
+    pub detect: Option<daytwo_agent::node::detect::DetectConfig>,
 }
 
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {
@@ -161,22 +209,47 @@ pub fn collector_config(
     )
     .map_err(|e| usage(format!("--webhook: {e}")))?;
     if flags.webhooks.is_empty() {
-        for r in &c.receivers {
-            let mut parsed = daytwo_collector::notify::receivers_from_urls(
-                std::slice::from_ref(&r.url),
-                r.secret.clone().or_else(|| flags.webhook_secret.clone()),
-            )
-            .map_err(|e| usage(format!("collector.receivers[{}]: {e}", r.name)))?;
-            for p in &mut parsed {
-                p.name = r.name.clone();
-            }
-            receivers.extend(parsed);
+        use daytwo_collector::notify::{Receiver, ReceiverKind, receiver_url};
+        for (i, r) in c.receivers.iter().enumerate() {
+            let url = receiver_url(r.kind, r.url.as_deref())
+                .map_err(|e| usage(format!("collector.receivers[{i}].url ({}): {e}", r.name)))?;
+            let mut parsed = Receiver::new(r.name.clone(), r.kind, url);
+            parsed.secret = match r.kind {
+                ReceiverKind::Webhook => r
+                    .secret
+                    .clone()
+                    .or_else(|| flags.webhook_secret.clone())
+                    .filter(|s| !s.is_empty()),
+                _ => r.secret.clone(),
+            };
+            parsed.routing_key = r.routing_key.clone();
+            parsed.api_key = r.api_key.clone();
+            parsed.fallback = r.fallback.clone();
+            receivers.push(parsed);
         }
     }
     let mut notify = daytwo_collector::notify::NotifyConfig {
         receivers,
+        policy: daytwo_collector::notify::Policy {
+            routes: c.routes.clone(),
+            silences: c.silences.clone(),
+            maintenance_windows: c.maintenance_windows.clone(),
+        },
+        public_url: flags.public_url.clone().or_else(|| c.public_url.clone()),
         ..Default::default()
     };
+    if let Some(s) = flags.notify_max_age_secs.or(c.notify_max_age_secs) {
+        notify.max_age = Duration::from_secs(s.max(1));
+    }
+    if let Some(n) = flags.notify_breaker_failures.or(c.notify_breaker_failures) {
+        notify.breaker_failures = n;
+    }
+    if let Some(ms) = flags
+        .notify_breaker_cooldown_ms
+        .or(c.notify_breaker_cooldown_ms)
+    {
+        notify.breaker_cooldown = Duration::from_millis(ms);
+    }
     if let Some(ms) = flags
         .notify_backoff_initial_ms
         .or(c.notify_backoff_initial_ms)
@@ -205,6 +278,14 @@ pub fn collector_config(
                 .or(c.correlation_window_secs)
                 .unwrap_or(300),
         ),
+        auto_resolve_after: match flags
+            .auto_resolve_after_secs
+            .or(c.auto_resolve_after_secs)
+            .unwrap_or(3600)
+        {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
         quorum: flags
             .incident_quorum
             .or(c.incident_quorum)
@@ -319,6 +400,21 @@ pub fn agent_config(
         logs.detect = None;
     }
     cfg.logs_bench = flags.log_bench;
+    let nf = &a.node;
+    if flags.no_node_metrics || nf.enabled == Some(false) {
+        cfg.node.enabled = false;
+    }
+    if let Some(n) = flags.node_max_cgroups.or(nf.max_cgroups) {
+        cfg.node.max_cgroups = n;
+    }
+    if let Some(p) = flags.proc_root.clone().or_else(|| nf.proc_root.clone()) {
+        cfg.node.proc_root = p;
+    }
+    if let Some(d) = &nf.detect {
+        d.validate()
+            .map_err(|e| usage(format!("agent.node.detect: {e}")))?;
+        cfg.node.detect = d.clone();
+    }
     if logs.enabled {
         logs.validate().map_err(|e| usage(format!("logs: {e}")))?;
     }

@@ -12,11 +12,15 @@
 //!   acknowledged;
 //! * [`host_metrics`] — sysinfo → collector (OTLP metrics), best effort;
 //! * [`logs`] — log files → raw OTLP log records (their own disk queue and shipper) and
-//!   `daytwo.log.*` signals (the signal queue), committed with the file checkpoints.
+//!   `daytwo.log.*` signals (the signal queue), committed with the file checkpoints;
+//! * [`node`] — procfs, cgroups (v1 and v2) and `statvfs` → the `daytwo_node_*` and
+//!   `daytwo_container_*` series on `/metrics`, and the series detectors' `daytwo.node.*` and
+//!   `daytwo.container.*` signals (the signal queue).
 //!
 //! Invariants: a source that cannot run here (no permission for `/dev/kmsg`) is switched off
 //! with one warning returned by `Agent::new`, and the rest runs; everything that must not be
-//! lost goes through the disk queue first; every metric is defined in [`metrics`]. Not done
+//! lost goes through the disk queue first; every metric is defined in [`metrics`] (the scrape-time node and
+//! container series in [`node::exposition`]). Not done
 //! here: Kubernetes watches, the agent's own HTTP endpoint (the binary serves the registry it
 //! passed in).
 
@@ -25,6 +29,7 @@ pub mod host_metrics;
 pub mod kmsg;
 pub mod logs;
 pub mod metrics;
+pub mod node;
 pub mod queue;
 pub mod shipper;
 
@@ -77,6 +82,8 @@ pub struct AgentConfig {
     pub batch_max: usize,
     /// Log files (off unless sources are configured; see [`logs::LogsConfig`]).
     pub logs: logs::LogsConfig,
+    /// Node and container health (on by default; see [`node::NodeConfig`]).
+    pub node: node::NodeConfig,
     /// Benchmark mode: read the log sources once to their end without the disk queue or the
     /// network, print one `logs-bench …` line on stdout and stop.
     pub logs_bench: bool,
@@ -99,6 +106,7 @@ impl AgentConfig {
             batch_max: 512,
             logs: logs::LogsConfig::default(),
             logs_bench: false,
+            node: node::NodeConfig::default(),
         }
     }
 }
@@ -171,6 +179,8 @@ pub struct Agent {
     metrics: Metrics,
     kmsg: Option<KmsgSource>,
     logs: Option<(logs::LogsSource, Arc<logs::store::LogStore>)>,
+    /// The node source's latest snapshot, read by the collector registered for `/metrics`.
+    node_latest: node::Latest,
 }
 
 impl std::fmt::Debug for Agent {
@@ -192,6 +202,12 @@ impl Agent {
         registry: &prometheus::Registry,
     ) -> Result<(Agent, Vec<String>), AgentError> {
         let metrics = Metrics::register(registry)
+            .map_err(|source| AgentError::MetricsRegisterFailed { source })?;
+        // Node, container and agent-process series, built at scrape time (process_* even when
+        // the node source is off).
+        let node_latest = node::Latest::default();
+        node::exposition::NodeCollector::new(node_latest.clone())
+            .and_then(|c| registry.register(Box::new(c)))
             .map_err(|source| AgentError::MetricsRegisterFailed { source })?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDirFailed {
             path: config.data_dir.clone(),
@@ -267,6 +283,7 @@ impl Agent {
                 metrics,
                 kmsg,
                 logs,
+                node_latest,
             },
             warnings,
         ))
@@ -307,6 +324,7 @@ impl Agent {
             metrics,
             kmsg,
             logs,
+            node_latest,
         } = self;
         if config.logs_bench {
             let cfg = config.logs.clone();
@@ -385,6 +403,22 @@ impl Agent {
             tasks.spawn(async move {
                 source.run(token).await;
                 "logs"
+            });
+        }
+        if config.node.enabled {
+            let source = node::NodeSource::new(
+                config.node.clone(),
+                config.cgroup_root.clone(),
+                config.host_name.clone(),
+                config.metrics_interval,
+                node_latest,
+                queue.clone(),
+                metrics.clone(),
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                source.run(token).await;
+                "node"
             });
         }
         if let Some(k) = kmsg {

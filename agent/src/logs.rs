@@ -95,8 +95,8 @@ impl Default for LogsConfig {
             ship_raw: true,
             compress: true,
             queue_max_bytes: 256 << 20,
-            read_budget_bytes: 4 << 20,
-            max_request_bytes: 4 << 20,
+            read_budget_bytes: 1 << 20,
+            max_request_bytes: 1 << 20,
             detect: Some(DetectConfig::default()),
         }
     }
@@ -310,6 +310,7 @@ impl LogsSource {
                 }
             }
         }
+        self.pipeline.recycle(batches);
         for s in &signals {
             self.metrics
                 .signals_emitted
@@ -382,7 +383,8 @@ pub fn bench(cfg: &LogsConfig, host: &str) -> Result<BenchReport, LogsConfigInva
         let now_ns = daytwo_model::Timestamp::from_system_time(SystemTime::now()).0;
         tailer.poll(now_ms, now_ns, true, &mut pipeline);
         pipeline.tick(now_ns);
-        drop(pipeline.take_batches());
+        let batches = pipeline.take_batches();
+        pipeline.recycle(batches);
         drop(pipeline.take_signals());
         drop(tailer.take_checkpoint_changes());
         if tailer.caught_up() {

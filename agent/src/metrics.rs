@@ -5,9 +5,12 @@
 //! `prometheus` crate to `prometheus-client` stays local to this file.
 //!
 //! Invariants: label values are bounded (event names we emit, fixed reasons and stages); no
-//! label ever carries a pid, a cgroup path or log text.
+//! label here ever carries a pid, a cgroup path or log text. The one other definition site is
+//! [`crate::node::exposition`]: the node and container series built from kernel counters at
+//! scrape time, whose `cgroup`, `mountpoint` and `device` labels are bounded by
+//! `--node-max-cgroups` and fixed caps.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// `reason` label of `daytwo_agent_queue_dropped_total`: the queue hit `queue_max_bytes` and
 /// dropped its oldest records.
@@ -33,6 +36,10 @@ pub const LOG_STAGE_READ: &str = "read";
 pub const LOG_STAGE_COMMIT: &str = "commit";
 /// `stage` label: exporting raw logs to the collector failed (retried).
 pub const LOG_STAGE_EXPORT: &str = "export";
+
+/// `stage` label of `daytwo_agent_node_errors_total`: node signals could not be written to the
+/// send queue (they are lost).
+pub const NODE_STAGE_PUSH: &str = "push";
 
 /// The agent's counters and gauges. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone, Debug)]
@@ -85,6 +92,14 @@ pub struct Metrics {
     pub logs_files_open: IntGauge,
     /// `daytwo_agent_logs_queue_bytes`
     pub logs_queue_bytes: IntGauge,
+    /// `daytwo_agent_node_cgroups`
+    pub node_cgroups: IntGauge,
+    /// `daytwo_agent_node_cgroups_skipped`
+    pub node_cgroups_skipped: IntGauge,
+    /// `daytwo_agent_node_sample_seconds`
+    pub node_sample_seconds: Gauge,
+    /// `daytwo_agent_node_errors_total{stage}`
+    pub node_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -116,6 +131,10 @@ impl Metrics {
         registry.register(Box::new(m.logs_new_templates_suppressed.clone()))?;
         registry.register(Box::new(m.logs_files_open.clone()))?;
         registry.register(Box::new(m.logs_queue_bytes.clone()))?;
+        registry.register(Box::new(m.node_cgroups.clone()))?;
+        registry.register(Box::new(m.node_cgroups_skipped.clone()))?;
+        registry.register(Box::new(m.node_sample_seconds.clone()))?;
+        registry.register(Box::new(m.node_errors.clone()))?;
         Ok(m)
     }
 
@@ -239,6 +258,25 @@ impl Metrics {
                 "daytwo_agent_logs_queue_bytes",
                 "Bytes of raw log records waiting in the disk-backed log queue.",
             )?,
+            node_cgroups: IntGauge::new(
+                "daytwo_agent_node_cgroups",
+                "Cgroups tracked by the last node sample.",
+            )?,
+            node_cgroups_skipped: IntGauge::new(
+                "daytwo_agent_node_cgroups_skipped",
+                "Cgroups seen but not tracked by the last node sample (over --node-max-cgroups).",
+            )?,
+            node_sample_seconds: Gauge::new(
+                "daytwo_agent_node_sample_seconds",
+                "Wall time the last node sample took (procfs, cgroups, statvfs).",
+            )?,
+            node_errors: IntCounterVec::new(
+                Opts::new(
+                    "daytwo_agent_node_errors_total",
+                    "Node source failures, by stage (push: signals could not be queued).",
+                ),
+                &["stage"],
+            )?,
         };
         // Make the bounded label values visible at 0 from the start.
         for reason in [DROP_FULL, DROP_REJECTED, DROP_UNDECODABLE] {
@@ -259,6 +297,7 @@ impl Metrics {
             m.logs_rotations.with_label_values(&[kind]);
         }
         m.logs_dropped.with_label_values(&[DROP_REJECTED]);
+        m.node_errors.with_label_values(&[NODE_STAGE_PUSH]);
         Ok(m)
     }
 }

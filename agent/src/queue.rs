@@ -34,7 +34,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KMSG_CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("kmsg_checkpoint");
 const META_NEXT_KEY: &str = "next_key";
 /// redb page cache of the state file.
-const QUEUE_CACHE_BYTES: usize = 16 << 20;
+const QUEUE_CACHE_BYTES: usize = 4 << 20;
 const META_BYTES: &str = "bytes";
 
 /// A failure of the agent's state file.

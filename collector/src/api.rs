@@ -1,5 +1,6 @@
 //! The HTTP API, on one port: incidents (list, show, ack, resolve), Alertmanager's webhook in,
-//! `/metrics`, `/healthz`, `/readyz` and `/api/v1/openapi.json`.
+//! notification dead letters (list, retry), `/metrics`, `/healthz`, `/readyz` and
+//! `/api/v1/openapi.json`.
 //!
 //! Entry point: [`router`]. Reads go straight to the store; writes go through the
 //! [`Pipeline`] so that the incident change and its notifications commit together. Errors are
@@ -36,6 +37,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/incidents/{id}/resolve", post(resolve_incident))
         .route("/api/v1/alerts/alertmanager", post(alertmanager_webhook))
+        .route("/api/v1/notifications/dead", get(list_dead_letters))
+        .route(
+            "/api/v1/notifications/dead/{id}/retry",
+            post(retry_dead_letter),
+        )
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -256,6 +262,44 @@ async fn alertmanager_webhook(
         "incidents_opened": summary.opened,
         "rejected": rejected,
     })))
+}
+
+/// Notifications that gave up, oldest first: `{"dead_letters":[…]}`.
+async fn list_dead_letters(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    let db = st.store.db();
+    let dead = tokio::task::spawn_blocking(move || crate::notify::Notifier::dead_letters(&db))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(serde_json::json!({ "dead_letters": dead })).into_response())
+}
+
+/// Queues a dead letter again (202 with the dead letter as it was); token-protected like ack.
+async fn retry_dead_letter(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("dead letter id {id:?} is not a number; see GET /api/v1/notifications/dead"),
+        )
+    })?;
+    let db = st.store.db();
+    let dead =
+        tokio::task::spawn_blocking(move || crate::notify::Notifier::retry_dead_letter(&db, id))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    match dead {
+        Some(d) => Ok((StatusCode::ACCEPTED, Json(d)).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter {id}; see GET /api/v1/notifications/dead"),
+        )),
+    }
 }
 
 async fn metrics(State(st): State<ApiState>) -> Response {

@@ -12,6 +12,11 @@
 //!   window they open an incident on that entity together; anything else stays held as context
 //!   for an incident that may open later on the same host.
 //!
+//! Signals without a host (services and pods an application reports about itself, such as the
+//! collector's own metric and trace anomalies) are grouped by their Kubernetes namespace
+//! (`k8s.namespace.name`, within `k8s.cluster.name`) instead: an application's services live
+//! in one namespace, and a fault in one of them shows up as symptoms in its callers.
+//!
 //! Invariants: fingerprints never contain message text; a resolved incident is forgotten here
 //! and never takes new signals (the store links a reopened fingerprint to the old incident).
 
@@ -34,6 +39,8 @@ struct Active {
     fingerprint: String,
     hosts: BTreeSet<String>,
     entity_keys: BTreeSet<String>,
+    /// `ns:<cluster>/<namespace>` of its host-less signals.
+    groups: BTreeSet<String>,
     last_signal_at: Timestamp,
 }
 
@@ -136,6 +143,7 @@ impl Correlator {
             fingerprint: inc.fingerprint.clone(),
             hosts: BTreeSet::new(),
             entity_keys: BTreeSet::new(),
+            groups: BTreeSet::new(),
             last_signal_at: inc.updated_at,
         };
         for h in &inc.root_causes {
@@ -145,6 +153,7 @@ impl Correlator {
         for s in &inc.signals {
             a.entity_keys.insert(s.entity.key());
             a.hosts.extend(s.host().map(str::to_string));
+            a.groups.extend(group_key(s));
             a.last_signal_at = a.last_signal_at.max(s.time);
         }
         self.by_fingerprint
@@ -257,6 +266,11 @@ impl Correlator {
         {
             new_keys.push(format!("host:{h}"));
         }
+        if let Some(g) = group_key(s)
+            && a.groups.insert(g.clone())
+        {
+            new_keys.push(g);
+        }
         for k in new_keys {
             self.by_topology
                 .entry(k)
@@ -268,6 +282,7 @@ impl Correlator {
     fn related_active(&self, s: &Signal) -> Option<String> {
         let mut keys = vec![format!("entity:{}", s.entity.key())];
         keys.extend(s.host().map(|h| format!("host:{h}")));
+        keys.extend(group_key(s));
         keys.iter()
             .filter_map(|k| self.by_topology.get(k))
             .flatten()
@@ -289,10 +304,30 @@ impl Correlator {
         let lower = s.time.sub(self.window);
         let q = self.recent.get(&key)?;
         let same = |r: &Signal| r.entity.key() == entity && r.time >= lower && r.time <= s.time;
+        // In a namespace group (one application) symptoms on different services add up, and
+        // the other services' held symptoms within the window come along as context: one of
+        // them may be the cause the ranker names. Signals arrive out of event-time order
+        // (detections are measured before they are sent), so the window is either side.
+        let whole_group = key.starts_with("ns:");
+        let window = self.window;
+        let in_window = |r: &Signal| r.time.abs_diff(s.time) <= window;
         let names: BTreeSet<String> = q
             .iter()
-            .filter(|r| same(r) && r.severity >= Severity::Warning)
-            .map(symptom)
+            .filter(|r| r.severity >= Severity::Warning)
+            .filter_map(|r| {
+                if whole_group && in_window(r) {
+                    Some(format!(
+                        "{} on {} {}",
+                        symptom(r),
+                        r.entity.kind,
+                        r.entity.name
+                    ))
+                } else if same(r) {
+                    Some(symptom(r))
+                } else {
+                    None
+                }
+            })
             .collect();
         if names.len() < self.quorum {
             return None;
@@ -300,7 +335,9 @@ impl Correlator {
         let count = names.len();
         let symptoms = names.into_iter().collect::<Vec<_>>().join(", ");
         let q = self.recent.get_mut(&key)?;
-        let (mut taken, keep): (Vec<Signal>, Vec<Signal>) = q.drain(..).partition(|r| same(r));
+        let (mut taken, keep): (Vec<Signal>, Vec<Signal>) = q
+            .drain(..)
+            .partition(|r| same(r) || (whole_group && in_window(r)));
         *q = keep.into();
         self.recent_len -= taken.len();
         taken.retain(|r| r.id != s.id);
@@ -398,22 +435,34 @@ impl Correlator {
 /// What makes two signals distinct symptoms: the event name, and for Prometheus alerts (one
 /// event name for every alert) the alert name.
 fn symptom(s: &Signal) -> String {
-    match s
-        .attributes
-        .get("prometheus.alert.name")
-        .and_then(|v| v.as_str())
-    {
-        Some(alert) => format!("{} {alert}", s.name),
+    let detail = ["prometheus.alert.name", "metric.name"]
+        .iter()
+        .find_map(|k| s.attributes.get(*k).and_then(|v| v.as_str()));
+    match detail {
+        Some(d) => format!("{} {d}", s.name),
         None => s.name.clone(),
     }
 }
 
-/// Held context is grouped by host, or by entity when the signal names no host.
+/// Held context is grouped by host, else by namespace, else by entity.
 fn recent_key(s: &Signal) -> String {
     match s.host() {
         Some(h) => format!("host:{h}"),
-        None => format!("entity:{}", s.entity.key()),
+        None => group_key(s).unwrap_or_else(|| format!("entity:{}", s.entity.key())),
     }
+}
+
+/// The namespace group of a host-less signal: `ns:<cluster>/<namespace>`.
+fn group_key(s: &Signal) -> Option<String> {
+    if s.host().is_some() {
+        return None;
+    }
+    let ns = s.attr("k8s.namespace.name")?.as_str()?;
+    let cluster = s
+        .attr("k8s.cluster.name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    Some(format!("ns:{cluster}/{ns}"))
 }
 
 fn topology_keys(a: &Active) -> impl Iterator<Item = String> + '_ {
@@ -421,6 +470,7 @@ fn topology_keys(a: &Active) -> impl Iterator<Item = String> + '_ {
         .iter()
         .map(|k| format!("entity:{k}"))
         .chain(a.hosts.iter().map(|h| format!("host:{h}")))
+        .chain(a.groups.iter().cloned())
 }
 
 #[cfg(test)]

@@ -6,9 +6,15 @@
 //! with OTLP's partial success (a request whose every record is bad is answered
 //! INVALID_ARGUMENT). Gzip is accepted. A request over the size limit is answered
 //! RESOURCE_EXHAUSTED and malformed protobuf INVALID_ARGUMENT (see [`rewrite_status`]); the
-//! process keeps running either way. Metrics and spans are counted for now; detection on
-//! them is a later step.
+//! process keeps running either way.
+//!
+//! Metrics and spans go through collector-side detection ([`crate::detect::Detect`], one
+//! instance shared by all connections, fed in arrival order): the anomaly signals it finds and
+//! the call edges it sees go to the same pipeline as the agents' signals. Detection keeps no
+//! per-request state, so a retried export at worst feeds samples the detectors already saw, and
+//! they ignore samples older than the last one.
 
+use crate::detect::Detect;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
@@ -44,13 +50,82 @@ pub const DEFAULT_MAX_RECV_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Ingest {
     pipeline: Arc<Mutex<Pipeline>>,
+    detect: Arc<Mutex<Detect>>,
     metrics: Metrics,
 }
 
 impl Ingest {
     pub fn new(pipeline: Arc<Mutex<Pipeline>>, metrics: Metrics) -> Self {
-        Ingest { pipeline, metrics }
+        Ingest {
+            pipeline,
+            detect: Arc::new(Mutex::new(Detect::default())),
+            metrics,
+        }
     }
+
+    /// Runs detection on one export (metrics or traces) and hands what it found to the
+    /// pipeline, off the async threads.
+    async fn detect(
+        &self,
+        what: &'static str,
+        run: impl FnOnce(&mut Detect) -> Vec<daytwo_model::Signal> + Send + 'static,
+    ) -> Result<(), Status> {
+        let detect = self.detect.clone();
+        let pipeline = self.pipeline.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let (signals, calls) = {
+                let mut d = detect.lock().unwrap_or_else(|e| e.into_inner());
+                let signals = run(&mut d);
+                (signals, d.take_calls())
+            };
+            if signals.is_empty() && calls.is_empty() {
+                return Ok(0);
+            }
+            let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+            for (c, t) in calls {
+                p.add_call(&c.caller, &c.callee, t);
+            }
+            if signals.is_empty() {
+                return Ok(0);
+            }
+            p.ingest(signals).map(|s| s.accepted)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("detection task failed: {e}")))?;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.metrics
+                    .otlp_requests
+                    .with_label_values(&[what, "error"])
+                    .inc();
+                error!(error = %e, "Could not store detected signals; the sender will retry.");
+                Err(Status::unavailable(format!(
+                    "could not store detected signals: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// How many data points a metrics export holds.
+pub fn count_points(req: &ExportMetricsServiceRequest) -> u64 {
+    let mut points = 0u64;
+    for rm in &req.resource_metrics {
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                points += match &m.data {
+                    Some(Data::Gauge(g)) => g.data_points.len(),
+                    Some(Data::Sum(s)) => s.data_points.len(),
+                    Some(Data::Histogram(h)) => h.data_points.len(),
+                    Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    Some(Data::Summary(s)) => s.data_points.len(),
+                    None => 0,
+                } as u64;
+            }
+        }
+    }
+    points
 }
 
 #[tonic::async_trait]
@@ -126,22 +201,8 @@ impl MetricsService for Ingest {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let req = request.into_inner();
-        let mut points = 0u64;
-        for rm in &req.resource_metrics {
-            for sm in &rm.scope_metrics {
-                for m in &sm.metrics {
-                    points += match &m.data {
-                        Some(Data::Gauge(g)) => g.data_points.len(),
-                        Some(Data::Sum(s)) => s.data_points.len(),
-                        Some(Data::Histogram(h)) => h.data_points.len(),
-                        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-                        Some(Data::Summary(s)) => s.data_points.len(),
-                        None => 0,
-                    } as u64;
-                }
-            }
-        }
-        self.metrics.metric_points.inc_by(points);
+        self.metrics.metric_points.inc_by(count_points(&req));
+        self.detect("metrics", move |d| d.metrics(&req)).await?;
         self.metrics
             .otlp_requests
             .with_label_values(&["metrics", "ok"])
@@ -166,6 +227,7 @@ impl TraceService for Ingest {
             .map(|s| s.spans.len())
             .sum();
         self.metrics.spans.inc_by(spans as u64);
+        self.detect("traces", move |d| d.traces(&req)).await?;
         self.metrics
             .otlp_requests
             .with_label_values(&["traces", "ok"])

@@ -11,10 +11,13 @@
 pub mod alertmanager;
 pub mod api;
 pub mod correlate;
+pub mod detect;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod rank;
+pub mod replay;
 pub mod store;
 
 use daytwo_rules::RuleSet;
@@ -42,6 +45,9 @@ pub struct CollectorConfig {
     pub quorum: usize,
     /// Largest decoded OTLP request; bigger ones are answered RESOURCE_EXHAUSTED.
     pub max_recv_bytes: usize,
+    /// Resolve an incident once no signal joined it for this long (event time against the
+    /// wall clock); `None` keeps incidents open until someone resolves them.
+    pub auto_resolve_after: Option<Duration>,
     /// Bearer token required for write calls (ack, resolve), if set.
     pub token: Option<String>,
 }
@@ -84,6 +90,7 @@ pub struct Collector {
     api: api::ApiState,
     notifier: notify::Notifier,
     max_recv_bytes: usize,
+    auto_resolve_after: Option<Duration>,
 }
 
 impl Collector {
@@ -140,6 +147,7 @@ impl Collector {
             },
             notifier,
             max_recv_bytes: config.max_recv_bytes,
+            auto_resolve_after: config.auto_resolve_after,
         })
     }
 
@@ -155,6 +163,7 @@ impl Collector {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), CollectorError> {
         info!(otlp = %self.otlp_addr(), http = %self.http_addr(), "Collector is serving.");
         let ready = self.api.ready.clone();
+        let pipeline = self.api.pipeline.clone();
         let app = api::router(self.api);
         let http_shutdown = shutdown.clone();
         let http = tokio::spawn(async move {
@@ -164,6 +173,9 @@ impl Collector {
                 .map_err(CollectorError::Http)
         });
         let notifier = tokio::spawn(self.notifier.run(shutdown.clone()));
+        let resolver = self
+            .auto_resolve_after
+            .map(|quiet| tokio::spawn(auto_resolve(pipeline.clone(), quiet, shutdown.clone())));
         ready.store(true, Ordering::Release);
         let otlp = ingest::serve(
             self.otlp,
@@ -176,7 +188,46 @@ impl Collector {
         shutdown.cancel();
         let http = http.await.unwrap_or(Ok(()));
         let _ = notifier.await;
+        if let Some(r) = resolver {
+            let _ = r.await;
+        }
         otlp?;
         http
+    }
+}
+
+/// Resolves quiet incidents periodically (every tenth of the quiet time, between 1 s and 60 s).
+async fn auto_resolve(
+    pipeline: Arc<Mutex<pipeline::Pipeline>>,
+    quiet: Duration,
+    shutdown: CancellationToken,
+) {
+    let every = (quiet / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let p = pipeline.clone();
+        let now = daytwo_model::Timestamp::from_system_time(std::time::SystemTime::now());
+        let result = tokio::task::spawn_blocking(move || {
+            p.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .resolve_quiet(now, quiet)
+        })
+        .await;
+        match result {
+            Ok(Ok(ids)) => {
+                for id in ids {
+                    info!(incident = %id, quiet_secs = quiet.as_secs(), "Incident auto-resolved: its signals cleared.");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Auto-resolve could not read or write the store; will retry.")
+            }
+            Err(e) => tracing::warn!(error = %e, "Auto-resolve task failed; will retry."),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Notifications: webhook pages delivered from a disk-backed outbox.
+//! Notifications: pages to webhooks, PagerDuty, Opsgenie and Slack, delivered from a
+//! disk-backed outbox.
 //!
 //! The store calls [`enqueue`] inside the same redb write transaction that opens, acknowledges
 //! or resolves an incident, so a page is never lost between "incident changed" and "page
@@ -14,22 +15,32 @@
 //! * Delivery is at-least-once: a kill between a receiver's 2xx and the delete that follows
 //!   resends that delivery once, with the same id, on the next start.
 //! * A delivery that keeps failing for [`NotifyConfig::max_age`] moves to a dead-letter table
-//!   (see [`Notifier::dead_letters`]); nothing is dropped silently.
-//!
-//! Not done here: routing (which incidents go to which receiver), silences, and receiver kinds
-//! other than the generic webhook; the receiver's URL and secret are read from the current
-//! configuration at send time, so fixing a receiver's URL and restarting delivers what queued.
+//!   (see [`Notifier::dead_letters`]); nothing is dropped silently. An operator can put a dead
+//!   letter back into the outbox ([`Notifier::retry_dead_letter`]).
+//! * The outbox holds the canonical event (`{"version":"1","event":…,"incident":…}`); the
+//!   provider payload ([`render`]) and the credentials (URL, secret, routing key, API key) are
+//!   applied at send time from the current configuration, so fixing a receiver and restarting
+//!   delivers what queued, and no credential is ever written to disk.
+//! * Who gets a trigger is decided at enqueue time by routes, silences and maintenance windows
+//!   ([`route`]); acknowledge and resolve follow the trigger to the same receivers.
+//! * Each receiver has a circuit breaker ([`breaker`]): after
+//!   [`NotifyConfig::breaker_failures`] consecutive failures nothing is sent to it for
+//!   [`NotifyConfig::breaker_cooldown`], then one probe. While it is open, its deliveries are
+//!   also copied, once each, to its `fallback` receiver if it has one.
 
 mod backoff;
+pub mod breaker;
 mod deliver;
 mod metrics;
 mod outbox;
+pub mod render;
+pub mod route;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use daytwo_model::Timestamp;
@@ -38,10 +49,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-pub use outbox::{enqueue, init_tables};
+pub use outbox::{enqueue, init_tables, write_policy};
+pub use route::{MaintenanceWindow, Matcher, Policy, Route, Silence};
 
+use breaker::{Breaker, Permit};
 use metrics::Metrics;
 use outbox::{OrOutbox, Plan};
 
@@ -62,6 +75,36 @@ pub enum ReceiverKind {
     /// HMAC-SHA256 when a secret is set (docs/notify.md).
     #[default]
     Webhook,
+    /// PagerDuty Events API v2: trigger, acknowledge and resolve one alert per incident
+    /// (`dedup_key` = incident id). Needs `routing_key`.
+    Pagerduty,
+    /// Opsgenie Alert API: create, acknowledge and close one alert per incident (`alias` =
+    /// incident id). Needs `api_key`.
+    Opsgenie,
+    /// A Slack incoming webhook: one message per trigger, follow-up messages for acknowledge
+    /// and resolve.
+    Slack,
+}
+
+impl ReceiverKind {
+    /// The config and metric name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiverKind::Webhook => "webhook",
+            ReceiverKind::Pagerduty => "pagerduty",
+            ReceiverKind::Opsgenie => "opsgenie",
+            ReceiverKind::Slack => "slack",
+        }
+    }
+
+    /// The URL used when the configuration gives none (the provider's public endpoint).
+    pub fn default_url(self) -> Option<&'static str> {
+        match self {
+            ReceiverKind::Pagerduty => Some("https://events.pagerduty.com/v2/enqueue"),
+            ReceiverKind::Opsgenie => Some("https://api.opsgenie.com"),
+            ReceiverKind::Webhook | ReceiverKind::Slack => None,
+        }
+    }
 }
 
 /// One place pages are sent to, as the operator configured it.
@@ -73,12 +116,22 @@ pub struct Receiver {
     pub name: String,
     /// `http://` or `https://` URL the page is POSTed to. Never logged: it may hold a token.
     pub url: String,
-    /// Shared secret for `X-Daytwo-Signature`; no signature header when unset.
+    /// Shared secret for `X-Daytwo-Signature` (webhook only); no signature header when unset.
     #[serde(default)]
     pub secret: Option<String>,
-    /// The receiver's kind; only `webhook` exists today.
+    /// The receiver's kind: decides the payload, the path and the credentials.
     #[serde(default)]
     pub kind: ReceiverKind,
+    /// PagerDuty integration key (kind `pagerduty`).
+    #[serde(default)]
+    pub routing_key: Option<String>,
+    /// Opsgenie API integration key, sent as `Authorization: GenieKey KEY` (kind `opsgenie`).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Another receiver's name: while this receiver's circuit breaker is open, its deliveries
+    /// are also queued, once each, to that receiver.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 impl Receiver {
@@ -93,6 +146,17 @@ impl Receiver {
             url: url.into(),
             secret,
             kind: ReceiverKind::Webhook,
+            routing_key: None,
+            api_key: None,
+            fallback: None,
+        }
+    }
+
+    /// A receiver of another kind; set its credential fields afterwards.
+    pub fn new(name: impl Into<String>, kind: ReceiverKind, url: impl Into<String>) -> Self {
+        Receiver {
+            kind,
+            ..Receiver::webhook(name, url, None)
         }
     }
 }
@@ -104,6 +168,12 @@ impl fmt::Debug for Receiver {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "routing_key",
+                &self.routing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("fallback", &self.fallback)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +220,15 @@ pub struct NotifyConfig {
     pub request_timeout: Duration,
     /// A delivery still failing this long after it was queued moves to the dead-letter table.
     pub max_age: Duration,
+    /// Routes, silences and maintenance windows (who gets a trigger).
+    pub policy: Policy,
+    /// Consecutive failed attempts to one receiver that open its circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker holds deliveries before one probe goes out.
+    pub breaker_cooldown: Duration,
+    /// The collector's address as on-call engineers reach it (`https://daytwo.example.com`);
+    /// pages link to `{public_url}/api/v1/incidents/{id}`. No link when unset.
+    pub public_url: Option<String>,
 }
 
 impl Default for NotifyConfig {
@@ -160,6 +239,10 @@ impl Default for NotifyConfig {
             backoff_max: Duration::from_secs(5 * 60),
             request_timeout: Duration::from_secs(10),
             max_age: Duration::from_secs(24 * 60 * 60),
+            policy: Policy::default(),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(60),
+            public_url: None,
         }
     }
 }
@@ -181,20 +264,80 @@ impl NotifyConfig {
         if self.request_timeout.is_zero() {
             return invalid("the notification request timeout must be above 0".into());
         }
+        if self.breaker_failures == 0 {
+            return invalid("the notification breaker threshold must be at least 1 failure".into());
+        }
+        if self.breaker_cooldown.is_zero() {
+            return invalid("the notification breaker cool-down must be above 0 ms".into());
+        }
+        if let Some(u) = &self.public_url {
+            validate_url(u)?;
+        }
         let mut names = HashSet::new();
-        for r in &self.receivers {
+        for (i, r) in self.receivers.iter().enumerate() {
+            let at = format!("collector.receivers[{i}]");
             if r.name.is_empty() {
-                return invalid("a receiver has an empty name".into());
+                return invalid(format!("{at}.name: a receiver needs a name"));
             }
             if !names.insert(r.name.as_str()) {
                 return invalid(format!(
-                    "receiver name {:?} is used twice; names must be unique",
+                    "{at}.name: receiver name {:?} is used twice; names must be unique",
                     r.name
                 ));
             }
             validate_url(&r.url)?;
+            let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+            match r.kind {
+                ReceiverKind::Pagerduty if !present(&r.routing_key) => {
+                    return invalid(format!(
+                        "{at}.routing_key: receiver {:?} of kind pagerduty needs the integration key of an Events API v2 integration",
+                        r.name
+                    ));
+                }
+                ReceiverKind::Opsgenie if !present(&r.api_key) => {
+                    return invalid(format!(
+                        "{at}.api_key: receiver {:?} of kind opsgenie needs the key of an Opsgenie API integration",
+                        r.name
+                    ));
+                }
+                _ => {}
+            }
+            if r.kind != ReceiverKind::Pagerduty && r.routing_key.is_some() {
+                return invalid(format!(
+                    "{at}.routing_key: only receivers of kind pagerduty take a routing key ({:?} is {})",
+                    r.name,
+                    r.kind.as_str()
+                ));
+            }
+            if r.kind != ReceiverKind::Opsgenie && r.api_key.is_some() {
+                return invalid(format!(
+                    "{at}.api_key: only receivers of kind opsgenie take an API key ({:?} is {})",
+                    r.name,
+                    r.kind.as_str()
+                ));
+            }
+            if r.kind != ReceiverKind::Webhook && r.secret.is_some() {
+                return invalid(format!(
+                    "{at}.secret: only receivers of kind webhook are signed ({:?} is {})",
+                    r.name,
+                    r.kind.as_str()
+                ));
+            }
+            if let Some(f) = &r.fallback {
+                if f == &r.name {
+                    return invalid(format!(
+                        "{at}.fallback: {:?} cannot be its own fallback",
+                        r.name
+                    ));
+                }
+                if !self.receivers.iter().any(|o| &o.name == f) {
+                    return invalid(format!("{at}.fallback: no receiver is named {f:?}"));
+                }
+            }
         }
-        Ok(())
+        self.policy
+            .validate(&self.receivers)
+            .map_err(|reason| NotifyError::InvalidConfig { reason })
     }
 }
 
@@ -275,6 +418,19 @@ fn validate_url(url: &str) -> Result<(), NotifyError> {
     Ok(())
 }
 
+/// The URL a receiver of `kind` uses when the configuration gives `url` (or none).
+pub fn receiver_url(kind: ReceiverKind, url: Option<&str>) -> Result<String, NotifyError> {
+    match url.filter(|u| !u.is_empty()).or(kind.default_url()) {
+        Some(u) => {
+            validate_url(u)?;
+            Ok(u.to_string())
+        }
+        None => Err(NotifyError::InvalidConfig {
+            reason: format!("a receiver of kind {} needs a url", kind.as_str()),
+        }),
+    }
+}
+
 /// A delivery that gave up after [`NotifyConfig::max_age`], kept for operators to inspect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -295,6 +451,21 @@ pub struct DeadLetter {
     pub body: String,
 }
 
+/// Delivery loops by database, so an API call on a database (a dead-letter retry) can wake the
+/// loop that serves it. Entries of dropped notifiers are pruned on registration.
+static WAKERS: Mutex<Vec<(Weak<Database>, Weak<Notify>)>> = Mutex::new(Vec::new());
+
+fn wake_loop_of(db: &Arc<Database>) {
+    let wakers = WAKERS.lock().unwrap_or_else(|e| e.into_inner());
+    for (d, w) in wakers.iter() {
+        if let (Some(d), Some(w)) = (d.upgrade(), w.upgrade())
+            && Arc::ptr_eq(&d, db)
+        {
+            w.notify_one();
+        }
+    }
+}
+
 /// The delivery loop: sends due outbox items until shutdown. Build with [`Notifier::new`],
 /// hand [`Notifier::waker`] to the store, then `tokio::spawn(notifier.run(token))`.
 pub struct Notifier {
@@ -311,6 +482,17 @@ struct Shared {
     metrics: Metrics,
 }
 
+/// What one delivery task learned about its receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The receiver took it.
+    Taken,
+    /// The receiver failed (transport error or non-2xx).
+    Failed,
+    /// Nothing was learned (the outbox could not be updated, or the item was not sendable).
+    Inconclusive,
+}
+
 impl Notifier {
     /// Validates `config`, creates the outbox tables if missing, builds the HTTP client and
     /// registers the `daytwo_notify_*` metrics in `registry`.
@@ -322,6 +504,7 @@ impl Notifier {
         config.validate()?;
         let txn = db.begin_write().or_outbox("begin write")?;
         init_tables(&txn)?;
+        write_policy(&txn, &config.policy)?;
         txn.commit().or_outbox("commit outbox tables")?;
         let client = deliver::build_client(&config)?;
         let metrics = Metrics::register(registry)?;
@@ -330,6 +513,18 @@ impl Notifier {
             .iter()
             .map(|r| (r.name.clone(), r.clone()))
             .collect();
+        let waker = Arc::new(Notify::new());
+        {
+            let mut wakers = WAKERS.lock().unwrap_or_else(|e| e.into_inner());
+            wakers.retain(|(d, w)| d.strong_count() > 0 && w.strong_count() > 0);
+            wakers.push((Arc::downgrade(&db), Arc::downgrade(&waker)));
+        }
+        for r in &config.receivers {
+            metrics
+                .breaker_open
+                .with_label_values(&[r.name.as_str()])
+                .set(0);
+        }
         Ok(Notifier {
             shared: Arc::new(Shared {
                 db,
@@ -338,7 +533,7 @@ impl Notifier {
                 client,
                 metrics,
             }),
-            waker: Arc::new(Notify::new()),
+            waker,
         })
     }
 
@@ -352,11 +547,14 @@ impl Notifier {
     /// in-flight requests are abandoned and their items stay queued for the next start.
     pub async fn run(self, shutdown: CancellationToken) {
         let shared = self.shared;
-        let mut tasks: JoinSet<(u64, String)> = JoinSet::new();
+        let mut tasks: JoinSet<(u64, String, Outcome)> = JoinSet::new();
         let mut in_flight: HashSet<u64> = HashSet::new();
         let mut per_receiver: HashMap<String, usize> = HashMap::new();
         let mut warned_unknown: HashSet<String> = HashSet::new();
+        let mut breakers: HashMap<String, Breaker> = HashMap::new();
         loop {
+            copy_to_fallbacks(&shared, &breakers).await;
+            let mut breaker_wake: Option<tokio::time::Instant> = None;
             let sleep_for = match scan(&shared, &in_flight).await {
                 Ok(plan) => {
                     shared.metrics.pending.set(plan.pending as i64);
@@ -375,6 +573,21 @@ impl Notifier {
                         if *busy >= MAX_IN_FLIGHT_PER_RECEIVER {
                             continue; // picked up again when one of its deliveries finishes
                         }
+                        let breaker = breakers.entry(item.record.receiver.clone()).or_default();
+                        match breaker.permit(tokio::time::Instant::now()) {
+                            Permit::Send => {}
+                            Permit::Probe => info!(
+                                receiver = %item.record.receiver,
+                                delivery = %item.record.delivery_id,
+                                "Circuit breaker half-open: sending one notification as a probe."
+                            ),
+                            Permit::Wait(until) => {
+                                if let Some(t) = until {
+                                    breaker_wake = Some(breaker_wake.map_or(t, |w| w.min(t)));
+                                }
+                                continue;
+                            }
+                        }
                         *busy += 1;
                         in_flight.insert(item.id);
                         tasks.spawn(deliver::deliver(shared.clone(), item));
@@ -388,6 +601,11 @@ impl Notifier {
                         })
                         .unwrap_or(MAX_IDLE)
                         .min(MAX_IDLE)
+                        .min(
+                            breaker_wake
+                                .map(|t| t.saturating_duration_since(tokio::time::Instant::now()))
+                                .unwrap_or(MAX_IDLE),
+                        )
                 }
                 Err(e) => {
                     error!(error = %e, "Reading the notification outbox failed; retrying.");
@@ -398,9 +616,9 @@ impl Notifier {
                 biased;
                 () = shutdown.cancelled() => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    finish(done, &mut in_flight, &mut per_receiver);
+                    finish(&shared, done, &mut in_flight, &mut per_receiver, &mut breakers);
                     while let Some(done) = tasks.try_join_next() {
-                        finish(done, &mut in_flight, &mut per_receiver);
+                        finish(&shared, done, &mut in_flight, &mut per_receiver, &mut breakers);
                     }
                 }
                 () = self.waker.notified() => {}
@@ -419,18 +637,105 @@ impl Notifier {
     pub fn pending(db: &Database) -> Result<usize, NotifyError> {
         outbox::pending(db)
     }
+
+    /// Puts dead letter `id` back into the outbox, due now with a fresh max age, and wakes the
+    /// delivery loop serving `db`. `None` when there is no dead letter with that id.
+    pub fn retry_dead_letter(
+        db: &Arc<Database>,
+        id: u64,
+    ) -> Result<Option<DeadLetter>, NotifyError> {
+        let dead = outbox::retry_dead_letter(db, id, now())?;
+        if let Some(d) = &dead {
+            info!(
+                receiver = %d.receiver,
+                event = %d.event,
+                incident = %d.incident_id,
+                delivery = %d.delivery_id,
+                "Dead letter queued again on request."
+            );
+            wake_loop_of(db);
+        }
+        Ok(dead)
+    }
+}
+
+/// While a receiver with a fallback has its breaker open, copies its queued deliveries (once
+/// each) to the fallback receiver.
+async fn copy_to_fallbacks(shared: &Arc<Shared>, breakers: &HashMap<String, Breaker>) {
+    for (name, breaker) in breakers {
+        if !breaker.is_open() {
+            continue;
+        }
+        let Some(to) = shared.receivers.get(name).and_then(|r| r.fallback.clone()) else {
+            continue;
+        };
+        let (db, from) = (shared.db.clone(), name.clone());
+        let to2 = to.clone();
+        match tokio::task::spawn_blocking(move || outbox::copy_to_fallback(&db, &from, &to2, now()))
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => warn!(
+                receiver = %name,
+                fallback = %to,
+                copies = n,
+                "Receiver is failing (circuit breaker open): notifications also queued to its fallback."
+            ),
+            Ok(Err(e)) => {
+                error!(receiver = %name, fallback = %to, error = %e, "Queueing notifications to the fallback receiver failed; will retry.")
+            }
+            Err(e) => {
+                error!(receiver = %name, fallback = %to, error = %e, "The fallback copy task failed; will retry.")
+            }
+        }
+    }
 }
 
 fn finish(
-    done: Result<(u64, String), tokio::task::JoinError>,
+    shared: &Shared,
+    done: Result<(u64, String, Outcome), tokio::task::JoinError>,
     in_flight: &mut HashSet<u64>,
     per_receiver: &mut HashMap<String, usize>,
+    breakers: &mut HashMap<String, Breaker>,
 ) {
     match done {
-        Ok((id, receiver)) => {
+        Ok((id, receiver, outcome)) => {
             in_flight.remove(&id);
             if let Some(n) = per_receiver.get_mut(&receiver) {
                 *n = n.saturating_sub(1);
+            }
+            let breaker = breakers.entry(receiver.clone()).or_default();
+            let was_open = breaker.is_open();
+            match outcome {
+                Outcome::Taken => breaker.on_success(),
+                Outcome::Failed => {
+                    let cfg = &shared.config;
+                    if breaker.on_failure(
+                        tokio::time::Instant::now(),
+                        cfg.breaker_failures,
+                        cfg.breaker_cooldown,
+                    ) {
+                        warn!(
+                            receiver = %receiver,
+                            failures = cfg.breaker_failures,
+                            cooldown = %humantime::format_duration(cfg.breaker_cooldown),
+                            fallback = shared.receivers.get(&receiver).and_then(|r| r.fallback.as_deref()).unwrap_or("none"),
+                            "Circuit breaker opened: the receiver keeps failing; holding its notifications, then probing."
+                        );
+                    }
+                }
+                Outcome::Inconclusive => breaker.on_inconclusive(),
+            }
+            let open = breaker.is_open();
+            if open != was_open {
+                shared
+                    .metrics
+                    .breaker_open
+                    .with_label_values(&[receiver.as_str()])
+                    .set(open as i64);
+                if !open {
+                    info!(receiver = %receiver, "Circuit breaker closed: the receiver took a notification.");
+                }
             }
         }
         // Tasks are only aborted at shutdown, and a panic is a bug: the item stays queued and

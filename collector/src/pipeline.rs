@@ -5,10 +5,16 @@
 //! `spawn_blocking` behind a mutex. A batch is acknowledged to the sender only after its
 //! transaction committed, so a crash at any point loses nothing the agent was told is safe;
 //! a redelivered batch is a no-op because signal ids are stable.
+//!
+//! An incident that holds anomaly signals (from [`crate::detect`]) is re-ranked by the generic
+//! ranker ([`crate::rank`]) each time it changes: its `daytwo.generic` hypotheses are replaced by
+//! the ranker's, over its signals and the call graph the pipeline keeps ([`Pipeline::add_call`]);
+//! hypotheses from rules stay as they are.
 
 use crate::correlate::{Correlator, Decision};
 use crate::metrics::Metrics;
 use crate::notify::{self, NotifyEvent, Receiver};
+use crate::rank::{self, CallGraph};
 use crate::store::{self, Store, StoreError};
 use daytwo_model::{Hypothesis, Incident, IncidentStatus, Link, Signal, Timestamp, stable_id};
 use daytwo_rules::RuleSet;
@@ -52,6 +58,7 @@ pub struct Pipeline {
     receivers: Vec<Receiver>,
     waker: Arc<Notify>,
     metrics: Metrics,
+    calls: CallGraph,
 }
 
 impl Pipeline {
@@ -78,7 +85,29 @@ impl Pipeline {
             receivers,
             waker,
             metrics,
+            calls: CallGraph::new(),
         })
+    }
+
+    /// Records a service → service call (from traces or `rpc.*` metrics) for the ranker.
+    pub fn add_call(&mut self, caller: &str, callee: &str, t: Timestamp) {
+        self.calls.add(caller, callee, t);
+    }
+
+    pub fn calls(&self) -> &CallGraph {
+        &self.calls
+    }
+
+    /// Replaces the generic ranker's hypotheses of an incident that holds anomaly signals.
+    fn rerank(&self, inc: &mut Incident) {
+        let ranked = rank::rank(&inc.signals, &self.calls);
+        if ranked.is_empty() {
+            return;
+        }
+        inc.root_causes
+            .retain(|h| h.rule != crate::correlate::GENERIC_RULE);
+        inc.root_causes.extend(ranked);
+        inc.sort_root_causes();
     }
 
     pub fn store(&self) -> &Store {
@@ -115,6 +144,7 @@ impl Pipeline {
                         continue;
                     };
                     join(&mut inc, &s, hypotheses);
+                    self.rerank(&mut inc);
                     store::put_incident(&txn, &inc)?;
                     self.correlator.touch(&incident_id, &s);
                     sum.joined += 1;
@@ -131,6 +161,7 @@ impl Pipeline {
                         && let Some(mut inc) = store::get_incident_in(&txn, &id)?
                     {
                         join(&mut inc, &s, hypotheses);
+                        self.rerank(&mut inc);
                         store::put_incident(&txn, &inc)?;
                         self.correlator.track(&inc);
                         sum.joined += 1;
@@ -159,6 +190,7 @@ impl Pipeline {
                             .collect(),
                     };
                     inc.sort_root_causes();
+                    self.rerank(&mut inc);
                     store::put_incident(&txn, &inc)?;
                     // The outbox runs on wall-clock time (retry deadlines), not event time.
                     let now = Timestamp::from_system_time(std::time::SystemTime::now());
@@ -185,6 +217,34 @@ impl Pipeline {
     /// Acknowledges an open incident (idempotent); the pagers are told once.
     pub fn acknowledge(&mut self, id: &str, now: Timestamp) -> Result<Incident, OperationFailed> {
         self.transition(id, now, IncidentStatus::Acknowledged)
+    }
+
+    /// Resolves every active incident whose newest signal (event time) is older than
+    /// `now - quiet`: its signals have cleared. Returns the resolved ids. The pagers are told
+    /// once per incident, as for a manual resolve.
+    pub fn resolve_quiet(
+        &mut self,
+        now: Timestamp,
+        quiet: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let cutoff = now.sub(quiet);
+        let stale: Vec<String> = self
+            .store
+            .active_incidents()?
+            .into_iter()
+            .filter(|i| i.updated_at < cutoff)
+            .map(|i| i.id)
+            .collect();
+        let mut done = Vec::new();
+        for id in stale {
+            match self.transition(&id, now, IncidentStatus::Resolved) {
+                Ok(_) => done.push(id),
+                Err(OperationFailed::Store(e)) => return Err(e),
+                // Resolved meanwhile, or gone: nothing to do.
+                Err(_) => {}
+            }
+        }
+        Ok(done)
     }
 
     /// Resolves an incident (idempotent); the pagers are told once.

@@ -53,6 +53,10 @@ struct Running {
 }
 
 async fn start(max_recv_bytes: usize) -> Running {
+    start_with(max_recv_bytes, None).await
+}
+
+async fn start_with(max_recv_bytes: usize, auto_resolve_after: Option<Duration>) -> Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let config = CollectorConfig {
@@ -63,6 +67,7 @@ async fn start(max_recv_bytes: usize) -> Running {
         rules: Arc::new(daytwo_rules::RuleSet::builtin()),
         correlation_window: Duration::from_secs(300),
         quorum: daytwo_collector::correlate::DEFAULT_QUORUM,
+        auto_resolve_after,
         max_recv_bytes,
         token: Some("t0ken".into()),
     };
@@ -262,6 +267,60 @@ async fn oversized_is_resource_exhausted_and_malformed_is_invalid_argument_and_t
     assert!(
         body.contains("daytwo_collector_records_rejected_total{reason=\"invalid_signal\"} 1"),
         "{body}"
+    );
+    r.stop.cancel();
+    r.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_incident_whose_signals_cleared_auto_resolves() {
+    let r = start_with(1 << 20, Some(Duration::from_secs(30))).await;
+    let mut client = LogsServiceClient::connect(r.otlp.clone()).await.unwrap();
+    let now = Timestamp::from_system_time(std::time::SystemTime::now()).0 / 1_000_000_000;
+    // One OOM an hour ago (quiet for longer than 30 s) and one just now (not quiet).
+    client
+        .export(daytwo_model::otlp::signals_to_request(&[
+            oom_signal("old", "/old", now - 3600),
+            oom_signal("new", "/new", now),
+        ]))
+        .await
+        .unwrap();
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        let (_, list) = http_json(
+            reqwest::Method::GET,
+            &format!("{}/api/v1/incidents", r.http),
+            None,
+        )
+        .await;
+        statuses = list["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["root_causes"][0]["entity"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    i["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        if statuses.get("/old").map(String::as_str) == Some("resolved") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        statuses.get("/old").map(String::as_str),
+        Some("resolved"),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.get("/new").map(String::as_str),
+        Some("open"),
+        "{statuses:?}"
     );
     r.stop.cancel();
     r.task.await.unwrap();

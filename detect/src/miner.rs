@@ -49,7 +49,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use token::{Kind, WILD, canon_token, generalise, glob, is_date_word, key_of, kind_of};
+use token::{
+    Kind, WILD, canon_kind, contains_wild, generalise, generalise_into, glob, is_date_word,
+    is_word_byte, key_of, kind_of, word_kind,
+};
 
 /// Names one cluster of lines (one template). Stable for the life of the miner's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -171,6 +174,106 @@ struct Scratch {
     buf: String,
     spans: Vec<(u32, u32, Kind)>,
     candidates: Vec<u32>,
+    pool: Vec<u32>,
+    /// Working buffers of the token rules.
+    stage: String,
+    raw: String,
+    general: String,
+}
+
+/// Masked lines longer than this are not remembered (long lines rarely repeat exactly).
+const MEMO_MAX_BYTES: usize = 512;
+/// Entries of the assignment memo (a power of two; direct-mapped by the masked line's hash).
+const MEMO_ENTRIES: usize = 4096;
+
+/// One remembered assignment: a masked line (`buf`, token `spans`) that joined cluster `slot`
+/// without changing anything, when the clusters of its length were as they were at `stamp`.
+#[derive(Clone, Debug, Default)]
+struct MemoEntry {
+    /// False until recorded.
+    used: bool,
+    hash: u64,
+    stamp: u64,
+    slot: u32,
+    buf: String,
+    spans: Vec<(u32, u32)>,
+}
+
+/// Remembers recent assignments that changed nothing, so that a masked line seen before skips
+/// the candidate search while no cluster of its token count has changed since.
+///
+/// Exact, not a heuristic: whether a line joins a cluster, and which, depends only on the line's
+/// masked tokens and on the clusters (templates, kinds, index entries) of its token count.
+/// Every change to those ([`Miner::touch`]) advances that length's stamp and so retires the
+/// entries recorded before it; an entry is only recorded when its own assignment changed
+/// nothing, so replaying it is the same assignment (the cluster's size and recency aside).
+#[derive(Clone, Debug, Default)]
+struct Memo {
+    entries: Vec<MemoEntry>,
+    /// Logical clock, advanced by every change to the clusters.
+    clock: u64,
+    /// Per token count: the clock value of the last change to clusters of that length.
+    changed: Vec<u64>,
+}
+
+impl Memo {
+    fn touch(&mut self, n: usize) {
+        self.clock += 1;
+        if self.changed.len() <= n {
+            self.changed.resize(n + 1, 0);
+        }
+        self.changed[n] = self.clock;
+    }
+
+    fn lookup(&self, hash: u64, s: &Scratch) -> Option<u32> {
+        let e = self.entries.get(hash as usize & (MEMO_ENTRIES - 1))?;
+        let n = s.spans.len();
+        let fresh = e.used
+            && e.hash == hash
+            && self.changed.get(n).copied().unwrap_or(0) <= e.stamp
+            && e.spans.len() == n
+            && e.buf == s.buf
+            && e.spans
+                .iter()
+                .zip(&s.spans)
+                .all(|(&(a, b), sp)| a == sp.0 && b == sp.1);
+        fresh.then_some(e.slot)
+    }
+
+    fn record(&mut self, hash: u64, s: &Scratch, slot: u32) {
+        if self.entries.is_empty() {
+            self.entries.resize_with(MEMO_ENTRIES, MemoEntry::default);
+        }
+        let e = &mut self.entries[hash as usize & (MEMO_ENTRIES - 1)];
+        e.used = true;
+        e.hash = hash;
+        e.stamp = self.clock;
+        e.slot = slot;
+        e.buf.clear();
+        e.buf.push_str(&s.buf);
+        e.spans.clear();
+        e.spans.extend(s.spans.iter().map(|sp| (sp.0, sp.1)));
+    }
+}
+
+/// A fast hash of a masked line (its bytes and token boundaries), for the memo.
+fn line_hash(s: &Scratch) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mix = |h: u64, w: u64| (h.rotate_left(23) ^ w).wrapping_mul(K);
+    let mut h = mix(0, s.spans.len() as u64);
+    let mut chunks = s.buf.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    let mut last = [0u8; 8];
+    let rest = chunks.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    h = mix(h, u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+    for pair in s.spans.chunks(2) {
+        let hi = pair.get(1).map_or(0, |sp| sp.0 as u64);
+        h = mix(h, pair[0].0 as u64 | hi << 32);
+    }
+    h ^ (h >> 29)
 }
 
 /// The online template miner. See the module documentation.
@@ -187,7 +290,9 @@ pub struct Miner {
     tick: u64,
     next_seq: u64,
     live: usize,
-    scratch: Scratch,
+    /// Boxed so that taking it for a line moves a pointer, not the buffers' headers.
+    scratch: Option<Box<Scratch>>,
+    memo: Memo,
 }
 
 impl Default for Miner {
@@ -238,7 +343,8 @@ impl Miner {
             tick: 0,
             next_seq: 0,
             live: 0,
-            scratch: Scratch::default(),
+            scratch: None,
+            memo: Memo::default(),
         }
     }
 
@@ -276,8 +382,21 @@ impl Miner {
     /// Assigns a line to a cluster, creating one if nothing is similar enough.
     pub fn add(&mut self, line: &str) -> Assignment {
         self.tick += 1;
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut scratch = self.scratch.take().unwrap_or_default();
         tokenize(line, self.config.max_tokens, &mut scratch);
+        // Long lines are not remembered; skip hashing them.
+        let hash = (scratch.buf.len() <= MEMO_MAX_BYTES).then(|| line_hash(&scratch));
+        if let Some(slot) = hash.and_then(|h| self.memo.lookup(h, &scratch))
+            && let Some(c) = self.slots[slot as usize].as_mut()
+        {
+            // What `join` would do: the line fits the template as it is.
+            c.size += 1;
+            c.last_seen = self.tick;
+            let id = c.id;
+            self.scratch = Some(scratch);
+            return Assignment { id, is_new: false };
+        }
+        let clock = self.memo.clock;
         let route = self.route(&scratch);
         let found = self.best_in_route(route, &mut scratch).or_else(|| {
             let best = self.best_in_len(&mut scratch)?;
@@ -286,10 +405,13 @@ impl Miner {
         });
         let assignment = match found {
             Some(slot) => {
-                let id = self.join(slot, &scratch);
+                let id = self.join(slot, &mut scratch);
+                if let Some(hash) = hash.filter(|_| self.memo.clock == clock) {
+                    self.memo.record(hash, &scratch, slot);
+                }
                 Assignment { id, is_new: false }
             }
-            None => match self.merge_siblings(route, &scratch) {
+            None => match self.merge_siblings(route, &mut scratch) {
                 Some(id) => Assignment { id, is_new: false },
                 None => {
                     let id = self.create(route, &scratch);
@@ -297,7 +419,7 @@ impl Miner {
                 }
             },
         };
-        self.scratch = scratch;
+        self.scratch = Some(scratch);
         assignment
     }
 
@@ -322,13 +444,12 @@ impl Miner {
 
     fn best_in_len(&self, s: &mut Scratch) -> Option<u32> {
         let all = self.by_len.get(&s.spans.len())?;
-        let mut pool = std::mem::take(&mut s.candidates);
+        let mut pool = std::mem::take(&mut s.pool);
         // Those already tried in the route failed; skipping them is only an optimisation.
-        let tried = pool.clone();
         pool.clear();
-        pool.extend(all.iter().copied().filter(|c| !tried.contains(c)));
+        pool.extend(all.iter().copied().filter(|c| !s.candidates.contains(c)));
         let best = self.best_of(&pool, s);
-        s.candidates = pool;
+        s.pool = pool;
         best
     }
 
@@ -363,16 +484,17 @@ impl Miner {
             leaf.push(slot);
             if let Some(c) = self.slots[slot as usize].as_mut() {
                 c.routes.push(route);
+                self.memo.touch(c.tokens.len());
             }
         }
     }
 
-    fn join(&mut self, slot: u32, s: &Scratch) -> TemplateId {
+    fn join(&mut self, slot: u32, s: &mut Scratch) -> TemplateId {
         let tick = self.tick;
         let c = self.slots[slot as usize].as_mut().expect("live slot");
         c.size += 1;
         c.last_seen = tick;
-        let mut changed = false;
+        let (mut changed, mut touched) = (false, false);
         for (i, &(a, b, kind)) in s.spans.iter().enumerate() {
             let tok = &s.buf[a as usize..b as usize];
             match c.kinds[i] {
@@ -380,23 +502,30 @@ impl Miner {
                 Kind::Wild => {
                     if kind == Kind::Const {
                         c.kinds[i] = Kind::Any;
+                        touched = true;
                     }
                 }
                 _ if &*c.tokens[i] == tok => {}
                 old => {
-                    let g = generalise(&c.tokens[i], tok);
-                    c.kinds[i] = match kind_of(&g) {
+                    let g = &mut s.general;
+                    generalise_into(&c.tokens[i], tok, g, &mut s.raw, &mut s.stage);
+                    let k = match kind_of(g) {
                         Kind::Wild if old == Kind::Const || kind == Kind::Const => Kind::Any,
                         k => k,
                     };
-                    if *c.tokens[i] != *g {
-                        c.tokens[i] = g.into_boxed_str();
+                    touched |= k != old;
+                    c.kinds[i] = k;
+                    if *c.tokens[i] != **g {
+                        c.tokens[i] = Box::from(g.as_str());
                         changed = true;
                     }
                 }
             }
         }
         let id = c.id;
+        if changed || touched {
+            self.memo.touch(s.spans.len());
+        }
         if changed {
             return self.merge_equal(slot);
         }
@@ -435,7 +564,7 @@ impl Miner {
     /// variable: when it differs from [`MinerConfig::min_sibling_values`]` - 1` clusters of its
     /// length at the same single position, and nowhere else, those clusters are merged into the
     /// oldest (the others become its aliases) with a `<*>` at that position, and the line joins.
-    fn merge_siblings(&mut self, route: u64, s: &Scratch) -> Option<TemplateId> {
+    fn merge_siblings(&mut self, route: u64, s: &mut Scratch) -> Option<TemplateId> {
         let need = self.config.min_sibling_values.max(2) - 1;
         let n = s.spans.len();
         let all = self.by_len.get(&n)?;
@@ -476,6 +605,7 @@ impl Miner {
             let k = self.slots[keep as usize].as_mut().expect("live slot");
             k.tokens[pos] = Box::from(WILD);
             k.kinds[pos] = Kind::Any;
+            self.memo.touch(n);
         }
         for &g in &group[1..] {
             self.absorb(keep, g);
@@ -503,6 +633,7 @@ impl Miner {
             }
         }
         let keep_id = k.id;
+        self.memo.touch(k.tokens.len());
         self.aliases.insert(gone.id, keep_id);
         for r in gone.routes {
             self.register(keep, r);
@@ -556,6 +687,7 @@ impl Miner {
         self.by_id.insert(id, slot);
         self.by_len.entry(n).or_default().push(slot);
         self.live += 1;
+        self.memo.touch(n);
         slot
     }
 
@@ -578,6 +710,7 @@ impl Miner {
         }
         self.free.push(slot);
         self.live -= 1;
+        self.memo.touch(c.tokens.len());
         c
     }
 
@@ -725,7 +858,7 @@ fn single_difference(c: &Cluster, s: &Scratch) -> Option<usize> {
 /// `rhost=b`), or they have the same letters outside hexadecimal runs and masks (`blk_-<*>` ~
 /// `blk_123`, `0x1f` ~ `<*>`, but `core.<*>` !~ `port=<*>`).
 fn alike(t: &str, tok: &str) -> bool {
-    if t.contains(WILD) && glob(t, tok) {
+    if contains_wild(t.as_bytes()) && glob(t, tok) {
         return true;
     }
     if let (Some(a), Some(b)) = (key_of(t), key_of(tok)) {
@@ -764,33 +897,108 @@ fn shares_word_edge(a: &str, b: &str) -> bool {
     false
 }
 
+/// Do the tokens have the same letters, in order, outside words (ASCII alphanumeric runs) that
+/// are all hexadecimal digits?
 fn same_skeleton(a: &str, b: &str) -> bool {
-    fn letters(s: &str) -> impl Iterator<Item = u8> + '_ {
-        s.split(|c: char| !c.is_ascii_alphanumeric())
-            .filter(|w| !w.is_empty() && !w.bytes().all(|b| b.is_ascii_hexdigit()))
-            .flat_map(|w| w.bytes().filter(u8::is_ascii_alphabetic))
+    Letters::new(a).eq(Letters::new(b))
+}
+
+/// The letters [`same_skeleton`] compares, without allocating.
+struct Letters<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// End of the current word (letters are taken from `i` up to it).
+    end: usize,
+}
+
+impl<'a> Letters<'a> {
+    fn new(s: &'a str) -> Self {
+        Self {
+            b: s.as_bytes(),
+            i: 0,
+            end: 0,
+        }
     }
-    letters(a).eq(letters(b))
+}
+
+impl Iterator for Letters<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        loop {
+            while self.i < self.end {
+                let c = self.b[self.i];
+                self.i += 1;
+                if c.is_ascii_alphabetic() {
+                    return Some(c);
+                }
+            }
+            // The next word that is not all hexadecimal digits.
+            let start = self.i
+                + self.b[self.i..]
+                    .iter()
+                    .position(u8::is_ascii_alphanumeric)?;
+            let len = self.b[start..]
+                .iter()
+                .position(|c| !c.is_ascii_alphanumeric())
+                .unwrap_or(self.b.len() - start);
+            let word = &self.b[start..start + len];
+            if word.iter().all(u8::is_ascii_hexdigit) {
+                self.i = start + len;
+                self.end = self.i;
+            } else {
+                self.i = start;
+                self.end = start + len;
+            }
+        }
+    }
 }
 
 /// Splits `line` into masked tokens in `s.buf` / `s.spans`.
+///
+/// Tokens that masking keeps as they are (most words) are not copied one by one: `buf` takes
+/// unchanged stretches of the line, spaces included, in one go (`copied` is how far the line
+/// has been written), so only the spans say where tokens are.
 fn tokenize(line: &str, max_tokens: usize, s: &mut Scratch) {
     s.buf.clear();
     s.spans.clear();
     let max_tokens = max_tokens.max(1);
-    for tok in line.split_ascii_whitespace() {
+    let b = line.as_bytes();
+    let (mut i, mut copied) = (0, 0);
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == b.len() {
+            break;
+        }
+        let start = i;
+        let mut word = true;
+        while i < b.len() && !b[i].is_ascii_whitespace() {
+            word &= is_word_byte(b[i]);
+            i += 1;
+        }
         if s.spans.len() == max_tokens {
             // The rest of the line is one variable.
+            s.buf.push_str(&line[copied..start]);
             let a = s.buf.len();
             s.buf.push_str(WILD);
             s.spans.push((a as u32, s.buf.len() as u32, Kind::Wild));
-            break;
+            return;
         }
-        let a = s.buf.len();
-        canon_token(tok, &mut s.buf);
-        let kind = kind_of(&s.buf[a..]);
-        s.spans.push((a as u32, s.buf.len() as u32, kind));
+        let tok = &line[start..i];
+        if let Some(kind) = word.then(|| word_kind(tok)).flatten() {
+            let a = s.buf.len() + (start - copied);
+            s.spans.push((a as u32, (a + tok.len()) as u32, kind));
+        } else {
+            s.buf.push_str(&line[copied..start]);
+            let a = s.buf.len();
+            let kind = canon_kind(tok, &mut s.buf, &mut s.stage);
+            s.spans.push((a as u32, s.buf.len() as u32, kind));
+            copied = i;
+        }
     }
+    s.buf.push_str(&line[copied..]);
 }
 
 #[cfg(test)]

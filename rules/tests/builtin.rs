@@ -6,8 +6,14 @@ use daytwo_rules::{BUILTIN_PACKS, BUILTIN_TESTS, RuleSet, SourceFile, parse_test
 fn builtin_packs_compile() {
     let set = RuleSet::builtin();
     let ids: Vec<&str> = set.rule_ids().collect();
-    assert_eq!(ids, ["node.memory_cgroup_oom", "node.memory_global_oom"]);
-    assert_eq!(set.len(), 2);
+    // The OOM rules come first; later rules are appended to the pack.
+    assert_eq!(
+        ids[..2],
+        ["node.memory_cgroup_oom", "node.memory_global_oom"]
+    );
+    assert_eq!(set.len(), ids.len());
+    let unique: std::collections::BTreeSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "rule ids are unique");
     assert!(!set.is_empty());
 }
 

@@ -55,7 +55,7 @@ fn failures_say_expected_and_got() {
         f[1],
         "dir/node.test.yaml:15:9: expected rule `node.memory_global_oom` to match, but it did not: its condition returned false; matched: [node.memory_cgroup_oom]"
     );
-    assert!(f[2].starts_with("dir/node.test.yaml:16:9: expected rule `node.typo` to match, but no loaded rule has that id (loaded: node.memory_cgroup_oom, node.memory_global_oom)"), "{}", f[2]);
+    assert!(f[2].starts_with("dir/node.test.yaml:16:9: expected rule `node.typo` to match, but no loaded rule has that id (loaded: node.memory_cgroup_oom, node.memory_global_oom"), "{}", f[2]);
     assert_eq!(
         f[3],
         "dir/node.test.yaml:17:18: expected rule `node.memory_cgroup_oom` not to match, but it matched signal `daytwo.kernel.oom_kill` with title \"OOM kill in /probe1 on node-1\""

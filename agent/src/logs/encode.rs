@@ -1,10 +1,11 @@
 //! Raw log records → OTLP protobuf bytes, written by hand on the hot path.
 //!
 //! Entry type: [`FileBatch`]: one per file, holding the resource (encoded once) and the
-//! records read since the last commit; [`FileBatch::finish`] gives the bytes of one
-//! `ResourceLogs` *including its field tag* in `ExportLogsServiceRequest` (field 1), so an
-//! export body is just stored values concatenated and nothing is decoded or re-encoded on
-//! the way to the collector.
+//! records read since the last commit; [`FileBatch::finish`] gives an [`EncodedBatch`]: the
+//! bytes of one `ResourceLogs` *including its field tag* in `ExportLogsServiceRequest`
+//! (field 1), so an export body is just stored values concatenated and nothing is decoded or
+//! re-encoded on the way to the collector. A message body is copied once, from the read
+//! buffer into the batch; the batch buffer is what the state file stores.
 //!
 //! Record shape (docs/logs.md): body = the message; attributes `log.file.path`,
 //! `log.iostream` (container logs), `daytwo.log.template_id` (16 hex digits, the id
@@ -74,19 +75,68 @@ fn iostream_kv(s: &str) -> Vec<u8> {
     v
 }
 
-/// The records of one file since the last commit.
+/// Hex digits of a template id.
+const ID_HEX: usize = 16;
+
+/// The records of one file since the last commit, encoded in place: `buf` starts with `head`
+/// reserved bytes where [`FileBatch::finish`] writes the count and the `ResourceLogs` /
+/// `ScopeLogs` headers (their lengths are known only then), right-aligned against the
+/// records, so a body is written once and never copied again before the state file.
 #[derive(Debug)]
 pub struct FileBatch {
     /// `Resource` message bytes.
     resource: Vec<u8>,
+    /// `InstrumentationScope` message bytes.
+    scope: Vec<u8>,
     /// `log.file.path` attribute, encoded once.
     path_kv: Vec<u8>,
     stdout_kv: Vec<u8>,
     stderr_kv: Vec<u8>,
-    /// Concatenated `ScopeLogs.log_records` fields.
-    records: Vec<u8>,
-    scratch: Vec<u8>,
+    truncated_kv: Vec<u8>,
+    /// `daytwo.log.template_id` attribute without its 16 hex digits (they come last).
+    template_kv_head: Vec<u8>,
+    head: usize,
+    /// `head` reserved bytes, then concatenated `ScopeLogs.log_records` fields.
+    buf: Vec<u8>,
     pub count: u32,
+}
+
+/// One finished batch: `[records: u32 LE][ResourceLogs field of ExportLogsServiceRequest]`,
+/// the value stored in the log queue, inside a buffer that can be reused afterwards.
+#[derive(Debug)]
+pub struct EncodedBatch {
+    pub records: u32,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl EncodedBatch {
+    /// A batch from a count and a `ResourceLogs` field (copies; tests and tools).
+    pub fn from_body(records: u32, body: &[u8]) -> EncodedBatch {
+        let mut buf = Vec::with_capacity(4 + body.len());
+        buf.extend_from_slice(&records.to_le_bytes());
+        buf.extend_from_slice(body);
+        EncodedBatch {
+            records,
+            buf,
+            start: 0,
+        }
+    }
+
+    /// The stored value: the count, then the `ResourceLogs` field.
+    pub fn value(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The `ResourceLogs` field alone.
+    pub fn body(&self) -> &[u8] {
+        &self.value()[4..]
+    }
+
+    /// The buffer, for the next batch.
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 const SCOPE_NAME: &str = daytwo_model::otlp::SCOPE_NAME;
@@ -100,15 +150,36 @@ impl FileBatch {
                 other => put_kv_string(&mut res, 0x0A, k, other.to_string().as_bytes()),
             }
         }
+        let mut scope = Vec::with_capacity(SCOPE_NAME.len() + 16);
+        put_bytes(&mut scope, 0x0A, SCOPE_NAME.as_bytes());
+        put_bytes(&mut scope, 0x12, env!("CARGO_PKG_VERSION").as_bytes());
         let mut path_kv = Vec::new();
         put_kv_string(&mut path_kv, 0x32, "log.file.path", path.as_bytes());
+        let mut truncated_kv = Vec::new();
+        put_kv_bool(&mut truncated_kv, 0x32, "daytwo.log.truncated", true);
+        let mut template_kv_head = Vec::new();
+        put_kv_string(
+            &mut template_kv_head,
+            0x32,
+            "daytwo.log.template_id",
+            &[b'0'; ID_HEX],
+        );
+        template_kv_head.truncate(template_kv_head.len() - ID_HEX);
+        // count, then tag + the longest varint + bytes for ResourceLogs, Resource, ScopeLogs
+        // and the scope.
+        let head = 4 + (1 + 10) + (1 + 10 + res.len()) + (1 + 10) + (1 + 10 + scope.len());
+        let mut buf = Vec::new();
+        buf.resize(head, 0);
         FileBatch {
             resource: res,
+            scope,
             path_kv,
             stdout_kv: iostream_kv("stdout"),
             stderr_kv: iostream_kv("stderr"),
-            records: Vec::new(),
-            scratch: Vec::new(),
+            truncated_kv,
+            template_kv_head,
+            head,
+            buf,
             count: 0,
         }
     }
@@ -117,8 +188,9 @@ impl FileBatch {
         self.count == 0
     }
 
+    /// Bytes of records waiting.
     pub fn bytes(&self) -> usize {
-        self.records.len()
+        self.buf.len() - self.head
     }
 
     /// Appends one record. `stream` is `stdout`, `stderr` or empty.
@@ -131,64 +203,88 @@ impl FileBatch {
         template_id: u64,
         truncated: bool,
     ) {
-        let r = &mut self.scratch;
-        r.clear();
+        let stream_kv: &[u8] = match stream {
+            "stdout" => &self.stdout_kv,
+            "stderr" => &self.stderr_kv,
+            _ => &[],
+        };
+        let any = any_string_len(body.len());
+        let len = if time_ns.is_some() { 9 } else { 0 }
+            + 1
+            + varint_len(any as u64)
+            + any
+            + self.path_kv.len()
+            + stream_kv.len()
+            + self.template_kv_head.len()
+            + ID_HEX
+            + if truncated {
+                self.truncated_kv.len()
+            } else {
+                0
+            }
+            + 9;
+        let r = &mut self.buf;
+        r.reserve(1 + varint_len(len as u64) + len);
+        let before = r.len();
+        r.push(0x12); // ScopeLogs.log_records
+        put_varint(r, len as u64);
         if let Some(t) = time_ns {
             r.push(0x09);
             r.extend_from_slice(&(t.max(0) as u64).to_le_bytes());
         }
         // body: AnyValue{string_value}
-        let any = any_string_len(body.len());
         r.push(0x2A);
         put_varint(r, any as u64);
         put_bytes(r, 0x0A, body);
         r.extend_from_slice(&self.path_kv);
-        match stream {
-            "stdout" => r.extend_from_slice(&self.stdout_kv),
-            "stderr" => r.extend_from_slice(&self.stderr_kv),
-            _ => {}
-        }
-        let mut hex = [0u8; 16];
+        r.extend_from_slice(stream_kv);
+        r.extend_from_slice(&self.template_kv_head);
+        let mut hex = [0u8; ID_HEX];
         for (i, h) in hex.iter_mut().enumerate() {
             let nib = (template_id >> (60 - 4 * i)) & 0xf;
             *h = b"0123456789abcdef"[nib as usize];
         }
-        put_kv_string(r, 0x32, "daytwo.log.template_id", &hex);
+        r.extend_from_slice(&hex);
         if truncated {
-            put_kv_bool(r, 0x32, "daytwo.log.truncated", true);
+            r.extend_from_slice(&self.truncated_kv);
         }
         r.push(0x59); // observed_time_unix_nano, field 11, fixed64
         r.extend_from_slice(&(observed_ns.max(0) as u64).to_le_bytes());
-        put_bytes(&mut self.records, 0x12, r);
+        debug_assert_eq!(r.len() - before, 1 + varint_len(len as u64) + len);
         self.count += 1;
     }
 
-    /// The `ResourceLogs` field (tag included) of everything pushed; empties the batch.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut scope = Vec::with_capacity(SCOPE_NAME.len() + 16);
-        put_bytes(&mut scope, 0x0A, SCOPE_NAME.as_bytes());
-        put_bytes(&mut scope, 0x12, env!("CARGO_PKG_VERSION").as_bytes());
-        let scope_logs_len = 1 + varint_len(scope.len() as u64) + scope.len() + self.records.len();
+    /// Everything pushed, as one [`EncodedBatch`]; the batch continues in `next` (a spare
+    /// buffer, emptied here).
+    pub fn finish(&mut self, mut next: Vec<u8>) -> EncodedBatch {
+        let records_len = self.bytes();
+        let scope_logs_len =
+            1 + varint_len(self.scope.len() as u64) + self.scope.len() + records_len;
         let rl_len = 1
             + varint_len(self.resource.len() as u64)
             + self.resource.len()
             + 1
             + varint_len(scope_logs_len as u64)
             + scope_logs_len;
-        let mut out = Vec::with_capacity(rl_len + 12);
-        out.push(0x0A);
-        put_varint(&mut out, rl_len as u64);
-        put_bytes(&mut out, 0x0A, &self.resource);
-        out.push(0x12);
-        put_varint(&mut out, scope_logs_len as u64);
-        put_bytes(&mut out, 0x0A, &scope);
-        out.extend_from_slice(&self.records);
-        self.records.clear();
-        self.count = 0;
-        if self.records.capacity() > 8 << 20 {
-            self.records.shrink_to(1 << 20);
+        let mut hdr = Vec::with_capacity(self.head);
+        hdr.extend_from_slice(&self.count.to_le_bytes());
+        hdr.push(0x0A); // ExportLogsServiceRequest.resource_logs
+        put_varint(&mut hdr, rl_len as u64);
+        put_bytes(&mut hdr, 0x0A, &self.resource);
+        hdr.push(0x12); // ResourceLogs.scope_logs
+        put_varint(&mut hdr, scope_logs_len as u64);
+        put_bytes(&mut hdr, 0x0A, &self.scope);
+        let start = self.head - hdr.len();
+        self.buf[start..self.head].copy_from_slice(&hdr);
+        next.clear();
+        next.resize(self.head, 0);
+        let buf = std::mem::replace(&mut self.buf, next);
+        let records = std::mem::take(&mut self.count);
+        EncodedBatch {
+            records,
+            buf,
+            start,
         }
-        out
     }
 }
 
@@ -215,10 +311,13 @@ mod tests {
             true,
         );
         b.push(None, 8, "", b"plain", 1, false);
-        let mut body = b.finish();
+        let first = b.finish(Vec::new());
+        assert_eq!(first.records, 2);
+        assert_eq!(&first.value()[..4], &2u32.to_le_bytes());
+        let mut body = first.body().to_vec();
         assert!(b.is_empty());
         b.push(Some(9), 9, "stdout", b"second batch", 2, false);
-        body.extend(b.finish());
+        body.extend_from_slice(b.finish(first.into_buf()).body());
         let req = ExportLogsServiceRequest::decode(body.as_slice()).unwrap();
         assert_eq!(req.resource_logs.len(), 2);
         let rl = &req.resource_logs[0];

@@ -143,7 +143,12 @@ impl Multiline {
 
 /// Does `line` continue the record whose text so far is `prev`?
 pub fn is_continuation(line: &[u8], prev: &[u8]) -> bool {
-    let last = prev.rsplit(|&b| b == b'\n').next().unwrap_or(prev);
+    // Searched from the end with SIMD: `prev` is usually one long line.
+    let last_nl = memchr::memrchr(b'\n', prev);
+    let last = match last_nl {
+        Some(i) => &prev[i + 1..],
+        None => prev,
+    };
     match line.first() {
         // Go prints an empty line between `panic: …` and the goroutine dump.
         None => return prev.starts_with(b"panic: ") && last.starts_with(b"panic: "),
@@ -159,7 +164,7 @@ pub fn is_continuation(line: &[u8], prev: &[u8]) -> bool {
         return true;
     }
     // Python: the exception line after the frames (`ValueError: x`) ends the traceback.
-    let multi = memchr::memchr(b'\n', prev).is_some();
+    let multi = last_nl.is_some();
     if prev.starts_with(b"Traceback (") || multi && memmem::find(prev, b"\nTraceback (").is_some() {
         // Still inside the traceback until its exception line has been added: the last line
         // so far is a frame (indented) or the header.

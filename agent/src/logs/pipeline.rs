@@ -9,7 +9,7 @@
 //! through the [`Redactor`]; templates are mined from the redacted first line of a record.
 
 use super::detect::{DetectConfig, LogDetector, WorkloadRef, is_error_template};
-use super::encode::FileBatch;
+use super::encode::{EncodedBatch, FileBatch};
 use super::mine::TemplateMiner;
 use super::multiline::Record;
 use super::parse::Stream;
@@ -45,6 +45,8 @@ pub struct Pipeline {
     error_templates: HashMap<u64, bool>,
     signals: Vec<Signal>,
     released: Vec<u64>,
+    /// Buffers of committed batches, reused for the next ones.
+    spare: Vec<Vec<u8>>,
     pub stats: PipelineStats,
 }
 
@@ -67,17 +69,20 @@ impl Pipeline {
             error_templates: HashMap::new(),
             signals: Vec::new(),
             released: Vec::new(),
+            spare: Vec::new(),
             stats: PipelineStats::default(),
         }
     }
 
-    /// Encoded `ResourceLogs` of every file with records since the last call: (records, bytes).
-    pub fn take_batches(&mut self) -> Vec<(u32, Vec<u8>)> {
+    /// Encoded `ResourceLogs` of every file with records since the last call. Hand them
+    /// back with [`Pipeline::recycle`] once committed.
+    pub fn take_batches(&mut self) -> Vec<EncodedBatch> {
+        let spare = &mut self.spare;
         let out = self
             .files
             .values_mut()
             .filter(|f| !f.batch.is_empty())
-            .map(|f| (f.batch.count, f.batch.finish()))
+            .map(|f| f.batch.finish(spare.pop().unwrap_or_default()))
             .collect();
         for id in std::mem::take(&mut self.released) {
             let Some(f) = self.files.remove(&id) else {
@@ -95,6 +100,21 @@ impl Pipeline {
             }
         }
         out
+    }
+
+    /// Keeps the buffers of committed batches for the next ones (a few, bounded).
+    pub fn recycle(&mut self, batches: Vec<EncodedBatch>) {
+        for b in batches {
+            if self.spare.len() >= 4 {
+                break;
+            }
+            let buf = b.into_buf();
+            // A batch is bounded by the read budget; a buffer far larger came from an
+            // unusual poll and is not worth keeping.
+            if buf.capacity() <= 16 << 20 {
+                self.spare.push(buf);
+            }
+        }
     }
 
     /// Bytes of encoded records waiting for `take_batches`.
@@ -153,17 +173,25 @@ impl Pipeline {
 impl RecordSink for Pipeline {
     fn record(&mut self, file: &Arc<FileInfo>, stream: Stream, rec: &Record, observed_ns: i64) {
         self.stats.records += 1;
-        let text = String::from_utf8_lossy(&rec.text);
-        if matches!(text, Cow::Owned(_)) {
-            self.stats.invalid_utf8 += 1;
-        }
+        // The one UTF-8 check of a record; repair is the rare path.
+        let text: Cow<'_, str> = match std::str::from_utf8(&rec.text) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => {
+                self.stats.invalid_utf8 += 1;
+                Cow::Owned(String::from_utf8_lossy(&rec.text).into_owned())
+            }
+        };
         let stats = &mut self.stats;
         let redacted = self.redactor.redact(text.as_bytes(), |rule| {
             *stats.redactions.entry(rule).or_default() += 1;
         });
-        let body: Cow<'_, str> = match std::str::from_utf8(&redacted) {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => Cow::Owned(String::from_utf8_lossy(&redacted).into_owned()),
+        let body: Cow<'_, str> = match redacted {
+            // Untouched: still the text checked above.
+            Cow::Borrowed(_) => Cow::Borrowed(&*text),
+            Cow::Owned(v) => match String::from_utf8(v) {
+                Ok(s) => Cow::Owned(s),
+                Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            },
         };
         let first = match memchr::memchr(b'\n', body.as_bytes()) {
             Some(i) => &body[..i],

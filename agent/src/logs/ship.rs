@@ -1,6 +1,9 @@
 //! The raw-log shipper: stored `ResourceLogs` bytes → the collector's `LogsService/Export`,
 //! without decoding them.
 //!
+//! Compression: gzip when configured (the default), except to a collector on loopback, where
+//! it would only cost CPU (see [`is_loopback`] and docs/logs.md for the measured cost).
+//!
 //! Entry type: [`LogShipper`], run by the agent next to (never instead of) the signal
 //! [`crate::shipper::Shipper`], on its own HTTP/2 connection, so a log backlog never queues
 //! ahead of a signal. Same delivery contract as the signal shipper: a batch leaves the disk
@@ -18,7 +21,7 @@ use tonic::Code;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
@@ -66,6 +69,21 @@ impl Codec for RawCodec {
     }
 }
 
+/// Whether the collector address names this host (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn is_loopback(collector: &str) -> bool {
+    let Ok(uri) = collector.parse::<tonic::codegen::http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// See the module docs.
 pub struct LogShipper {
     store: Arc<LogStore>,
@@ -88,7 +106,11 @@ impl LogShipper {
     ) -> Self {
         let mut grpc =
             tonic::client::Grpc::new(channel).accept_compressed(CompressionEncoding::Gzip);
-        if compress {
+        if compress && is_loopback(&collector) {
+            // gzip (tonic's level 6) costs about twice the rest of the log path per line and
+            // saves nothing on loopback.
+            info!(collector = %collector, "The collector is on this host: raw logs are sent uncompressed.");
+        } else if compress {
             grpc = grpc.send_compressed(CompressionEncoding::Gzip);
         }
         LogShipper {
@@ -142,12 +164,9 @@ impl LogShipper {
                     _ = store.pushed().notified() => continue,
                 }
             }
-            let records: u64 = batch.iter().map(|b| b.records as u64).sum();
-            let keys: Vec<u64> = batch.iter().map(|b| b.key).collect();
-            let mut body = Vec::with_capacity(batch.iter().map(|b| b.body.len()).sum());
-            for b in batch {
-                body.extend_from_slice(&b.body);
-            }
+            let records = batch.records;
+            let keys = batch.keys;
+            let body = batch.body;
             let sent = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.export(body) => r,
@@ -221,5 +240,30 @@ impl LogShipper {
             .into_inner()
             .partial_success
             .map_or(0, |p| p.rejected_log_records.max(0) as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_collectors() {
+        for c in [
+            "http://127.0.0.1:4317",
+            "http://localhost:4317",
+            "https://127.1.2.3",
+            "http://[::1]:4317",
+        ] {
+            assert!(is_loopback(c), "{c}");
+        }
+        for c in [
+            "http://10.0.0.1:4317",
+            "http://collector.daytwo:4317",
+            "http://[2001:db8::1]:4317",
+            "not a url",
+        ] {
+            assert!(!is_loopback(c), "{c}");
+        }
     }
 }

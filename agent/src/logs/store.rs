@@ -15,6 +15,7 @@
 
 #![allow(clippy::result_large_err)]
 
+use super::encode::EncodedBatch;
 use super::tail::{CheckpointChanges, CheckpointEntry};
 use crate::queue::{Queue, QueueError};
 use daytwo_model::Signal;
@@ -31,13 +32,21 @@ const LOG_CHECKPOINTS: TableDefinition<u64, (u64, u64, u64)> =
 const NEXT_KEY: &str = "next_key";
 const BYTES: &str = "bytes";
 
-/// One stored batch.
-#[derive(Debug)]
-pub struct StoredBatch {
-    pub key: u64,
-    pub records: u32,
-    /// `ResourceLogs` field bytes (concatenate them into an export request).
+/// The oldest stored batches, as one export request.
+#[derive(Debug, Default)]
+pub struct Peeked {
+    /// Their keys (for [`LogStore::ack`]).
+    pub keys: Vec<u64>,
+    /// Records in them.
+    pub records: u64,
+    /// Their `ResourceLogs` fields concatenated: an `ExportLogsServiceRequest`.
     pub body: Vec<u8>,
+}
+
+impl Peeked {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// See the module docs.
@@ -115,7 +124,7 @@ impl LogStore {
     pub fn commit(
         &self,
         signals: &[Signal],
-        batches: &[(u32, Vec<u8>)],
+        batches: &[EncodedBatch],
         changes: &CheckpointChanges,
     ) -> Result<(), QueueError> {
         let mut added = 0u64;
@@ -126,12 +135,9 @@ impl LogStore {
                 let mut meta = w.open_table(LOG_META)?;
                 let mut next = meta.get(NEXT_KEY)?.map(|v| v.value()).unwrap_or(0);
                 let mut bytes = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
-                let mut value = Vec::new();
-                for (count, body) in batches {
-                    value.clear();
-                    value.extend_from_slice(&count.to_le_bytes());
-                    value.extend_from_slice(body);
-                    q.insert(next, value.as_slice())?;
+                for b in batches {
+                    let value = b.value();
+                    q.insert(next, value)?;
                     next += 1;
                     bytes += value.len() as u64;
                     added += value.len() as u64;
@@ -160,28 +166,29 @@ impl LogStore {
         Ok(())
     }
 
-    /// The oldest batches, up to `max_bytes` (at least one).
-    pub fn peek(&self, max_bytes: usize) -> Result<Vec<StoredBatch>, QueueError> {
-        let read = || -> Result<Vec<StoredBatch>, redb::Error> {
+    /// The oldest batches, up to `max_bytes` of body (at least one), read straight into one
+    /// request body.
+    pub fn peek(&self, max_bytes: usize) -> Result<Peeked, QueueError> {
+        let read = || -> Result<Peeked, redb::Error> {
             let r = self.queue.database().begin_read()?;
             let t = r.open_table(LOG_QUEUE)?;
-            let mut out = Vec::new();
-            let mut total = 0;
+            let mut out = Peeked::default();
             for item in t.iter()? {
                 let (k, v) = item?;
                 let v = v.value();
-                if !out.is_empty() && total + v.len() > max_bytes {
+                let (count, body) = v.split_at(4.min(v.len()));
+                if !out.is_empty() && out.body.len() + body.len() > max_bytes {
                     break;
                 }
-                total += v.len();
-                let (count, body) = v.split_at(4.min(v.len()));
                 let mut c = [0u8; 4];
                 c[..count.len()].copy_from_slice(count);
-                out.push(StoredBatch {
-                    key: k.value(),
-                    records: u32::from_le_bytes(c),
-                    body: body.to_vec(),
-                });
+                if out.is_empty() {
+                    // Untouched capacity costs no memory; growing would copy.
+                    out.body.reserve_exact(body.len().max(max_bytes));
+                }
+                out.body.extend_from_slice(body);
+                out.keys.push(k.value());
+                out.records += u32::from_le_bytes(c) as u64;
             }
             Ok(out)
         };
@@ -253,14 +260,18 @@ mod tests {
             seen_secs: 9,
         };
         ch.put.push((7, e));
-        s.commit(&[], &[(2, b"ab".to_vec()), (1, b"c".to_vec())], &ch)
-            .unwrap();
+        let batches = [
+            EncodedBatch::from_body(2, b"ab"),
+            EncodedBatch::from_body(1, b"c"),
+        ];
+        s.commit(&[], &batches, &ch).unwrap();
         assert_eq!(s.bytes(), 4 + 2 + 4 + 1);
         assert_eq!(s.depth(), 2);
         let b = s.peek(1).unwrap();
-        assert_eq!(b.len(), 1, "at least one, then the byte bound");
-        assert_eq!((b[0].records, b[0].body.as_slice()), (2, b"ab".as_slice()));
-        s.ack(&[b[0].key]).unwrap();
+        assert_eq!(b.keys.len(), 1, "at least one, then the byte bound");
+        assert_eq!((b.records, b.body.as_slice()), (2, b"ab".as_slice()));
+        assert_eq!(s.peek(3).unwrap().body, b"abc");
+        s.ack(&b.keys).unwrap();
         assert_eq!(s.bytes(), 5);
         drop(s);
         let s = open();
@@ -272,8 +283,8 @@ mod tests {
         s.commit(&[], &[], &ch).unwrap();
         assert!(s.load_checkpoints().unwrap().is_empty());
         let rest = s.peek(1 << 20).unwrap();
-        assert_eq!(rest[0].body, b"c");
-        s.ack(&[rest[0].key]).unwrap();
+        assert_eq!(rest.body, b"c");
+        s.ack(&rest.keys).unwrap();
         assert_eq!(s.bytes(), 0);
     }
 }

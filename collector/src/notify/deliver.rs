@@ -13,7 +13,9 @@ use sha2::Sha256;
 use tracing::{error, info, warn};
 
 use super::outbox::{self, AfterFailure, Due, Record};
-use super::{DeadLetter, NotifyConfig, NotifyError, Receiver, STORE_RETRY, Shared, backoff};
+use super::{
+    DeadLetter, NotifyConfig, NotifyError, Outcome, Receiver, STORE_RETRY, Shared, backoff, render,
+};
 
 /// How much of a refusing receiver's answer goes into logs and `last_error`.
 const BODY_PREFIX_BYTES: usize = 256;
@@ -58,15 +60,21 @@ struct Failure {
 }
 
 /// Sends one due delivery and records the outcome. Returns the item id and receiver name so
-/// the loop can release their in-flight slots.
-pub(super) async fn deliver(shared: Arc<Shared>, due: Due) -> (u64, String) {
+/// the loop can release their in-flight slots, and what the attempt says about the receiver
+/// (for its circuit breaker).
+pub(super) async fn deliver(shared: Arc<Shared>, due: Due) -> (u64, String, Outcome) {
     let Due { id, record } = due;
-    let done = (id, record.receiver.clone());
+    let done = |o| (id, record.receiver.clone(), o);
     // The plan only hands out items of configured receivers.
     let Some(receiver) = shared.receivers.get(&record.receiver) else {
-        return done;
+        return done(Outcome::Inconclusive);
     };
-    let result = post(&shared.client, receiver, &record).await;
+    let result = post(&shared, receiver, &record).await;
+    let outcome = if result.is_ok() {
+        Outcome::Taken
+    } else {
+        Outcome::Failed
+    };
     let now = super::now();
     let db = shared.db.clone();
     match result {
@@ -86,8 +94,8 @@ pub(super) async fn deliver(shared: Arc<Shared>, due: Due) -> (u64, String) {
                     retries = record.attempts,
                     "Notification delivered."
                 ),
-                outcome => {
-                    store_failed(&shared, receiver, &record, outcome_error(outcome));
+                stored => {
+                    store_failed(&shared, receiver, &record, outcome_error(stored));
                     tokio::time::sleep(STORE_RETRY).await;
                 }
             }
@@ -129,24 +137,31 @@ pub(super) async fn deliver(shared: Arc<Shared>, due: Due) -> (u64, String) {
             }
         }
     }
-    done
+    done(outcome)
 }
 
 async fn post(
-    client: &reqwest::Client,
+    shared: &Shared,
     receiver: &Receiver,
     record: &Record,
 ) -> Result<StatusCode, Failure> {
-    let mut request = client
-        .post(&receiver.url)
+    let rendered = render::render(receiver, &record.body, shared.config.public_url.as_deref())
+        .map_err(|message| Failure {
+            stage: "render",
+            message,
+            status: None,
+        })?;
+    let mut request = shared
+        .client
+        .post(&rendered.url)
         .header(CONTENT_TYPE, "application/json")
         .header("X-Daytwo-Delivery", &record.delivery_id)
         .header("X-Daytwo-Event", record.event.as_str());
-    if let Some(secret) = receiver.secret.as_deref().filter(|s| !s.is_empty()) {
-        request = request.header("X-Daytwo-Signature", sign(secret, record.body.as_bytes()));
+    for (name, value) in rendered.headers {
+        request = request.header(name, value);
     }
     let response = request
-        .body(record.body.clone())
+        .body(rendered.body)
         .send()
         .await
         .map_err(transport_failure)?;

@@ -1,9 +1,9 @@
 //! The notify metrics, all defined here so a move to another metrics crate stays local.
 //!
 //! Labels are bounded: `receiver` is an operator-configured name, `event` one of three,
-//! `stage` one of `connect`, `timeout`, `send`, `response`, `store`.
+//! `stage` one of `connect`, `timeout`, `send`, `response`, `render`, `store`.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::NotifyError;
 
@@ -17,6 +17,8 @@ pub(super) struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Deliveries queued, as of the loop's last pass over the outbox.
     pub pending: IntGauge,
+    /// 1 while a receiver's circuit breaker is open or probing, else 0.
+    pub breaker_open: IntGaugeVec,
 }
 
 impl Metrics {
@@ -52,6 +54,14 @@ impl Metrics {
                 "Notifications queued in the outbox, waiting to be sent or retried.",
             )
             .map_err(err)?,
+            breaker_open: IntGaugeVec::new(
+                Opts::new(
+                    "daytwo_notify_breaker_open",
+                    "1 while the receiver's circuit breaker is open (its notifications are held, then probed), else 0.",
+                ),
+                &["receiver"],
+            )
+            .map_err(err)?,
         };
         registry.register(Box::new(m.sent.clone())).map_err(err)?;
         registry.register(Box::new(m.errors.clone())).map_err(err)?;
@@ -60,6 +70,9 @@ impl Metrics {
             .map_err(err)?;
         registry
             .register(Box::new(m.pending.clone()))
+            .map_err(err)?;
+        registry
+            .register(Box::new(m.breaker_open.clone()))
             .map_err(err)?;
         Ok(m)
     }

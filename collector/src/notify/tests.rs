@@ -157,6 +157,9 @@ fn fast_config(receivers: Vec<Receiver>) -> NotifyConfig {
         backoff_max: Duration::from_millis(100),
         request_timeout: Duration::from_secs(5),
         max_age: Duration::from_secs(3600),
+        // High enough that the breaker stays out of the way of the retry tests.
+        breaker_failures: 1000,
+        ..NotifyConfig::default()
     }
 }
 
@@ -748,4 +751,248 @@ fn metrics_register_under_their_names() {
 
 fn open_db_again(n: &Notifier) -> Arc<Database> {
     n.shared.db.clone()
+}
+
+// ---- routing, silences, breaker, fallback, dead-letter retry ----
+
+fn set_policy(db: &Database, policy: &Policy) {
+    let txn = db.begin_write().unwrap();
+    init_tables(&txn).unwrap();
+    write_policy(&txn, policy).unwrap();
+    txn.commit().unwrap();
+}
+
+fn silence_everything(comment: &str) -> Policy {
+    let t = now();
+    Policy {
+        silences: vec![Silence {
+            matcher: Matcher::default(),
+            starts_at: t.sub(Duration::from_secs(60)),
+            ends_at: t.add(Duration::from_secs(3600)),
+            comment: comment.into(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn events_of(db: &Database) -> Vec<(String, NotifyEvent, String)> {
+    outbox::records(db)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| (r.receiver, r.event, r.incident_id))
+        .collect()
+}
+
+impl Running {
+    fn gauge(&self, name: &str, receiver: &str) -> Option<f64> {
+        self.registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == name)?
+            .get_metric()
+            .iter()
+            .find(|m| m.get_label().iter().any(|l| l.value() == receiver))
+            .map(|m| m.get_gauge().get_value())
+    }
+}
+
+#[test]
+fn a_silenced_trigger_is_not_queued_and_gets_no_lone_resolve() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
+    set_policy(&db, &silence_everything("planned upgrade"));
+    let inc = incident("inc-1");
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    assert!(events_of(&db).is_empty(), "the trigger is held back");
+    // The silence ends before the incident resolves: still no lone resolve.
+    set_policy(&db, &Policy::default());
+    enqueue_committed(&db, &receivers, NotifyEvent::Acknowledge, &inc);
+    enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
+    assert!(events_of(&db).is_empty(), "{:?}", events_of(&db));
+}
+
+#[test]
+fn a_resolve_still_goes_out_when_the_silence_began_after_the_trigger() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
+    let inc = incident("inc-1");
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    set_policy(&db, &silence_everything("maintenance"));
+    enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
+    let other = incident("inc-2");
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &other);
+    assert_eq!(
+        events_of(&db),
+        [
+            ("hook".into(), NotifyEvent::Trigger, "inc-1".into()),
+            ("hook".into(), NotifyEvent::Resolve, "inc-1".into()),
+        ]
+    );
+}
+
+#[test]
+fn follow_ups_go_to_the_receivers_the_trigger_was_routed_to() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![
+        Receiver::webhook("critical", "http://127.0.0.1:9/x", None),
+        Receiver::webhook("other", "http://127.0.0.1:9/y", None),
+    ];
+    let route = |sev: Option<&str>, to: &str| Route {
+        matcher: Matcher {
+            severity: sev.map(String::from),
+            ..Default::default()
+        },
+        receivers: vec![to.into()],
+        continue_matching: false,
+    };
+    set_policy(
+        &db,
+        &Policy {
+            routes: vec![route(Some("critical"), "critical"), route(None, "other")],
+            ..Default::default()
+        },
+    );
+    let inc = incident("inc-1"); // critical
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    // Routes change before the resolve: it still follows the trigger.
+    set_policy(&db, &Policy::default());
+    enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
+    assert_eq!(
+        events_of(&db),
+        [
+            ("critical".into(), NotifyEvent::Trigger, "inc-1".into()),
+            ("critical".into(), NotifyEvent::Resolve, "inc-1".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_copies_to_the_fallback_once_then_probes_and_closes() {
+    let primary = TestReceiver::start(&[], 503).await;
+    let fallback = TestReceiver::start(&[], 200).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let mut p = Receiver::webhook("primary", &primary.url, None);
+    p.fallback = Some("backup".into());
+    let receivers = vec![p, Receiver::webhook("backup", &fallback.url, None)];
+    let only_primary = Policy {
+        routes: vec![Route {
+            matcher: Matcher::default(),
+            receivers: vec!["primary".into()],
+            continue_matching: false,
+        }],
+        ..Default::default()
+    };
+    let config = NotifyConfig {
+        breaker_failures: 3,
+        breaker_cooldown: Duration::from_millis(200),
+        policy: only_primary,
+        ..fast_config(receivers.clone())
+    };
+    let running = start(&db, config);
+    let inc = incident("inc-1");
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    running.waker.notify_one();
+    eventually("the breaker opens", || {
+        running.gauge("daytwo_notify_breaker_open", "primary") == Some(1.0)
+    })
+    .await;
+    eventually("the fallback gets the trigger", || {
+        fallback
+            .received()
+            .iter()
+            .any(|r| r.ok() && r.event() == "trigger")
+    })
+    .await;
+    enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
+    running.waker.notify_one();
+    eventually("the fallback gets the resolve too", || {
+        fallback
+            .received()
+            .iter()
+            .any(|r| r.ok() && r.event() == "resolve")
+    })
+    .await;
+    let probes_before = primary.received().len();
+    eventually("the primary keeps being probed", || {
+        primary.received().len() >= probes_before + 2
+    })
+    .await;
+    primary.answer_from_now_on(200);
+    eventually("the primary takes both, the breaker closes", || {
+        pending(&db) == 0 && running.gauge("daytwo_notify_breaker_open", "primary") == Some(0.0)
+    })
+    .await;
+    let fb: Vec<String> = fallback.received().iter().map(Received::event).collect();
+    assert_eq!(fb, ["trigger", "resolve"], "each copied once, in order");
+    let ok: Vec<String> = primary
+        .received()
+        .iter()
+        .filter(|r| r.ok())
+        .map(Received::event)
+        .collect();
+    assert_eq!(ok, ["trigger", "resolve"]);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_can_be_queued_again_and_is_then_delivered() {
+    let rx = TestReceiver::start(&[], 503).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", &rx.url, None)];
+    let config = NotifyConfig {
+        max_age: Duration::from_millis(200),
+        ..fast_config(receivers.clone())
+    };
+    let running = start(&db, config);
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &incident("inc-1"));
+    running.waker.notify_one();
+    eventually("it is dead-lettered", || {
+        Notifier::dead_letters(&db).unwrap().len() == 1
+    })
+    .await;
+    let dead = Notifier::dead_letters(&db).unwrap().remove(0);
+    rx.answer_from_now_on(200);
+    assert!(Notifier::retry_dead_letter(&db, 999_999).unwrap().is_none());
+    let again = Notifier::retry_dead_letter(&db, dead.id).unwrap().unwrap();
+    assert_eq!(again.delivery_id, dead.delivery_id);
+    eventually("the retry is delivered", || {
+        rx.received().iter().any(|r| r.ok()) && pending(&db) == 0
+    })
+    .await;
+    assert!(Notifier::dead_letters(&db).unwrap().is_empty());
+    let ok = rx.received().into_iter().find(|r| r.ok()).unwrap();
+    assert_eq!(ok.delivery(), dead.delivery_id);
+    running.stop().await;
+}
+
+#[test]
+fn config_validation_names_the_field_for_provider_receivers() {
+    let mut pd = Receiver::new(
+        "pd",
+        ReceiverKind::Pagerduty,
+        "https://events.pagerduty.com/v2/enqueue",
+    );
+    let cfg = |r: Vec<Receiver>| NotifyConfig {
+        receivers: r,
+        ..NotifyConfig::default()
+    };
+    let e = cfg(vec![pd.clone()]).validate().unwrap_err().to_string();
+    assert!(e.contains("collector.receivers[0].routing_key"), "{e}");
+    pd.routing_key = Some("k".into());
+    pd.fallback = Some("nobody".into());
+    let e = cfg(vec![pd.clone()]).validate().unwrap_err().to_string();
+    assert!(e.contains("collector.receivers[0].fallback"), "{e}");
+    pd.fallback = None;
+    let mut og = Receiver::new("og", ReceiverKind::Opsgenie, "https://api.opsgenie.com");
+    og.routing_key = Some("k".into());
+    let e = cfg(vec![pd.clone(), og])
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("collector.receivers[1].api_key"), "{e}");
 }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Root-cause accuracy on the recorded fault cases: builds release, replays every case in
+# ../shared/data/rca (or $RCA_DATA), scores with ../shared/tools/rca_score and prints the result
+# next to the published references, plus the replay time.
+#
+#   bench/rca.sh            # all cases
+#   bench/rca.sh sockshop   # one system
+#   KEEP=dir bench/rca.sh   # keep the result files in dir
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${RCA_DATA:-../shared/data/rca}
+score=${RCA_SCORE:-../shared/tools/rca_score}
+system=${1:-}
+if [ ! -d "$data" ]; then
+  echo "no recorded cases at $data (set RCA_DATA)" >&2
+  exit 2
+fi
+cargo build --release --quiet
+bin=./target/release/daytwo
+out=${KEEP:-$(mktemp -d)}
+mkdir -p "$out"
+cases=0
+slowest=0
+slowest_case=
+start=$(date +%s.%N)
+for d in "$data"/${system:-*}/*/; do
+  [ -f "$d/telemetry.otlp.jsonl.gz" ] || continue
+  c=$(basename "$d")
+  t0=$(date +%s.%N)
+  DAYTWO_LOG=${DAYTWO_LOG:-warn} "$bin" replay "$d/telemetry.otlp.jsonl.gz" --format json > "$out/$c.json"
+  t=$(echo "$(date +%s.%N) - $t0" | bc)
+  if (( $(echo "$t > $slowest" | bc) )); then slowest=$t; slowest_case=$c; fi
+  cases=$((cases + 1))
+done
+total=$(echo "$(date +%s.%N) - $start" | bc)
+echo "== rca_score"
+"$score" "${data}${system:+/$system}" "$out" | tee "$out/score.txt"
+echo
+echo "== references (same data; see ../shared/data/rca/README.md)"
+echo "Sock Shop        BARO Avg@5 0.98 (told the time within 60 s); NSigma z-score with true time 0.99"
+echo "Online Boutique  Nezha AC@1 0.64 (metrics+traces, w/o logs); z-score baseline with true time AC@1 0.27 AC@3 0.57"
+echo
+printf 'replay: %d cases in %.1f s (mean %.2f s, slowest %.2f s: %s)\n' \
+  "$cases" "$total" "$(echo "$total / $cases" | bc -l)" "$slowest" "$slowest_case"
+[ -n "${KEEP:-}" ] || echo "results: $out"

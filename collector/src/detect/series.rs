@@ -1,0 +1,354 @@
+//! One detected series: a [`RobustAnomaly`] sized to the series' sampling interval, plus the
+//! measurement of each episode it fires on.
+//!
+//! The detector decides *that* something changed; the episode measurement says *how much*:
+//! every sample from the onset (the first flagged sample of the confirming run) until the
+//! horizon is scored against the baseline (median, robust σ) frozen just before the onset, so a
+//! step or a ramp is measured at its full size rather than at the third flagged sample.
+
+use daytwo_detect::series::{RobustAnomaly, RobustAnomalyConfig, Sample, Sides};
+use daytwo_model::{Attributes, Entity, Evidence, Severity, Signal, Timestamp, stable_id};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// How detection adapts to a series' sampling interval. One configuration serves every
+/// series: the numbers are durations, converted to samples once the interval is known.
+#[derive(Clone, Debug)]
+pub struct SeriesTuning {
+    /// The baseline spans this long (in samples: clamped to `window_min..=window_max`).
+    pub window_secs: f64,
+    pub window_min: usize,
+    pub window_max: usize,
+    /// No sample is scored before the baseline spans this long (clamped to `warmup_min..=30`).
+    pub warmup_secs: f64,
+    pub warmup_min: usize,
+    /// An episode is measured for this long after it fires (clamped to `horizon_min..=60`
+    /// samples) before its signal is emitted.
+    pub horizon_secs: f64,
+    pub horizon_min: usize,
+    /// Robust z-score beyond which a sample is flagged.
+    pub k: f64,
+    /// `m` flagged samples among the last `n` confirm a change.
+    pub m: usize,
+    pub n: usize,
+    /// Floor of the robust σ, as a share of the series' typical level, so a series that sat on
+    /// one value does not score every small move as infinitely unusual.
+    pub relative_floor: f64,
+    /// z-scores are capped here (a series that was exactly constant would score ±∞).
+    pub max_sigma: f64,
+}
+
+impl Default for SeriesTuning {
+    fn default() -> Self {
+        SeriesTuning {
+            window_secs: 600.0,
+            window_min: 10,
+            window_max: 120,
+            warmup_secs: 60.0,
+            warmup_min: 5,
+            horizon_secs: 120.0,
+            horizon_min: 3,
+            k: 5.0,
+            m: 3,
+            n: 5,
+            relative_floor: 0.01,
+            max_sigma: 1e4,
+        }
+    }
+}
+
+fn samples(secs: f64, interval: f64, lo: usize, hi: usize) -> usize {
+    ((secs / interval).round() as usize).clamp(lo, hi.max(lo))
+}
+
+/// The signal name for a series of derived metric `metric` (span-derived or plain).
+pub fn anomaly_signal_name(metric: &str) -> &'static str {
+    if metric.starts_with("span.") {
+        if metric.contains("duration") {
+            super::LATENCY_ANOMALY
+        } else if metric.contains("error") {
+            super::ERROR_ANOMALY
+        } else {
+            super::THROUGHPUT_ANOMALY
+        }
+    } else {
+        super::METRIC_ANOMALY
+    }
+}
+
+/// An episode being measured.
+#[derive(Debug)]
+struct Episode {
+    onset: Timestamp,
+    fired: Timestamp,
+    fired_value: f64,
+    median: f64,
+    sigma: f64,
+    /// z-scores of the samples from the onset on, against the frozen baseline.
+    zs: Vec<f64>,
+    up: bool,
+    remaining: usize,
+    evidence: Vec<Sample>,
+}
+
+pub(super) struct Series {
+    key: String,
+    signal: &'static str,
+    resource: Arc<Attributes>,
+    entity: Entity,
+    metric: String,
+    unit: String,
+    point_attrs: Attributes,
+    tuning: SeriesTuning,
+    /// Samples kept until the interval is known (the second distinct timestamp).
+    warm: Vec<Sample>,
+    det: Option<RobustAnomaly>,
+    horizon: usize,
+    floor: f64,
+    /// The last `n` (time, z) pairs, z against the baseline before each sample.
+    recent: VecDeque<(Timestamp, f64)>,
+    /// The last samples, for evidence.
+    tail: VecDeque<Sample>,
+    episode: Option<Episode>,
+    last_seen: Timestamp,
+}
+
+impl Series {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        key: String,
+        signal: &'static str,
+        resource: Arc<Attributes>,
+        entity: Entity,
+        metric: String,
+        unit: String,
+        point_attrs: Attributes,
+        tuning: SeriesTuning,
+    ) -> Series {
+        Series {
+            key,
+            signal,
+            resource,
+            entity,
+            metric,
+            unit,
+            point_attrs,
+            tuning,
+            warm: Vec::new(),
+            det: None,
+            horizon: 0,
+            floor: 0.0,
+            recent: VecDeque::new(),
+            tail: VecDeque::new(),
+            episode: None,
+            last_seen: Timestamp(i64::MIN),
+        }
+    }
+
+    pub(super) fn last_seen(&self) -> Timestamp {
+        self.last_seen
+    }
+
+    /// Feeds one sample; returns a signal when an episode's measurement is complete.
+    pub(super) fn observe(&mut self, t: Timestamp, v: f64) -> Option<Signal> {
+        if !v.is_finite() || t < self.last_seen {
+            return None;
+        }
+        self.last_seen = t;
+        if self.det.is_none() {
+            self.warm.push((t, v));
+            let first = self.warm[0].0;
+            let Some(&(t2, _)) = self.warm.iter().find(|(ti, _)| *ti > first) else {
+                return None;
+            };
+            let interval = (t2.0 - first.0) as f64 / 1e9;
+            self.start(interval);
+            let warm = std::mem::take(&mut self.warm);
+            let mut out = None;
+            for (t, v) in warm {
+                if let Some(s) = self.step(t, v) {
+                    out = Some(s);
+                }
+            }
+            return out;
+        }
+        self.step(t, v)
+    }
+
+    fn start(&mut self, interval: f64) {
+        let tu = &self.tuning;
+        let window = samples(tu.window_secs, interval, tu.window_min, tu.window_max);
+        let warmup = samples(tu.warmup_secs, interval, tu.warmup_min, 30).min(window);
+        self.horizon = samples(tu.horizon_secs, interval, tu.horizon_min, 60);
+        let level = self.warm.iter().map(|(_, v)| v.abs()).sum::<f64>() / self.warm.len() as f64;
+        self.floor = (level * tu.relative_floor).max(1e-12);
+        let det = RobustAnomaly::new(RobustAnomalyConfig {
+            subject: self.metric.clone(),
+            unit: String::new(),
+            window_samples: window,
+            min_samples: warmup,
+            k: tu.k,
+            m: tu.m,
+            n: tu.n,
+            sides: Sides::Both,
+            min_scale: self.floor,
+            evidence_samples: 32,
+        })
+        .expect("the tuning always gives a valid config");
+        self.det = Some(det);
+    }
+
+    fn step(&mut self, t: Timestamp, v: f64) -> Option<Signal> {
+        let n = self.tuning.n;
+        let max = self.tuning.max_sigma;
+        let det = self.det.as_mut()?;
+        let baseline = det.baseline();
+        let z = baseline
+            .map(|(med, sigma)| ((v - med) / sigma.max(self.floor)).clamp(-max, max))
+            .unwrap_or(0.0);
+        self.recent.push_back((t, z));
+        if self.recent.len() > n {
+            self.recent.pop_front();
+        }
+        self.tail.push_back((t, v));
+        if self.tail.len() > 16 {
+            self.tail.pop_front();
+        }
+        let fired = det.observe(t, v);
+        let mut out = None;
+        if let Some(ep) = self.episode.as_mut() {
+            ep.zs
+                .push(((v - ep.median) / ep.sigma.max(self.floor)).clamp(-max, max));
+            if ep.evidence.len() < 48 {
+                ep.evidence.push((t, v));
+            }
+            ep.remaining = ep.remaining.saturating_sub(1);
+            if ep.remaining == 0 {
+                out = self.finish();
+            }
+        }
+        if let Some(d) = fired
+            && let Some((median, sigma)) = baseline
+        {
+            if self.episode.is_some() {
+                out = self.finish();
+            }
+            let up = d.magnitude > 0.0;
+            let k = self.tuning.k;
+            let flagged = |z: f64| if up { z > k } else { z < -k };
+            let onset_idx = self
+                .recent
+                .iter()
+                .position(|(_, z)| flagged(*z))
+                .unwrap_or(self.recent.len() - 1);
+            let zs: Vec<f64> = self
+                .recent
+                .iter()
+                .skip(onset_idx)
+                .map(|(_, z)| *z)
+                .collect();
+            let onset = self.recent[onset_idx].0;
+            let before = self.tail.len().saturating_sub(zs.len() + 12);
+            self.episode = Some(Episode {
+                onset,
+                fired: t,
+                fired_value: v,
+                median,
+                sigma: sigma.max(self.floor),
+                zs,
+                up,
+                remaining: self.horizon,
+                evidence: self.tail.iter().skip(before).copied().collect(),
+            });
+        }
+        out
+    }
+
+    /// Emits the episode being measured, if any.
+    pub(super) fn finish(&mut self) -> Option<Signal> {
+        let ep = self.episode.take()?;
+        let sign = if ep.up { 1.0 } else { -1.0 };
+        // Only the samples on the episode's side count: a spike back through the median
+        // is not part of the change.
+        let mut on_side: Vec<f64> = ep.zs.iter().map(|z| (z * sign).max(0.0)).collect();
+        on_side.sort_by(f64::total_cmp);
+        let peak = on_side.last().copied().unwrap_or(0.0);
+        let sustained = if on_side.is_empty() {
+            0.0
+        } else {
+            on_side[on_side.len() / 2]
+        };
+        let direction = if ep.up { "up" } else { "down" };
+        let mut attributes = self.point_attrs.clone();
+        let num = |x: f64| {
+            serde_json::Number::from_f64(x)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null)
+        };
+        attributes.insert("metric.name".into(), self.metric.clone().into());
+        if !self.unit.is_empty() {
+            attributes.insert("metric.unit".into(), self.unit.clone().into());
+        }
+        attributes.insert("daytwo.anomaly.direction".into(), direction.into());
+        attributes.insert("daytwo.anomaly.sigma".into(), num(sign * peak));
+        attributes.insert(
+            "daytwo.anomaly.sustained_sigma".into(),
+            num(sign * sustained),
+        );
+        attributes.insert("daytwo.anomaly.baseline".into(), num(ep.median));
+        attributes.insert("daytwo.anomaly.baseline_sigma".into(), num(ep.sigma));
+        attributes.insert("daytwo.anomaly.value".into(), num(ep.fired_value));
+        attributes.insert(
+            "daytwo.anomaly.detected_at".into(),
+            ep.fired.to_string().into(),
+        );
+        attributes.insert("daytwo.anomaly.samples".into(), (ep.zs.len() as i64).into());
+        let who = self
+            .entity
+            .attributes
+            .get("service.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or(&self.entity.name)
+            .to_string();
+        let message = format!(
+            "{} of {who} went {direction} from its median {} to {} ({:.1}σ at peak, {:.1}σ sustained), starting {}.",
+            self.metric,
+            short(ep.median),
+            short(ep.fired_value),
+            peak,
+            sustained,
+            ep.onset
+        );
+        let evidence = ep
+            .evidence
+            .iter()
+            .map(|(t, v)| Evidence {
+                time: *t,
+                kind: "sample".into(),
+                text: format!("{} {}", self.metric, short(*v)),
+            })
+            .collect();
+        Some(Signal {
+            id: stable_id(&["detect/v1", &self.key, &ep.onset.0.to_string()]),
+            name: self.signal.to_string(),
+            time: ep.onset,
+            severity: Severity::Warning,
+            entity: self.entity.clone(),
+            resource: (*self.resource).clone(),
+            attributes,
+            message,
+            evidence,
+        })
+    }
+}
+
+/// A number the way an operator reads it in a sentence.
+fn short(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-3) {
+        format!("{v:.3e}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.4}")
+    }
+}
