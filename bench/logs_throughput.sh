@@ -4,7 +4,8 @@
 #   (a) tail + CRI parse + partial and multi-line joining + redaction + template ids +
 #       detectors + OTLP encoding, no disk queue, no network (`daytwo agent --log-bench`):
 #       lines per CPU-second (goal >= 1,000,000), peak RSS (goal < 64 MiB);
-#   (b) the whole path: the agent ships to `daytwo collector` on loopback: lines per second
+#   (b) the whole path: the agent ships to `daytwo collector` on loopback (uncompressed:
+#       gzip is skipped on loopback; BENCH_AGENT_FLAGS passes extra agent flags): lines per second
 #       (goal >= 450,000) until the agent's daytwo_agent_logs_records_sent_total stops short of
 #       nothing, CPU-seconds and peak RSS of the agent.
 # Usage: bench/logs_throughput.sh [SIZE_BYTES] [WORKDIR]

@@ -39,13 +39,31 @@ fn a_latency_step_in_one_service_names_that_service() {
         .iter()
         .flat_map(|i| i["root_causes"].as_array().unwrap())
         .collect();
-    causes.sort_by(|a, b| b["score"].as_f64().unwrap().total_cmp(&a["score"].as_f64().unwrap()));
+    causes.sort_by(|a, b| {
+        b["score"]
+            .as_f64()
+            .unwrap()
+            .total_cmp(&a["score"].as_f64().unwrap())
+    });
     assert_eq!(causes[0]["entity"]["name"], "cart", "{stdout}");
     assert_eq!(causes[0]["entity"]["kind"], "service");
     assert_eq!(causes[0]["rule"], "daytwo.generic");
     let inc = &incidents[0];
-    for field in ["id", "fingerprint", "status", "severity", "opened_at", "updated_at", "title", "signals", "links"] {
-        assert!(inc.get(field).is_some(), "incident JSON lacks {field}: {inc}");
+    for field in [
+        "id",
+        "fingerprint",
+        "status",
+        "severity",
+        "opened_at",
+        "updated_at",
+        "title",
+        "signals",
+        "links",
+    ] {
+        assert!(
+            inc.get(field).is_some(),
+            "incident JSON lacks {field}: {inc}"
+        );
     }
 }
 
@@ -63,9 +81,16 @@ fn an_empty_file_gives_no_incidents_and_exit_0() {
 fn a_bad_line_names_file_and_line_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.jsonl");
-    std::fs::write(&path, "{\"resourceLogs\":[]}\n{\"resourceMetrics\": \"x\"}\n").unwrap();
+    std::fs::write(
+        &path,
+        "{\"resourceLogs\":[]}\n{\"resourceMetrics\": \"x\"}\n",
+    )
+    .unwrap();
     let (code, stdout, stderr) = replay(&[&path]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
-    assert!(stderr.contains(&format!("{}:2:", path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:", path.display())),
+        "{stderr}"
+    );
 }

@@ -73,9 +73,9 @@ pub struct LogsConfig {
     pub compress: bool,
     /// Reading pauses while this many bytes of raw logs wait on disk (256 MiB).
     pub queue_max_bytes: u64,
-    /// Bytes read per poll (and per commit) across all files (4 MiB).
+    /// Bytes read per poll across all files (1 MiB); a commit holds one or two polls.
     pub read_budget_bytes: usize,
-    /// Export requests carry at most this many bytes of records (4 MiB).
+    /// Stored batches and export requests carry about this many bytes of records (1 MiB).
     pub max_request_bytes: usize,
     /// Log signals; `None` turns detection off.
     pub detect: Option<DetectConfig>,
@@ -188,7 +188,8 @@ impl LogsConfig {
             mine::default_miner(),
             self.detect.clone(),
             self.ship_raw,
-        ))
+        )
+        .with_batch_max_bytes(self.max_request_bytes))
     }
 }
 
@@ -281,47 +282,45 @@ impl LogsSource {
         m.logs_queue_bytes.set(self.store.bytes() as i64);
     }
 
-    /// One poll and its commit (blocking). Returns whether more data is waiting now.
-    fn poll_and_commit(&mut self, now_ms: u64, shutdown: &CancellationToken) -> bool {
+    /// One poll (blocking): what it read waits in the pipeline and the tailer until
+    /// [`LogsSource::take_pending`]. Returns whether more data is waiting now.
+    fn poll(&mut self, now_ms: u64) -> bool {
         let now_ns = daytwo_model::Timestamp::from_system_time(SystemTime::now()).0;
         let read = self.store.bytes() < self.cfg.queue_max_bytes;
         self.tailer.poll(now_ms, now_ns, read, &mut self.pipeline);
         self.pipeline.tick(now_ns);
-        let batches = self.pipeline.take_batches();
-        let signals = self.pipeline.take_signals();
-        let changes = self.tailer.take_checkpoint_changes();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.store.commit(&signals, &batches, &changes) {
-                Ok(()) => break,
-                Err(e) => {
-                    self.metrics
-                        .logs_errors
-                        .with_label_values(&[LOG_STAGE_COMMIT])
-                        .inc();
-                    error!(error = %e, "Cannot commit read logs to the state file; retrying (reading is paused).");
-                    if shutdown.is_cancelled() {
-                        // Not committed: the checkpoints did not move either, so the next
-                        // start reads these lines again.
-                        return false;
-                    }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        self.export_metrics();
+        read && !self.tailer.caught_up()
+    }
+
+    /// Everything read since the last call, with the checkpoints that cover exactly it.
+    fn take_pending(&mut self) -> Pending {
+        Pending {
+            batches: self.pipeline.take_batches(),
+            signals: self.pipeline.take_signals(),
+            changes: self.tailer.take_checkpoint_changes(),
         }
-        self.pipeline.recycle(batches);
-        for s in &signals {
+    }
+
+    /// After a commit: counts its signals and keeps its buffers.
+    fn committed(&mut self, done: Pending) {
+        for s in &done.signals {
             self.metrics
                 .signals_emitted
                 .with_label_values(&[s.name.as_str()])
                 .inc();
         }
-        self.export_metrics();
-        read && !self.tailer.caught_up()
+        self.pipeline.recycle(done.batches);
+        self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
     }
 
     /// Runs until `shutdown`.
+    ///
+    /// Reading and committing overlap: while one commit (and its fsync) runs on the blocking
+    /// pool, the next polls read on; what they read is committed next, in one transaction
+    /// (group commit, bounded by [`MAX_PENDING_BUDGETS`] read budgets). Commits stay in
+    /// order and each carries the checkpoints of exactly its records, so a crash at any
+    /// point re-reads only what no durable commit covers.
     pub async fn run(mut self, shutdown: CancellationToken) {
         info!(
             paths = ?self.cfg.sources.iter().map(|s| s.glob.as_str()).collect::<Vec<_>>(),
@@ -331,11 +330,18 @@ impl LogsSource {
         );
         let start = tokio::time::Instant::now();
         let interval = self.cfg.poll_interval;
+        let max_pending = self.cfg.read_budget_bytes * MAX_PENDING_BUDGETS;
+        let mut inflight: Option<tokio::task::JoinHandle<Option<Pending>>> = None;
         loop {
+            if shutdown.is_cancelled() {
+                if let Some(h) = inflight.take() {
+                    let _ = h.await;
+                }
+                return;
+            }
             let now_ms = start.elapsed().as_millis() as u64;
-            let token = shutdown.clone();
             let (back, more) = match tokio::task::spawn_blocking(move || {
-                let more = self.poll_and_commit(now_ms, &token);
+                let more = self.poll(now_ms);
                 (self, more)
             })
             .await
@@ -347,16 +353,94 @@ impl LogsSource {
                 }
             };
             self = back;
+            let busy = inflight.as_ref().is_some_and(|h| !h.is_finished());
+            if busy
+                && more
+                && !shutdown.is_cancelled()
+                && self.pipeline.pending_bytes() < max_pending
+            {
+                // The previous commit is still syncing: read on into the same batches.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if let Some(h) = inflight.take() {
+                match h.await {
+                    Ok(Some(done)) => self.committed(done),
+                    // Given up at shutdown: nothing of it (nor its checkpoints) is durable.
+                    Ok(None) => return,
+                    Err(e) => {
+                        error!(error = %e, "The log commit task failed; log reading stopped. This is a bug; please report it with the log.");
+                        return;
+                    }
+                }
+            }
             if shutdown.is_cancelled() {
+                // What was read since the last commit is not durable, and neither are the
+                // checkpoints past it: the next start reads it again.
                 return;
+            }
+            let pending = self.take_pending();
+            if !pending.is_empty() {
+                let store = self.store.clone();
+                let metrics = self.metrics.clone();
+                let token = shutdown.clone();
+                inflight = Some(tokio::task::spawn_blocking(move || {
+                    commit(&store, &metrics, pending, &token)
+                }));
             }
             if more {
                 tokio::task::yield_now().await;
                 continue;
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+/// How many read budgets a group commit may hold while the previous commit syncs.
+const MAX_PENDING_BUDGETS: usize = 2;
+
+/// Read records, their signals and the checkpoints that cover them: one transaction.
+struct Pending {
+    batches: Vec<encode::EncodedBatch>,
+    signals: Vec<daytwo_model::Signal>,
+    changes: tail::CheckpointChanges,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.signals.is_empty() && self.changes.is_empty()
+    }
+}
+
+/// Commits `p` (blocking), retrying a failing disk until it works or `shutdown` (then
+/// `None`: nothing was committed).
+fn commit(
+    store: &LogStore,
+    metrics: &Metrics,
+    p: Pending,
+    shutdown: &CancellationToken,
+) -> Option<Pending> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.commit(&p.signals, &p.batches, &p.changes) {
+            Ok(()) => return Some(p),
+            Err(e) => {
+                metrics
+                    .logs_errors
+                    .with_label_values(&[LOG_STAGE_COMMIT])
+                    .inc();
+                error!(error = %e, "Cannot commit read logs to the state file; retrying (reading is paused).");
+                if shutdown.is_cancelled() {
+                    // Not committed: the checkpoints did not move either, so the next start
+                    // reads these lines again.
+                    return None;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -13,8 +13,9 @@
 //!   rate per second first. Histograms and summaries are not scored (yet).
 //! * **Traces.** SERVER and CONSUMER spans are bucketed per service (resource `service.name`) by
 //!   start time into [`SPAN_BUCKET_SECS`] intervals, giving per-service latency p50 and p99,
-//!   call rate and error ratio series, plus the latency callers observe on their CLIENT spans
-//!   into each service. A bucket in which no span at all arrived is a gap in the recording, not
+//!   call rate and error ratio series, plus, per calling service, the latency it observes on
+//!   its CLIENT spans into each service (`span.client.duration.p50`, about the service called,
+//!   with [`CALLER`] naming the caller). A bucket in which no span at all arrived is a gap in the recording, not
 //!   zero traffic, and is skipped.
 //!
 //! Each series runs a [`RobustAnomaly`] (rolling median/MAD). Its window, warm-up and
@@ -58,6 +59,9 @@ pub const LATENCY_ANOMALY: &str = "daytwo.service.latency_anomaly";
 pub const THROUGHPUT_ANOMALY: &str = "daytwo.service.throughput_anomaly";
 /// The signal emitted for an anomaly in a service's share of failed calls.
 pub const ERROR_ANOMALY: &str = "daytwo.service.error_anomaly";
+
+/// On client-side latency anomalies from spans: the service that made the calls.
+pub const CALLER: &str = "daytwo.caller.service";
 
 /// Every signal name [`Detect`] emits (the ranker's input).
 pub const DETECTION_SIGNALS: &[&str] = &[
@@ -203,7 +207,10 @@ impl Detect {
                     entity_from_resource(&s.resource),
                     s.metric.to_string(),
                     s.unit.to_string(),
-                    Attributes::new(),
+                    s.caller
+                        .iter()
+                        .map(|c| (CALLER.to_string(), serde_json::Value::from(c.as_str())))
+                        .collect(),
                     tuning.clone(),
                 )
             });

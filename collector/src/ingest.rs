@@ -135,7 +135,28 @@ impl LogsService for Ingest {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let req = request.into_inner();
-        let (decoded, plain) = daytwo_model::otlp::signals_from_request(&req);
+        // Plain log records (agents' raw logs) are only counted: a request holding nothing
+        // else is counted without decoding any record into a signal (which converts every
+        // record's attributes first), the common case by far.
+        let is_plain = |r: &opentelemetry_proto::tonic::logs::v1::LogRecord| {
+            r.event_name.is_empty() && !r.attributes.iter().any(|kv| kv.key == "event.name")
+        };
+        let all_plain = req
+            .resource_logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .all(|sl| sl.log_records.iter().all(is_plain));
+        let (decoded, plain) = if all_plain {
+            let n = req
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .map(|sl| sl.log_records.len())
+                .sum();
+            (Vec::new(), n)
+        } else {
+            daytwo_model::otlp::signals_from_request(&req)
+        };
         self.metrics.log_records.inc_by(plain as u64);
         let mut signals = Vec::with_capacity(decoded.len());
         let mut rejected = 0i64;

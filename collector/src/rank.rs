@@ -127,7 +127,15 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
     if !DETECTION_SIGNALS.contains(&s.name.as_str()) {
         return None;
     }
-    let sigma = s.attributes.get("daytwo.anomaly.sigma")?.as_f64()?;
+    let peak = s.attributes.get("daytwo.anomaly.sigma")?.as_f64()?;
+    // A one-sample spike has a high peak and nothing sustained; the geometric mean of the
+    // two keeps a lasting change ahead of a blip of the same height.
+    let sustained = s
+        .attributes
+        .get("daytwo.anomaly.sustained_sigma")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(peak);
+    let sigma = peak.signum() * (peak.abs() * sustained.abs()).sqrt();
     let metric = s
         .attributes
         .get("metric.name")
@@ -141,6 +149,26 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         up: sigma >= 0.0,
         onset: s.time,
     })
+}
+
+/// Client-side anomalies towards this many distinct services are the caller's.
+const FAN_OUT: usize = 3;
+
+/// The calling service of a client-side latency anomaly (span-derived, or an `rpc.client.*`
+/// metric reported by the caller about `peer.service`).
+fn caller_of(s: &Signal) -> Option<String> {
+    if let Some(c) = s
+        .attributes
+        .get(crate::detect::CALLER)
+        .and_then(|v| v.as_str())
+    {
+        return Some(c.to_string());
+    }
+    let metric = s.attributes.get("metric.name")?.as_str()?;
+    if metric.starts_with("rpc.client") && s.attributes.contains_key("peer.service") {
+        return s.resource.get("service.name")?.as_str().map(str::to_string);
+    }
+    None
 }
 
 /// The service a signal is about: `service.name` of its entity or resource, else the entity name.
@@ -164,11 +192,31 @@ struct Candidate<'a> {
 /// Ranks the services behind an incident's anomaly signals. Returns at most
 /// [`MAX_HYPOTHESES`] hypotheses, highest score first; none when no signal is an anomaly.
 pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
-    let mut by_service: BTreeMap<String, Vec<Anomaly>> = BTreeMap::new();
-    for s in signals {
-        if let Some(a) = anomaly(s) {
-            by_service.entry(service_of(s)).or_default().push(a);
+    let anomalies: Vec<Anomaly> = signals.iter().filter_map(anomaly).collect();
+    // Client-side latency is about the service called, unless one caller saw calls to several
+    // services go wrong: then the common factor is the caller (its CPU, its network), not them.
+    let mut callees_by_caller: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in &anomalies {
+        if let Some(c) = caller_of(a.signal) {
+            callees_by_caller
+                .entry(c)
+                .or_default()
+                .insert(service_of(a.signal));
         }
+    }
+    let mut by_service: BTreeMap<String, Vec<Anomaly>> = BTreeMap::new();
+    for a in anomalies {
+        let svc = match caller_of(a.signal) {
+            Some(c)
+                if callees_by_caller
+                    .get(&c)
+                    .is_some_and(|s| s.len() >= FAN_OUT) =>
+            {
+                c
+            }
+            _ => service_of(a.signal),
+        };
+        by_service.entry(svc).or_default().push(a);
     }
     let cands: Vec<Candidate> = by_service
         .into_iter()

@@ -168,8 +168,7 @@ impl FileBatch {
         // count, then tag + the longest varint + bytes for ResourceLogs, Resource, ScopeLogs
         // and the scope.
         let head = 4 + (1 + 10) + (1 + 10 + res.len()) + (1 + 10) + (1 + 10 + scope.len());
-        let mut buf = Vec::new();
-        buf.resize(head, 0);
+        let buf = vec![0; head];
         FileBatch {
             resource: res,
             scope,

@@ -47,6 +47,10 @@ pub struct Pipeline {
     released: Vec<u64>,
     /// Buffers of committed batches, reused for the next ones.
     spare: Vec<Vec<u8>>,
+    /// A file's batch is finished once it holds this many bytes (one export request).
+    batch_max_bytes: usize,
+    /// Batches finished early (see `batch_max_bytes`), oldest first.
+    ready: Vec<EncodedBatch>,
     pub stats: PipelineStats,
 }
 
@@ -70,20 +74,30 @@ impl Pipeline {
             signals: Vec::new(),
             released: Vec::new(),
             spare: Vec::new(),
+            batch_max_bytes: usize::MAX,
+            ready: Vec::new(),
             stats: PipelineStats::default(),
         }
     }
 
-    /// Encoded `ResourceLogs` of every file with records since the last call. Hand them
-    /// back with [`Pipeline::recycle`] once committed.
+    /// Finishes a file's batch once it holds `bytes` (default: never), so a stored batch,
+    /// and the export request made of it, stays about that size.
+    pub fn with_batch_max_bytes(mut self, bytes: usize) -> Self {
+        self.batch_max_bytes = bytes.max(1);
+        self
+    }
+
+    /// Encoded `ResourceLogs` of every file with records since the last call (a file's in
+    /// order). Hand them back with [`Pipeline::recycle`] once committed.
     pub fn take_batches(&mut self) -> Vec<EncodedBatch> {
         let spare = &mut self.spare;
-        let out = self
-            .files
-            .values_mut()
-            .filter(|f| !f.batch.is_empty())
-            .map(|f| f.batch.finish(spare.pop().unwrap_or_default()))
-            .collect();
+        let mut out = std::mem::take(&mut self.ready);
+        out.extend(
+            self.files
+                .values_mut()
+                .filter(|f| !f.batch.is_empty())
+                .map(|f| f.batch.finish(spare.pop().unwrap_or_default())),
+        );
         for id in std::mem::take(&mut self.released) {
             let Some(f) = self.files.remove(&id) else {
                 continue;
@@ -105,13 +119,13 @@ impl Pipeline {
     /// Keeps the buffers of committed batches for the next ones (a few, bounded).
     pub fn recycle(&mut self, batches: Vec<EncodedBatch>) {
         for b in batches {
-            if self.spare.len() >= 4 {
+            if self.spare.len() >= 2 {
                 break;
             }
             let buf = b.into_buf();
             // A batch is bounded by the read budget; a buffer far larger came from an
             // unusual poll and is not worth keeping.
-            if buf.capacity() <= 16 << 20 {
+            if buf.capacity() <= self.batch_max_bytes.saturating_mul(2).max(1 << 20) {
                 self.spare.push(buf);
             }
         }
@@ -119,7 +133,8 @@ impl Pipeline {
 
     /// Bytes of encoded records waiting for `take_batches`.
     pub fn pending_bytes(&self) -> usize {
-        self.files.values().map(|f| f.batch.bytes()).sum()
+        self.files.values().map(|f| f.batch.bytes()).sum::<usize>()
+            + self.ready.iter().map(|b| b.value().len()).sum::<usize>()
     }
 
     /// Signals decided since the last call.
@@ -220,6 +235,10 @@ impl RecordSink for Pipeline {
                 template,
                 rec.truncated,
             );
+            if f.batch.bytes() >= self.batch_max_bytes {
+                let next = self.spare.pop().unwrap_or_default();
+                self.ready.push(f.batch.finish(next));
+            }
         }
     }
 

@@ -131,36 +131,46 @@ impl LogShipper {
         }
     }
 
+    /// Ships until `shutdown`. The ack (a durable delete) of one request overlaps the next
+    /// export; at most one ack is in flight, and the next peek skips the keys it covers.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut acking: Option<tokio::task::JoinHandle<()>> = None;
+        // The last key handed to `acking`.
+        let mut after: Option<u64> = None;
         loop {
             if shutdown.is_cancelled() {
-                return;
+                break;
             }
             let store = self.store.clone();
             let max = self.max_request_bytes;
-            let batch = match tokio::task::spawn_blocking(move || store.peek(max)).await {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    error!(error = %e, "Cannot read the log queue; retrying.");
-                    if !self.wait(&shutdown).await {
-                        return;
+            let batch =
+                match tokio::task::spawn_blocking(move || store.peek_after(after, max)).await {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "Cannot read the log queue; retrying.");
+                        if !self.wait(&shutdown).await {
+                            break;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Err(e) => {
-                    error!(error = %e, "Log queue read task failed; retrying.");
-                    if !self.wait(&shutdown).await {
-                        return;
+                    Err(e) => {
+                        error!(error = %e, "Log queue read task failed; retrying.");
+                        if !self.wait(&shutdown).await {
+                            break;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             if batch.is_empty() {
+                if let Some(h) = acking.take() {
+                    let _ = h.await;
+                    self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
+                }
                 // notify_one keeps a permit when nobody waits: a commit between the peek and
                 // here still wakes us.
                 let store = self.store.clone();
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => break,
                     _ = store.pushed().notified() => continue,
                 }
             }
@@ -168,7 +178,7 @@ impl LogShipper {
             let keys = batch.keys;
             let body = batch.body;
             let sent = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 r = self.export(body) => r,
             };
             match sent {
@@ -199,26 +209,40 @@ impl LogShipper {
                         .inc();
                     warn!(collector = %self.collector, records, reason = %status, "Export of raw logs failed; will retry.");
                     if !self.wait(&shutdown).await {
-                        return;
+                        break;
                     }
                     continue;
                 }
             }
-            loop {
-                let store = self.store.clone();
-                let k = keys.clone();
-                match tokio::task::spawn_blocking(move || store.ack(&k)).await {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => {
-                        error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
-                    }
-                    Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
-                }
-                if !self.wait(&shutdown).await {
-                    return;
-                }
+            if let Some(h) = acking.take() {
+                let _ = h.await;
+                self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
             }
-            self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
+            after = keys.last().copied().or(after);
+            let store = self.store.clone();
+            let token = shutdown.clone();
+            let mut backoff = self.backoff.clone();
+            acking = Some(tokio::spawn(async move {
+                loop {
+                    let s = store.clone();
+                    let k = keys.clone();
+                    match tokio::task::spawn_blocking(move || s.ack(&k)).await {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => {
+                            error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
+                        }
+                        Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
+                    }
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }));
+        }
+        // An ack in progress finishes (or gives up at shutdown) before we return.
+        if let Some(h) = acking.take() {
+            let _ = h.await;
         }
     }
 

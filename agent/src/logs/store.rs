@@ -169,11 +169,17 @@ impl LogStore {
     /// The oldest batches, up to `max_bytes` of body (at least one), read straight into one
     /// request body.
     pub fn peek(&self, max_bytes: usize) -> Result<Peeked, QueueError> {
+        self.peek_after(None, max_bytes)
+    }
+
+    /// Like [`LogStore::peek`], skipping keys up to `after` (sent, their ack in progress).
+    pub fn peek_after(&self, after: Option<u64>, max_bytes: usize) -> Result<Peeked, QueueError> {
         let read = || -> Result<Peeked, redb::Error> {
             let r = self.queue.database().begin_read()?;
             let t = r.open_table(LOG_QUEUE)?;
             let mut out = Peeked::default();
-            for item in t.iter()? {
+            let from = after.map_or(0, |k| k.saturating_add(1));
+            for item in t.range(from..)? {
                 let (k, v) = item?;
                 let v = v.value();
                 let (count, body) = v.split_at(4.min(v.len()));
@@ -271,6 +277,8 @@ mod tests {
         assert_eq!(b.keys.len(), 1, "at least one, then the byte bound");
         assert_eq!((b.records, b.body.as_slice()), (2, b"ab".as_slice()));
         assert_eq!(s.peek(3).unwrap().body, b"abc");
+        let after = s.peek_after(Some(b.keys[0]), 1 << 20).unwrap();
+        assert_eq!((after.records, after.body.as_slice()), (1, b"c".as_slice()));
         s.ack(&b.keys).unwrap();
         assert_eq!(s.bytes(), 5);
         drop(s);

@@ -204,6 +204,8 @@ pub fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     }
 }
 
+// The statvfs and rlimit field types are u32 or u64 depending on the target.
+#[allow(clippy::unnecessary_cast)]
 /// Reads `<proc_root>/mounts` and `statvfs`es every mount worth watching; a mount that
 /// cannot be stat-ed (gone, no permission) is left out and counted in the second value.
 pub fn read_filesystems(proc_root: &Path) -> (Vec<Filesystem>, u64) {

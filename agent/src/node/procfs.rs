@@ -290,6 +290,8 @@ pub struct SelfHealth {
     pub start_time_seconds: Option<f64>,
 }
 
+// rlim_t is u32 or u64 depending on the target.
+#[allow(clippy::unnecessary_cast)]
 /// Reads the agent's own process health from `/proc/self` (not the host's proc root: this is
 /// about this process wherever it runs).
 pub fn read_self() -> Option<SelfHealth> {

@@ -158,9 +158,7 @@ impl Series {
         if self.det.is_none() {
             self.warm.push((t, v));
             let first = self.warm[0].0;
-            let Some(&(t2, _)) = self.warm.iter().find(|(ti, _)| *ti > first) else {
-                return None;
-            };
+            let &(t2, _) = self.warm.iter().find(|(ti, _)| *ti > first)?;
             let interval = (t2.0 - first.0) as f64 / 1e9;
             self.start(interval);
             let warm = std::mem::take(&mut self.warm);

@@ -38,13 +38,16 @@ pub(super) struct SpanSample {
     pub signal: &'static str,
     pub time: Timestamp,
     pub value: f64,
+    /// For client-side latency: the calling service.
+    pub caller: Option<String>,
 }
 
 #[derive(Default)]
 struct Acc {
     server: Vec<f64>,
     errors: u32,
-    inbound_client: Vec<f64>,
+    /// Durations of the CLIENT spans calling this service, by calling service.
+    inbound_client: HashMap<u32, Vec<f64>>,
 }
 
 #[derive(Clone, Copy)]
@@ -149,7 +152,10 @@ impl SpanStats {
                 .get_mut(&bucket)
                 .map(|b| b.entry(callee).or_default())
         {
-            acc.inbound_client.push(client_duration);
+            acc.inbound_client
+                .entry(caller)
+                .or_default()
+                .push(client_duration);
         }
     }
 
@@ -249,36 +255,56 @@ impl SpanStats {
         let time = Timestamp(bucket);
         for (i, (key, resource)) in self.services.iter().enumerate() {
             let acc = accs.remove(&(i as u32)).unwrap_or_default();
-            let mut push = |metric: &'static str, unit: &'static str, value: f64| {
-                out.push(SpanSample {
-                    service_key: key.clone(),
-                    resource: resource.clone(),
-                    metric,
-                    unit,
-                    signal: super::anomaly_signal_name(metric),
-                    time,
-                    value,
-                })
-            };
+            let mut push =
+                |metric: &'static str, unit: &'static str, value: f64, caller: Option<String>| {
+                    out.push(SpanSample {
+                        service_key: match &caller {
+                            Some(c) => format!("{key};caller={c}"),
+                            None => key.clone(),
+                        },
+                        caller,
+                        resource: resource.clone(),
+                        metric,
+                        unit,
+                        signal: super::anomaly_signal_name(metric),
+                        time,
+                        value,
+                    })
+                };
             let calls = acc.server.len();
-            push("span.server.call.rate", "{call}/s", calls as f64 / secs);
+            push(
+                "span.server.call.rate",
+                "{call}/s",
+                calls as f64 / secs,
+                None,
+            );
             if calls >= MIN_FOR_QUANTILE {
                 let mut d = acc.server;
                 d.sort_by(f64::total_cmp);
-                push("span.server.duration.p50", "s", quantile(&d, 0.5));
-                push("span.server.duration.p99", "s", quantile(&d, 0.99));
+                push("span.server.duration.p50", "s", quantile(&d, 0.5), None);
+                push("span.server.duration.p99", "s", quantile(&d, 0.99), None);
             }
             if calls as u32 >= MIN_FOR_RATIO {
                 push(
                     "span.server.error.ratio",
                     "1",
                     acc.errors as f64 / calls as f64,
+                    None,
                 );
             }
-            if acc.inbound_client.len() >= MIN_FOR_QUANTILE {
-                let mut d = acc.inbound_client;
-                d.sort_by(f64::total_cmp);
-                push("span.inbound_client.duration.p50", "s", quantile(&d, 0.5));
+            let mut callers: Vec<(u32, Vec<f64>)> = acc.inbound_client.into_iter().collect();
+            callers.sort_by_key(|(c, _)| *c);
+            for (caller, mut d) in callers {
+                if d.len() >= MIN_FOR_QUANTILE {
+                    d.sort_by(f64::total_cmp);
+                    let name = self.service_name(caller);
+                    push(
+                        "span.client.duration.p50",
+                        "s",
+                        quantile(&d, 0.5),
+                        Some(name),
+                    );
+                }
             }
         }
     }
