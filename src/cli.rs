@@ -268,6 +268,21 @@ pub enum IncidentsCommand {
         /// Only this severity: info, warning, critical.
         #[arg(long)]
         severity: Option<String>,
+        /// Only incidents in this cluster (k8s.cluster.name).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only incidents in this namespace (k8s.namespace.name).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only incidents with this root-cause entity: NAME or KIND/NAME.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Only incidents opened at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only incidents opened before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,

@@ -23,14 +23,28 @@ async fn run_async(args: IncidentsArgs) -> Result<ExitCode> {
         IncidentsCommand::List {
             status,
             severity,
+            cluster,
+            namespace,
+            entity,
+            since,
+            until,
             limit,
         } => {
             let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             if let Some(s) = status {
                 q.push(("status", s));
             }
-            if let Some(s) = severity {
-                q.push(("severity", s));
+            for (k, v) in [
+                ("severity", severity),
+                ("cluster", cluster),
+                ("namespace", namespace),
+                ("entity", entity),
+                ("since", since),
+                ("until", until),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
             }
             let req = client.get(format!("{base}/api/v1/incidents")).query(&q);
             let body: serde_json::Value = send(req, &base).await?;

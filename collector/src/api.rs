@@ -80,8 +80,25 @@ struct ListQuery {
     status: Option<String>,
     severity: Option<String>,
     host: Option<String>,
+    cluster: Option<String>,
+    namespace: Option<String>,
+    entity: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+}
+
+fn parse_time(param: &str, v: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    v.map(|s| {
+        Timestamp::parse_rfc3339(&s).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{param}={s:?}: {e}; expected RFC 3339 like 2026-11-25T14:00:00Z"),
+            )
+        })
+    })
+    .transpose()
 }
 
 async fn list_incidents(
@@ -91,7 +108,7 @@ async fn list_incidents(
     let Query(q) = q.map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("{e}; known parameters: status, severity, host, limit, cursor"),
+            format!("{e}; known parameters: status, severity, host, cluster, namespace, entity, since, until, limit, cursor"),
         )
     })?;
     let status = q
@@ -120,6 +137,11 @@ async fn list_incidents(
         status,
         severity,
         host: q.host,
+        cluster: q.cluster,
+        namespace: q.namespace,
+        entity: q.entity,
+        since: parse_time("since", q.since)?,
+        until: parse_time("until", q.until)?,
         limit: q.limit.unwrap_or(100),
         cursor: q.cursor,
     };

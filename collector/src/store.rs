@@ -72,8 +72,19 @@ from_redb!(
 pub struct ListFilter {
     pub status: Option<IncidentStatus>,
     pub severity: Option<Severity>,
-    /// Only incidents whose fingerprint or any root cause entity mentions this host.
+    /// Only incidents whose root causes or signals are on this host (`host.name`).
     pub host: Option<String>,
+    /// Only incidents whose root causes or signals carry this `k8s.cluster.name`.
+    pub cluster: Option<String>,
+    /// Only incidents whose root causes or signals carry this `k8s.namespace.name`.
+    pub namespace: Option<String>,
+    /// Only incidents with a root cause on this entity: `NAME` or `KIND/NAME` (`cgroup//probe1`,
+    /// `pod/shop/cart-1`).
+    pub entity: Option<String>,
+    /// Only incidents opened at or after this time.
+    pub since: Option<daytwo_model::Timestamp>,
+    /// Only incidents opened before this time.
+    pub until: Option<daytwo_model::Timestamp>,
     pub limit: usize,
     /// Opaque cursor from a previous page (`next`).
     pub cursor: Option<String>,
@@ -138,6 +149,13 @@ impl Store {
         for item in range.rev() {
             let (k, _) = item?;
             let (t, id) = k.value();
+            if f.until.is_some_and(|u| t >= u.0) {
+                continue;
+            }
+            if f.since.is_some_and(|s| t < s.0) {
+                // Newest first: everything after this is older still.
+                break;
+            }
             let Some(raw) = incidents.get(id)? else {
                 continue;
             };
@@ -145,6 +163,15 @@ impl Store {
             if f.status.is_some_and(|s| s != inc.status)
                 || f.severity.is_some_and(|s| s != inc.severity)
                 || f.host.as_deref().is_some_and(|h| !mentions_host(&inc, h))
+                || f.cluster
+                    .as_deref()
+                    .is_some_and(|c| !mentions_attr(&inc, "k8s.cluster.name", c))
+                || f.namespace
+                    .as_deref()
+                    .is_some_and(|n| !mentions_attr(&inc, "k8s.namespace.name", n))
+                || f.entity
+                    .as_deref()
+                    .is_some_and(|e| !has_root_entity(&inc, e))
             {
                 continue;
             }
@@ -252,6 +279,23 @@ fn decode(key: &str, raw: &[u8]) -> Result<Incident, StoreError> {
 fn parse_cursor(c: &str) -> Option<(i64, String)> {
     let (t, id) = c.split_once(':')?;
     Some((t.parse().ok()?, id.to_string()))
+}
+
+fn mentions_attr(inc: &Incident, key: &str, value: &str) -> bool {
+    let is = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()) == Some(value);
+    inc.root_causes
+        .iter()
+        .any(|h| is(h.entity.attributes.get(key)))
+        || inc.signals.iter().any(|s| is(s.attr(key)))
+}
+
+fn has_root_entity(inc: &Incident, want: &str) -> bool {
+    inc.root_causes.iter().any(|h| {
+        h.entity.name == want
+            || want
+                .split_once('/')
+                .is_some_and(|(kind, name)| kind == h.entity.kind.as_str() && name == h.entity.name)
+    })
 }
 
 fn mentions_host(inc: &Incident, host: &str) -> bool {

@@ -183,6 +183,39 @@ async fn signals_over_otlp_become_one_incident_and_redelivery_is_a_no_op() {
     assert_ne!(open[0]["id"], id);
     assert_eq!(open[0]["links"][0]["incident_id"], id);
 
+    // Filters: entity (name or kind/name), time range, namespace.
+    let count = |q: &'static str| {
+        let url = format!("{}/api/v1/incidents?{q}", r.http);
+        async move {
+            let (code, body) = http_json(reqwest::Method::GET, &url, None).await;
+            assert_eq!(code, 200, "{q}: {body}");
+            body["incidents"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("entity=/kubepods/pod1").await, 2);
+    assert_eq!(count("entity=cgroup//kubepods/pod1").await, 2);
+    assert_eq!(count("entity=pod//kubepods/pod1").await, 0);
+    assert_eq!(
+        count("until=1970-01-01T00:05:00Z").await,
+        1,
+        "only the one opened at 100 s"
+    );
+    assert_eq!(
+        count("since=1970-01-01T00:05:00Z").await,
+        1,
+        "only the one opened at 900 s"
+    );
+    assert_eq!(count("since=2100-01-01T00:00:00Z").await, 0);
+    assert_eq!(count("namespace=shop").await, 0);
+    let (code, body) = http_json(
+        reqwest::Method::GET,
+        &format!("{}/api/v1/incidents?since=yesterday", r.http),
+        None,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body["error"].as_str().unwrap().contains("since"), "{body}");
+
     let (code, _) = http_json(
         reqwest::Method::GET,
         &format!("{}/api/v1/incidents/nope", r.http),
