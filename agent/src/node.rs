@@ -79,26 +79,22 @@ pub struct NodeSnapshot {
     pub cgroups_skipped: u64,
 }
 
-/// Reads one snapshot. Blocking (procfs, sysfs and `statvfs`).
+/// Reads one snapshot. Blocking (procfs, sysfs and `statvfs`). `cgroups` keeps its buffers and
+/// the cgroups' limits from one sample to the next.
 pub fn sample(
     proc_root: &std::path::Path,
-    hierarchies: &cgroups::Hierarchies,
+    cgroups: &mut cgroups::Sampler,
     max_cgroups: usize,
 ) -> NodeSnapshot {
     let (filesystems, _) = fs::read_filesystems(proc_root);
     let host = procfs::read_host(proc_root);
-    let walk = cgroups::walk(hierarchies, max_cgroups);
-    let cgroups = walk
-        .paths
-        .iter()
-        .map(|p| cgroups::read_cgroup(hierarchies, p))
-        .collect();
+    let (cgroups, cgroups_skipped) = cgroups.sample(max_cgroups);
     NodeSnapshot {
         time: Timestamp::from_system_time(SystemTime::now()),
         filesystems,
         host,
         cgroups,
-        cgroups_skipped: walk.skipped,
+        cgroups_skipped,
     }
 }
 
@@ -159,19 +155,20 @@ impl NodeSource {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warned_skipped = false;
         let proc_root = Arc::new(config.proc_root.clone());
-        let hierarchies = Arc::new(hierarchies);
+        let mut sampler = Some(cgroups::Sampler::new(&hierarchies));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let (pr, h, max) = (proc_root.clone(), hierarchies.clone(), config.max_cgroups);
+            let (pr, max) = (proc_root.clone(), config.max_cgroups);
+            let Some(mut s) = sampler.take() else { return };
             let sampled = tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
-                let snap = sample(&pr, &h, max);
-                (snap, started.elapsed())
+                let snap = sample(&pr, &mut s, max);
+                (snap, s, started.elapsed())
             });
-            let (snap, took) = tokio::select! {
+            let (snap, s, took) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = sampled => match r {
                     Ok(v) => v,
@@ -181,6 +178,7 @@ impl NodeSource {
                     }
                 },
             };
+            sampler = Some(s);
             metrics.node_sample_seconds.set(took.as_secs_f64());
             metrics.node_cgroups.set(snap.cgroups.len() as i64);
             metrics

@@ -23,8 +23,11 @@
 //! simply missing); discovery visits at most `max` cgroups, shallow ones first, and counts the
 //! directories it did not visit; paths never contain `..`.
 
-use super::procfs::{Pressure, read_pressure};
-use std::collections::{BTreeMap, VecDeque};
+use super::procfs::{Pressure, parse_psi};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Values at or above this mean "no limit" (v1 prints `PAGE_COUNTER_MAX * PAGE_SIZE`).
@@ -268,30 +271,6 @@ pub struct CgroupStats {
     pub pressure: Pressure,
 }
 
-/// Reads a small kernfs file with open, read, close: no `statx` for a size hint and no extra
-/// read for EOF when the first read did not fill the buffer (kernfs returns a small file in
-/// one read). Sampling thousands of cgroup files per interval is syscall-bound.
-fn read(p: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(p).ok()?;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        let n = f.read(&mut buf[len..]).ok()?;
-        len += n;
-        if n == 0 || len < buf.len() {
-            break;
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).ok()
-}
-
-fn number(p: &Path) -> Option<u64> {
-    read(p)?.trim().parse().ok()
-}
-
 /// A flat-keyed file (`key value` lines) → the value of each key.
 fn keyed<const N: usize>(text: &str, keys: [&str; N]) -> [Option<u64>; N] {
     let mut out = [None; N];
@@ -319,31 +298,367 @@ pub fn parse_cpu_max(text: &str) -> Option<f64> {
     (period > 0.0 && quota > 0.0).then(|| quota / period)
 }
 
+/// Re-read the limits (`cpu.cfs_quota_us`/`cpu.cfs_period_us`/`cpu.max`,
+/// `memory.limit_in_bytes`/`memory.max`, `pids.max`) of a cgroup every this many samples
+/// (60 s at a 10 s interval), and at once when the cgroup is new or was recreated (a directory's
+/// inode changed). The counters and usage are read every sample.
+pub const LIMITS_EVERY: u64 = 6;
+
+const C_MEMORY: u8 = 1;
+const C_CPU: u8 = 2;
+const C_CPUACCT: u8 = 4;
+const C_PIDS: u8 = 8;
+const C_V2: u8 = 16;
+
+/// The slowly-changing values of a cgroup, cached by [`Sampler`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Limits {
+    cpu_limit_cores: Option<f64>,
+    memory_limit_bytes: Option<u64>,
+    pids_max: Option<u64>,
+}
+
+/// One cgroup's directory in each hierarchy it exists in (borrowed fds).
+#[derive(Clone, Copy, Debug, Default)]
+struct Dirs {
+    memory: Option<RawFd>,
+    cpu: Option<RawFd>,
+    cpuacct: Option<RawFd>,
+    pids: Option<RawFd>,
+    v2: Option<RawFd>,
+}
+
+impl Dirs {
+    fn set(&mut self, controllers: u8, fd: RawFd) {
+        for (bit, slot) in [
+            (C_MEMORY, &mut self.memory),
+            (C_CPU, &mut self.cpu),
+            (C_CPUACCT, &mut self.cpuacct),
+            (C_PIDS, &mut self.pids),
+            (C_V2, &mut self.v2),
+        ] {
+            if controllers & bit != 0 {
+                *slot = Some(fd);
+            }
+        }
+    }
+}
+
+struct Cached {
+    limits: Limits,
+    /// The cgroup directories' inodes folded together: a recreated cgroup has new ones.
+    ino: u64,
+    read_at: u64,
+}
+
+/// Discovers and reads every cgroup each interval, cheaply: one pass over the hierarchies that
+/// opens each cgroup directory once per hierarchy it exists in, lists only directories that
+/// have subdirectories (kernfs gives a directory `2 + subdirectories` links), reads the files
+/// relative to the directory fd into one reused buffer, skips `memory.stat` when usage is 0 (the
+/// working set is 0 either way) and re-reads limits only every [`LIMITS_EVERY`] samples. Same
+/// result as [`walk`] then [`read_cgroup`] on each path, but for the limits' delay.
+pub struct Sampler {
+    /// Each distinct hierarchy root, opened once, with the controllers it serves.
+    roots: Vec<(OwnedFd, u8)>,
+    buf: Vec<u8>,
+    dents: Vec<u8>,
+    cache: HashMap<String, Cached>,
+    samples: u64,
+}
+
+impl Sampler {
+    pub fn new(h: &Hierarchies) -> Sampler {
+        let mut roots: Vec<(PathBuf, u8)> = Vec::new();
+        for (p, bit) in [
+            (&h.memory_v1, C_MEMORY),
+            (&h.cpu_v1, C_CPU),
+            (&h.cpuacct_v1, C_CPUACCT),
+            (&h.pids_v1, C_PIDS),
+            (&h.v2, C_V2),
+        ] {
+            let Some(p) = p else { continue };
+            match roots.iter_mut().find(|(r, _)| r == p) {
+                Some((_, c)) => *c |= bit,
+                None => roots.push((p.clone(), bit)),
+            }
+        }
+        let roots = roots
+            .into_iter()
+            .filter_map(|(p, c)| {
+                let cp = CString::new(p.as_os_str().as_bytes()).ok()?;
+                open_dir(libc::AT_FDCWD, &cp).map(|fd| (fd, c))
+            })
+            .collect();
+        Sampler {
+            roots,
+            buf: Vec::with_capacity(8192),
+            dents: vec![0u8; 32 * 1024],
+            cache: HashMap::new(),
+            samples: 0,
+        }
+    }
+
+    /// Breadth-first over every hierarchy at once, as [`walk`]: at most `max` cgroups, shallow
+    /// ones first; returns their stats sorted by path and the directories not visited.
+    pub fn sample(&mut self, max: usize) -> (Vec<CgroupStats>, u64) {
+        let mut out: Vec<CgroupStats> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut skipped = 0u64;
+        let mut queue: VecDeque<(String, u32)> = VecDeque::new();
+        if !self.roots.is_empty() && max > 0 {
+            seen.insert("/".to_string());
+            queue.push_back((String::new(), (1u32 << self.roots.len()) - 1));
+        }
+        let mut children: Vec<(String, u32)> = Vec::new();
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        while let Some((rel, mask)) = queue.pop_front() {
+            let Ok(crel) = CString::new(if rel.is_empty() { "." } else { rel.as_str() }) else {
+                continue;
+            };
+            let mut dirs = Dirs::default();
+            let mut ino = 0u64;
+            children.clear();
+            fds.clear();
+            for (i, (root, controllers)) in self.roots.iter().enumerate() {
+                if mask & (1 << i) == 0 {
+                    continue;
+                }
+                let Some(fd) = open_dir(root.as_raw_fd(), &crel) else {
+                    continue;
+                };
+                // SAFETY: an all-zero `stat` is a valid value; fstat fills it.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: fd is open, st is a valid out pointer.
+                let nlink = if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
+                    ino = ino.rotate_left(17) ^ st.st_ino;
+                    st.st_nlink as u64
+                } else {
+                    0
+                };
+                // kernfs (and tmpfs, ext4): 2 links = no subdirectory; others (btrfs) say 1.
+                if nlink != 2 {
+                    list_subdirs(fd.as_raw_fd(), &mut self.dents, |name| {
+                        children.push((name, 1 << i))
+                    });
+                }
+                dirs.set(*controllers, fd.as_raw_fd());
+                fds.push(fd);
+            }
+            let path = format!("/{rel}");
+            let cached = self.cache.get(&path).and_then(|c| {
+                (c.ino == ino && self.samples.saturating_sub(c.read_at) < LIMITS_EVERY)
+                    .then_some(c.limits)
+            });
+            let (stats, limits) = read_dirs(&dirs, &path, &mut self.buf, cached);
+            if cached.is_none() {
+                self.cache.insert(
+                    path,
+                    Cached {
+                        limits,
+                        ino,
+                        read_at: self.samples,
+                    },
+                );
+            }
+            out.push(stats);
+            fds.clear();
+            children.sort();
+            let mut i = 0;
+            while i < children.len() {
+                let (name, mut m) = (std::mem::take(&mut children[i].0), children[i].1);
+                i += 1;
+                while i < children.len() && children[i].0 == name {
+                    m |= children[i].1;
+                    i += 1;
+                }
+                let c = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let p = format!("/{c}");
+                if seen.contains(&p) {
+                    continue;
+                }
+                if seen.len() >= max {
+                    skipped += 1;
+                    continue;
+                }
+                seen.insert(p);
+                queue.push_back((c, m));
+            }
+        }
+        self.samples += 1;
+        self.cache.retain(|p, _| seen.contains(p));
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        (out, skipped)
+    }
+}
+
+fn open_dir(at: RawFd, path: &CStr) -> Option<OwnedFd> {
+    // SAFETY: path is NUL-terminated; the returned fd, if any, is ours.
+    let fd = unsafe {
+        libc::openat(
+            at,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: fd was just opened and is owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Calls `f` with the name of every subdirectory of the open directory `fd` (`getdents64`).
+fn list_subdirs(fd: RawFd, buf: &mut [u8], mut f: impl FnMut(String)) {
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes; the kernel writes at most that many.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 {
+                return;
+            }
+            let d_type = buf[off + 18];
+            let name_bytes = &buf[off + 19..off + reclen];
+            let name_bytes = &name_bytes[..name_bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_bytes.len())];
+            off += reclen;
+            if name_bytes == b"." || name_bytes == b".." {
+                continue;
+            }
+            let is_dir = match d_type {
+                libc::DT_DIR => true,
+                libc::DT_UNKNOWN => {
+                    let Ok(cn) = CString::new(name_bytes) else {
+                        continue;
+                    };
+                    // SAFETY: as in `Sampler::sample`.
+                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                    // SAFETY: fd is open, cn NUL-terminated, st a valid out pointer.
+                    (unsafe { libc::fstatat(fd, cn.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) }
+                        == 0)
+                        && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+                }
+                _ => false,
+            };
+            if is_dir && let Ok(name) = std::str::from_utf8(name_bytes) {
+                f(name.to_string());
+            }
+        }
+    }
+}
+
+/// Reads a small kernfs file relative to a directory fd into `buf`: openat, read, close.
+fn read_at<'a>(dir: RawFd, name: &CStr, buf: &'a mut Vec<u8>) -> Option<&'a str> {
+    // SAFETY: name is NUL-terminated.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd was just opened and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    buf.clear();
+    if buf.capacity() < 4096 {
+        buf.reserve(4096);
+    }
+    loop {
+        let spare = buf.capacity() - buf.len();
+        // SAFETY: writes at most `spare` bytes into the vector's spare capacity.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().add(buf.len()) as *mut libc::c_void,
+                spare,
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        let n = n as usize;
+        // SAFETY: the kernel initialised n more bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        // kernfs returns a small file in one read: a short read is the end.
+        if n == 0 || n < spare {
+            break;
+        }
+        buf.reserve(buf.capacity());
+    }
+    std::str::from_utf8(buf).ok()
+}
+
+fn number_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> Option<u64> {
+    read_at(dir, name, buf)?.trim().parse().ok()
+}
+
+fn pressure_at(dir: RawFd, buf: &mut Vec<u8>) -> Pressure {
+    let mut get = |n: &CStr| read_at(dir, n, buf).and_then(parse_psi);
+    Pressure {
+        cpu: get(c"cpu.pressure"),
+        memory: get(c"memory.pressure"),
+        io: get(c"io.pressure"),
+    }
+}
+
 /// Reads one cgroup in every hierarchy it exists in. v1 values win over v2 for the
 /// controllers v1 owns on a hybrid host (the v2 hierarchy then has only PSI and `cpu.stat`).
 pub fn read_cgroup(h: &Hierarchies, path: &str) -> CgroupStats {
     let rel = path.trim_start_matches('/');
-    let at = |root: &Option<PathBuf>| {
-        root.as_ref().map(|r| {
-            if rel.is_empty() {
-                r.clone()
-            } else {
-                r.join(rel)
-            }
-        })
-    };
+    let mut dirs = Dirs::default();
+    let mut fds = Vec::new();
+    for (root, bit) in [
+        (&h.memory_v1, C_MEMORY),
+        (&h.cpu_v1, C_CPU),
+        (&h.cpuacct_v1, C_CPUACCT),
+        (&h.pids_v1, C_PIDS),
+        (&h.v2, C_V2),
+    ] {
+        let Some(r) = root else { continue };
+        let d = if rel.is_empty() {
+            r.clone()
+        } else {
+            r.join(rel)
+        };
+        let Ok(cd) = CString::new(d.as_os_str().as_bytes()) else {
+            continue;
+        };
+        if let Some(fd) = open_dir(libc::AT_FDCWD, &cd) {
+            dirs.set(bit, fd.as_raw_fd());
+            fds.push(fd);
+        }
+    }
+    let mut buf = Vec::new();
+    read_dirs(&dirs, path, &mut buf, None).0
+}
+
+/// One cgroup's values from its directories; `limits`: the cached limits, or `None` to read
+/// them. Returns the limits it used.
+fn read_dirs(
+    d: &Dirs,
+    path: &str,
+    buf: &mut Vec<u8>,
+    limits: Option<Limits>,
+) -> (CgroupStats, Limits) {
+    let fresh = limits.is_none();
+    let mut lim = limits.unwrap_or_default();
     let mut s = CgroupStats {
         path: path.to_string(),
         kube: kube_ids(path),
         ..CgroupStats::default()
     };
-    if let Some(d) = at(&h.cpuacct_v1) {
-        s.cpu_usage_nanos = number(&d.join("cpuacct.usage"));
+    if let Some(d) = d.cpuacct {
+        s.cpu_usage_nanos = number_at(d, c"cpuacct.usage", buf);
     }
-    if let Some(d) = at(&h.cpu_v1)
-        && let Some(t) = read(&d.join("cpu.stat"))
+    let mut v1_cpu_limit = false;
+    if let Some(d) = d.cpu
+        && let Some(t) = read_at(d, c"cpu.stat", buf)
     {
-        let [p, t, ns] = keyed(&t, ["nr_periods", "nr_throttled", "throttled_time"]);
+        let [p, t, ns] = keyed(t, ["nr_periods", "nr_throttled", "throttled_time"]);
         if let (Some(nr_periods), Some(nr_throttled)) = (p, t) {
             s.cpu = Some(CpuStat {
                 nr_periods,
@@ -351,35 +666,49 @@ pub fn read_cgroup(h: &Hierarchies, path: &str) -> CgroupStats {
                 throttled_nanos: ns.unwrap_or(0),
             });
         }
-        // -1 is unlimited; the period only matters with a quota.
-        let quota = read(&d.join("cpu.cfs_quota_us")).and_then(|q| q.trim().parse::<i64>().ok());
-        if let Some(q) = quota.filter(|&q| q > 0)
-            && let Some(p) = number(&d.join("cpu.cfs_period_us")).filter(|&p| p > 0)
-        {
-            s.cpu_limit_cores = Some(q as f64 / p as f64);
+        if fresh {
+            // -1 is unlimited; the period only matters with a quota.
+            let quota =
+                read_at(d, c"cpu.cfs_quota_us", buf).and_then(|q| q.trim().parse::<i64>().ok());
+            if let Some(q) = quota.filter(|&q| q > 0)
+                && let Some(p) = number_at(d, c"cpu.cfs_period_us", buf).filter(|&p| p > 0)
+            {
+                lim.cpu_limit_cores = Some(q as f64 / p as f64);
+            }
         }
+        v1_cpu_limit = true;
     }
-    if let Some(d) = at(&h.memory_v1)
-        && let Some(usage) = number(&d.join("memory.usage_in_bytes"))
+    if let Some(d) = d.memory
+        && let Some(usage) = number_at(d, c"memory.usage_in_bytes", buf)
     {
         s.memory_usage_bytes = Some(usage);
-        s.memory_limit_bytes = read(&d.join("memory.limit_in_bytes")).and_then(|t| limit(&t));
-        let inactive = read(&d.join("memory.stat"))
-            .and_then(|t| keyed(&t, ["total_inactive_file"])[0])
-            .unwrap_or(0);
+        if fresh {
+            lim.memory_limit_bytes = read_at(d, c"memory.limit_in_bytes", buf).and_then(limit);
+        }
+        s.memory_limit_bytes = lim.memory_limit_bytes;
+        // With nothing charged the working set is 0 whatever inactive_file says.
+        let inactive = if usage == 0 {
+            0
+        } else {
+            read_at(d, c"memory.stat", buf)
+                .and_then(|t| keyed(t, ["total_inactive_file"])[0])
+                .unwrap_or(0)
+        };
         s.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
-        s.oom_kills = read(&d.join("memory.oom_control")).and_then(|t| keyed(&t, ["oom_kill"])[0]);
+        s.oom_kills =
+            read_at(d, c"memory.oom_control", buf).and_then(|t| keyed(t, ["oom_kill"])[0]);
     }
-    if let Some(d) = at(&h.pids_v1) {
-        s.pids_current = number(&d.join("pids.current"));
-        s.pids_max = read(&d.join("pids.max")).and_then(|t| limit(&t));
+    if let Some(d) = d.pids {
+        s.pids_current = number_at(d, c"pids.current", buf);
+        if fresh {
+            lim.pids_max = read_at(d, c"pids.max", buf).and_then(limit);
+        }
+        s.pids_max = lim.pids_max;
     }
-    if let Some(d) = at(&h.v2)
-        && d.is_dir()
-    {
-        if let Some(t) = read(&d.join("cpu.stat")) {
+    if let Some(d) = d.v2 {
+        if let Some(t) = read_at(d, c"cpu.stat", buf) {
             let [usage, p, t, us] = keyed(
-                &t,
+                t,
                 ["usage_usec", "nr_periods", "nr_throttled", "throttled_usec"],
             );
             if s.cpu_usage_nanos.is_none() {
@@ -395,29 +724,40 @@ pub fn read_cgroup(h: &Hierarchies, path: &str) -> CgroupStats {
                 });
             }
         }
-        if s.cpu_limit_cores.is_none() {
-            s.cpu_limit_cores = read(&d.join("cpu.max")).and_then(|t| parse_cpu_max(&t));
+        if fresh && lim.cpu_limit_cores.is_none() && !v1_cpu_limit {
+            lim.cpu_limit_cores = read_at(d, c"cpu.max", buf).and_then(parse_cpu_max);
         }
         if s.memory_usage_bytes.is_none()
-            && let Some(usage) = number(&d.join("memory.current"))
+            && let Some(usage) = number_at(d, c"memory.current", buf)
         {
             s.memory_usage_bytes = Some(usage);
-            s.memory_limit_bytes = read(&d.join("memory.max")).and_then(|t| limit(&t));
-            let inactive = read(&d.join("memory.stat"))
-                .and_then(|t| keyed(&t, ["inactive_file"])[0])
-                .unwrap_or(0);
+            if fresh {
+                lim.memory_limit_bytes = read_at(d, c"memory.max", buf).and_then(limit);
+            }
+            s.memory_limit_bytes = lim.memory_limit_bytes;
+            let inactive = if usage == 0 {
+                0
+            } else {
+                read_at(d, c"memory.stat", buf)
+                    .and_then(|t| keyed(t, ["inactive_file"])[0])
+                    .unwrap_or(0)
+            };
             s.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
-            s.oom_kills = read(&d.join("memory.events")).and_then(|t| keyed(&t, ["oom_kill"])[0]);
+            s.oom_kills = read_at(d, c"memory.events", buf).and_then(|t| keyed(t, ["oom_kill"])[0]);
         }
         if s.pids_current.is_none() {
-            s.pids_current = number(&d.join("pids.current"));
+            s.pids_current = number_at(d, c"pids.current", buf);
             if s.pids_current.is_some() {
-                s.pids_max = read(&d.join("pids.max")).and_then(|t| limit(&t));
+                if fresh {
+                    lim.pids_max = read_at(d, c"pids.max", buf).and_then(limit);
+                }
+                s.pids_max = lim.pids_max;
             }
         }
-        s.pressure = read_pressure(&d, ["cpu.pressure", "memory.pressure", "io.pressure"]);
+        s.pressure = pressure_at(d, buf);
     }
-    s
+    s.cpu_limit_cores = lim.cpu_limit_cores;
+    (s, lim)
 }
 
 #[cfg(test)]
@@ -645,6 +985,47 @@ mod tests {
         assert_eq!(two.paths, ["/", "/app"]);
         assert_eq!(two.skipped, 1);
         assert_eq!(walk(&Hierarchies::default(), 10), Walk::default());
+    }
+
+    #[test]
+    fn sampler_matches_walk_and_read_and_caches_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        hybrid(tmp.path());
+        write(
+            &tmp.path().join("pids/only-pids"),
+            &[("cgroup.procs", ""), ("pids.current", "0\n")],
+        );
+        let h = Hierarchies::detect(tmp.path());
+        let mut sampler = Sampler::new(&h);
+        let w = walk(&h, 100);
+        let want: Vec<CgroupStats> = w.paths.iter().map(|p| read_cgroup(&h, p)).collect();
+        assert_eq!(sampler.sample(100), (want.clone(), 0));
+        let app = want.iter().find(|s| s.path == "/app").unwrap();
+        assert_eq!(app.memory_limit_bytes, Some(268_435_456));
+        // Bounded like the walk.
+        let mut bounded = Sampler::new(&h);
+        let (two, skipped) = bounded.sample(2);
+        let paths: Vec<&str> = two.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!((paths, skipped), (vec!["/", "/app"], 2));
+        // A limit change shows after LIMITS_EVERY samples; usage at once.
+        fs::write(
+            tmp.path().join("memory/app/memory.limit_in_bytes"),
+            "1024\n",
+        )
+        .unwrap();
+        fs::write(tmp.path().join("memory/app/memory.usage_in_bytes"), "512\n").unwrap();
+        for i in 1..=LIMITS_EVERY {
+            let (s, _) = sampler.sample(100);
+            let app = s.iter().find(|s| s.path == "/app").unwrap();
+            assert_eq!(app.memory_usage_bytes, Some(512));
+            let want = if i < LIMITS_EVERY { 268_435_456 } else { 1024 };
+            assert_eq!(app.memory_limit_bytes, Some(want), "sample {i}");
+        }
+        // A vanished cgroup leaves the sample and the cache.
+        fs::remove_dir_all(tmp.path().join("pids/only-pids")).unwrap();
+        let (s, _) = sampler.sample(100);
+        assert!(s.iter().all(|s| s.path != "/only-pids"));
+        assert!(!sampler.cache.contains_key("/only-pids"));
     }
 
     #[test]
