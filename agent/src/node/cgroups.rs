@@ -2,9 +2,11 @@
 //! hierarchies every interval.
 //!
 //! Entry types: [`Hierarchies`] (where each controller is mounted, found once by
-//! [`Hierarchies::detect`]), [`walk`] (the bounded breadth-first discovery of cgroup paths),
-//! [`read_cgroup`] (one cgroup's files → [`CgroupStats`]) and [`kube_ids`] (the pure mapping of
-//! a kubepods path to pod UID, QoS class and container id).
+//! [`Hierarchies::detect`]), [`Sampler`] (what the agent runs every interval: discovery and
+//! reading in one pass, with reused buffers and cached limits), [`walk`] and [`read_cgroup`]
+//! (the same discovery and reading, path by path and uncached: the reference the sampler is
+//! tested against) and [`kube_ids`] (the pure mapping of a kubepods path to pod UID, QoS class
+//! and container id).
 //!
 //! What is read, v1 → v2:
 //! * CPU time: `cpuacct.usage` (ns) → `cpu.stat usage_usec`;
@@ -314,22 +316,41 @@ const C_V2: u8 = 16;
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Limits {
     cpu_limit_cores: Option<f64>,
+    /// v1 `cpu.stat` of a cgroup without a quota: its CFS counters cannot move until a quota
+    /// is set, so it is read again only with the limits.
+    unlimited_cpu_stat: Option<CpuStat>,
     memory_limit_bytes: Option<u64>,
     pids_max: Option<u64>,
 }
 
-/// One cgroup's directory in each hierarchy it exists in (borrowed fds).
-#[derive(Clone, Copy, Debug, Default)]
-struct Dirs {
-    memory: Option<RawFd>,
-    cpu: Option<RawFd>,
-    cpuacct: Option<RawFd>,
-    pids: Option<RawFd>,
-    v2: Option<RawFd>,
+/// A cgroup directory: `prefix` (empty, or a relative path ending in `/`) relative to the
+/// directory fd `fd`. Files are opened by `openat(fd, prefix + name)`: no directory fd per
+/// cgroup, and a short path walk.
+#[derive(Clone, Copy, Debug)]
+struct At<'a> {
+    fd: RawFd,
+    prefix: &'a [u8],
 }
 
-impl Dirs {
-    fn set(&mut self, controllers: u8, fd: RawFd) {
+/// One cgroup's directory in each hierarchy it exists in.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dirs<'a> {
+    memory: Option<At<'a>>,
+    cpu: Option<At<'a>>,
+    cpuacct: Option<At<'a>>,
+    pids: Option<At<'a>>,
+    v2: Option<At<'a>>,
+}
+
+/// Reused buffers: the file's text and the path being opened.
+#[derive(Default)]
+struct Bufs {
+    text: Vec<u8>,
+    path: Vec<u8>,
+}
+
+impl<'a> Dirs<'a> {
+    fn set(&mut self, controllers: u8, fd: At<'a>) {
         for (bit, slot) in [
             (C_MEMORY, &mut self.memory),
             (C_CPU, &mut self.cpu),
@@ -360,7 +381,7 @@ struct Cached {
 pub struct Sampler {
     /// Each distinct hierarchy root, opened once, with the controllers it serves.
     roots: Vec<(OwnedFd, u8)>,
-    buf: Vec<u8>,
+    buf: Bufs,
     dents: Vec<u8>,
     cache: HashMap<String, Cached>,
     samples: u64,
@@ -391,7 +412,7 @@ impl Sampler {
             .collect();
         Sampler {
             roots,
-            buf: Vec::with_capacity(8192),
+            buf: Bufs::default(),
             dents: vec![0u8; 32 * 1024],
             cache: HashMap::new(),
             samples: 0,
@@ -410,39 +431,54 @@ impl Sampler {
             queue.push_back((String::new(), (1u32 << self.roots.len()) - 1));
         }
         let mut children: Vec<(String, u32)> = Vec::new();
-        let mut fds: Vec<OwnedFd> = Vec::new();
         while let Some((rel, mask)) = queue.pop_front() {
             let Ok(crel) = CString::new(if rel.is_empty() { "." } else { rel.as_str() }) else {
                 continue;
             };
+            let prefix = if rel.is_empty() {
+                String::new()
+            } else {
+                format!("{rel}/")
+            };
             let mut dirs = Dirs::default();
             let mut ino = 0u64;
             children.clear();
-            fds.clear();
             for (i, (root, controllers)) in self.roots.iter().enumerate() {
                 if mask & (1 << i) == 0 {
                     continue;
                 }
-                let Some(fd) = open_dir(root.as_raw_fd(), &crel) else {
-                    continue;
-                };
-                // SAFETY: an all-zero `stat` is a valid value; fstat fills it.
+                // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
                 let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: fd is open, st is a valid out pointer.
-                let nlink = if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
-                    ino = ino.rotate_left(17) ^ st.st_ino;
-                    st.st_nlink as u64
-                } else {
-                    0
-                };
-                // kernfs (and tmpfs, ext4): 2 links = no subdirectory; others (btrfs) say 1.
-                if nlink != 2 {
+                // SAFETY: the root fd is open, crel NUL-terminated, st a valid out pointer.
+                if unsafe {
+                    libc::fstatat(
+                        root.as_raw_fd(),
+                        crel.as_ptr(),
+                        &mut st,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                } != 0
+                    || st.st_mode & libc::S_IFMT != libc::S_IFDIR
+                {
+                    continue;
+                }
+                ino = ino.rotate_left(17) ^ st.st_ino;
+                // kernfs (and tmpfs, ext4) give a directory 2 + subdirectories links: a leaf
+                // is not listed. Others (btrfs) say 1.
+                if st.st_nlink != 2
+                    && let Some(fd) = open_dir(root.as_raw_fd(), &crel)
+                {
                     list_subdirs(fd.as_raw_fd(), &mut self.dents, |name| {
                         children.push((name, 1 << i))
                     });
                 }
-                dirs.set(*controllers, fd.as_raw_fd());
-                fds.push(fd);
+                dirs.set(
+                    *controllers,
+                    At {
+                        fd: root.as_raw_fd(),
+                        prefix: prefix.as_bytes(),
+                    },
+                );
             }
             let path = format!("/{rel}");
             let cached = self.cache.get(&path).and_then(|c| {
@@ -461,7 +497,6 @@ impl Sampler {
                 );
             }
             out.push(stats);
-            fds.clear();
             children.sort();
             let mut i = 0;
             while i < children.len() {
@@ -554,15 +589,25 @@ fn list_subdirs(fd: RawFd, buf: &mut [u8], mut f: impl FnMut(String)) {
     }
 }
 
-/// Reads a small kernfs file relative to a directory fd into `buf`: openat, read, close.
-fn read_at<'a>(dir: RawFd, name: &CStr, buf: &'a mut Vec<u8>) -> Option<&'a str> {
-    // SAFETY: name is NUL-terminated.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+/// Reads a small kernfs file in `dir` into `b.text`: openat, read, close.
+fn read_at<'a>(dir: At, name: &CStr, b: &'a mut Bufs) -> Option<&'a str> {
+    b.path.clear();
+    b.path.extend_from_slice(dir.prefix);
+    b.path.extend_from_slice(name.to_bytes_with_nul());
+    // SAFETY: b.path is NUL-terminated (name is, and the prefix has no NUL: it is a CString's).
+    let fd = unsafe {
+        libc::openat(
+            dir.fd,
+            b.path.as_ptr() as *const libc::c_char,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return None;
     }
     // SAFETY: fd was just opened and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let buf = &mut b.text;
     buf.clear();
     if buf.capacity() < 4096 {
         buf.reserve(4096);
@@ -592,11 +637,11 @@ fn read_at<'a>(dir: RawFd, name: &CStr, buf: &'a mut Vec<u8>) -> Option<&'a str>
     std::str::from_utf8(buf).ok()
 }
 
-fn number_at(dir: RawFd, name: &CStr, buf: &mut Vec<u8>) -> Option<u64> {
+fn number_at(dir: At, name: &CStr, buf: &mut Bufs) -> Option<u64> {
     read_at(dir, name, buf)?.trim().parse().ok()
 }
 
-fn pressure_at(dir: RawFd, buf: &mut Vec<u8>) -> Pressure {
+fn pressure_at(dir: At, buf: &mut Bufs) -> Pressure {
     let mut get = |n: &CStr| read_at(dir, n, buf).and_then(parse_psi);
     Pressure {
         cpu: get(c"cpu.pressure"),
@@ -609,8 +654,7 @@ fn pressure_at(dir: RawFd, buf: &mut Vec<u8>) -> Pressure {
 /// controllers v1 owns on a hybrid host (the v2 hierarchy then has only PSI and `cpu.stat`).
 pub fn read_cgroup(h: &Hierarchies, path: &str) -> CgroupStats {
     let rel = path.trim_start_matches('/');
-    let mut dirs = Dirs::default();
-    let mut fds = Vec::new();
+    let mut paths: Vec<(Vec<u8>, u8)> = Vec::new();
     for (root, bit) in [
         (&h.memory_v1, C_MEMORY),
         (&h.cpu_v1, C_CPU),
@@ -624,15 +668,23 @@ pub fn read_cgroup(h: &Hierarchies, path: &str) -> CgroupStats {
         } else {
             r.join(rel)
         };
-        let Ok(cd) = CString::new(d.as_os_str().as_bytes()) else {
-            continue;
-        };
-        if let Some(fd) = open_dir(libc::AT_FDCWD, &cd) {
-            dirs.set(bit, fd.as_raw_fd());
-            fds.push(fd);
+        let mut bytes = d.as_os_str().as_bytes().to_vec();
+        if d.is_dir() && !bytes.contains(&0) {
+            bytes.push(b'/');
+            paths.push((bytes, bit));
         }
     }
-    let mut buf = Vec::new();
+    let mut dirs = Dirs::default();
+    for (p, bit) in &paths {
+        dirs.set(
+            *bit,
+            At {
+                fd: libc::AT_FDCWD,
+                prefix: p,
+            },
+        );
+    }
+    let mut buf = Bufs::default();
     read_dirs(&dirs, path, &mut buf, None).0
 }
 
@@ -641,7 +693,7 @@ pub fn read_cgroup(h: &Hierarchies, path: &str) -> CgroupStats {
 fn read_dirs(
     d: &Dirs,
     path: &str,
-    buf: &mut Vec<u8>,
+    buf: &mut Bufs,
     limits: Option<Limits>,
 ) -> (CgroupStats, Limits) {
     let fresh = limits.is_none();
@@ -655,17 +707,7 @@ fn read_dirs(
         s.cpu_usage_nanos = number_at(d, c"cpuacct.usage", buf);
     }
     let mut v1_cpu_limit = false;
-    if let Some(d) = d.cpu
-        && let Some(t) = read_at(d, c"cpu.stat", buf)
-    {
-        let [p, t, ns] = keyed(t, ["nr_periods", "nr_throttled", "throttled_time"]);
-        if let (Some(nr_periods), Some(nr_throttled)) = (p, t) {
-            s.cpu = Some(CpuStat {
-                nr_periods,
-                nr_throttled,
-                throttled_nanos: ns.unwrap_or(0),
-            });
-        }
+    if let Some(d) = d.cpu {
         if fresh {
             // -1 is unlimited; the period only matters with a quota.
             let quota =
@@ -674,6 +716,21 @@ fn read_dirs(
                 && let Some(p) = number_at(d, c"cpu.cfs_period_us", buf).filter(|&p| p > 0)
             {
                 lim.cpu_limit_cores = Some(q as f64 / p as f64);
+            }
+        }
+        if lim.cpu_limit_cores.is_none() && lim.unlimited_cpu_stat.is_some() && !fresh {
+            s.cpu = lim.unlimited_cpu_stat;
+        } else if let Some(t) = read_at(d, c"cpu.stat", buf) {
+            let [p, t, ns] = keyed(t, ["nr_periods", "nr_throttled", "throttled_time"]);
+            if let (Some(nr_periods), Some(nr_throttled)) = (p, t) {
+                s.cpu = Some(CpuStat {
+                    nr_periods,
+                    nr_throttled,
+                    throttled_nanos: ns.unwrap_or(0),
+                });
+            }
+            if fresh && lim.cpu_limit_cores.is_none() {
+                lim.unlimited_cpu_stat = s.cpu;
             }
         }
         v1_cpu_limit = true;
@@ -995,6 +1052,18 @@ mod tests {
             &tmp.path().join("pids/only-pids"),
             &[("cgroup.procs", ""), ("pids.current", "0\n")],
         );
+        write(
+            &tmp.path().join("cpu/noquota"),
+            &[
+                ("cgroup.procs", ""),
+                (
+                    "cpu.stat",
+                    "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n",
+                ),
+                ("cpu.cfs_quota_us", "-1\n"),
+                ("cpu.cfs_period_us", "100000\n"),
+            ],
+        );
         let h = Hierarchies::detect(tmp.path());
         let mut sampler = Sampler::new(&h);
         let w = walk(&h, 100);
@@ -1006,7 +1075,7 @@ mod tests {
         let mut bounded = Sampler::new(&h);
         let (two, skipped) = bounded.sample(2);
         let paths: Vec<&str> = two.iter().map(|s| s.path.as_str()).collect();
-        assert_eq!((paths, skipped), (vec!["/", "/app"], 2));
+        assert_eq!((paths, skipped), (vec!["/", "/app"], walk(&h, 2).skipped));
         // A limit change shows after LIMITS_EVERY samples; usage at once.
         fs::write(
             tmp.path().join("memory/app/memory.limit_in_bytes"),
@@ -1014,12 +1083,27 @@ mod tests {
         )
         .unwrap();
         fs::write(tmp.path().join("memory/app/memory.usage_in_bytes"), "512\n").unwrap();
+        // Without a quota the CFS counters cannot move: read with the limits, not every time.
+        fs::write(tmp.path().join("cpu/noquota/cpu.cfs_quota_us"), "50000\n").unwrap();
+        fs::write(
+            tmp.path().join("cpu/noquota/cpu.stat"),
+            "nr_periods 10\nnr_throttled 5\nthrottled_time 7\n",
+        )
+        .unwrap();
         for i in 1..=LIMITS_EVERY {
             let (s, _) = sampler.sample(100);
             let app = s.iter().find(|s| s.path == "/app").unwrap();
             assert_eq!(app.memory_usage_bytes, Some(512));
             let want = if i < LIMITS_EVERY { 268_435_456 } else { 1024 };
             assert_eq!(app.memory_limit_bytes, Some(want), "sample {i}");
+            let nq = s.iter().find(|s| s.path == "/noquota").unwrap();
+            let (periods, cores) = if i < LIMITS_EVERY {
+                (0, None)
+            } else {
+                (10, Some(0.5))
+            };
+            assert_eq!(nq.cpu.unwrap().nr_periods, periods, "sample {i}");
+            assert_eq!(nq.cpu_limit_cores, cores, "sample {i}");
         }
         // A vanished cgroup leaves the sample and the cache.
         fs::remove_dir_all(tmp.path().join("pids/only-pids")).unwrap();

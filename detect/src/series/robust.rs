@@ -139,6 +139,9 @@ pub struct RobustAnomaly {
     /// The last `n` flags: +1 above, -1 below, 0 not flagged.
     flags: VecDeque<i8>,
     active: bool,
+    /// After a detection, the same direction stays quiet until the window has turned over
+    /// once (the baseline has absorbed a lasting shift): (direction, samples left).
+    refractory: (i8, usize),
     recent: Recent,
     clock: Clock,
 }
@@ -207,6 +210,7 @@ impl RobustAnomaly {
             flags: VecDeque::with_capacity(cfg.n),
             recent: Recent::new(cfg.evidence_samples),
             active: false,
+            refractory: (0, 0),
             clock: Clock::default(),
             cfg,
         })
@@ -255,6 +259,7 @@ impl RobustAnomaly {
         }
         self.flags.push_back(flag);
         self.admit(value);
+        self.refractory.1 = self.refractory.1.saturating_sub(1);
 
         if self.active {
             if self.flags.iter().all(|f| *f == 0) {
@@ -267,6 +272,12 @@ impl RobustAnomaly {
         if flag == 0 || (ups < self.cfg.m && downs < self.cfg.m) {
             return None;
         }
+        let direction: i8 = if ups >= self.cfg.m { 1 } else { -1 };
+        if self.refractory.0 == direction && self.refractory.1 > 0 {
+            // The same lasting shift, seen again while the window still holds the old level.
+            return None;
+        }
+        self.refractory = (direction, self.cfg.window_samples);
         self.active = true;
         let (med, scale, z) = scored.expect("a flagged sample was scored");
         let flagged = ups.max(downs);
