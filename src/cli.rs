@@ -38,6 +38,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the collector and an agent for this machine, with the embedded store.

@@ -301,7 +301,7 @@ impl Correlator {
     fn quorum_reached(&mut self, s: &Signal) -> Option<Decision> {
         let key = recent_key(s);
         let entity = s.entity.key();
-        let lower = s.time.sub(self.window);
+        let lower = s.time.minus(self.window);
         let q = self.recent.get(&key)?;
         let same = |r: &Signal| r.entity.key() == entity && r.time >= lower && r.time <= s.time;
         // In a namespace group (one application) symptoms on different services add up, and
@@ -415,7 +415,7 @@ impl Correlator {
     }
 
     fn context_for(&mut self, s: &Signal) -> Vec<Signal> {
-        let lower = s.time.sub(self.window);
+        let lower = s.time.minus(self.window);
         let Some(q) = self.recent.get_mut(&recent_key(s)) else {
             return Vec::new();
         };

@@ -227,7 +227,7 @@ impl Pipeline {
         now: Timestamp,
         quiet: std::time::Duration,
     ) -> Result<Vec<String>, StoreError> {
-        let cutoff = now.sub(quiet);
+        let cutoff = now.minus(quiet);
         let stale: Vec<String> = self
             .store
             .active_incidents()?

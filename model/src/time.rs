@@ -32,14 +32,14 @@ impl Timestamp {
         }
     }
     /// `self + d`, saturating.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Timestamp(
             self.0
                 .saturating_add(d.as_nanos().min(i64::MAX as u128) as i64),
         )
     }
     /// `self - d`, saturating.
-    pub fn sub(self, d: Duration) -> Self {
+    pub fn minus(self, d: Duration) -> Self {
         Timestamp(
             self.0
                 .saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64),

@@ -80,7 +80,7 @@ impl Record {
             Some(t) => t.max(self.first_enqueued_at),
             None => self.first_enqueued_at,
         };
-        start.add(max_age)
+        start.plus(max_age)
     }
 }
 
@@ -339,7 +339,7 @@ pub(super) fn plan(
                 continue;
             }
             let wake_at = if !shared.receivers.contains_key(&head.receiver) {
-                let deadline = head.first_enqueued_at.add(shared.config.max_age);
+                let deadline = head.first_enqueued_at.plus(shared.config.max_age);
                 if deadline <= now {
                     expired.push(id);
                     continue;
@@ -456,7 +456,7 @@ pub(super) fn fail(
                 .or_outbox("insert dead letter")?;
             AfterFailure::DeadLettered(Box::new(dead))
         } else {
-            record.next_attempt_at = now.add(backoff).min(deadline);
+            record.next_attempt_at = now.plus(backoff).min(deadline);
             let json = serde_json::to_string(&record).map_err(NotifyError::PayloadEncodeFailed)?;
             outbox
                 .insert(id, json.as_str())

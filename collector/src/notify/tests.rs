@@ -503,7 +503,7 @@ async fn an_old_enqueue_time_still_gets_its_full_retry_window() {
     let (_dir, path) = db_path();
     let db = open_db(&path);
     let receivers = vec![Receiver::webhook("hook", &rx.url, None)];
-    let two_days_ago = now().sub(Duration::from_secs(2 * 24 * 3600));
+    let two_days_ago = now().minus(Duration::from_secs(2 * 24 * 3600));
     let txn = db.begin_write().unwrap();
     enqueue(
         &txn,
@@ -767,8 +767,8 @@ fn silence_everything(comment: &str) -> Policy {
     Policy {
         silences: vec![Silence {
             matcher: Matcher::default(),
-            starts_at: t.sub(Duration::from_secs(60)),
-            ends_at: t.add(Duration::from_secs(3600)),
+            starts_at: t.minus(Duration::from_secs(60)),
+            ends_at: t.plus(Duration::from_secs(3600)),
             comment: comment.into(),
         }],
         ..Default::default()
