@@ -195,34 +195,47 @@ pub const MAX_AST_DEPTH: usize = 32;
 /// ignoring brackets inside string literals.
 fn too_deep_brackets(source: &str) -> Option<usize> {
     let mut depth = 0usize;
+    for (i, b) in outside_literals(source.as_bytes()) {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_BRACKET_NESTING {
+                    return Some(i);
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The bytes of CEL source outside its string literals (`'…'` and `"…"`, with backslash
+/// escapes), with their offsets; the quote characters themselves are not yielded. Every scan
+/// for structure (brackets, template holes, filter pipes) goes through this one lexer.
+pub(crate) fn outside_literals(bytes: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     let mut quote: Option<u8> = None;
-    let bytes = source.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
+    let mut escaped = false;
+    bytes
+        .iter()
+        .enumerate()
+        .filter_map(move |(i, &b)| match quote {
             Some(q) => {
-                if b == b'\\' {
-                    i += 1;
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
                 } else if b == q {
                     quote = None;
                 }
+                None
             }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'(' | b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_BRACKET_NESTING {
-                        return Some(i);
-                    }
-                }
-                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    None
+            None if b == b'\'' || b == b'"' => {
+                quote = Some(b);
+                None
+            }
+            None => Some((i, b)),
+        })
 }
 
 /// The depth of an expression tree, computed without recursion.

@@ -7,7 +7,7 @@
 //!
 //! There is no escaping syntax: to write a literal `{{`, use a CEL string, `{{ "{{" }}`.
 
-use crate::expr::{self, Cel, ExprError};
+use crate::expr::{self, Cel, ExprError, outside_literals};
 use cel::{Context, Program};
 
 /// What a hole renders as when its value is missing.
@@ -170,29 +170,10 @@ impl Template {
 /// `}}` inside CEL string literals.
 fn find_close(text: &str, from: usize) -> Option<usize> {
     let bytes = text.as_bytes();
-    let mut i = from;
-    let mut quote: Option<u8> = None;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if b == b'\'' || b == b'"' {
-                    quote = Some(b);
-                } else if b == b'}' && bytes.get(i + 1) == Some(&b'}') {
-                    return Some(i);
-                }
-            }
-        }
-        i += 1;
-    }
-    None
+    outside_literals(&bytes[from..])
+        .map(|(i, b)| (from + i, b))
+        .find(|&(i, b)| b == b'}' && bytes.get(i + 1) == Some(&b'}'))
+        .map(|(i, _)| i)
 }
 
 /// Splits a hole's contents on `|` (but not `||`, nor inside string literals) into byte
@@ -201,32 +182,18 @@ fn split_pipes(inner: &str) -> Vec<(usize, usize)> {
     let bytes = inner.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if b == b'\'' || b == b'"' {
-                    quote = Some(b);
-                } else if b == b'|' {
-                    if bytes.get(i + 1) == Some(&b'|') {
-                        i += 2;
-                        continue;
-                    }
-                    out.push((start, i));
-                    start = i + 1;
-                }
-            }
+    let mut skip_next = false;
+    for (i, b) in outside_literals(bytes) {
+        if std::mem::take(&mut skip_next) || b != b'|' {
+            continue;
         }
-        i += 1;
+        if bytes.get(i + 1) == Some(&b'|') {
+            // `||` is CEL's "or", not a filter pipe.
+            skip_next = true;
+            continue;
+        }
+        out.push((start, i));
+        start = i + 1;
     }
     out.push((start, inner.len()));
     out
