@@ -16,11 +16,6 @@ impl Drop for Killed {
     }
 }
 
-fn rfc3339_now_plus(secs: i64) -> String {
-    let now = daytwo_model::Timestamp::from_system_time(std::time::SystemTime::now());
-    daytwo_model::Timestamp(now.0 + secs * 1_000_000_000).to_string()
-}
-
 #[test]
 fn two_alerts_with_one_cause_are_one_incident_and_one_page() {
     let test = "two_alerts_with_one_cause_are_one_incident_and_one_page";

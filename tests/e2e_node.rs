@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const AGENT_READY: &str = "Agent started.";
-
 /// Root is needed for mount(8) and for cgroups. Outside CI the test is skipped with a printed
 /// reason; under CI=true it fails.
 fn need_root(test: &str, why: &str) -> bool {
@@ -110,12 +108,7 @@ fn a_full_filesystem_becomes_an_incident_naming_its_mount_point() {
         &tmp.path().join("up.log"),
         true,
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || read(&d.log)
-            .contains(AGENT_READY)),
-        "agent not running:\n{}",
-        read(&d.log)
-    );
+    d.wait_agent_ready();
     let mnt = Tmpfs::mount(tmp.path().join("fill"), "8m");
     let mp = mnt.dir.to_str().unwrap().to_string();
     // Let the agent see it with room first (a full filesystem from the start fires as well).
@@ -288,12 +281,7 @@ fn a_cpu_quota_busy_loop_becomes_a_throttling_signal_naming_the_cgroup() {
         &tmp.path().join("up.log"),
         true,
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || read(&d.log)
-            .contains(AGENT_READY)),
-        "agent not running:\n{}",
-        read(&d.log)
-    );
+    d.wait_agent_ready();
     let cg = BusyCgroup::start("busy");
 
     let inc = wait_for(Duration::from_secs(45), || {

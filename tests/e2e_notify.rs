@@ -140,11 +140,6 @@ fn request(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> 
     (status, body)
 }
 
-fn rfc3339_now_plus(secs: i64) -> String {
-    let now = daytwo_model::Timestamp::from_system_time(std::time::SystemTime::now());
-    daytwo_model::Timestamp(now.0 + secs * 1_000_000_000).to_string()
-}
-
 /// Opens an incident: one critical alert about pod `namespace/pod` in `cluster`. Returns the
 /// incident id. (Alerts in the same cluster and namespace join one incident, so each test
 /// incident gets its own namespace.)

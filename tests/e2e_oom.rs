@@ -14,8 +14,6 @@ use std::time::Duration;
 
 static KMSG: Mutex<()> = Mutex::new(());
 
-/// What the agent logs once its sources are open.
-const AGENT_READY: &str = "Agent started.";
 const LIMIT: u64 = 64 * 1024 * 1024;
 const ALLOC: u64 = 256 * 1024 * 1024;
 
@@ -58,12 +56,7 @@ fn oom_kill_becomes_one_incident_with_its_cause_and_one_page() {
         &tmp.path().join("up.log"),
         true,
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || read(&d.log)
-            .contains(AGENT_READY)),
-        "agent not running:\n{}",
-        read(&d.log)
-    );
+    d.wait_agent_ready();
 
     let cg = MemCgroup::new("up", LIMIT);
     let (pid, killed) = cg.allocate(ALLOC);
@@ -327,12 +320,7 @@ fn a_page_that_was_failing_when_the_collector_was_killed_is_delivered_once() {
         .chain(fast_flags(data.to_str().unwrap(), &url))
         .collect();
     let mut d = Daytwo::start(&args, &tmp.path().join("up.log"), true);
-    assert!(
-        wait_until(Duration::from_secs(20), || read(&d.log)
-            .contains(AGENT_READY)),
-        "agent not running:\n{}",
-        read(&d.log)
-    );
+    d.wait_agent_ready();
 
     let cg = MemCgroup::new("outbox", LIMIT);
     assert!(cg.allocate(ALLOC).1, "no OOM kill in {}", cg.path);

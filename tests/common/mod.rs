@@ -450,3 +450,24 @@ pub fn require_program(test: &str, program: &str, package: &str) -> Option<PathB
         }
     }
 }
+
+/// What the agent logs once its sources are open: a fault after this line is sure to be seen.
+pub const AGENT_READY: &str = "Agent started.";
+
+impl Daytwo {
+    /// Waits until the agent in this process logged that its sources are open.
+    pub fn wait_agent_ready(&self) {
+        assert!(
+            wait_until(Duration::from_secs(20), || read(&self.log)
+                .contains(AGENT_READY)),
+            "agent not running:\n{}",
+            read(&self.log)
+        );
+    }
+}
+
+/// Now plus `secs` seconds, as RFC 3339.
+pub fn rfc3339_now_plus(secs: i64) -> String {
+    let now = daytwo_model::Timestamp::from_system_time(std::time::SystemTime::now());
+    daytwo_model::Timestamp(now.0 + secs * 1_000_000_000).to_string()
+}
