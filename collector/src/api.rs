@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 pub struct ApiState {
     pub pipeline: Arc<Mutex<Pipeline>>,
     pub store: Store,
+    /// Dead-letter retries and silences, wired to the collector's delivery loop.
+    pub notify: crate::notify::Handle,
     pub registry: Registry,
     pub token: Option<String>,
     pub ready: Arc<AtomicBool>,
@@ -310,8 +312,8 @@ async fn retry_dead_letter(
         )
     })?;
     let db = st.store.db();
-    let dead =
-        tokio::task::spawn_blocking(move || crate::notify::Notifier::retry_dead_letter(&db, id))
+    let notify = st.notify.clone();
+    let dead = tokio::task::spawn_blocking(move || notify.retry_dead_letter(&db, id))
             .await
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;

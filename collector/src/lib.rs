@@ -107,15 +107,13 @@ impl Collector {
         })?;
         let store = store::Store::open(&config.data_dir)?;
         let metrics = metrics::Metrics::new(registry)?;
-        let receivers = config.notify.receivers.clone();
         let notifier = notify::Notifier::new(store.db(), config.notify, registry)?;
         let pipeline = pipeline::Pipeline::new(
             store.clone(),
             config.rules,
             config.correlation_window,
             config.quorum,
-            receivers,
-            notifier.waker(),
+            notifier.handle(),
             metrics.clone(),
         )?;
         let pipeline = Arc::new(Mutex::new(pipeline));
@@ -140,6 +138,7 @@ impl Collector {
             api: api::ApiState {
                 pipeline,
                 store,
+                notify: notifier.handle(),
                 registry: registry.clone(),
                 token: config.token,
                 ready: Arc::new(AtomicBool::new(false)),

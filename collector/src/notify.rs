@@ -1,11 +1,13 @@
 //! Notifications: pages to webhooks, PagerDuty, Opsgenie and Slack, delivered from a
 //! disk-backed outbox.
 //!
-//! The store calls [`enqueue`] inside the same redb write transaction that opens, acknowledges
-//! or resolves an incident, so a page is never lost between "incident changed" and "page
-//! queued", even on kill -9. The [`Notifier`] delivery loop then POSTs each queued item to its
-//! receiver and deletes it only after a 2xx answer. Entry types: [`Receiver`], [`NotifyConfig`],
-//! [`Notifier`]; the contract a receiver sees is in docs/notify.md.
+//! The pipeline calls [`Handle::enqueue`] inside the same redb write transaction that opens,
+//! acknowledges or resolves an incident, so a page is never lost between "incident changed" and
+//! "page queued", even on kill -9. The [`Notifier`] delivery loop then POSTs each queued item to
+//! its receiver and deletes it only after a 2xx answer. Entry types: [`Receiver`],
+//! [`NotifyConfig`], [`Notifier`], and [`Handle`], which the collector passes to the pipeline and
+//! the API (receivers, routing policy and the loop's wake-up, wired explicitly); the contract a
+//! receiver sees is in docs/notify.md.
 //!
 //! Invariants:
 //! * Each queued delivery carries the exact body bytes serialised at enqueue time, so every
@@ -16,13 +18,16 @@
 //!   resends that delivery once, with the same id, on the next start.
 //! * A delivery that keeps failing for [`NotifyConfig::max_age`] moves to a dead-letter table
 //!   (see [`Notifier::dead_letters`]); nothing is dropped silently. An operator can put a dead
-//!   letter back into the outbox ([`Notifier::retry_dead_letter`]).
+//!   letter back into the outbox ([`Handle::retry_dead_letter`]).
 //! * The outbox holds the canonical event (`{"version":"1","event":…,"incident":…}`); the
 //!   provider payload ([`render`]) and the credentials (URL, secret, routing key, API key) are
 //!   applied at send time from the current configuration, so fixing a receiver and restarting
 //!   delivers what queued, and no credential is ever written to disk.
 //! * Who gets a trigger is decided at enqueue time by routes, silences and maintenance windows
-//!   ([`route`]); acknowledge and resolve follow the trigger to the same receivers.
+//!   ([`route`], [`silence`]); acknowledge and resolve follow the trigger to the same receivers.
+//!   A silenced trigger is held and sent when the silence ends if the incident is still open;
+//!   routes may group chatty receivers' triggers and repeat unacknowledged ones (the loop's
+//!   housekeeping pass does both).
 //! * Each receiver has a circuit breaker ([`breaker`]): after
 //!   [`NotifyConfig::breaker_failures`] consecutive failures nothing is sent to it for
 //!   [`NotifyConfig::breaker_cooldown`], then one probe. While it is open, its deliveries are
@@ -35,12 +40,13 @@ mod metrics;
 mod outbox;
 pub mod render;
 pub mod route;
+pub mod silence;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use daytwo_model::Timestamp;
@@ -51,7 +57,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use outbox::{enqueue, init_tables, write_policy};
+pub use outbox::{enqueue, init_tables};
 pub use route::{MaintenanceWindow, Matcher, Policy, Route, Silence};
 
 use breaker::{Breaker, Permit};
@@ -451,26 +457,120 @@ pub struct DeadLetter {
     pub body: String,
 }
 
-/// Delivery loops by database, so an API call on a database (a dead-letter retry) can wake the
-/// loop that serves it. Entries of dropped notifiers are pruned on registration.
-static WAKERS: Mutex<Vec<(Weak<Database>, Weak<Notify>)>> = Mutex::new(Vec::new());
+/// What the pipeline and the API need of notifications: the receivers, the routing policy
+/// and the delivery loop's wake-up. Cheap to clone; built by [`Notifier::new`] and handed out
+/// with [`Notifier::handle`] (or [`Handle::disabled`] where nothing is ever sent, as in replay).
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<HandleInner>,
+}
 
-fn wake_loop_of(db: &Arc<Database>) {
-    let wakers = WAKERS.lock().unwrap_or_else(|e| e.into_inner());
-    for (d, w) in wakers.iter() {
-        if let (Some(d), Some(w)) = (d.upgrade(), w.upgrade())
-            && Arc::ptr_eq(&d, db)
-        {
-            w.notify_one();
+struct HandleInner {
+    receivers: Vec<Receiver>,
+    policy: Policy,
+    waker: Notify,
+}
+
+impl Handle {
+    fn new(receivers: Vec<Receiver>, policy: Policy) -> Handle {
+        Handle {
+            inner: Arc::new(HandleInner {
+                receivers,
+                policy,
+                waker: Notify::new(),
+            }),
         }
+    }
+
+    /// A handle with no receivers: [`Handle::enqueue`] queues nothing.
+    pub fn disabled() -> Handle {
+        Handle::new(Vec::new(), Policy::default())
+    }
+
+    /// Queues the notifications of one incident change inside `txn` (see [`enqueue`]), with
+    /// this collector's receivers and routing policy. Call [`Handle::wake`] after the commit.
+    pub fn enqueue(
+        &self,
+        txn: &redb::WriteTransaction,
+        event: NotifyEvent,
+        incident: &daytwo_model::Incident,
+        now: Timestamp,
+    ) -> Result<(), NotifyError> {
+        enqueue(
+            txn,
+            &self.inner.receivers,
+            &self.inner.policy,
+            event,
+            incident,
+            now,
+        )
+    }
+
+    /// Wakes the delivery loop (after a commit that queued something, or changed silences); a
+    /// wake before the loop waits is remembered, not lost.
+    pub fn wake(&self) {
+        self.inner.waker.notify_one();
+    }
+
+    /// The routing policy in force (routes, configured silences, maintenance windows).
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Puts dead letter `id` back into the outbox, due now with a fresh max age, and wakes the
+    /// delivery loop. `None` when there is no dead letter with that id.
+    pub fn retry_dead_letter(
+        &self,
+        db: &Database,
+        id: u64,
+    ) -> Result<Option<DeadLetter>, NotifyError> {
+        let dead = outbox::retry_dead_letter(db, id, now())?;
+        if let Some(d) = &dead {
+            info!(
+                receiver = %d.receiver,
+                event = %d.event,
+                incident = %d.incident_id,
+                delivery = %d.delivery_id,
+                "Dead letter queued again on request."
+            );
+            self.wake();
+        }
+        Ok(dead)
+    }
+
+    /// Stores a silence made through the API ([`silence::add`]).
+    pub fn add_silence(
+        &self,
+        db: &Database,
+        new: silence::NewSilence,
+    ) -> Result<silence::Silence, silence::SilenceError> {
+        let s = silence::add(db, new, now())?;
+        info!(silence = %s.id, created_by = %s.created_by, comment = %s.comment, starts_at = %s.starts_at, ends_at = %s.ends_at, "Silence added.");
+        Ok(s)
+    }
+
+    /// Ends a stored silence now and wakes the loop, so triggers it held go out at once if their
+    /// incidents are still open. `None` when there is no such silence.
+    pub fn expire_silence(
+        &self,
+        db: &Database,
+        id: &str,
+    ) -> Result<Option<silence::Silence>, NotifyError> {
+        let s = silence::expire(db, id, now())?;
+        if s.is_some() {
+            info!(silence = %id, "Silence expired on request.");
+            self.wake();
+        }
+        Ok(s)
     }
 }
 
 /// The delivery loop: sends due outbox items until shutdown. Build with [`Notifier::new`],
-/// hand [`Notifier::waker`] to the store, then `tokio::spawn(notifier.run(token))`.
+/// hand [`Notifier::handle`] to the pipeline and the API, then
+/// `tokio::spawn(notifier.run(token))`.
 pub struct Notifier {
     shared: Arc<Shared>,
-    waker: Arc<Notify>,
+    handle: Handle,
 }
 
 /// What the loop and its delivery tasks share.
@@ -504,7 +604,6 @@ impl Notifier {
         config.validate()?;
         let txn = db.begin_write().or_outbox("begin write")?;
         init_tables(&txn)?;
-        write_policy(&txn, &config.policy)?;
         txn.commit().or_outbox("commit outbox tables")?;
         let client = deliver::build_client(&config)?;
         let metrics = Metrics::register(registry)?;
@@ -513,12 +612,7 @@ impl Notifier {
             .iter()
             .map(|r| (r.name.clone(), r.clone()))
             .collect();
-        let waker = Arc::new(Notify::new());
-        {
-            let mut wakers = WAKERS.lock().unwrap_or_else(|e| e.into_inner());
-            wakers.retain(|(d, w)| d.strong_count() > 0 && w.strong_count() > 0);
-            wakers.push((Arc::downgrade(&db), Arc::downgrade(&waker)));
-        }
+        let handle = Handle::new(config.receivers.clone(), config.policy.clone());
         for r in &config.receivers {
             metrics
                 .breaker_open
@@ -533,14 +627,13 @@ impl Notifier {
                 client,
                 metrics,
             }),
-            waker,
+            handle,
         })
     }
 
-    /// A handle to wake the delivery loop right after the store committed an enqueue
-    /// (`waker.notify_one()`); a wake before the loop waits is remembered, not lost.
-    pub fn waker(&self) -> Arc<Notify> {
-        self.waker.clone()
+    /// What the pipeline and the API use to queue notifications and wake this loop.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
 
     /// Delivers due items until `shutdown` is cancelled. Returns promptly on shutdown:
@@ -554,6 +647,7 @@ impl Notifier {
         let mut breakers: HashMap<String, Breaker> = HashMap::new();
         loop {
             copy_to_fallbacks(&shared, &breakers).await;
+            let housekeeping_due = housekeep(&shared).await;
             let mut breaker_wake: Option<tokio::time::Instant> = None;
             let sleep_for = match scan(&shared, &in_flight).await {
                 Ok(plan) => {
@@ -593,7 +687,11 @@ impl Notifier {
                         tasks.spawn(deliver::deliver(shared.clone(), item));
                     }
                     let now = now();
-                    plan.next_due
+                    let next_due = match (plan.next_due, housekeeping_due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    next_due
                         .map(|t| {
                             Duration::from_nanos(
                                 t.unix_nanos().saturating_sub(now.unix_nanos()).max(0) as u64,
@@ -621,7 +719,7 @@ impl Notifier {
                         finish(&shared, done, &mut in_flight, &mut per_receiver, &mut breakers);
                     }
                 }
-                () = self.waker.notified() => {}
+                () = self.handle.inner.waker.notified() => {}
                 () = tokio::time::sleep(sleep_for) => {}
             }
         }
@@ -637,25 +735,25 @@ impl Notifier {
     pub fn pending(db: &Database) -> Result<usize, NotifyError> {
         outbox::pending(db)
     }
+}
 
-    /// Puts dead letter `id` back into the outbox, due now with a fresh max age, and wakes the
-    /// delivery loop serving `db`. `None` when there is no dead letter with that id.
-    pub fn retry_dead_letter(
-        db: &Arc<Database>,
-        id: u64,
-    ) -> Result<Option<DeadLetter>, NotifyError> {
-        let dead = outbox::retry_dead_letter(db, id, now())?;
-        if let Some(d) = &dead {
-            info!(
-                receiver = %d.receiver,
-                event = %d.event,
-                incident = %d.incident_id,
-                delivery = %d.delivery_id,
-                "Dead letter queued again on request."
-            );
-            wake_loop_of(db);
+/// Held triggers, grouped messages and repeats that are due; returns when to look again.
+async fn housekeep(shared: &Arc<Shared>) -> Option<Timestamp> {
+    let s = shared.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        outbox::housekeep(&s.db, &s.config.receivers, &s.config.policy, now())
+    })
+    .await;
+    match done {
+        Ok(Ok(h)) => h.next,
+        Ok(Err(e)) => {
+            error!(error = %e, "Sending held, grouped or repeated notifications failed; will retry.");
+            Some(now().plus(STORE_RETRY))
         }
-        Ok(dead)
+        Err(e) => {
+            error!(error = %e, "The notification housekeeping task failed; will retry.");
+            Some(now().plus(STORE_RETRY))
+        }
     }
 }
 

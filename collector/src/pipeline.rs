@@ -13,14 +13,13 @@
 
 use crate::correlate::{Correlator, Decision};
 use crate::metrics::Metrics;
-use crate::notify::{self, NotifyEvent, Receiver};
+use crate::notify::{self, NotifyEvent};
 use crate::rank::{self, CallGraph};
 use crate::store::{self, Store, StoreError};
 use daytwo_model::{Hypothesis, Incident, IncidentStatus, Link, Signal, Timestamp, stable_id};
 use daytwo_rules::RuleSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// At most this many signals are kept inside one incident (the rest are counted, not stored
 /// twice: every signal is in the signals table anyway).
@@ -55,8 +54,7 @@ pub struct Pipeline {
     store: Store,
     rules: Arc<RuleSet>,
     correlator: Correlator,
-    receivers: Vec<Receiver>,
-    waker: Arc<Notify>,
+    notify: notify::Handle,
     metrics: Metrics,
     calls: CallGraph,
 }
@@ -68,8 +66,7 @@ impl Pipeline {
         rules: Arc<RuleSet>,
         window: Duration,
         quorum: usize,
-        receivers: Vec<Receiver>,
-        waker: Arc<Notify>,
+        notify: notify::Handle,
         metrics: Metrics,
     ) -> Result<Pipeline, StoreError> {
         let mut correlator = Correlator::new(window).with_quorum(quorum);
@@ -82,8 +79,7 @@ impl Pipeline {
             store,
             rules,
             correlator,
-            receivers,
-            waker,
+            notify,
             metrics,
             calls: CallGraph::new(),
         })
@@ -194,7 +190,7 @@ impl Pipeline {
                     store::put_incident(&txn, &inc)?;
                     // The outbox runs on wall-clock time (retry deadlines), not event time.
                     let now = Timestamp::from_system_time(std::time::SystemTime::now());
-                    notify::enqueue(&txn, &self.receivers, NotifyEvent::Trigger, &inc, now)?;
+                    self.notify.enqueue(&txn, NotifyEvent::Trigger, &inc, now)?;
                     self.correlator.track(&inc);
                     self.metrics
                         .incidents_opened
@@ -207,7 +203,7 @@ impl Pipeline {
         }
         txn.commit().map_err(redb::Error::from)?;
         if !sum.opened.is_empty() {
-            self.waker.notify_one();
+            self.notify.wake();
         }
         self.metrics.signals_accepted.inc_by(sum.accepted as u64);
         self.metrics.signals_duplicate.inc_by(sum.duplicates as u64);
@@ -282,13 +278,15 @@ impl Pipeline {
             IncidentStatus::Open => unreachable!("no transition back to open"),
         };
         store::put_incident(&txn, &inc)?;
-        notify::enqueue(&txn, &self.receivers, event, &inc, now).map_err(StoreError::from)?;
+        self.notify
+            .enqueue(&txn, event, &inc, now)
+            .map_err(StoreError::from)?;
         txn.commit().map_err(|e| StoreError::Io(e.into()))?;
         self.correlator.track(&inc);
         if to == IncidentStatus::Resolved {
             self.metrics.incidents_active.dec();
         }
-        self.waker.notify_one();
+        self.notify.wake();
         Ok(inc)
     }
 }

@@ -301,8 +301,7 @@ pub fn run(lines: Vec<Line>, opts: &ReplayOptions) -> Result<ReplayReport, Repla
         opts.rules.clone(),
         opts.correlation_window,
         opts.quorum,
-        Vec::new(),
-        Arc::new(tokio::sync::Notify::new()),
+        crate::notify::Handle::disabled(),
         metrics,
     )?;
     let mut detect = Detect::default();

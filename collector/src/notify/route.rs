@@ -81,6 +81,21 @@ pub struct Matcher {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Labels {
+    /// The value of a grouping label: `severity`, `rule`, `cluster` (`k8s.cluster.name`),
+    /// `namespace` (`k8s.namespace.name`) or a root-cause attribute; empty when absent.
+    pub fn value(&self, name: &str) -> String {
+        let attr = |k: &str| self.attributes.get(k).cloned().unwrap_or_default();
+        match name {
+            "severity" => self.severity.clone(),
+            "rule" => self.rule.clone(),
+            "cluster" => attr("k8s.cluster.name"),
+            "namespace" => attr("k8s.namespace.name"),
+            other => attr(other),
+        }
+    }
+}
+
 impl Matcher {
     /// True when every field that is set equals the incident's.
     pub fn matches(&self, l: &Labels) -> bool {
@@ -98,7 +113,7 @@ impl Matcher {
             && self.labels.iter().all(|(k, v)| attr(k) == Some(v.as_str()))
     }
 
-    fn validate(&self, at: &str) -> Result<(), String> {
+    pub(crate) fn validate(&self, at: &str) -> Result<(), String> {
         if let Some(s) = &self.severity
             && !matches!(s.as_str(), "critical" | "warning" | "info")
         {
@@ -122,6 +137,61 @@ pub struct Route {
     /// Keep trying later routes after this one matched (default false: first match wins).
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
+    /// Group triggers for chatty receivers (kinds `webhook` and `slack`) by these labels:
+    /// `severity`, `cluster`, `namespace`, `rule` or any root-cause entity attribute
+    /// (`host.name`, …). Incidents of one group that open together go out as one message.
+    /// Empty (default): no grouping, one message per incident. PagerDuty and Opsgenie are never
+    /// grouped: they get one alert per incident, keyed by the incident id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more incidents before its first message (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_wait_secs: Option<u64>,
+    /// How long after a group's message the next one (with the incidents that joined since)
+    /// may go out (default 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_interval_secs: Option<u64>,
+    /// Send the trigger again every this many seconds while the incident is still open and
+    /// unacknowledged (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_interval_secs: Option<u64>,
+}
+
+/// Default `group_wait_secs` of a grouping route.
+pub const DEFAULT_GROUP_WAIT_SECS: u64 = 30;
+/// Default `group_interval_secs` of a grouping route.
+pub const DEFAULT_GROUP_INTERVAL_SECS: u64 = 300;
+
+impl Route {
+    /// A route that sends every matching incident to `receivers`, nothing else set.
+    pub fn to(matcher: Matcher, receivers: &[&str]) -> Route {
+        Route {
+            matcher,
+            receivers: receivers.iter().map(|s| s.to_string()).collect(),
+            continue_matching: false,
+            group_by: Vec::new(),
+            group_wait_secs: None,
+            group_interval_secs: None,
+            repeat_interval_secs: None,
+        }
+    }
+}
+
+/// How one receiver gets an incident's trigger, from the first route that sent it there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The receiver's name.
+    pub receiver: String,
+    /// Index of the route in `collector.routes` (`None` without routes).
+    pub route: Option<usize>,
+    /// Grouping labels and their values for this incident; empty: not grouped.
+    pub group: Vec<(String, String)>,
+    /// Seconds a new group waits.
+    pub group_wait_secs: u64,
+    /// Seconds between two messages of one group.
+    pub group_interval_secs: u64,
+    /// Seconds between repeats of an open, unacknowledged incident; `None`: no repeats.
+    pub repeat_interval_secs: Option<u64>,
 }
 
 /// A one-off silence (`collector.silences[]`): matching triggers between `starts_at` and
@@ -263,6 +333,40 @@ impl Policy {
         (names, !matched)
     }
 
+    /// Per receiver the incident is routed to: how it gets the trigger (grouping, repeats),
+    /// from the first matching route that names it.
+    pub fn plans(&self, receivers: &[Receiver], labels: &Labels) -> Vec<Plan> {
+        let (names, _) = self.route(receivers, labels);
+        names
+            .into_iter()
+            .map(|name| {
+                let found = self.routes.iter().enumerate().find(|(_, r)| {
+                    r.matcher.matches(labels) && r.receivers.iter().any(|n| *n == name)
+                });
+                match found {
+                    Some((i, r)) => Plan {
+                        receiver: name,
+                        route: Some(i),
+                        group: r
+                            .group_by
+                            .iter()
+                            .map(|l| (l.clone(), labels.value(l)))
+                            .collect(),
+                        group_wait_secs: r.group_wait_secs.unwrap_or(DEFAULT_GROUP_WAIT_SECS),
+                        group_interval_secs: r
+                            .group_interval_secs
+                            .unwrap_or(DEFAULT_GROUP_INTERVAL_SECS),
+                        repeat_interval_secs: r.repeat_interval_secs.filter(|s| *s > 0),
+                    },
+                    None => Plan {
+                        receiver: name,
+                        ..Plan::default()
+                    },
+                }
+            })
+            .collect()
+    }
+
     /// The silence or maintenance window holding back a trigger for `labels` at `now`.
     pub fn silenced_by(&self, labels: &Labels, now: Timestamp) -> Option<&str> {
         self.silences
@@ -302,6 +406,18 @@ impl Policy {
             route.matcher.validate(&at)?;
             if route.receivers.is_empty() {
                 return Err(format!("{at}.receivers: name at least one receiver"));
+            }
+            if route.group_interval_secs == Some(0) {
+                return Err(format!(
+                    "{at}.group_interval_secs: must be at least 1 second"
+                ));
+            }
+            if route.group_by.is_empty()
+                && (route.group_wait_secs.is_some() || route.group_interval_secs.is_some())
+            {
+                return Err(format!(
+                    "{at}.group_by: group_wait_secs and group_interval_secs need group_by (the labels to group on, e.g. [cluster, namespace])"
+                ));
             }
             for name in &route.receivers {
                 if !receivers.iter().any(|r| &r.name == name) {
@@ -375,9 +491,8 @@ mod tests {
 
     fn route(m: Matcher, to: &[&str], cont: bool) -> Route {
         Route {
-            matcher: m,
-            receivers: to.iter().map(|s| s.to_string()).collect(),
             continue_matching: cont,
+            ..Route::to(m, to)
         }
     }
 

@@ -169,15 +169,28 @@ fn now() -> Timestamp {
 
 /// Enqueues like the store does: in its own write transaction, then commits.
 fn enqueue_committed(db: &Database, receivers: &[Receiver], event: NotifyEvent, i: &Incident) {
+    enqueue_with(db, receivers, &Policy::default(), event, i, now());
+}
+
+/// The same, with a routing policy and a clock value.
+fn enqueue_with(
+    db: &Database,
+    receivers: &[Receiver],
+    policy: &Policy,
+    event: NotifyEvent,
+    i: &Incident,
+    at: Timestamp,
+) {
     let txn = db.begin_write().unwrap();
-    enqueue(&txn, receivers, event, i, now()).unwrap();
+    init_tables(&txn).unwrap();
+    enqueue(&txn, receivers, policy, event, i, at).unwrap();
     txn.commit().unwrap();
 }
 
 struct Running {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
-    waker: Arc<Notify>,
+    handle: Handle,
     registry: prometheus::Registry,
 }
 
@@ -185,13 +198,13 @@ fn start(db: &Arc<Database>, config: NotifyConfig) -> Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = prometheus::Registry::new();
     let notifier = Notifier::new(db.clone(), config, &registry).unwrap();
-    let waker = notifier.waker();
+    let handle = notifier.handle();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(notifier.run(shutdown.clone()));
     Running {
         shutdown,
         task,
-        waker,
+        handle,
         registry,
     }
 }
@@ -258,7 +271,7 @@ async fn trigger_has_the_contract_body_headers_and_a_verifiable_signature() {
     let inc = incident("inc-1");
     let running = start(&db, fast_config(receivers.clone()));
     enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
-    running.waker.notify_one();
+    running.handle.wake();
     eventually("the trigger is delivered and removed", || {
         rx.received().len() == 1 && pending(&db) == 0
     })
@@ -384,7 +397,7 @@ async fn a_down_receiver_or_incident_does_not_hold_back_others() {
     let running = start(&db, fast_config(both.clone()));
     enqueue_committed(&db, &both, NotifyEvent::Trigger, &incident("inc-1"));
     enqueue_committed(&db, &both, NotifyEvent::Trigger, &incident("inc-2"));
-    running.waker.notify_one();
+    running.handle.wake();
     eventually(
         "the healthy receiver gets both pages while the other keeps failing",
         || {
@@ -417,7 +430,7 @@ async fn a_restart_delivers_what_was_queued_exactly_once_and_in_order() {
     let running = start(&db, fast_config(receivers.clone()));
     enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
     enqueue_committed(&db, &receivers, NotifyEvent::Acknowledge, &inc);
-    running.waker.notify_one();
+    running.handle.wake();
     eventually("the trigger was tried while the receiver was down", || {
         !rx.received().is_empty()
     })
@@ -508,6 +521,7 @@ async fn an_old_enqueue_time_still_gets_its_full_retry_window() {
     enqueue(
         &txn,
         &receivers,
+        &Policy::default(),
         NotifyEvent::Trigger,
         &incident("inc-1"),
         two_days_ago,
@@ -601,6 +615,7 @@ fn enqueue_belongs_to_the_callers_transaction() {
     enqueue(
         &txn,
         &receivers,
+        &Policy::default(),
         NotifyEvent::Trigger,
         &incident("x"),
         now(),
@@ -755,13 +770,6 @@ fn open_db_again(n: &Notifier) -> Arc<Database> {
 
 // ---- routing, silences, breaker, fallback, dead-letter retry ----
 
-fn set_policy(db: &Database, policy: &Policy) {
-    let txn = db.begin_write().unwrap();
-    init_tables(&txn).unwrap();
-    write_policy(&txn, policy).unwrap();
-    txn.commit().unwrap();
-}
-
 fn silence_everything(comment: &str) -> Policy {
     let t = now();
     Policy {
@@ -801,14 +809,16 @@ fn a_silenced_trigger_is_not_queued_and_gets_no_lone_resolve() {
     let (_dir, path) = db_path();
     let db = open_db(&path);
     let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
-    set_policy(&db, &silence_everything("planned upgrade"));
+    let silenced = silence_everything("planned upgrade");
     let inc = incident("inc-1");
-    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    enqueue_with(&db, &receivers, &silenced, NotifyEvent::Trigger, &inc, now());
     assert!(events_of(&db).is_empty(), "the trigger is held back");
-    // The silence ends before the incident resolves: still no lone resolve.
-    set_policy(&db, &Policy::default());
+    // Acknowledged and resolved while silenced: no lone follow-ups, and nothing held to send
+    // once the silence is over.
     enqueue_committed(&db, &receivers, NotifyEvent::Acknowledge, &inc);
     enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
+    let later = now().plus(Duration::from_secs(7200));
+    outbox::housekeep(&db, &receivers, &Policy::default(), later).unwrap();
     assert!(events_of(&db).is_empty(), "{:?}", events_of(&db));
 }
 
@@ -819,10 +829,10 @@ fn a_resolve_still_goes_out_when_the_silence_began_after_the_trigger() {
     let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
     let inc = incident("inc-1");
     enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
-    set_policy(&db, &silence_everything("maintenance"));
-    enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
+    let silenced = silence_everything("maintenance");
+    enqueue_with(&db, &receivers, &silenced, NotifyEvent::Resolve, &inc, now());
     let other = incident("inc-2");
-    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &other);
+    enqueue_with(&db, &receivers, &silenced, NotifyEvent::Trigger, &other, now());
     assert_eq!(
         events_of(&db),
         [
@@ -840,25 +850,22 @@ fn follow_ups_go_to_the_receivers_the_trigger_was_routed_to() {
         Receiver::webhook("critical", "http://127.0.0.1:9/x", None),
         Receiver::webhook("other", "http://127.0.0.1:9/y", None),
     ];
-    let route = |sev: Option<&str>, to: &str| Route {
-        matcher: Matcher {
-            severity: sev.map(String::from),
-            ..Default::default()
-        },
-        receivers: vec![to.into()],
-        continue_matching: false,
+    let route = |sev: Option<&str>, to: &str| {
+        Route::to(
+            Matcher {
+                severity: sev.map(String::from),
+                ..Default::default()
+            },
+            &[to],
+        )
     };
-    set_policy(
-        &db,
-        &Policy {
-            routes: vec![route(Some("critical"), "critical"), route(None, "other")],
-            ..Default::default()
-        },
-    );
+    let routed = Policy {
+        routes: vec![route(Some("critical"), "critical"), route(None, "other")],
+        ..Default::default()
+    };
     let inc = incident("inc-1"); // critical
-    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
+    enqueue_with(&db, &receivers, &routed, NotifyEvent::Trigger, &inc, now());
     // Routes change before the resolve: it still follows the trigger.
-    set_policy(&db, &Policy::default());
     enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
     assert_eq!(
         events_of(&db),
@@ -879,23 +886,26 @@ async fn the_breaker_opens_copies_to_the_fallback_once_then_probes_and_closes() 
     p.fallback = Some("backup".into());
     let receivers = vec![p, Receiver::webhook("backup", &fallback.url, None)];
     let only_primary = Policy {
-        routes: vec![Route {
-            matcher: Matcher::default(),
-            receivers: vec!["primary".into()],
-            continue_matching: false,
-        }],
+        routes: vec![Route::to(Matcher::default(), &["primary"])],
         ..Default::default()
     };
     let config = NotifyConfig {
         breaker_failures: 3,
         breaker_cooldown: Duration::from_millis(200),
-        policy: only_primary,
+        policy: only_primary.clone(),
         ..fast_config(receivers.clone())
     };
     let running = start(&db, config);
     let inc = incident("inc-1");
-    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
-    running.waker.notify_one();
+    enqueue_with(
+        &db,
+        &receivers,
+        &only_primary,
+        NotifyEvent::Trigger,
+        &inc,
+        now(),
+    );
+    running.handle.wake();
     eventually("the breaker opens", || {
         running.gauge("daytwo_notify_breaker_open", "primary") == Some(1.0)
     })
@@ -908,7 +918,7 @@ async fn the_breaker_opens_copies_to_the_fallback_once_then_probes_and_closes() 
     })
     .await;
     enqueue_committed(&db, &receivers, NotifyEvent::Resolve, &inc);
-    running.waker.notify_one();
+    running.handle.wake();
     eventually("the fallback gets the resolve too", || {
         fallback
             .received()
@@ -950,15 +960,15 @@ async fn a_dead_letter_can_be_queued_again_and_is_then_delivered() {
     };
     let running = start(&db, config);
     enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &incident("inc-1"));
-    running.waker.notify_one();
+    running.handle.wake();
     eventually("it is dead-lettered", || {
         Notifier::dead_letters(&db).unwrap().len() == 1
     })
     .await;
     let dead = Notifier::dead_letters(&db).unwrap().remove(0);
     rx.answer_from_now_on(200);
-    assert!(Notifier::retry_dead_letter(&db, 999_999).unwrap().is_none());
-    let again = Notifier::retry_dead_letter(&db, dead.id).unwrap().unwrap();
+    assert!(running.handle.retry_dead_letter(&db, 999_999).unwrap().is_none());
+    let again = running.handle.retry_dead_letter(&db, dead.id).unwrap().unwrap();
     assert_eq!(again.delivery_id, dead.delivery_id);
     eventually("the retry is delivered", || {
         rx.received().iter().any(|r| r.ok()) && pending(&db) == 0
@@ -995,4 +1005,229 @@ fn config_validation_names_the_field_for_provider_receivers() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("collector.receivers[1].api_key"), "{e}");
+}
+
+// ---- held triggers, stored silences, grouping and repeats (clock values, no loop) ----
+
+/// Stores `i` as the store does (the housekeeping pass reads incidents from there).
+fn store_incident(db: &Database, i: &Incident) {
+    let txn = db.begin_write().unwrap();
+    crate::store::put_incident(&txn, i).unwrap();
+    txn.commit().unwrap();
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_unix_secs(1_800_000_000 + secs)
+}
+
+fn bodies_of(db: &Database) -> Vec<(String, serde_json::Value)> {
+    outbox::records(db)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| (r.receiver, serde_json::from_str(&r.body).unwrap()))
+        .collect()
+}
+
+fn in_cluster(id: &str, cluster: &str) -> Incident {
+    let mut i = incident(id);
+    i.root_causes[0].entity = i.root_causes[0]
+        .entity
+        .clone()
+        .with_attr("k8s.cluster.name", cluster);
+    i
+}
+
+#[test]
+fn a_held_trigger_goes_out_when_its_silence_ends_if_the_incident_is_still_open() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
+    let policy = Policy {
+        silences: vec![Silence {
+            matcher: Matcher::default(),
+            starts_at: at(0),
+            ends_at: at(100),
+            comment: "upgrade".into(),
+        }],
+        ..Default::default()
+    };
+    let open = incident("still-open");
+    let mut acked = incident("acked");
+    store_incident(&db, &open);
+    store_incident(&db, &acked);
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, &open, at(10));
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, &acked, at(10));
+    assert!(events_of(&db).is_empty());
+    let h = outbox::housekeep(&db, &receivers, &policy, at(50)).unwrap();
+    assert_eq!(h.released, 0);
+    assert!(events_of(&db).is_empty(), "still silenced");
+    // Acknowledged during the silence: someone is on it, no late page.
+    acked.status = IncidentStatus::Acknowledged;
+    store_incident(&db, &acked);
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Acknowledge, &acked, at(60));
+    let h = outbox::housekeep(&db, &receivers, &policy, at(100)).unwrap();
+    assert_eq!(h.released, 1);
+    assert_eq!(
+        events_of(&db),
+        [("hook".into(), NotifyEvent::Trigger, "still-open".into())]
+    );
+    // Released once; its resolve follows it.
+    outbox::housekeep(&db, &receivers, &policy, at(200)).unwrap();
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, &open, at(300));
+    assert_eq!(events_of(&db).len(), 2);
+    assert_eq!(events_of(&db)[1].1, NotifyEvent::Resolve);
+}
+
+#[test]
+fn a_stored_silence_holds_until_it_is_expired() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
+    let i = in_cluster("inc-1", "eu-1");
+    let other = in_cluster("inc-2", "us-1");
+    store_incident(&db, &i);
+    store_incident(&db, &other);
+    {
+        let txn = db.begin_write().unwrap();
+        init_tables(&txn).unwrap();
+        txn.commit().unwrap();
+    }
+    let handle = Handle::new(receivers.clone(), Policy::default());
+    let s = handle
+        .add_silence(
+            &db,
+            silence::NewSilence {
+                matcher: Matcher {
+                    cluster: Some("eu-1".into()),
+                    ..Default::default()
+                },
+                duration_secs: Some(3600),
+                created_by: "alice".into(),
+                comment: "CHG-7".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &i);
+    enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &other);
+    assert_eq!(
+        events_of(&db),
+        [("hook".into(), NotifyEvent::Trigger, "inc-2".into())],
+        "only the other cluster pages"
+    );
+    outbox::housekeep(&db, &receivers, &Policy::default(), now()).unwrap();
+    assert_eq!(events_of(&db).len(), 1, "still silenced");
+    handle.expire_silence(&db, &s.id).unwrap().unwrap();
+    let h = outbox::housekeep(&db, &receivers, &Policy::default(), now()).unwrap();
+    assert_eq!(h.released, 1);
+    assert_eq!(events_of(&db)[1], ("hook".into(), NotifyEvent::Trigger, "inc-1".into()));
+}
+
+#[test]
+fn chatty_receivers_get_one_message_per_group_and_pagers_one_alert_per_incident() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let mut pd = Receiver::new("pd", ReceiverKind::Pagerduty, "http://127.0.0.1:9/v2/enqueue");
+    pd.routing_key = Some("k".into());
+    let receivers = vec![Receiver::webhook("chat", "http://127.0.0.1:9/x", None), pd];
+    let policy = Policy {
+        routes: vec![Route {
+            group_by: vec!["cluster".into()],
+            group_wait_secs: Some(30),
+            group_interval_secs: Some(300),
+            ..Route::to(Matcher::default(), &["chat", "pd"])
+        }],
+        ..Default::default()
+    };
+    let (i1, i2, i3) = (
+        in_cluster("i1", "eu"),
+        in_cluster("i2", "eu"),
+        in_cluster("i3", "us"),
+    );
+    let early = in_cluster("early-resolved", "eu");
+    for i in [&i1, &i2, &i3, &early] {
+        store_incident(&db, i);
+        enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, i, at(0));
+    }
+    let pd_now: Vec<_> = events_of(&db).into_iter().map(|e| (e.0, e.2)).collect();
+    assert_eq!(pd_now.len(), 4);
+    assert!(pd_now.iter().all(|(r, _)| r == "pd"), "{pd_now:?}");
+    // Resolved before its group went out: the chat receiver never hears of it.
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, &early, at(5));
+    outbox::housekeep(&db, &receivers, &policy, at(29)).unwrap();
+    assert_eq!(bodies_of(&db).iter().filter(|b| b.0 == "chat").count(), 0);
+    let h = outbox::housekeep(&db, &receivers, &policy, at(30)).unwrap();
+    assert_eq!(h.flushed, 2);
+    let chat: Vec<serde_json::Value> = bodies_of(&db)
+        .into_iter()
+        .filter(|b| b.0 == "chat")
+        .map(|b| b.1)
+        .collect();
+    assert_eq!(chat.len(), 2, "one message per cluster");
+    let eu = chat
+        .iter()
+        .find(|b| b["group"]["labels"]["cluster"] == "eu")
+        .unwrap();
+    assert_eq!(eu["event"], "trigger");
+    assert_eq!(eu["group"]["count"], 2);
+    assert_eq!(eu["incident"]["id"], "i1");
+    let ids: Vec<&str> = eu["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i1", "i2"]);
+    // A newcomer to a group that just sent waits for the group interval.
+    let i4 = in_cluster("i4", "eu");
+    store_incident(&db, &i4);
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, &i4, at(40));
+    outbox::housekeep(&db, &receivers, &policy, at(329)).unwrap();
+    let chat_count = || bodies_of(&db).iter().filter(|b| b.0 == "chat").count();
+    assert_eq!(chat_count(), 2);
+    outbox::housekeep(&db, &receivers, &policy, at(330)).unwrap();
+    assert_eq!(chat_count(), 3);
+    // Follow-ups are per incident, to everyone the trigger reached.
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, &i2, at(400));
+    let resolves: Vec<String> = events_of(&db)
+        .into_iter()
+        .filter(|e| e.1 == NotifyEvent::Resolve && e.2 == "i2")
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(resolves, ["chat", "pd"]);
+}
+
+#[test]
+fn an_open_unacknowledged_incident_is_repeated_until_acknowledged() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
+    let policy = Policy {
+        routes: vec![Route {
+            repeat_interval_secs: Some(60),
+            ..Route::to(Matcher::default(), &["hook"])
+        }],
+        ..Default::default()
+    };
+    let mut i = incident("inc-1");
+    store_incident(&db, &i);
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, &i, at(0));
+    outbox::housekeep(&db, &receivers, &policy, at(59)).unwrap();
+    assert_eq!(events_of(&db).len(), 1);
+    let h = outbox::housekeep(&db, &receivers, &policy, at(60)).unwrap();
+    assert_eq!(h.repeated, 1);
+    assert_eq!(h.next, Some(at(120)));
+    outbox::housekeep(&db, &receivers, &policy, at(120)).unwrap();
+    let bodies = bodies_of(&db);
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[1].1["repeat"], 1);
+    assert_eq!(bodies[2].1["repeat"], 2);
+    assert_eq!(bodies[2].1["event"], "trigger");
+    i.status = IncidentStatus::Acknowledged;
+    store_incident(&db, &i);
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Acknowledge, &i, at(130));
+    let h = outbox::housekeep(&db, &receivers, &policy, at(1000)).unwrap();
+    assert_eq!(h.repeated, 0);
+    assert_eq!(h.next, None, "nothing left to repeat");
+    assert_eq!(events_of(&db).len(), 4);
 }
