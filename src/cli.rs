@@ -50,6 +50,9 @@ pub enum Command {
     Agent(AgentArgs),
     /// List, show, acknowledge and resolve incidents.
     Incidents(IncidentsArgs),
+    /// Add, list and expire silences (maintenance), in the manner of amtool.
+    #[command(alias = "silence")]
+    Silences(SilencesArgs),
     /// Check rule files and run rule unit tests.
     Rules(RulesArgs),
     /// Work with logs: mine templates the way the agent does.
@@ -288,6 +291,9 @@ pub enum IncidentsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Continue after a previous page (its `next`, printed under the table).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one incident with its root causes and evidence.
     Show { id: String },
@@ -334,5 +340,65 @@ pub enum LogsCommand {
         /// Keep the miner's state in DIR across runs (template ids stay stable).
         #[arg(long)]
         state: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SilencesArgs {
+    /// Collector HTTP address.
+    #[arg(
+        long,
+        global = true,
+        env = "DAYTWO_SERVER",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub server: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Bearer token for add and expire.
+    #[arg(long, global = true, env = "DAYTWO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: SilencesCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SilencesCommand {
+    /// Silence matching incidents for a while: no trigger is sent; a resolve still reaches
+    /// whoever was paged before. MATCHER is KEY=VALUE: severity, cluster, namespace, rule, or
+    /// any root-cause entity attribute (host.name=db-1).
+    Add {
+        /// One or more KEY=VALUE; all must match.
+        #[arg(required = true, value_name = "MATCHER")]
+        matchers: Vec<String>,
+        /// How long: 90s, 30m, 2h, 1d, 1h30m (default 1h unless --end is given).
+        #[arg(long, short = 'd')]
+        duration: Option<String>,
+        /// Start (RFC 3339); default now.
+        #[arg(long)]
+        start: Option<String>,
+        /// End (RFC 3339), instead of --duration.
+        #[arg(long)]
+        end: Option<String>,
+        /// Why (a ticket or change number).
+        #[arg(long, short = 'c')]
+        comment: String,
+        /// Who; default $USER.
+        #[arg(long, short = 'a', env = "USER")]
+        author: Option<String>,
+    },
+    /// List silences that are active or pending (with --expired, also those that are over).
+    #[command(alias = "query")]
+    List {
+        /// Also show expired silences.
+        #[arg(long)]
+        expired: bool,
+    },
+    /// End silences now; triggers they held go out if their incidents are still open.
+    Expire {
+        /// Silence ids (see `list`).
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
 }

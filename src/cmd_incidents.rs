@@ -29,6 +29,7 @@ async fn run_async(args: IncidentsArgs) -> Result<ExitCode> {
             since,
             until,
             limit,
+            cursor,
         } => {
             let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             if let Some(s) = status {
@@ -41,6 +42,7 @@ async fn run_async(args: IncidentsArgs) -> Result<ExitCode> {
                 ("entity", entity),
                 ("since", since),
                 ("until", until),
+                ("cursor", cursor),
             ] {
                 if let Some(v) = v {
                     q.push((k, v));
@@ -54,6 +56,9 @@ async fn run_async(args: IncidentsArgs) -> Result<ExitCode> {
                 let incidents: Vec<Incident> = serde_json::from_value(body["incidents"].clone())
                     .context("the server's answer is not an incident list")?;
                 print!("{}", table(&incidents));
+                if let Some(next) = body["next"].as_str() {
+                    println!("More: add --cursor {next}");
+                }
             }
         }
         IncidentsCommand::Show { id } => {
@@ -100,7 +105,7 @@ async fn write_call(
     Ok(())
 }
 
-async fn send(req: reqwest::RequestBuilder, base: &str) -> Result<serde_json::Value> {
+pub(crate) async fn send(req: reqwest::RequestBuilder, base: &str) -> Result<serde_json::Value> {
     let resp = req.send().await.map_err(|e| {
         anyhow!("cannot reach the daytwo server at {base}: {e} (is `daytwo up` running? set --server or DAYTWO_SERVER)")
     })?;
@@ -123,7 +128,7 @@ fn root_cause(inc: &Incident) -> String {
 }
 
 /// Time since `t`, the way `kubectl get` shows AGE: `45s`, `12m`, `3h`, `2d`.
-fn age(t: daytwo_model::Timestamp) -> String {
+pub(crate) fn age(t: daytwo_model::Timestamp) -> String {
     let now = daytwo_model::Timestamp::from_system_time(std::time::SystemTime::now());
     let secs = (now.0 - t.0).max(0) / 1_000_000_000;
     match secs {

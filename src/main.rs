@@ -11,6 +11,7 @@ mod cmd_logs;
 mod cmd_replay;
 mod cmd_rules;
 mod cmd_run;
+mod cmd_silences;
 mod config;
 
 use clap::Parser;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         cli::Command::Collector(args) => cmd_run::collector(args),
         cli::Command::Agent(args) => cmd_run::agent(args),
         cli::Command::Incidents(args) => cmd_incidents::run(args),
+        cli::Command::Silences(args) => cmd_silences::run(args),
         cli::Command::Rules(args) => cmd_rules::run(args),
         cli::Command::Logs(args) => cmd_logs::run(args),
         cli::Command::Replay(args) => cmd_replay::run(args),

@@ -1,6 +1,6 @@
 //! The HTTP API, on one port: incidents (list, show, ack, resolve), Alertmanager's webhook in,
-//! notification dead letters (list, retry), `/metrics`, `/healthz`, `/readyz` and
-//! `/api/v1/openapi.json`.
+//! notification dead letters (list, retry), silences (list, add, expire), `/metrics`,
+//! `/healthz`, `/readyz` and `/api/v1/openapi.json`.
 //!
 //! Entry point: [`router`]. Reads go straight to the store; writes go through the
 //! [`Pipeline`] so that the incident change and its notifications commit together. Errors are
@@ -12,7 +12,7 @@ use crate::store::{ListFilter, Store};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use daytwo_model::{IncidentStatus, Severity, Timestamp};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -44,6 +44,8 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/notifications/dead/{id}/retry",
             post(retry_dead_letter),
         )
+        .route("/api/v1/silences", get(list_silences).post(add_silence))
+        .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -135,6 +137,17 @@ async fn list_incidents(
             })
         })
         .transpose()?;
+    if let Some(c) = &q.cursor {
+        let valid = c
+            .split_once(':')
+            .is_some_and(|(t, id)| t.parse::<i64>().is_ok() && !id.is_empty());
+        if !valid {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("cursor={c:?}: not a cursor this server gave out; pass the previous page's `next` unchanged"),
+            ));
+        }
+    }
     let filter = ListFilter {
         status,
         severity,
@@ -322,6 +335,138 @@ async fn retry_dead_letter(
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no dead letter {id}; see GET /api/v1/notifications/dead"),
+        )),
+    }
+}
+
+fn wall_clock() -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now())
+}
+
+/// A silence as the API shows it: the stored fields plus `state` and `source` (`api`, or
+/// `config` for `collector.silences` from the configuration file, ids `config-N`).
+fn silence_view(s: &crate::notify::silence::Silence, source: &str, now: Timestamp) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    v["state"] = serde_json::json!(s.state(now));
+    v["source"] = serde_json::json!(source);
+    v
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceQuery {
+    state: Option<String>,
+}
+
+/// `{"silences":[…]}`: stored silences newest first, then the configuration file's.
+async fn list_silences(
+    State(st): State<ApiState>,
+    q: Result<Query<SilenceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; known parameters: state"),
+        )
+    })?;
+    if let Some(s) = &q.state
+        && !matches!(s.as_str(), "active" | "pending" | "expired")
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("state={s:?}: expected active, pending or expired"),
+        ));
+    }
+    let db = st.store.db();
+    let stored = tokio::task::spawn_blocking(move || crate::notify::silence::list(&db))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let now = wall_clock();
+    let configured = st.notify.policy().silences.iter().enumerate().map(|(i, c)| {
+        crate::notify::silence::Silence {
+            id: format!("config-{i}"),
+            matcher: c.matcher.clone(),
+            starts_at: c.starts_at,
+            ends_at: c.ends_at,
+            created_by: "configuration file".into(),
+            comment: c.comment.clone(),
+            created_at: c.starts_at,
+            expired_at: None,
+        }
+    });
+    let all: Vec<serde_json::Value> = stored
+        .iter()
+        .map(|s| silence_view(s, "api", now))
+        .chain(configured.map(|s| silence_view(&s, "config", now)))
+        .filter(|v| q.state.as_deref().is_none_or(|want| v["state"] == want))
+        .collect();
+    Ok(Json(serde_json::json!({ "silences": all })))
+}
+
+/// Creates a silence (201 with it); token-protected like ack.
+async fn add_silence(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<
+        Json<crate::notify::silence::NewSilence>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    let Json(new) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "not a silence: {}; expected {{\"match\":{{…}},\"ends_at\" or \"duration_secs\",\"created_by\",\"comment\"}}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let db = st.store.db();
+    let notify = st.notify.clone();
+    let made = tokio::task::spawn_blocking(move || notify.add_silence(&db, new))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match made {
+        Ok(s) => Ok((
+            StatusCode::CREATED,
+            Json(silence_view(&s, "api", wall_clock())),
+        )
+            .into_response()),
+        Err(crate::notify::silence::SilenceError::Invalid(m)) => {
+            Err(ApiError(StatusCode::BAD_REQUEST, m))
+        }
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// Expires a silence now (200 with it); triggers it held go out if their incidents are still
+/// open. Token-protected.
+async fn expire_silence(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    if id.starts_with("config-") {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("silence {id} comes from the configuration file (collector.silences); edit the file and restart to lift it"),
+        ));
+    }
+    let db = st.store.db();
+    let notify = st.notify.clone();
+    let lookup = id.clone();
+    let s = tokio::task::spawn_blocking(move || notify.expire_silence(&db, &lookup))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    match s {
+        Some(s) => Ok(Json(silence_view(&s, "api", wall_clock())).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no silence {id}; see GET /api/v1/silences"),
         )),
     }
 }

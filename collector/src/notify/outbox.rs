@@ -635,7 +635,7 @@ pub(super) fn housekeep(
     let txn = db.begin_write().or_outbox("begin write")?;
     release_held(&txn, receivers, policy, now, &mut out)?;
     flush_groups(&txn, now, &mut out)?;
-    send_repeats(&txn, now, &mut out)?;
+    send_repeats(&txn, policy, now, &mut out)?;
     txn.commit().or_outbox("commit housekeeping")?;
     Ok(out)
 }
@@ -762,6 +762,7 @@ fn flush_groups(
 
 fn send_repeats(
     txn: &WriteTransaction,
+    policy: &Policy,
     now: Timestamp,
     out: &mut Housekeeping,
 ) -> Result<(), NotifyError> {
@@ -788,12 +789,21 @@ fn send_repeats(
             table.remove(key.as_str()).or_outbox("drop repeat")?;
             continue;
         };
-        r.count += 1;
+        let labels = Labels::of(&incident);
+        let silenced = policy.silenced_by(&labels, now).is_some()
+            || super::silence::active(txn, &labels, now)?.is_some();
         r.next_at = now.plus(Duration::from_secs(r.interval_secs));
+        out.wake_at(r.next_at);
+        if !silenced {
+            r.count += 1;
+        }
         table
             .insert(key.as_str(), encode(&r)?.as_str())
             .or_outbox("write repeat")?;
         drop(table);
+        if silenced {
+            continue;
+        }
         let body = Payload {
             repeat: Some(r.count),
             ..Payload::single(NotifyEvent::Trigger, &incident)
@@ -807,7 +817,6 @@ fn send_repeats(
             now,
         )?;
         out.repeated += 1;
-        out.wake_at(r.next_at);
         info!(receiver = %receiver, incident = %incident_id, repeat = r.count, "Incident still open and unacknowledged: trigger repeated.");
     }
     Ok(())

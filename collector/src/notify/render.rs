@@ -46,7 +46,16 @@ pub struct Rendered {
 struct Canonical {
     event: NotifyEvent,
     incident: Incident,
+    /// A grouped trigger's incidents (the first is `incident`); chatty receivers only.
+    #[serde(default)]
+    incidents: Vec<Incident>,
+    /// Set on a repeated trigger: how many repeats so far.
+    #[serde(default)]
+    repeat: Option<u32>,
 }
+
+/// Incidents listed in one grouped Slack message; the rest are counted.
+const SLACK_GROUP_LISTED: usize = 10;
 
 /// The request `receiver` gets for a queued canonical `body`. `link` is the incident's address
 /// in daytwo's API, when the collector knows its public URL.
@@ -95,11 +104,27 @@ pub fn render(receiver: &Receiver, body: &str, link: Option<&str>) -> Result<Ren
                 opsgenie(c.event, &c.incident, link),
             )
         }
-        ReceiverKind::Slack => (
+        ReceiverKind::Slack if c.incidents.len() > 1 => (
             receiver.url.clone(),
             Vec::new(),
-            slack(c.event, &c.incident, link),
+            slack_group(&c.incidents, link),
         ),
+        ReceiverKind::Slack => {
+            let mut v = slack(c.event, &c.incident, link);
+            if let Some(n) = c.repeat {
+                let prefix = format!("Still open and unacknowledged (reminder {n}): ");
+                v["text"] = json!(truncate(
+                    &format!("{prefix}{}", v["text"].as_str().unwrap_or("")),
+                    SLACK_TEXT_MAX_CHARS
+                ));
+                let header = &mut v["blocks"][0]["text"]["text"];
+                *header = json!(truncate(
+                    &format!("Still open: {}", header.as_str().unwrap_or("")),
+                    SLACK_HEADER_MAX_CHARS
+                ));
+            }
+            (receiver.url.clone(), Vec::new(), v)
+        }
     };
     Ok(Rendered {
         url,
@@ -329,6 +354,45 @@ fn esc(s: &str) -> String {
 
 fn mrkdwn(text: String) -> Value {
     json!({"type": "mrkdwn", "text": truncate(&text, SLACK_TEXT_MAX_CHARS)})
+}
+
+/// One message for incidents that opened together (a route with `group_by`).
+fn slack_group(incidents: &[Incident], link: Option<&str>) -> Value {
+    let worst = incidents
+        .iter()
+        .map(|i| i.severity)
+        .max()
+        .unwrap_or(Severity::Info);
+    let sev = worst.as_str().to_uppercase();
+    let n = incidents.len();
+    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("[{sev}] {n} incidents opened together"), SLACK_HEADER_MAX_CHARS)}})];
+    for i in incidents.iter().take(SLACK_GROUP_LISTED) {
+        let id_ref = match link {
+            Some(base) => {
+                let url = base.replace(&incidents[0].id, &i.id);
+                format!("<{url}|{}>", esc(&i.id))
+            }
+            None => format!("`{}`", esc(&i.id)),
+        };
+        let mut text = format!(
+            "*{}* ({}) {id_ref}\n*Root cause:* {}",
+            esc(&i.title),
+            i.severity.as_str(),
+            esc(&root_cause(i))
+        );
+        if let Some(h) = i.top() {
+            text.push_str(&format!(" (rule `{}`)\n{}", esc(&h.rule), esc(&h.explanation)));
+        }
+        blocks.push(json!({"type": "section", "text": mrkdwn(text)}));
+    }
+    if n > SLACK_GROUP_LISTED {
+        blocks.push(json!({"type": "context", "elements": [mrkdwn(format!("and {} more", n - SLACK_GROUP_LISTED))]}));
+    }
+    let titles: Vec<&str> = incidents.iter().map(|i| i.title.as_str()).collect();
+    json!({
+        "text": truncate(&format!("[{sev}] {n} incidents: {}", titles.join("; ")), SLACK_TEXT_MAX_CHARS),
+        "blocks": blocks,
+    })
 }
 
 fn slack(event: NotifyEvent, incident: &Incident, link: Option<&str>) -> Value {
@@ -582,6 +646,46 @@ mod tests {
                     })
             );
         }
+    }
+
+    #[test]
+    fn grouped_and_repeated_slack_messages_follow_the_documented_examples() {
+        let r = Receiver::new(
+            "slack",
+            ReceiverKind::Slack,
+            "https://hooks.slack.com/services/T0/B0/XX",
+        );
+        let a = incident("api-1 OOM-killed");
+        let mut b = incident("api-2 OOM-killed");
+        b.id = "77aa00bb11cc22dd".into();
+        let grouped = serde_json::to_string(&json!({
+            "version": "1", "event": "trigger", "incident": a,
+            "group": {"labels": {"cluster": "eu"}, "count": 2}, "incidents": [a, b],
+        }))
+        .unwrap();
+        let out = render(&r, &grouped, Some("https://daytwo.example.com")).unwrap();
+        let body: Value = serde_json::from_str(&out.body).unwrap();
+        let f = conform::load(&fixtures(), "slack_message");
+        let errs = conform::check_body(&f, &body);
+        assert!(errs.is_empty(), "{errs:#?}\n{body:#}");
+        let text = body.to_string();
+        assert!(text.contains("2 incidents opened together"), "{text}");
+        assert!(text.contains("api-2 OOM-killed") && text.contains("api-1 OOM-killed"));
+        assert!(text.contains("https://daytwo.example.com/api/v1/incidents/77aa00bb11cc22dd|"));
+        let repeated = serde_json::to_string(&json!({
+            "version": "1", "event": "trigger", "repeat": 2, "incident": a,
+        }))
+        .unwrap();
+        let out = render(&r, &repeated, None).unwrap();
+        let body: Value = serde_json::from_str(&out.body).unwrap();
+        assert!(conform::check_body(&f, &body).is_empty());
+        assert!(body["text"].as_str().unwrap().contains("reminder 2"));
+        assert!(
+            body["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Still open: ")
+        );
     }
 
     #[test]
