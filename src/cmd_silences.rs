@@ -246,7 +246,10 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         let m = parse_matchers(&["cluster=eu-1".into(), "host.name=db-1".into()]).unwrap();
-        assert_eq!(m, json!({"cluster": "eu-1", "labels": {"host.name": "db-1"}}));
+        assert_eq!(
+            m,
+            json!({"cluster": "eu-1", "labels": {"host.name": "db-1"}})
+        );
         assert!(parse_matchers(&["cluster".into()]).is_err());
         assert!(parse_matchers(&["=x".into()]).is_err());
         assert_eq!(matchers_text(&m), "cluster=eu-1 host.name=db-1");

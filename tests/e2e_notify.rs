@@ -558,3 +558,345 @@ fn dead_letters_are_listed_and_retried_over_the_api() {
         dead["delivery_id"].as_str()
     );
 }
+
+/// Runs `daytwo ARGS --server URL`: (exit code, stdout, stderr).
+fn daytwo_cli(d: &Daytwo, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .arg("--server")
+        .arg(d.server())
+        .env_remove("DAYTWO_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn events(fake: &Fake) -> Vec<(String, String)> {
+    fake.taken().iter().map(webhook_event).collect()
+}
+
+#[test]
+fn a_silence_made_with_the_cli_survives_a_restart_and_its_held_trigger_goes_out_when_it_is_expired()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = Fake::start();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("collector.log");
+    let url = hook.url("/hook");
+    let flags = ["--webhook", url.as_str(), "--token", "s3cret"];
+    let mut d = collector(&data, &log, &flags);
+    let add = [
+        "silences",
+        "add",
+        "cluster=eu-1",
+        "--duration",
+        "1h",
+        "--comment",
+        "shop upgrade (CHG-77)",
+        "--author",
+        "alice",
+    ];
+    let (code, _, err) = daytwo_cli(&d, &add);
+    assert_eq!(code, 1, "no token: the server refuses: {err}");
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = daytwo_cli(&d, &["silences", "add", "cluster", "-c", "x"]);
+    assert_eq!(code, 2, "a malformed matcher is a usage error: {err}");
+    let mut with_token = add.to_vec();
+    with_token.extend(["--token", "s3cret"]);
+    let (code, out, err) = daytwo_cli(&d, &with_token);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 16, "add prints the id: {out:?}");
+
+    let held = open_incident(&d, "eu-1", "shop", "cart-1", Some("s3cret"));
+    let short = open_incident(&d, "eu-1", "web", "web-2", Some("s3cret"));
+    let elsewhere = open_incident(&d, "us-1", "shop", "cart-1", Some("s3cret"));
+    act(&d, &short, "resolve", Some("s3cret"));
+    assert!(
+        wait_until(Duration::from_secs(20), || events(&hook)
+            .contains(&("trigger".into(), elsewhere.clone()))),
+        "log:\n{}",
+        read(&d.log)
+    );
+
+    // The silence is stored: it outlives a restart and still holds.
+    d.stop();
+    let d = collector(&data, &log, &flags);
+    let (code, out, err) = daytwo_cli(&d, &["silences", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let s = &listed["silences"][0];
+    assert_eq!(s["id"], id.as_str());
+    assert_eq!(s["state"], "active");
+    assert_eq!(s["created_by"], "alice");
+    assert_eq!(s["match"], json!({"cluster": "eu-1"}));
+    let (_, table, _) = daytwo_cli(&d, &["silences", "list"]);
+    assert!(
+        table.contains(&id) && table.contains("cluster=eu-1") && table.contains("CHG-77"),
+        "{table}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !events(&hook).iter().any(|e| e.1 == held || e.1 == short),
+        "nothing for silenced incidents: {:?}",
+        events(&hook)
+    );
+
+    let (code, _, err) = daytwo_cli(&d, &["silences", "expire", &id, "--token", "s3cret"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(Duration::from_secs(20), || events(&hook)
+            .contains(&("trigger".into(), held.clone()))),
+        "the held trigger goes out once the silence is expired; log:\n{}",
+        read(&d.log)
+    );
+    act(&d, &held, "resolve", Some("s3cret"));
+    assert!(wait_until(Duration::from_secs(20), || events(&hook)
+        .contains(&("resolve".into(), held.clone()))));
+    std::thread::sleep(Duration::from_millis(500));
+    let got = events(&hook);
+    assert!(
+        !got.iter().any(|e| e.1 == short),
+        "resolved while silenced: never paged, no lone resolve: {got:?}"
+    );
+    assert_eq!(got.iter().filter(|e| e.1 == held).count(), 2, "{got:?}");
+    let (_, out, _) = daytwo_cli(&d, &["silences", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["silences"],
+        json!([]),
+        "an expired silence is hidden without --expired"
+    );
+    let (_, out, _) = daytwo_cli(&d, &["silences", "list", "--expired", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["silences"][0]["state"], "expired");
+    assert!(read(&d.log).contains("shop upgrade (CHG-77)"));
+}
+
+#[test]
+fn chatty_receivers_get_one_message_per_group_pagers_one_alert_per_incident_and_repeats_stop_at_ack()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let chat = Fake::start();
+    let pd = Fake::start();
+    let config = tmp.path().join("daytwo.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "collector:\n  receivers:\n\
+             \x20   - {{name: chat, kind: webhook, url: \"{}\"}}\n\
+             \x20   - {{name: pd, kind: pagerduty, url: \"{}\", routing_key: R0UT1NGKEY}}\n\
+             \x20 routes:\n\
+             \x20   - match: {{}}\n\
+             \x20     receivers: [chat, pd]\n\
+             \x20     group_by: [cluster]\n\
+             \x20     group_wait_secs: 2\n\
+             \x20     group_interval_secs: 3600\n\
+             \x20     repeat_interval_secs: 1\n",
+            chat.url("/hook"),
+            pd.url("/v2/enqueue"),
+        ),
+    )
+    .unwrap();
+    let d = collector(
+        &tmp.path().join("data"),
+        &tmp.path().join("collector.log"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let a = open_incident(&d, "eu-1", "shop", "cart-1", None);
+    let b = open_incident(&d, "eu-1", "web", "web-2", None);
+    let c = open_incident(&d, "us-1", "db", "pg-0", None);
+    let first_triggers = |f: &Fake| -> Vec<Value> {
+        f.taken()
+            .into_iter()
+            .filter(|g| g.body["event"] == "trigger" && g.body.get("repeat").is_none())
+            .map(|g| g.body)
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || first_triggers(&chat).len() >= 2),
+        "log:\n{}",
+        read(&d.log)
+    );
+    let groups = first_triggers(&chat);
+    assert_eq!(groups.len(), 2, "one message per cluster: {groups:#?}");
+    let eu = groups
+        .iter()
+        .find(|g| g["group"]["labels"]["cluster"] == "eu-1")
+        .expect("an eu-1 group");
+    let ids: Vec<&str> = eu["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()], "{eu:#}");
+    assert_eq!(eu["group"]["count"], 2);
+    assert_eq!(eu["incident"]["id"], a.as_str());
+    let us = groups
+        .iter()
+        .find(|g| g["group"]["labels"]["cluster"] == "us-1")
+        .unwrap();
+    assert_eq!(us["incident"]["id"], c.as_str());
+
+    // PagerDuty: one alert per incident, keyed by its id, whatever the grouping.
+    let pd_keys = || -> Vec<String> {
+        pd.taken()
+            .iter()
+            .filter(|g| g.body["event_action"] == "trigger")
+            .map(|g| g.body["dedup_key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(20), || {
+        let k = pd_keys();
+        [&a, &b, &c].iter().all(|id| k.contains(id))
+    }));
+
+    // Repeats while open and unacknowledged.
+    let repeats_of = |f: &Fake, id: &str| {
+        f.taken()
+            .iter()
+            .filter(|g| g.body["repeat"].is_u64() && g.body["incident"]["id"] == id)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || repeats_of(&chat, &a) >= 2),
+        "log:\n{}",
+        read(&d.log)
+    );
+    let r = chat
+        .taken()
+        .into_iter()
+        .find(|g| g.body["repeat"] == 1 && g.body["incident"]["id"] == a.as_str())
+        .unwrap();
+    assert_eq!(r.body["event"], "trigger");
+    assert!(
+        r.body.get("incidents").is_none(),
+        "repeats are per incident"
+    );
+    act(&d, &a, "ack", None);
+    assert!(wait_until(Duration::from_secs(20), || events(&chat)
+        .contains(&("acknowledge".into(), a.clone()))));
+    let after_ack = repeats_of(&chat, &a);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(repeats_of(&chat, &a), after_ack, "no repeat after the ack");
+    assert!(repeats_of(&chat, &b) > 0, "b is still open and repeats");
+    assert!(
+        wait_until(Duration::from_secs(20), || pd
+            .taken()
+            .iter()
+            .any(
+                |g| g.body["event_action"] == "acknowledge" && g.body["dedup_key"] == a.as_str()
+            )),
+        "the pager hears the ack"
+    );
+}
+
+#[test]
+fn a_receiver_that_keeps_failing_hands_its_pages_to_its_fallback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Fake::start();
+    let backup = Fake::start();
+    primary.down.store(true, Ordering::SeqCst);
+    let config = tmp.path().join("daytwo.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "collector:\n  receivers:\n\
+             \x20   - {{name: primary, kind: webhook, url: \"{}\", fallback: backup}}\n\
+             \x20   - {{name: backup, kind: webhook, url: \"{}\"}}\n\
+             \x20 routes:\n    - match: {{}}\n      receivers: [primary]\n",
+            primary.url("/hook"),
+            backup.url("/hook"),
+        ),
+    )
+    .unwrap();
+    let d = collector(
+        &tmp.path().join("data"),
+        &tmp.path().join("collector.log"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--notify-breaker-failures",
+            "3",
+            "--notify-breaker-cooldown-ms",
+            "500",
+        ],
+    );
+    let id = open_incident(&d, "eu-1", "shop", "cart-1", None);
+    assert!(
+        wait_until(Duration::from_secs(20), || events(&backup)
+            .contains(&("trigger".into(), id.clone()))),
+        "the fallback gets the page while the primary's breaker is open; log:\n{}",
+        read(&d.log)
+    );
+    assert!(
+        primary.got().len() >= 3,
+        "the breaker opened after 3 failures"
+    );
+    assert!(read(&d.log).contains("also queued to its fallback"));
+    act(&d, &id, "resolve", None);
+    assert!(wait_until(Duration::from_secs(20), || events(&backup)
+        .contains(&("resolve".into(), id.clone()))));
+    primary.down.store(false, Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(20), || events(&primary).len() >= 2),
+        "the primary gets its pages once it is back; log:\n{}",
+        read(&d.log)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let want = vec![
+        ("trigger".to_string(), id.clone()),
+        ("resolve".to_string(), id.clone()),
+    ];
+    assert_eq!(events(&primary), want, "in order, once each");
+    assert_eq!(events(&backup), want, "copied once each");
+}
+
+#[test]
+fn kill_9_in_the_middle_of_retries_delivers_the_page_once_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = Fake::start();
+    hook.down.store(true, Ordering::SeqCst);
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("collector.log");
+    let url = hook.url("/hook");
+    let flags = [
+        "--webhook",
+        url.as_str(),
+        "--notify-breaker-failures",
+        "1000",
+    ];
+    let mut d = collector(&data, &log, &flags);
+    let id = open_incident(&d, "eu-1", "shop", "cart-1", None);
+    assert!(
+        wait_until(Duration::from_secs(20), || hook.got().len() >= 3),
+        "log:\n{}",
+        read(&d.log)
+    );
+    d.kill9();
+    let failed_before = hook.got().len();
+    hook.down.store(false, Ordering::SeqCst);
+    let d = collector(&data, &log, &flags);
+    assert!(
+        wait_until(Duration::from_secs(20), || !hook.taken().is_empty()),
+        "log:\n{}",
+        read(&d.log)
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(events(&hook), [("trigger".to_string(), id.clone())], "once");
+    let ids: std::collections::HashSet<String> = hook
+        .got()
+        .iter()
+        .map(|g| g.header("x-daytwo-delivery").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "every attempt, before and after the kill, is one delivery"
+    );
+    assert!(hook.got().len() > failed_before);
+}

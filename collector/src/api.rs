@@ -144,7 +144,9 @@ async fn list_incidents(
         if !valid {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
-                format!("cursor={c:?}: not a cursor this server gave out; pass the previous page's `next` unchanged"),
+                format!(
+                    "cursor={c:?}: not a cursor this server gave out; pass the previous page's `next` unchanged"
+                ),
             ));
         }
     }
@@ -327,9 +329,9 @@ async fn retry_dead_letter(
     let db = st.store.db();
     let notify = st.notify.clone();
     let dead = tokio::task::spawn_blocking(move || notify.retry_dead_letter(&db, id))
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     match dead {
         Some(d) => Ok((StatusCode::ACCEPTED, Json(d)).into_response()),
         None => Err(ApiError(
@@ -345,7 +347,11 @@ fn wall_clock() -> Timestamp {
 
 /// A silence as the API shows it: the stored fields plus `state` and `source` (`api`, or
 /// `config` for `collector.silences` from the configuration file, ids `config-N`).
-fn silence_view(s: &crate::notify::silence::Silence, source: &str, now: Timestamp) -> serde_json::Value {
+fn silence_view(
+    s: &crate::notify::silence::Silence,
+    source: &str,
+    now: Timestamp,
+) -> serde_json::Value {
     let mut v = serde_json::to_value(s).unwrap_or_default();
     v["state"] = serde_json::json!(s.state(now));
     v["source"] = serde_json::json!(source);
@@ -383,8 +389,13 @@ async fn list_silences(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let now = wall_clock();
-    let configured = st.notify.policy().silences.iter().enumerate().map(|(i, c)| {
-        crate::notify::silence::Silence {
+    let configured = st
+        .notify
+        .policy()
+        .silences
+        .iter()
+        .enumerate()
+        .map(|(i, c)| crate::notify::silence::Silence {
             id: format!("config-{i}"),
             matcher: c.matcher.clone(),
             starts_at: c.starts_at,
@@ -393,8 +404,7 @@ async fn list_silences(
             comment: c.comment.clone(),
             created_at: c.starts_at,
             expired_at: None,
-        }
-    });
+        });
     let all: Vec<serde_json::Value> = stored
         .iter()
         .map(|s| silence_view(s, "api", now))
@@ -408,10 +418,7 @@ async fn list_silences(
 async fn add_silence(
     State(st): State<ApiState>,
     headers: HeaderMap,
-    body: Result<
-        Json<crate::notify::silence::NewSilence>,
-        axum::extract::rejection::JsonRejection,
-    >,
+    body: Result<Json<crate::notify::silence::NewSilence>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
     let Json(new) = body.map_err(|e| {
@@ -452,7 +459,9 @@ async fn expire_silence(
     if id.starts_with("config-") {
         return Err(ApiError(
             StatusCode::CONFLICT,
-            format!("silence {id} comes from the configuration file (collector.silences); edit the file and restart to lift it"),
+            format!(
+                "silence {id} comes from the configuration file (collector.silences); edit the file and restart to lift it"
+            ),
         ));
     }
     let db = st.store.db();

@@ -308,7 +308,10 @@ fn schedule_repeat(
     };
     txn.open_table(REPEATS)
         .or_outbox("open repeat table")?
-        .insert(repeat_key(incident, receiver).as_str(), encode(&r)?.as_str())
+        .insert(
+            repeat_key(incident, receiver).as_str(),
+            encode(&r)?.as_str(),
+        )
         .or_outbox("schedule repeat")?;
     Ok(())
 }
@@ -402,11 +405,7 @@ fn trigger(
 }
 
 fn group_key(plan: &RoutePlan) -> String {
-    let values: Vec<String> = plan
-        .group
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let values: Vec<String> = plan.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
         "{}\0{}\0{}",
         plan.receiver,

@@ -365,7 +365,9 @@ fn slack_group(incidents: &[Incident], link: Option<&str>) -> Value {
         .unwrap_or(Severity::Info);
     let sev = worst.as_str().to_uppercase();
     let n = incidents.len();
-    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("[{sev}] {n} incidents opened together"), SLACK_HEADER_MAX_CHARS)}})];
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("[{sev}] {n} incidents opened together"), SLACK_HEADER_MAX_CHARS)}}),
+    ];
     for i in incidents.iter().take(SLACK_GROUP_LISTED) {
         let id_ref = match link {
             Some(base) => {
@@ -381,7 +383,11 @@ fn slack_group(incidents: &[Incident], link: Option<&str>) -> Value {
             esc(&root_cause(i))
         );
         if let Some(h) = i.top() {
-            text.push_str(&format!(" (rule `{}`)\n{}", esc(&h.rule), esc(&h.explanation)));
+            text.push_str(&format!(
+                " (rule `{}`)\n{}",
+                esc(&h.rule),
+                esc(&h.explanation)
+            ));
         }
         blocks.push(json!({"type": "section", "text": mrkdwn(text)}));
     }

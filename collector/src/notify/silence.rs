@@ -127,7 +127,9 @@ impl NewSilence {
             return bad("created_by: say who makes the silence".into());
         }
         if self.comment.trim().is_empty() {
-            return bad("comment: say why (a ticket or change number helps the next person)".into());
+            return bad(
+                "comment: say why (a ticket or change number helps the next person)".into(),
+            );
         }
         let starts_at = self.starts_at.unwrap_or(now);
         let ends_at = match (self.ends_at, self.duration_secs) {
@@ -214,7 +216,9 @@ pub fn expire(db: &Database, id: &str, now: Timestamp) -> Result<Option<Silence>
     Ok(Some(out))
 }
 
-fn read_all(table: &impl ReadableTable<&'static str, &'static str>) -> Result<Vec<Silence>, NotifyError> {
+fn read_all(
+    table: &impl ReadableTable<&'static str, &'static str>,
+) -> Result<Vec<Silence>, NotifyError> {
     let mut out = Vec::new();
     for entry in table.range::<&str>(..).or_outbox("scan silences")? {
         let (_, v) = entry.or_outbox("scan silences")?;
@@ -272,8 +276,20 @@ mod tests {
             })
             .starts_with("match:")
         );
-        assert!(err(NewSilence { created_by: " ".into(), ..new("a") }).starts_with("created_by"));
-        assert!(err(NewSilence { comment: String::new(), ..new("a") }).starts_with("comment"));
+        assert!(
+            err(NewSilence {
+                created_by: " ".into(),
+                ..new("a")
+            })
+            .starts_with("created_by")
+        );
+        assert!(
+            err(NewSilence {
+                comment: String::new(),
+                ..new("a")
+            })
+            .starts_with("comment")
+        );
         assert!(
             err(NewSilence {
                 duration_secs: None,
@@ -330,7 +346,9 @@ mod tests {
         let all = list(&db).unwrap();
         assert_eq!(all, vec![e.clone()]);
         // Expiring twice changes nothing.
-        let again = expire(&db, &s.id, ts("2026-01-01T10:45:00Z")).unwrap().unwrap();
+        let again = expire(&db, &s.id, ts("2026-01-01T10:45:00Z"))
+            .unwrap()
+            .unwrap();
         assert_eq!(again, e);
     }
 }

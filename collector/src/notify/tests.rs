@@ -811,7 +811,14 @@ fn a_silenced_trigger_is_not_queued_and_gets_no_lone_resolve() {
     let receivers = vec![Receiver::webhook("hook", "http://127.0.0.1:9/x", None)];
     let silenced = silence_everything("planned upgrade");
     let inc = incident("inc-1");
-    enqueue_with(&db, &receivers, &silenced, NotifyEvent::Trigger, &inc, now());
+    enqueue_with(
+        &db,
+        &receivers,
+        &silenced,
+        NotifyEvent::Trigger,
+        &inc,
+        now(),
+    );
     assert!(events_of(&db).is_empty(), "the trigger is held back");
     // Acknowledged and resolved while silenced: no lone follow-ups, and nothing held to send
     // once the silence is over.
@@ -830,9 +837,23 @@ fn a_resolve_still_goes_out_when_the_silence_began_after_the_trigger() {
     let inc = incident("inc-1");
     enqueue_committed(&db, &receivers, NotifyEvent::Trigger, &inc);
     let silenced = silence_everything("maintenance");
-    enqueue_with(&db, &receivers, &silenced, NotifyEvent::Resolve, &inc, now());
+    enqueue_with(
+        &db,
+        &receivers,
+        &silenced,
+        NotifyEvent::Resolve,
+        &inc,
+        now(),
+    );
     let other = incident("inc-2");
-    enqueue_with(&db, &receivers, &silenced, NotifyEvent::Trigger, &other, now());
+    enqueue_with(
+        &db,
+        &receivers,
+        &silenced,
+        NotifyEvent::Trigger,
+        &other,
+        now(),
+    );
     assert_eq!(
         events_of(&db),
         [
@@ -967,8 +988,18 @@ async fn a_dead_letter_can_be_queued_again_and_is_then_delivered() {
     .await;
     let dead = Notifier::dead_letters(&db).unwrap().remove(0);
     rx.answer_from_now_on(200);
-    assert!(running.handle.retry_dead_letter(&db, 999_999).unwrap().is_none());
-    let again = running.handle.retry_dead_letter(&db, dead.id).unwrap().unwrap();
+    assert!(
+        running
+            .handle
+            .retry_dead_letter(&db, 999_999)
+            .unwrap()
+            .is_none()
+    );
+    let again = running
+        .handle
+        .retry_dead_letter(&db, dead.id)
+        .unwrap()
+        .unwrap();
     assert_eq!(again.delivery_id, dead.delivery_id);
     eventually("the retry is delivered", || {
         rx.received().iter().any(|r| r.ok()) && pending(&db) == 0
@@ -1055,8 +1086,22 @@ fn a_held_trigger_goes_out_when_its_silence_ends_if_the_incident_is_still_open()
     let mut acked = incident("acked");
     store_incident(&db, &open);
     store_incident(&db, &acked);
-    enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, &open, at(10));
-    enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, &acked, at(10));
+    enqueue_with(
+        &db,
+        &receivers,
+        &policy,
+        NotifyEvent::Trigger,
+        &open,
+        at(10),
+    );
+    enqueue_with(
+        &db,
+        &receivers,
+        &policy,
+        NotifyEvent::Trigger,
+        &acked,
+        at(10),
+    );
     assert!(events_of(&db).is_empty());
     let h = outbox::housekeep(&db, &receivers, &policy, at(50)).unwrap();
     assert_eq!(h.released, 0);
@@ -1064,7 +1109,14 @@ fn a_held_trigger_goes_out_when_its_silence_ends_if_the_incident_is_still_open()
     // Acknowledged during the silence: someone is on it, no late page.
     acked.status = IncidentStatus::Acknowledged;
     store_incident(&db, &acked);
-    enqueue_with(&db, &receivers, &policy, NotifyEvent::Acknowledge, &acked, at(60));
+    enqueue_with(
+        &db,
+        &receivers,
+        &policy,
+        NotifyEvent::Acknowledge,
+        &acked,
+        at(60),
+    );
     let h = outbox::housekeep(&db, &receivers, &policy, at(100)).unwrap();
     assert_eq!(h.released, 1);
     assert_eq!(
@@ -1073,7 +1125,14 @@ fn a_held_trigger_goes_out_when_its_silence_ends_if_the_incident_is_still_open()
     );
     // Released once; its resolve follows it.
     outbox::housekeep(&db, &receivers, &policy, at(200)).unwrap();
-    enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, &open, at(300));
+    enqueue_with(
+        &db,
+        &receivers,
+        &policy,
+        NotifyEvent::Resolve,
+        &open,
+        at(300),
+    );
     assert_eq!(events_of(&db).len(), 2);
     assert_eq!(events_of(&db)[1].1, NotifyEvent::Resolve);
 }
@@ -1120,14 +1179,21 @@ fn a_stored_silence_holds_until_it_is_expired() {
     handle.expire_silence(&db, &s.id).unwrap().unwrap();
     let h = outbox::housekeep(&db, &receivers, &Policy::default(), now()).unwrap();
     assert_eq!(h.released, 1);
-    assert_eq!(events_of(&db)[1], ("hook".into(), NotifyEvent::Trigger, "inc-1".into()));
+    assert_eq!(
+        events_of(&db)[1],
+        ("hook".into(), NotifyEvent::Trigger, "inc-1".into())
+    );
 }
 
 #[test]
 fn chatty_receivers_get_one_message_per_group_and_pagers_one_alert_per_incident() {
     let (_dir, path) = db_path();
     let db = open_db(&path);
-    let mut pd = Receiver::new("pd", ReceiverKind::Pagerduty, "http://127.0.0.1:9/v2/enqueue");
+    let mut pd = Receiver::new(
+        "pd",
+        ReceiverKind::Pagerduty,
+        "http://127.0.0.1:9/v2/enqueue",
+    );
     pd.routing_key = Some("k".into());
     let receivers = vec![Receiver::webhook("chat", "http://127.0.0.1:9/x", None), pd];
     let policy = Policy {
@@ -1153,7 +1219,14 @@ fn chatty_receivers_get_one_message_per_group_and_pagers_one_alert_per_incident(
     assert_eq!(pd_now.len(), 4);
     assert!(pd_now.iter().all(|(r, _)| r == "pd"), "{pd_now:?}");
     // Resolved before its group went out: the chat receiver never hears of it.
-    enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, &early, at(5));
+    enqueue_with(
+        &db,
+        &receivers,
+        &policy,
+        NotifyEvent::Resolve,
+        &early,
+        at(5),
+    );
     outbox::housekeep(&db, &receivers, &policy, at(29)).unwrap();
     assert_eq!(bodies_of(&db).iter().filter(|b| b.0 == "chat").count(), 0);
     let h = outbox::housekeep(&db, &receivers, &policy, at(30)).unwrap();
@@ -1225,7 +1298,14 @@ fn an_open_unacknowledged_incident_is_repeated_until_acknowledged() {
     assert_eq!(bodies[2].1["event"], "trigger");
     i.status = IncidentStatus::Acknowledged;
     store_incident(&db, &i);
-    enqueue_with(&db, &receivers, &policy, NotifyEvent::Acknowledge, &i, at(130));
+    enqueue_with(
+        &db,
+        &receivers,
+        &policy,
+        NotifyEvent::Acknowledge,
+        &i,
+        at(130),
+    );
     let h = outbox::housekeep(&db, &receivers, &policy, at(1000)).unwrap();
     assert_eq!(h.repeated, 0);
     assert_eq!(h.next, None, "nothing left to repeat");
