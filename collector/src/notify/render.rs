@@ -25,6 +25,11 @@ pub const PAGERDUTY_SUMMARY_MAX_CHARS: usize = 1024;
 pub const OPSGENIE_MESSAGE_MAX_CHARS: usize = 130;
 const OPSGENIE_DESCRIPTION_MAX_CHARS: usize = 15_000;
 const OPSGENIE_ENTITY_MAX_CHARS: usize = 512;
+/// Opsgenie's limits on `tags`: 20 tags of at most 50 characters.
+const OPSGENIE_TAGS: usize = 20;
+const OPSGENIE_TAG_MAX_CHARS: usize = 50;
+/// Opsgenie's limit on `details`: 8000 characters in all (keys and values).
+const OPSGENIE_DETAILS_MAX_CHARS: usize = 8000;
 /// Slack's limit on a header block's text.
 const SLACK_HEADER_MAX_CHARS: usize = 150;
 /// Slack's limit on a section's text (3000) with room for the label.
@@ -330,10 +335,16 @@ fn opsgenie(event: NotifyEvent, incident: &Incident, link: Option<&str>) -> Valu
     if let Some(link) = link {
         put("evidence_link", link.to_string());
     }
+    cap_total(&mut details, OPSGENIE_DETAILS_MAX_CHARS);
     let mut tags = vec!["daytwo".to_string(), incident.severity.as_str().to_string()];
     if let Some(h) = top {
         tags.push(h.rule.clone());
     }
+    let tags: Vec<String> = tags
+        .iter()
+        .take(OPSGENIE_TAGS)
+        .map(|t| truncate(t, OPSGENIE_TAG_MAX_CHARS))
+        .collect();
     json!({
         "message": truncate(&incident.title, OPSGENIE_MESSAGE_MAX_CHARS),
         "alias": incident.id,
@@ -343,6 +354,32 @@ fn opsgenie(event: NotifyEvent, incident: &Incident, link: Option<&str>) -> Valu
         "entity": truncate(&root_cause(incident), OPSGENIE_ENTITY_MAX_CHARS),
         "priority": priority,
     })
+}
+
+/// Shortens the longest string values of `map` until its keys and values hold at most `max`
+/// characters in all.
+fn cap_total(map: &mut serde_json::Map<String, Value>, max: usize) {
+    let len = |m: &serde_json::Map<String, Value>| -> usize {
+        m.iter()
+            .map(|(k, v)| k.chars().count() + v.as_str().map_or(0, |s| s.chars().count()))
+            .sum()
+    };
+    while len(map) > max {
+        let excess = len(map) - max;
+        let Some((key, longest)) = map
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.chars().count())))
+            .max_by_key(|(_, n)| *n)
+        else {
+            return;
+        };
+        if longest <= 1 {
+            return;
+        }
+        let keep = longest.saturating_sub(excess).max(1);
+        let cut = truncate(map[&key].as_str().unwrap_or(""), keep);
+        map.insert(key, Value::String(cut));
+    }
 }
 
 /// Slack's mrkdwn needs `&`, `<` and `>` escaped.
@@ -652,6 +689,46 @@ mod tests {
                     })
             );
         }
+    }
+
+    #[test]
+    fn opsgenie_limits_hold_for_long_rules_and_many_affected_entities() {
+        let mut i = incident("t");
+        i.root_causes[0].rule = format!("team.{}", "x".repeat(80));
+        i.root_causes[0].explanation = "e".repeat(20_000);
+        for n in 0..10 {
+            i.signals.push(daytwo_model::Signal {
+                id: format!("s{n}"),
+                name: "daytwo.test".into(),
+                time: i.opened_at,
+                severity: Severity::Critical,
+                entity: Entity::new(EntityKind::Pod, format!("shop/{}-{n}", "p".repeat(900))),
+                resource: Default::default(),
+                attributes: Default::default(),
+                message: "m".into(),
+                evidence: vec![],
+            });
+        }
+        let c = check(
+            &opsgenie_receiver(),
+            NotifyEvent::Trigger,
+            &i,
+            "opsgenie_create",
+        );
+        assert_eq!(c["tags"][2].as_str().unwrap().chars().count(), 50);
+        assert!(c["details"]["affected"].as_str().unwrap().ends_with('…'));
+        assert_eq!(c["details"]["incident_id"], i.id, "short fields stay whole");
+        // The checker itself sees a breach.
+        let f = conform::load(&fixtures(), "opsgenie_create");
+        let mut over = c.clone();
+        over["details"]["extra"] = json!("z".repeat(8000));
+        over["tags"] = json!(vec!["t"; 21]);
+        assert_eq!(
+            conform::check_body(&f, &over).len(),
+            2,
+            "{:#?}",
+            conform::check_body(&f, &over)
+        );
     }
 
     #[test]
