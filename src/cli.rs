@@ -136,6 +136,10 @@ pub struct CollectorFlags {
     /// How long an open circuit breaker holds a receiver's notifications before one probe [default: 60000].
     #[arg(long, env = "DAYTWO_NOTIFY_BREAKER_COOLDOWN_MS")]
     pub notify_breaker_cooldown_ms: Option<u64>,
+    /// How long a receiver's circuit breaker must have been open before its pages also go to
+    /// its fallback receiver [default: 0, as soon as it opens].
+    #[arg(long, env = "DAYTWO_NOTIFY_FALLBACK_AFTER_MS")]
+    pub notify_fallback_after_ms: Option<u64>,
     /// The collector's URL as on-call engineers reach it; pages link to the incident under it [default: none, no link].
     #[arg(long, env = "DAYTWO_PUBLIC_URL")]
     pub public_url: Option<String>,

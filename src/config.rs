@@ -62,6 +62,8 @@ pub struct CollectorFile {
     pub notify_breaker_failures: Option<u32>,
     /// How long an open breaker holds notifications before a probe.
     pub notify_breaker_cooldown_ms: Option<u64>,
+    /// How long a breaker must have been open before the fallback receiver gets copies.
+    pub notify_fallback_after_ms: Option<u64>,
     /// The collector's URL as on-call engineers reach it; pages link to incidents under it.
     pub public_url: Option<String>,
 }
@@ -249,6 +251,12 @@ pub fn collector_config(
         .or(c.notify_breaker_cooldown_ms)
     {
         notify.breaker_cooldown = Duration::from_millis(ms);
+    }
+    if let Some(ms) = flags
+        .notify_fallback_after_ms
+        .or(c.notify_fallback_after_ms)
+    {
+        notify.fallback_after = Duration::from_millis(ms);
     }
     if let Some(ms) = flags
         .notify_backoff_initial_ms

@@ -824,6 +824,8 @@ fn a_receiver_that_keeps_failing_hands_its_pages_to_its_fallback() {
             "3",
             "--notify-breaker-cooldown-ms",
             "500",
+            "--notify-fallback-after-ms",
+            "300",
         ],
     );
     let id = open_incident(&d, "eu-1", "shop", "cart-1", None);

@@ -232,6 +232,9 @@ pub struct NotifyConfig {
     pub breaker_failures: u32,
     /// How long an open breaker holds deliveries before one probe goes out.
     pub breaker_cooldown: Duration,
+    /// How long a receiver's breaker must have been open (without closing in between) before
+    /// its deliveries are also copied to its `fallback` receiver; zero: as soon as it opens.
+    pub fallback_after: Duration,
     /// The collector's address as on-call engineers reach it (`https://daytwo.example.com`);
     /// pages link to `{public_url}/api/v1/incidents/{id}`. No link when unset.
     pub public_url: Option<String>,
@@ -248,6 +251,7 @@ impl Default for NotifyConfig {
             policy: Policy::default(),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(60),
+            fallback_after: Duration::ZERO,
             public_url: None,
         }
     }
@@ -646,9 +650,9 @@ impl Notifier {
         let mut warned_unknown: HashSet<String> = HashSet::new();
         let mut breakers: HashMap<String, Breaker> = HashMap::new();
         loop {
-            copy_to_fallbacks(&shared, &breakers).await;
+            let fallback_wake = copy_to_fallbacks(&shared, &breakers).await;
             let housekeeping_due = housekeep(&shared).await;
-            let mut breaker_wake: Option<tokio::time::Instant> = None;
+            let mut breaker_wake: Option<tokio::time::Instant> = fallback_wake;
             let sleep_for = match scan(&shared, &in_flight).await {
                 Ok(plan) => {
                     shared.metrics.pending.set(plan.pending as i64);
@@ -757,16 +761,27 @@ async fn housekeep(shared: &Arc<Shared>) -> Option<Timestamp> {
     }
 }
 
-/// While a receiver with a fallback has its breaker open, copies its queued deliveries (once
-/// each) to the fallback receiver.
-async fn copy_to_fallbacks(shared: &Arc<Shared>, breakers: &HashMap<String, Breaker>) {
+/// While a receiver with a fallback has had its breaker open for
+/// [`NotifyConfig::fallback_after`], copies its queued deliveries (once each) to the fallback
+/// receiver. Returns when a breaker that is open but not for long enough yet will be.
+async fn copy_to_fallbacks(
+    shared: &Arc<Shared>,
+    breakers: &HashMap<String, Breaker>,
+) -> Option<tokio::time::Instant> {
+    let mut wake: Option<tokio::time::Instant> = None;
+    let instant = tokio::time::Instant::now();
     for (name, breaker) in breakers {
-        if !breaker.is_open() {
+        let Some(opened) = breaker.opened_at() else {
             continue;
-        }
+        };
         let Some(to) = shared.receivers.get(name).and_then(|r| r.fallback.clone()) else {
             continue;
         };
+        let due = opened + shared.config.fallback_after;
+        if due > instant {
+            wake = Some(wake.map_or(due, |w| w.min(due)));
+            continue;
+        }
         let (db, from) = (shared.db.clone(), name.clone());
         let to2 = to.clone();
         match tokio::task::spawn_blocking(move || outbox::copy_to_fallback(&db, &from, &to2, now()))
@@ -787,6 +802,7 @@ async fn copy_to_fallbacks(shared: &Arc<Shared>, breakers: &HashMap<String, Brea
             }
         }
     }
+    wake
 }
 
 fn finish(

@@ -37,6 +37,8 @@ pub enum Permit {
 pub struct Breaker {
     state: State,
     failures: u32,
+    /// When it last opened from closed; kept through probes and re-opens until it closes.
+    opened_at: Option<Instant>,
 }
 
 impl Default for Breaker {
@@ -44,6 +46,7 @@ impl Default for Breaker {
         Breaker {
             state: State::Closed,
             failures: 0,
+            opened_at: None,
         }
     }
 }
@@ -56,6 +59,12 @@ impl Breaker {
     /// True while open or probing.
     pub fn is_open(&self) -> bool {
         self.state != State::Closed
+    }
+
+    /// Since when the receiver has been failing without a success: set when the breaker opens,
+    /// cleared when it closes. `None` while closed.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.opened_at.filter(|_| self.is_open())
     }
 
     /// Whether a due delivery may go out now.
@@ -75,6 +84,7 @@ impl Breaker {
     pub fn on_success(&mut self) {
         self.state = State::Closed;
         self.failures = 0;
+        self.opened_at = None;
     }
 
     /// An attempt failed. Returns true when this failure opened a closed breaker.
@@ -85,6 +95,7 @@ impl Breaker {
                 self.state = State::Open {
                     until: now + cooldown,
                 };
+                self.opened_at = Some(now);
                 true
             }
             State::Closed => false,
@@ -123,6 +134,7 @@ mod tests {
         assert!(!b.on_failure(t0, 3, cool));
         assert!(b.on_failure(t0, 3, cool), "the third failure opens it");
         assert!(b.is_open());
+        assert_eq!(b.opened_at(), Some(t0));
         assert_eq!(b.permit(t0), Permit::Wait(Some(t0 + cool)));
         let later = t0 + cool;
         assert_eq!(b.permit(later), Permit::Probe);
@@ -133,7 +145,9 @@ mod tests {
         );
         assert_eq!(b.permit(later), Permit::Wait(Some(later + cool)));
         assert_eq!(b.permit(later + cool), Permit::Probe);
+        assert_eq!(b.opened_at(), Some(t0), "open since the first opening");
         b.on_success();
+        assert_eq!(b.opened_at(), None);
         assert_eq!(b.state(), State::Closed);
         assert_eq!(b.permit(later + cool), Permit::Send);
         assert!(!b.on_failure(later, 3, cool), "the count restarted");

@@ -1311,3 +1311,45 @@ fn an_open_unacknowledged_incident_is_repeated_until_acknowledged() {
     assert_eq!(h.next, None, "nothing left to repeat");
     assert_eq!(events_of(&db).len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_waits_until_the_breaker_has_been_open_long_enough() {
+    let primary = TestReceiver::start(&[], 503).await;
+    let fallback = TestReceiver::start(&[], 200).await;
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let mut p = Receiver::webhook("primary", &primary.url, None);
+    p.fallback = Some("backup".into());
+    let receivers = vec![p, Receiver::webhook("backup", &fallback.url, None)];
+    let only_primary = Policy {
+        routes: vec![Route::to(Matcher::default(), &["primary"])],
+        ..Default::default()
+    };
+    let config = NotifyConfig {
+        breaker_failures: 2,
+        breaker_cooldown: Duration::from_millis(100),
+        fallback_after: Duration::from_secs(3600),
+        policy: only_primary.clone(),
+        ..fast_config(receivers.clone())
+    };
+    let running = start(&db, config);
+    enqueue_with(
+        &db,
+        &receivers,
+        &only_primary,
+        NotifyEvent::Trigger,
+        &incident("inc-1"),
+        now(),
+    );
+    running.handle.wake();
+    eventually("the breaker opens and probes twice", || {
+        running.gauge("daytwo_notify_breaker_open", "primary") == Some(1.0)
+            && primary.received().len() >= 4
+    })
+    .await;
+    assert!(
+        fallback.received().is_empty(),
+        "open, but not for an hour yet: no copy"
+    );
+    running.stop().await;
+}
