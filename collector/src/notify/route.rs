@@ -341,7 +341,7 @@ impl Policy {
             .into_iter()
             .map(|name| {
                 let found = self.routes.iter().enumerate().find(|(_, r)| {
-                    r.matcher.matches(labels) && r.receivers.iter().any(|n| *n == name)
+                    r.matcher.matches(labels) && r.receivers.contains(&name)
                 });
                 match found {
                     Some((i, r)) => Plan {
