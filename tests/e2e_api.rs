@@ -373,3 +373,127 @@ fn silences_calls_check_their_input_and_the_openapi_document_names_every_route()
         }
     }
 }
+
+/// GET with the response's Content-Type: (status, content type, body).
+fn get_page(url: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_string())
+}
+
+fn html_esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Self-contained: no script, no stylesheet or image from anywhere, every link on this server.
+fn assert_air_gapped(page: &str) {
+    for banned in ["<script", "<link", "src=", "@import", "url("] {
+        assert!(!page.contains(banned), "{banned} in the page:\n{page}");
+    }
+    for href in page.split("href=\"").skip(1) {
+        assert!(href.starts_with('/'), "a link off this server: {href:.60}");
+    }
+}
+
+#[test]
+fn the_web_page_lists_incidents_and_shows_one_with_root_causes_evidence_and_timeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = collector(tmp.path(), &[]);
+    let first = fire(&d, "shop", "cart-1", 300, None);
+    request(
+        "POST",
+        &format!("{}/api/v1/incidents/{}/resolve", d.server(), first[0]),
+        None,
+        None,
+    );
+    let again = fire(&d, "shop", "cart-1", 60, None);
+    let other = fire(&d, "web", "web-2", 30, None);
+    let incident = |id: &str| -> Value {
+        let (_, body) = get(&format!("{}/api/v1/incidents/{id}", d.server())).unwrap();
+        serde_json::from_str(&body).unwrap()
+    };
+
+    let (code, ctype, page) = get_page(&format!("{}/", d.server()));
+    assert_eq!(code, 200);
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert_air_gapped(&page);
+    for id in [&first[0], &again[0], &other[0]] {
+        assert!(
+            page.contains(&format!("href=\"/incidents/{id}\"")),
+            "{id} listed:\n{page}"
+        );
+        assert!(page.contains(&html_esc(incident(id)["title"].as_str().unwrap())));
+    }
+    // Newest first, as the API lists them.
+    let pos = |id: &str| page.find(&format!("/incidents/{id}\"")).unwrap();
+    assert!(pos(&other[0]) < pos(&again[0]) && pos(&again[0]) < pos(&first[0]));
+
+    let (code, _, resolved) = get_page(&format!("{}/?status=resolved", d.server()));
+    assert_eq!(code, 200);
+    assert!(resolved.contains(&first[0]));
+    assert!(!resolved.contains(&other[0]) && !resolved.contains(&again[0]));
+    let (code, _, shop) = get_page(&format!("{}/?namespace=web&status=", d.server()));
+    assert_eq!(code, 200);
+    assert!(
+        shop.contains(&other[0]) && !shop.contains(&again[0]),
+        "{shop}"
+    );
+    let (code, _, bad) = get_page(&format!("{}/?since=yesterday", d.server()));
+    assert_eq!(code, 400);
+    assert!(bad.contains("since"), "{bad}");
+
+    let (code, ctype, detail) = get_page(&format!("{}/incidents/{}", d.server(), again[0]));
+    assert_eq!(code, 200, "{detail}");
+    assert!(ctype.starts_with("text/html"));
+    assert_air_gapped(&detail);
+    let inc = incident(&again[0]);
+    let top = &inc["root_causes"][0];
+    for want in [
+        "Root causes",
+        "Timeline",
+        "Previous incident",
+        top["rule"].as_str().unwrap(),
+        top["explanation"].as_str().unwrap(),
+        top["entity"]["name"].as_str().unwrap(),
+        inc["signals"][0]["name"].as_str().unwrap(),
+    ] {
+        assert!(
+            detail.contains(&html_esc(want)),
+            "{want:?} missing from the detail page:\n{detail}"
+        );
+    }
+    if let Some(r) = top["remediation"].as_str().filter(|r| !r.is_empty()) {
+        assert!(detail.contains(&html_esc(r)));
+    }
+    for e in top["evidence"].as_array().into_iter().flatten() {
+        assert!(detail.contains(&html_esc(e["text"].as_str().unwrap())));
+    }
+    assert!(detail.contains(&format!("href=\"/incidents/{}\"", first[0])));
+    let (code, _, missing) = get_page(&format!("{}/incidents/nope", d.server()));
+    assert_eq!(code, 404);
+    assert!(missing.contains("No incident nope"));
+}

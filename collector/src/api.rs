@@ -34,6 +34,8 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(crate::page::index))
+        .route("/incidents/{id}", get(crate::page::incident))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))

@@ -15,6 +15,7 @@ pub mod detect;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod page;
 pub mod pipeline;
 pub mod rank;
 pub mod replay;
