@@ -14,16 +14,18 @@
 //!   window. [`housekeep`] sends the trigger once nothing silences the incident any more, if it
 //!   is still open; an acknowledge or resolve drops it.
 //! * `groups`: `"{receiver}\0{route}\0{group key}"` → JSON [`Group`]: incidents waiting to go
-//!   out together to a chatty receiver (webhook, Slack) on a route with `group_by`.
+//!   out together to a chatty receiver (webhook, Slack) on a route with `group_by`. A grouped
+//!   delivery lists its other incidents in [`Record::incident_ids`], and their later
+//!   notifications to that receiver wait behind it.
 //! * `repeats`: `"{incident}\0{receiver}"` → JSON [`Repeat`]: when to send an open,
 //!   unacknowledged incident's trigger again (routes with `repeat_interval_secs`).
-//! * `daytwo_notify_silences`: silences made through the API ([`super::silence`]).
+//! * `fallback_paged`: `"{fallback}\0{incident}"` for triggers copied to a fallback receiver,
+//!   so that the same incident's follow-ups are copied too, and nothing else is.
+//! * `silences`: silences made through the API ([`super::silence`]).
 //!
 //! The routing policy (routes, configured silences, maintenance windows) is not stored: the
 //! caller passes it to [`enqueue`] (through [`super::Handle`]), so the configuration in force is
-//! always the one applied.
-//! * `fallback_paged`: `"{fallback}\0{incident}"` for triggers copied to a fallback receiver,
-//!   so that the same incident's follow-ups are copied too, and nothing else is.
+//! always the one applied. The `daytwo_notify_policy` table of earlier versions is left unused.
 //!
 //! Every write here is one redb transaction, so a record is either queued, or delivered and
 //! gone, or dead-lettered; never two of those and never none.

@@ -1353,3 +1353,40 @@ async fn the_fallback_waits_until_the_breaker_has_been_open_long_enough() {
     );
     running.stop().await;
 }
+
+#[test]
+fn a_grouped_trigger_holds_back_the_follow_ups_of_every_incident_it_carries() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let receivers = vec![Receiver::webhook("chat", "http://127.0.0.1:9/x", None)];
+    let policy = Policy {
+        routes: vec![Route {
+            group_by: vec!["cluster".into()],
+            group_wait_secs: Some(1),
+            ..Route::to(Matcher::default(), &["chat"])
+        }],
+        ..Default::default()
+    };
+    let (a, b) = (in_cluster("a", "eu"), in_cluster("b", "eu"));
+    for i in [&a, &b] {
+        store_incident(&db, i);
+        enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, i, at(0));
+    }
+    outbox::housekeep(&db, &receivers, &policy, at(1)).unwrap();
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, &b, at(2));
+    let registry = prometheus::Registry::new();
+    let n = Notifier::new(db.clone(), fast_config(receivers.clone()), &registry).unwrap();
+    let plan = outbox::plan(&n.shared, &HashSet::new(), at(10)).unwrap();
+    let due: Vec<(NotifyEvent, String)> = plan
+        .due
+        .iter()
+        .map(|d| (d.record.event, d.record.incident_id.clone()))
+        .collect();
+    assert_eq!(
+        due,
+        [(NotifyEvent::Trigger, "a".to_string())],
+        "b's resolve waits behind the grouped trigger that carries b"
+    );
+    assert_eq!(plan.due[0].record.incident_ids, ["b"]);
+    assert_eq!(plan.pending, 2);
+}
