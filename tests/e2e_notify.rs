@@ -589,6 +589,14 @@ fn a_silence_made_with_the_cli_survives_a_restart_and_its_held_trigger_goes_out_
     let url = hook.url("/hook");
     let flags = ["--webhook", url.as_str(), "--token", "s3cret"];
     let mut d = collector(&data, &log, &flags);
+    // Paged before the silence: its resolve must still arrive during the silence.
+    let before = open_incident(&d, "eu-1", "db", "pg-0", Some("s3cret"));
+    assert!(
+        wait_until(Duration::from_secs(20), || events(&hook)
+            .contains(&("trigger".into(), before.clone()))),
+        "log:\n{}",
+        read(&d.log)
+    );
     let add = [
         "silences",
         "add",
@@ -616,9 +624,13 @@ fn a_silence_made_with_the_cli_survives_a_restart_and_its_held_trigger_goes_out_
     let short = open_incident(&d, "eu-1", "web", "web-2", Some("s3cret"));
     let elsewhere = open_incident(&d, "us-1", "shop", "cart-1", Some("s3cret"));
     act(&d, &short, "resolve", Some("s3cret"));
+    act(&d, &before, "resolve", Some("s3cret"));
     assert!(
-        wait_until(Duration::from_secs(20), || events(&hook)
-            .contains(&("trigger".into(), elsewhere.clone()))),
+        wait_until(Duration::from_secs(20), || {
+            let e = events(&hook);
+            e.contains(&("trigger".into(), elsewhere.clone()))
+                && e.contains(&("resolve".into(), before.clone()))
+        }),
         "log:\n{}",
         read(&d.log)
     );
@@ -693,7 +705,7 @@ fn chatty_receivers_get_one_message_per_group_pagers_one_alert_per_incident_and_
              \x20   - match: {{}}\n\
              \x20     receivers: [chat, pd]\n\
              \x20     group_by: [cluster]\n\
-             \x20     group_wait_secs: 2\n\
+             \x20     group_wait_secs: 3\n\
              \x20     group_interval_secs: 3600\n\
              \x20     repeat_interval_secs: 1\n",
             chat.url("/hook"),
