@@ -658,6 +658,13 @@ fn a_silence_made_with_the_cli_survives_a_restart_and_its_held_trigger_goes_out_
         events(&hook)
     );
 
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &d,
+            "daytwo_notify_held "
+        ) == Some(1.0)),
+        "one trigger held (the resolved one was dropped)"
+    );
     let (code, _, err) = daytwo_cli(&d, &["silences", "expire", &id, "--token", "s3cret"]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -666,6 +673,10 @@ fn a_silence_made_with_the_cli_survives_a_restart_and_its_held_trigger_goes_out_
         "the held trigger goes out once the silence is expired; log:\n{}",
         read(&d.log)
     );
+    assert!(wait_until(Duration::from_secs(10), || {
+        metric(&d, "daytwo_notify_released_total ") == Some(1.0)
+            && metric(&d, "daytwo_notify_held ") == Some(0.0)
+    }));
     act(&d, &held, "resolve", Some("s3cret"));
     assert!(wait_until(Duration::from_secs(20), || events(&hook)
         .contains(&("resolve".into(), held.clone()))));
@@ -753,6 +764,7 @@ fn chatty_receivers_get_one_message_per_group_pagers_one_alert_per_incident_and_
         .find(|g| g["group"]["labels"]["cluster"] == "us-1")
         .unwrap();
     assert_eq!(us["incident"]["id"], c.as_str());
+    assert_eq!(metric(&d, "daytwo_notify_grouped_total "), Some(2.0));
 
     // PagerDuty: one alert per incident, keyed by its id, whatever the grouping.
     let pd_keys = || -> Vec<String> {

@@ -749,7 +749,14 @@ async fn housekeep(shared: &Arc<Shared>) -> Option<Timestamp> {
     })
     .await;
     match done {
-        Ok(Ok(h)) => h.next,
+        Ok(Ok(h)) => {
+            let m = &shared.metrics;
+            m.held.set(h.held as i64);
+            m.released.inc_by(h.released as u64);
+            m.grouped.inc_by(h.flushed as u64);
+            m.repeats.inc_by(h.repeated as u64);
+            h.next
+        }
         Ok(Err(e)) => {
             error!(error = %e, "Sending held, grouped or repeated notifications failed; will retry.");
             Some(now().plus(STORE_RETRY))

@@ -3,7 +3,7 @@
 //! Labels are bounded: `receiver` is an operator-configured name, `event` one of three,
 //! `stage` one of `connect`, `timeout`, `send`, `response`, `render`, `store`.
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::NotifyError;
 
@@ -19,6 +19,14 @@ pub(super) struct Metrics {
     pub pending: IntGauge,
     /// 1 while a receiver's circuit breaker is open or probing, else 0.
     pub breaker_open: IntGaugeVec,
+    /// Triggers held back by a silence or maintenance window, as of the last housekeeping pass.
+    pub held: IntGauge,
+    /// Held triggers sent because their silence ended while the incident was still open.
+    pub released: IntCounter,
+    /// Grouped messages queued (one per group flush).
+    pub grouped: IntCounter,
+    /// Repeated triggers queued for open, unacknowledged incidents.
+    pub repeats: IntCounter,
 }
 
 impl Metrics {
@@ -62,7 +70,31 @@ impl Metrics {
                 &["receiver"],
             )
             .map_err(err)?,
+            held: IntGauge::new(
+                "daytwo_notify_held",
+                "Triggers held back by a silence or maintenance window; sent if their incident is still open when it ends.",
+            )
+            .map_err(err)?,
+            released: IntCounter::new(
+                "daytwo_notify_released_total",
+                "Held triggers sent because their silence ended while the incident was still open.",
+            )
+            .map_err(err)?,
+            grouped: IntCounter::new(
+                "daytwo_notify_grouped_total",
+                "Grouped trigger messages queued for chatty receivers (routes with group_by).",
+            )
+            .map_err(err)?,
+            repeats: IntCounter::new(
+                "daytwo_notify_repeats_total",
+                "Triggers sent again for open, unacknowledged incidents (repeat_interval_secs).",
+            )
+            .map_err(err)?,
         };
+        for c in [&m.released, &m.grouped, &m.repeats] {
+            registry.register(Box::new(c.clone())).map_err(err)?;
+        }
+        registry.register(Box::new(m.held.clone())).map_err(err)?;
         registry.register(Box::new(m.sent.clone())).map_err(err)?;
         registry.register(Box::new(m.errors.clone())).map_err(err)?;
         registry

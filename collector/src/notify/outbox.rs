@@ -574,6 +574,8 @@ pub(super) struct Housekeeping {
     pub flushed: usize,
     /// Repeated triggers queued.
     pub repeated: usize,
+    /// Triggers still held by a silence after this pass.
+    pub held: usize,
     /// When to look again.
     pub next: Option<Timestamp>,
 }
@@ -596,10 +598,9 @@ pub(super) fn housekeep(
     let mut due = false;
     {
         let txn = db.begin_read().or_outbox("begin read")?;
-        if let Ok(held) = txn.open_table(HELD)
-            && !held.is_empty().or_outbox("count held triggers")?
-        {
-            due = true;
+        if let Ok(held) = txn.open_table(HELD) {
+            out.held = held.len().or_outbox("count held triggers")? as usize;
+            due |= out.held > 0;
         }
         if let Ok(groups) = txn.open_table(GROUPS) {
             for entry in groups.range::<&str>(..).or_outbox("scan groups")? {
@@ -667,6 +668,7 @@ fn release_held(
                 .or_outbox("open held table")?
                 .remove(id.as_str())
                 .or_outbox("drop held trigger")?;
+            out.held = out.held.saturating_sub(1);
             continue;
         };
         let labels = Labels::of(&incident);
@@ -683,6 +685,7 @@ fn release_held(
         info!(incident = %id, silence = %h.by, held_since = %h.held_at, "Silence over and the incident is still open: sending its trigger now.");
         trigger(txn, receivers, policy, &incident, now)?;
         out.released += 1;
+        out.held = out.held.saturating_sub(1);
     }
     Ok(())
 }

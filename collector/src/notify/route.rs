@@ -340,9 +340,11 @@ impl Policy {
         names
             .into_iter()
             .map(|name| {
-                let found = self.routes.iter().enumerate().find(|(_, r)| {
-                    r.matcher.matches(labels) && r.receivers.contains(&name)
-                });
+                let found = self
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .find(|(_, r)| r.matcher.matches(labels) && r.receivers.contains(&name));
                 match found {
                     Some((i, r)) => Plan {
                         receiver: name,

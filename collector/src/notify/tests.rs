@@ -753,7 +753,11 @@ fn metrics_register_under_their_names() {
         [
             "daytwo_notify_dead_letters_total",
             "daytwo_notify_errors_total",
+            "daytwo_notify_grouped_total",
+            "daytwo_notify_held",
             "daytwo_notify_pending",
+            "daytwo_notify_released_total",
+            "daytwo_notify_repeats_total",
             "daytwo_notify_sent_total"
         ]
     );
