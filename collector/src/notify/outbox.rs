@@ -60,7 +60,7 @@ const META_INSTANCE: &str = "instance";
 
 /// One queued delivery, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(super) struct Record {
+pub(crate) struct Record {
     /// Sent as `X-Daytwo-Delivery`; the same on every attempt.
     pub delivery_id: String,
     pub receiver: String,

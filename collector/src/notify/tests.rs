@@ -1394,3 +1394,142 @@ fn a_grouped_trigger_holds_back_the_follow_ups_of_every_incident_it_carries() {
     assert_eq!(plan.due[0].record.incident_ids, ["b"]);
     assert_eq!(plan.pending, 2);
 }
+
+mod properties {
+    //! Whatever the order of opens, acks, resolves and clock ticks, with groups and a silence in
+    //! play: every receiver gets at most one trigger per incident, an incident still open at the
+    //! end got exactly one, and no follow-up ever goes to a receiver before that receiver's
+    //! trigger for the incident.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Open(usize),
+        Ack(usize),
+        Resolve(usize),
+        Tick,
+    }
+
+    fn op() -> impl Strategy<Value = (Op, u32)> {
+        (
+            prop_oneof![
+                (0..6usize).prop_map(Op::Open),
+                (0..6usize).prop_map(Op::Ack),
+                (0..6usize).prop_map(Op::Resolve),
+                Just(Op::Tick),
+            ],
+            0..120u32,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn one_trigger_per_incident_and_receiver_and_follow_ups_after_it(ops in proptest::collection::vec(op(), 1..40)) {
+            let (_dir, path) = db_path();
+            let db = open_db(&path);
+            let mut pd = Receiver::new("pd", ReceiverKind::Pagerduty, "http://127.0.0.1:9/v2/enqueue");
+            pd.routing_key = Some("k".into());
+            let receivers = vec![Receiver::webhook("chat", "http://127.0.0.1:9/x", None), pd];
+            let policy = Policy {
+                routes: vec![Route {
+                    group_by: vec!["cluster".into()],
+                    group_wait_secs: Some(30),
+                    group_interval_secs: Some(60),
+                    ..Route::to(Matcher::default(), &["chat", "pd"])
+                }],
+                silences: vec![Silence {
+                    matcher: Matcher { cluster: Some("eu".into()), ..Default::default() },
+                    starts_at: at(100),
+                    ends_at: at(400),
+                    comment: "window".into(),
+                }],
+                ..Default::default()
+            };
+            {
+                let txn = db.begin_write().unwrap();
+                init_tables(&txn).unwrap();
+                txn.commit().unwrap();
+            }
+            let mut state: Vec<Option<Incident>> = vec![None; 6];
+            // The last outbox sequence number before each incident's first ack or resolve: no
+            // trigger for it may be queued after that.
+            let mut settled: Vec<Option<u64>> = vec![None; 6];
+            let last_seq = |db: &Database| outbox::records(db).unwrap().last().map_or(0, |(s, _)| *s);
+            let mut t: i64 = 0;
+            for (op, dt) in ops {
+                t += i64::from(dt);
+                match op {
+                    Op::Open(n) if state[n].is_none() => {
+                        let mut i = in_cluster(&format!("i{n}"), if n % 2 == 0 { "eu" } else { "us" });
+                        i.opened_at = at(t);
+                        store_incident(&db, &i);
+                        enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, &i, at(t));
+                        state[n] = Some(i);
+                    }
+                    Op::Ack(n) => {
+                        if let Some(i) = state[n].as_mut().filter(|i| i.status == IncidentStatus::Open) {
+                            settled[n].get_or_insert(last_seq(&db));
+                            i.status = IncidentStatus::Acknowledged;
+                            store_incident(&db, i);
+                            enqueue_with(&db, &receivers, &policy, NotifyEvent::Acknowledge, i, at(t));
+                        }
+                    }
+                    Op::Resolve(n) => {
+                        if let Some(i) = state[n].as_mut().filter(|i| i.status.is_active()) {
+                            settled[n].get_or_insert(last_seq(&db));
+                            i.status = IncidentStatus::Resolved;
+                            store_incident(&db, i);
+                            enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, i, at(t));
+                        }
+                    }
+                    _ => {
+                        outbox::housekeep(&db, &receivers, &policy, at(t)).unwrap();
+                    }
+                }
+            }
+            // Long after every group wait and the silence.
+            outbox::housekeep(&db, &receivers, &policy, at(t + 10_000)).unwrap();
+            outbox::housekeep(&db, &receivers, &policy, at(t + 20_000)).unwrap();
+            let records = outbox::records(&db).unwrap();
+            for r in ["chat", "pd"] {
+                for (n, i) in state.iter().enumerate() {
+                    let Some(i) = i else { continue };
+                    let about = |rec: &outbox::Record| {
+                        rec.receiver == r
+                            && (rec.incident_id == i.id || rec.incident_ids.contains(&i.id))
+                    };
+                    let triggers: Vec<u64> = records
+                        .iter()
+                        .filter(|(_, rec)| rec.event == NotifyEvent::Trigger && about(rec))
+                        .map(|(seq, _)| *seq)
+                        .collect();
+                    prop_assert!(triggers.len() <= 1, "{r} got {} triggers for i{n}", triggers.len());
+                    if let (Some(cut), Some(t)) = (settled[n], triggers.first()) {
+                        prop_assert!(*t <= cut, "{} got i{}'s trigger after it was acknowledged or resolved", r, n);
+                    }
+                    if i.status == IncidentStatus::Open {
+                        prop_assert_eq!(triggers.len(), 1, "{} never got open i{}", r, n);
+                    }
+                    let resolves = records
+                        .iter()
+                        .filter(|(_, rec)| rec.event == NotifyEvent::Resolve && about(rec))
+                        .count();
+                    prop_assert!(resolves <= 1);
+                    if i.status == IncidentStatus::Resolved && !triggers.is_empty() {
+                        prop_assert_eq!(resolves, 1, "{} was paged for i{} and never told it resolved", r, n);
+                    }
+                    for (seq, rec) in &records {
+                        if rec.event != NotifyEvent::Trigger && about(rec) {
+                            prop_assert!(
+                                triggers.first().is_some_and(|t| t < seq),
+                                "{} got a lone {:?} for i{}", r, rec.event, n
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
