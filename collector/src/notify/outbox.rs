@@ -600,7 +600,36 @@ pub(super) fn housekeep(
         let txn = db.begin_read().or_outbox("begin read")?;
         if let Ok(held) = txn.open_table(HELD) {
             out.held = held.len().or_outbox("count held triggers")? as usize;
-            due |= out.held > 0;
+            if out.held > 0 {
+                // Decide here whether any held trigger can go, so that a long silence costs no
+                // write transaction per pass.
+                let stored = super::silence::list(db)?;
+                let incidents = txn.open_table(crate::store::INCIDENTS).ok();
+                for entry in held.range::<&str>(..).or_outbox("scan held triggers")? {
+                    let (k, _) = entry.or_outbox("scan held triggers")?;
+                    let incident = match &incidents {
+                        Some(t) => t
+                            .get(k.value())
+                            .or_outbox("read incident")?
+                            .and_then(|g| serde_json::from_slice::<Incident>(g.value()).ok()),
+                        None => None,
+                    };
+                    match incident {
+                        Some(i) if i.status == IncidentStatus::Open => {
+                            let labels = Labels::of(&i);
+                            let silenced = policy.silenced_by(&labels, now).is_some()
+                                || stored.iter().any(|s| s.covers(&labels, now));
+                            if silenced {
+                                out.wake_at(now.plus(HELD_RECHECK));
+                            } else {
+                                due = true;
+                            }
+                        }
+                        // Acknowledged, resolved or gone: drop it.
+                        _ => due = true,
+                    }
+                }
+            }
         }
         if let Ok(groups) = txn.open_table(GROUPS) {
             for entry in groups.range::<&str>(..).or_outbox("scan groups")? {
