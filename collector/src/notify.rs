@@ -791,8 +791,14 @@ async fn copy_to_fallbacks(
         }
         let (db, from) = (shared.db.clone(), name.clone());
         let to2 = to.clone();
-        match tokio::task::spawn_blocking(move || outbox::copy_to_fallback(&db, &from, &to2, now()))
-            .await
+        let to_kind = shared
+            .receivers
+            .get(&to)
+            .map_or(ReceiverKind::Webhook, |r| r.kind);
+        match tokio::task::spawn_blocking(move || {
+            outbox::copy_to_fallback(&db, &from, &to2, to_kind, now())
+        })
+        .await
         {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => warn!(

@@ -1074,8 +1074,10 @@ pub(super) fn dead_letters(db: &Database) -> Result<Vec<DeadLetter>, NotifyError
     Ok(out)
 }
 
-/// Copies queued deliveries of receiver `from` (whose breaker is open) to its fallback `to`,
-/// each at most once. A trigger is copied unless `to` was paged for that incident directly; an
+/// Copies queued deliveries of receiver `from` (whose breaker is open) to its fallback `to`
+/// (of kind `to_kind`), each at most once. A grouped trigger is copied as it is to a chatty
+/// fallback, and split into one trigger per incident for a pager (PagerDuty, Opsgenie), so a
+/// pager never gets one alert for several incidents. A trigger is copied unless `to` was paged for that incident directly; an
 /// acknowledge or resolve is copied only if its incident's trigger was copied to `to` before, so
 /// the fallback never gets a lone resolve. Copies keep the canonical body, get a new delivery
 /// id, and are never copied again. Returns how many copies were queued.
@@ -1083,6 +1085,7 @@ pub(super) fn copy_to_fallback(
     db: &Database,
     from: &str,
     to: &str,
+    to_kind: ReceiverKind,
     now: Timestamp,
 ) -> Result<usize, NotifyError> {
     // A read pass first: the common case (nothing new to copy) then costs no write commit.
@@ -1131,22 +1134,73 @@ pub(super) fn copy_to_fallback(
             if current.is_none() {
                 continue;
             }
-            let key = format!("{to}\0{}", record.incident_id);
-            let copy = match record.event {
+            let dup = |seq: u64, incident_id: &str, others: Vec<String>, body: String| Record {
+                delivery_id: format!("{instance:016x}-{seq}"),
+                receiver: to.to_string(),
+                event: record.event,
+                incident_id: incident_id.to_string(),
+                body,
+                attempts: 0,
+                first_enqueued_at: now,
+                first_failed_at: None,
+                next_attempt_at: now,
+                last_error: None,
+                fallback_for: Some(from.to_string()),
+                fallback_done: false,
+                incident_ids: others,
+            };
+            let mut copies: Vec<Record> = Vec::new();
+            match record.event {
                 NotifyEvent::Trigger => {
-                    let direct = paged
-                        .get(record.incident_id.as_str())
-                        .or_outbox("read paged receivers")?
-                        .and_then(|g| serde_json::from_str::<Vec<String>>(g.value()).ok())
-                        .is_some_and(|names| names.iter().any(|n| n == to));
-                    if !direct {
-                        fallback
-                            .insert(key.as_str(), now.unix_nanos() as u64)
-                            .or_outbox("record fallback page")?;
+                    // Every incident the trigger carries (a grouped one carries several), unless
+                    // the fallback was paged for it directly.
+                    let carried: Vec<&String> = std::iter::once(&record.incident_id)
+                        .chain(&record.incident_ids)
+                        .collect();
+                    let mut fresh: Vec<String> = Vec::new();
+                    for id in carried {
+                        let direct = paged
+                            .get(id.as_str())
+                            .or_outbox("read paged receivers")?
+                            .and_then(|g| serde_json::from_str::<Vec<String>>(g.value()).ok())
+                            .is_some_and(|names| names.iter().any(|n| n == to));
+                        if !direct {
+                            fallback
+                                .insert(format!("{to}\0{id}").as_str(), now.unix_nanos() as u64)
+                                .or_outbox("record fallback page")?;
+                            fresh.push(id.clone());
+                        }
                     }
-                    !direct
+                    let grouped = !record.incident_ids.is_empty();
+                    if fresh.is_empty() {
+                    } else if grouped && !groups_messages(to_kind) {
+                        // A pager as the fallback of a chatty receiver: one alert per incident.
+                        let v: serde_json::Value =
+                            serde_json::from_str(&record.body).map_err(corrupt)?;
+                        for inc in v["incidents"].as_array().into_iter().flatten() {
+                            let inc: Incident =
+                                serde_json::from_value(inc.clone()).map_err(corrupt)?;
+                            if fresh.contains(&inc.id) {
+                                let body = Payload::single(NotifyEvent::Trigger, &inc).encode()?;
+                                copies.push(dup(
+                                    seq + copies.len() as u64,
+                                    &inc.id,
+                                    Vec::new(),
+                                    body,
+                                ));
+                            }
+                        }
+                    } else {
+                        copies.push(dup(
+                            seq,
+                            &record.incident_id,
+                            record.incident_ids.clone(),
+                            record.body.clone(),
+                        ));
+                    }
                 }
                 NotifyEvent::Acknowledge | NotifyEvent::Resolve => {
+                    let key = format!("{to}\0{}", record.incident_id);
                     let had_trigger = fallback
                         .get(key.as_str())
                         .or_outbox("read fallback page")?
@@ -1156,28 +1210,19 @@ pub(super) fn copy_to_fallback(
                             .remove(key.as_str())
                             .or_outbox("forget fallback page")?;
                     }
-                    had_trigger
+                    if had_trigger {
+                        copies.push(dup(
+                            seq,
+                            &record.incident_id,
+                            Vec::new(),
+                            record.body.clone(),
+                        ));
+                    }
                 }
-            };
-            if copy {
-                let dup = Record {
-                    delivery_id: format!("{instance:016x}-{seq}"),
-                    receiver: to.to_string(),
-                    event: record.event,
-                    incident_id: record.incident_id.clone(),
-                    body: record.body.clone(),
-                    attempts: 0,
-                    first_enqueued_at: now,
-                    first_failed_at: None,
-                    next_attempt_at: now,
-                    last_error: None,
-                    fallback_for: Some(from.to_string()),
-                    fallback_done: false,
-                    incident_ids: record.incident_ids.clone(),
-                };
-                let json = serde_json::to_string(&dup).map_err(NotifyError::PayloadEncodeFailed)?;
+            }
+            for c in copies {
                 outbox
-                    .insert(seq, json.as_str())
+                    .insert(seq, encode(&c)?.as_str())
                     .or_outbox("insert fallback delivery")?;
                 seq += 1;
                 copied += 1;

@@ -1533,3 +1533,54 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_pager_as_fallback_of_a_chatty_receiver_gets_one_alert_per_grouped_incident() {
+    let (_dir, path) = db_path();
+    let db = open_db(&path);
+    let mut chat = Receiver::webhook("chat", "http://127.0.0.1:9/x", None);
+    chat.fallback = Some("pd".into());
+    let mut pd = Receiver::new(
+        "pd",
+        ReceiverKind::Pagerduty,
+        "http://127.0.0.1:9/v2/enqueue",
+    );
+    pd.routing_key = Some("k".into());
+    let receivers = vec![chat, pd];
+    let policy = Policy {
+        routes: vec![Route {
+            group_by: vec!["cluster".into()],
+            group_wait_secs: Some(1),
+            ..Route::to(Matcher::default(), &["chat"])
+        }],
+        ..Default::default()
+    };
+    let (a, b) = (in_cluster("a", "eu"), in_cluster("b", "eu"));
+    for i in [&a, &b] {
+        store_incident(&db, i);
+        enqueue_with(&db, &receivers, &policy, NotifyEvent::Trigger, i, at(0));
+    }
+    outbox::housekeep(&db, &receivers, &policy, at(1)).unwrap();
+    let n = outbox::copy_to_fallback(&db, "chat", "pd", ReceiverKind::Pagerduty, at(2)).unwrap();
+    assert_eq!(n, 2, "one copy per incident");
+    enqueue_with(&db, &receivers, &policy, NotifyEvent::Resolve, &b, at(3));
+    outbox::copy_to_fallback(&db, "chat", "pd", ReceiverKind::Pagerduty, at(4)).unwrap();
+    let pd_got: Vec<(NotifyEvent, String, bool)> = outbox::records(&db)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.receiver == "pd")
+        .map(|(_, r)| {
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            (r.event, r.incident_id, body.get("incidents").is_some())
+        })
+        .collect();
+    assert_eq!(
+        pd_got,
+        [
+            (NotifyEvent::Trigger, "a".to_string(), false),
+            (NotifyEvent::Trigger, "b".to_string(), false),
+            (NotifyEvent::Resolve, "b".to_string(), false),
+        ],
+        "b's resolve follows b's own alert"
+    );
+}
