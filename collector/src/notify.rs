@@ -459,6 +459,9 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
     /// The exact JSON body that was to be POSTed.
     pub body: String,
+    /// A grouped trigger's other incidents (besides `incident_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incident_ids: Vec<String>,
 }
 
 /// What the pipeline and the API need of notifications: the receivers, the routing policy

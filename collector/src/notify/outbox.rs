@@ -1021,6 +1021,7 @@ pub(super) fn fail(
                 dead_at: now,
                 last_error: record.last_error,
                 body: record.body,
+                incident_ids: record.incident_ids,
             };
             let json = serde_json::to_string(&dead).map_err(NotifyError::PayloadEncodeFailed)?;
             txn.open_table(DEAD_LETTERS)
@@ -1276,7 +1277,7 @@ pub(super) fn retry_dead_letter(
             last_error: dead.last_error.clone(),
             fallback_for: None,
             fallback_done: false,
-            incident_ids: Vec::new(),
+            incident_ids: dead.incident_ids.clone(),
         };
         let json = serde_json::to_string(&record).map_err(NotifyError::PayloadEncodeFailed)?;
         txn.open_table(OUTBOX)
