@@ -484,6 +484,11 @@ fn collector_deployment(y: &mut String, o: &ManifestOptions) {
         env_value(y, "DAYTWO_CLUSTER_NAME", c);
     }
     env_value(y, "DAYTWO_LOG_LEVEL", &o.log_level);
+    // Secrets (DAYTWO_TOKEN, DAYTWO_WEBHOOK, DAYTWO_WEBHOOK_SECRET, …) come from an optional
+    // Secret the operator creates; the manifests never hold one.
+    y.push_str(
+        "          envFrom:\n            - secretRef:\n                name: daytwo-collector\n                optional: true\n",
+    );
     let _ = writeln!(
         y,
         "          ports:\n            - name: otlp-grpc\n              containerPort: {OTLP_PORT}\n              protocol: TCP\n            - name: http\n              containerPort: {HTTP_PORT}\n              protocol: TCP"
@@ -491,9 +496,10 @@ fn collector_deployment(y: &mut String, o: &ManifestOptions) {
     probes(y, "http");
     let _ = writeln!(
         y,
-        "          resources:\n            requests:\n              cpu: {cpu}\n              memory: {mem}\n            limits:\n              cpu: \"2\"\n              memory: {mem}",
+        "          resources:\n            requests:\n              cpu: {cpu}\n              memory: {mem}\n            limits:\n              cpu: {limit}\n              memory: {mem}",
         cpu = q(&o.collector_cpu),
         mem = q(&o.collector_memory),
+        limit = q(&collector_cpu_limit(&o.collector_cpu)),
     );
     y.push_str(
         "          securityContext:\n            readOnlyRootFilesystem: true\n            allowPrivilegeEscalation: false\n            runAsNonRoot: true\n            capabilities:\n              drop: [ALL]\n",
@@ -505,6 +511,20 @@ fn collector_deployment(y: &mut String, o: &ManifestOptions) {
     y.push_str(
         "      volumes:\n        - name: data\n          persistentVolumeClaim:\n            claimName: daytwo-collector\n        - name: rules\n          configMap:\n            name: daytwo-rules\n",
     );
+}
+
+/// The collector's CPU limit: 2 cores (room for the burst of every agent flushing its queue
+/// after a collector restart), or the request when that is higher (a limit below the request
+/// is invalid).
+fn collector_cpu_limit(request: &str) -> String {
+    let millis = match request.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok(),
+        None => request.parse::<f64>().ok().map(|c| c * 1000.0),
+    };
+    match millis {
+        Some(m) if m <= 2000.0 => "2".to_string(),
+        _ => request.to_string(),
+    }
 }
 
 /// Liveness on /healthz (the process answers), readiness on /readyz (it can do its work).
@@ -841,6 +861,17 @@ mod tests {
             let e = o.validate().expect_err(flag).to_string();
             assert!(e.starts_with(flag), "{e}");
         }
+    }
+
+    #[test]
+    fn cpu_limit_is_never_below_the_request() {
+        assert_eq!(collector_cpu_limit("250m"), "2");
+        assert_eq!(collector_cpu_limit("2"), "2");
+        assert_eq!(collector_cpu_limit("2000m"), "2");
+        assert_eq!(collector_cpu_limit("2.5"), "2.5");
+        assert_eq!(collector_cpu_limit("4000m"), "4000m");
+        // Forms not parsed here keep limit = request, which is always valid.
+        assert_eq!(collector_cpu_limit("3k"), "3k");
     }
 
     #[test]

@@ -601,6 +601,12 @@ fn the_pods_are_wired_as_the_brief_says() {
             .as_str()
             .unwrap(),
     );
+    // Tokens and webhooks come from an optional Secret, never from the manifests.
+    assert_eq!(
+        collector["envFrom"],
+        serde_json::json!([{"secretRef": {"name": "daytwo-collector", "optional": true}}])
+    );
+    assert!(!docs.iter().any(|d| d["kind"] == "Secret"));
     let svc = get("Service", "daytwo-collector");
     let ports: Vec<i64> = svc["spec"]["ports"]
         .as_array()
@@ -845,4 +851,104 @@ fn dockerfile_follows_the_rules() {
         let p = dockerfile_problems(bad, "1.95");
         assert!(p.iter().any(|m| m.contains(want)), "{want}: {p:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sizing simulator (examples/fleet_sim.rs, run by bench/fleet_sizing.sh)
+
+/// examples/fleet_sim, which `cargo test` builds next to this test's deps directory.
+fn fleet_sim() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    profile_dir.join("examples").join("fleet_sim")
+}
+
+#[test]
+fn fleet_sim_feeds_a_real_collector() {
+    let sim = fleet_sim();
+    if !sim.exists() {
+        // Only when this test is run alone with `--test deploy` after a `cargo clean` of the
+        // examples; `cargo test` builds examples before it runs tests.
+        return tool_missing(
+            "fleet_sim_feeds_a_real_collector",
+            &format!(
+                "{} is not built (cargo build --example fleet_sim)",
+                sim.display()
+            ),
+        );
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut collector = Command::new(common::bin())
+        .args([
+            "collector",
+            "--otlp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(collector.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let field = |k: &str| {
+        first
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {first:?}"))
+            .to_string()
+    };
+    let (otlp, http) = (field("otlp="), field("http="));
+    let out = Command::new(&sim)
+        .args(["--collector", &format!("http://{otlp}")])
+        .args([
+            "--nodes",
+            "20",
+            "--steps",
+            "3",
+            "--signals-per-mille",
+            "1000",
+            "--log-lines",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let metrics = http_get(&http, "/metrics");
+    let _ = collector.kill();
+    let _ = collector.wait();
+    assert!(
+        out.status.success(),
+        "{line}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        line.contains("node_intervals=60 metric_exports=60 signals=60 log_records=240 errors=0"),
+        "{line}"
+    );
+    // The collector saw exactly that.
+    for want in [
+        "daytwo_collector_otlp_requests_total{outcome=\"ok\",signal=\"metrics\"} 60",
+        "daytwo_collector_signals_received_total 60",
+        "daytwo_collector_log_records_received_total 240",
+    ] {
+        assert!(metrics.contains(want), "{want} not in:\n{metrics}");
+    }
+}
+
+/// A plain HTTP/1.0 GET over a TCP socket (no client dependency in this test).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
 }
