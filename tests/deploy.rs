@@ -952,3 +952,170 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut body).unwrap();
     body
 }
+
+// ---------------------------------------------------------------------------------------------
+// The pods' configuration, run for real (no cluster: the real binaries with the pods' env)
+
+/// The environment a container gets, with each value that names a path inside a mounted
+/// volume mapped back to where that volume comes from on this machine: a hostPath to the same
+/// host path (what the container would see), the state directory, volume claim and ConfigMap
+/// to directories under `tmp`. `fieldRef` values become `node_name`.
+fn container_env(workload: &Value, tmp: &Path, node_name: &str) -> Vec<(String, String)> {
+    let pod = &workload["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for m in c["volumeMounts"].as_array().unwrap() {
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap();
+        let vname = vol["name"].as_str().unwrap();
+        let source = match vol["hostPath"]["path"].as_str() {
+            Some(p) if m["readOnly"] == true => PathBuf::from(p),
+            _ => tmp.join(vname),
+        };
+        mounts.push((m["mountPath"].as_str().unwrap().to_string(), source));
+    }
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let n = e["name"].as_str().unwrap().to_string();
+            let v = match e["value"].as_str() {
+                Some(v) => mounts
+                    .iter()
+                    .find_map(|(mp, src)| {
+                        v.strip_prefix(mp.as_str())
+                            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                            .map(|rest| format!("{}{rest}", src.display()))
+                    })
+                    .unwrap_or_else(|| v.to_string()),
+                None => node_name.to_string(),
+            };
+            (n, v)
+        })
+        .collect()
+}
+
+fn spawn_with_env(sub: &str, env: &[(String, String)]) -> (std::process::Child, String) {
+    let mut cmd = Command::new(common::bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.arg(sub)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    (child, first)
+}
+
+fn addr(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        .to_string()
+}
+
+#[test]
+fn collector_and_agent_run_with_the_pods_configuration() {
+    let docs = parse(&manifests(&["--cluster-name", "test-cluster"]));
+    let tmp = tempfile::tempdir().unwrap();
+    // The ConfigMap's files, as the volume would hold them.
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let rules_dir = tmp.path().join("rules");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    for (file, text) in cm["data"].as_object().unwrap() {
+        std::fs::write(rules_dir.join(file), text.as_str().unwrap()).unwrap();
+    }
+    // Outside a cluster: no API server to watch, listen on loopback, sample every second.
+    let local = |env: &mut Vec<(String, String)>, over: &[(&str, String)]| {
+        for (k, v) in over {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_string(), v.clone()));
+        }
+    };
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let mut cenv = container_env(dep, tmp.path(), "unused");
+    assert!(
+        cenv.contains(&("DAYTWO_RULES".into(), rules_dir.display().to_string())),
+        "{cenv:?}"
+    );
+    local(
+        &mut cenv,
+        &[
+            ("DAYTWO_KUBE", "off".into()),
+            ("DAYTWO_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("DAYTWO_OTLP_ADDR", "127.0.0.1:0".into()),
+        ],
+    );
+    let (mut collector, line) = spawn_with_env("collector", &cenv);
+    let (http, otlp) = (addr(&line, "http="), addr(&line, "otlp="));
+
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let mut aenv = container_env(ds, tmp.path(), "node-under-test");
+    // The host paths the pod mounts read-only are this machine's own.
+    assert!(
+        aenv.contains(&("DAYTWO_PROC_ROOT".into(), "/proc".into())),
+        "{aenv:?}"
+    );
+    assert!(
+        aenv.contains(&("DAYTWO_CGROUP_ROOT".into(), "/sys/fs/cgroup".into())),
+        "{aenv:?}"
+    );
+    local(
+        &mut aenv,
+        &[
+            ("DAYTWO_KUBE", "off".into()),
+            ("DAYTWO_COLLECTOR", format!("http://{otlp}")),
+            ("DAYTWO_AGENT_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("DAYTWO_METRICS_INTERVAL_SECS", "1".into()),
+        ],
+    );
+    let (mut agent, line) = spawn_with_env("agent", &aenv);
+    let agent_http = addr(&line, "http=");
+
+    // Both probes of both pods answer as the kubelet would ask them.
+    for (base, path) in [
+        (&agent_http, "/healthz"),
+        (&agent_http, "/readyz"),
+        (&http, "/healthz"),
+        (&http, "/readyz"),
+    ] {
+        let ok = common::wait_until(std::time::Duration::from_secs(20), || {
+            common::get(&format!("http://{base}{path}")).is_some_and(|(s, _)| s == 200)
+        });
+        assert!(ok, "{base}{path} never answered 200");
+    }
+    // The agent's host metrics reach the collector.
+    let shipped = common::wait_until(std::time::Duration::from_secs(30), || {
+        common::get(&format!("http://{http}/metrics")).is_some_and(|(_, m)| {
+            m.lines().any(|l| {
+                l.starts_with(
+                    "daytwo_collector_otlp_requests_total{outcome=\"ok\",signal=\"metrics\"}",
+                )
+            })
+        })
+    });
+    let _ = agent.kill();
+    let _ = collector.kill();
+    let _ = agent.wait();
+    let _ = collector.wait();
+    assert!(
+        shipped,
+        "no host metrics from the agent reached the collector"
+    );
+    // The state directory (the pod's writable hostPath) holds the agent's queue.
+    assert!(
+        tmp.path().join("state/agent").is_dir(),
+        "the agent's state is not under its state volume"
+    );
+}
