@@ -290,7 +290,8 @@ fn rule_files() -> Vec<(String, &'static str)> {
 
 /// The manifests for `o`, as multi-document YAML. `o` must have passed [`ManifestOptions::validate`].
 pub fn manifests(o: &ManifestOptions) -> String {
-    let ns = &o.namespace;
+    // Quoted: a valid namespace such as `0` or `null` would otherwise read as a number or null.
+    let ns = q(&o.namespace);
     let mut y = String::with_capacity(16 * 1024);
     let _ = writeln!(
         y,
@@ -447,7 +448,7 @@ pub fn manifests(o: &ManifestOptions) -> String {
 }
 
 fn collector_deployment(y: &mut String, o: &ManifestOptions) {
-    let ns = &o.namespace;
+    let ns = q(&o.namespace);
     y.push_str("---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: daytwo-collector\n");
     let _ = writeln!(y, "  namespace: {ns}");
     y.push_str("  labels:\n");
@@ -536,7 +537,7 @@ fn probes(y: &mut String, port: &str) {
 }
 
 fn agent_daemonset(y: &mut String, o: &ManifestOptions) {
-    let ns = &o.namespace;
+    let ns = q(&o.namespace);
     y.push_str("---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: daytwo-agent\n");
     let _ = writeln!(y, "  namespace: {ns}");
     y.push_str("  labels:\n");
@@ -552,7 +553,7 @@ fn agent_daemonset(y: &mut String, o: &ManifestOptions) {
     let _ = writeln!(
         y,
         "      priorityClassName: {}",
-        o.priority_class.as_deref().unwrap_or(AGENT_PRIORITY_CLASS)
+        q(o.priority_class.as_deref().unwrap_or(AGENT_PRIORITY_CLASS))
     );
     // Host network: /proc/net/dev then counts the node's interfaces, not the pod's, and
     // host.name is the node's. ClusterFirstWithHostNet keeps the collector's Service name
@@ -577,7 +578,7 @@ fn agent_daemonset(y: &mut String, o: &ManifestOptions) {
     env_value(
         y,
         "DAYTWO_COLLECTOR",
-        &format!("http://daytwo-collector.{ns}.svc:{OTLP_PORT}"),
+        &format!("http://daytwo-collector.{}.svc:{OTLP_PORT}", o.namespace),
     );
     env_value(
         y,
@@ -872,6 +873,45 @@ mod tests {
         assert_eq!(collector_cpu_limit("4000m"), "4000m");
         // Forms not parsed here keep limit = request, which is always valid.
         assert_eq!(collector_cpu_limit("3k"), "3k");
+    }
+
+    proptest::proptest! {
+        /// Whatever text passes validation comes back from the YAML exactly: no option can
+        /// break out of its scalar.
+        #[test]
+        fn free_text_options_round_trip(
+            cluster in "\\PC{1,40}",
+            level in "[ -~]{1,30}",
+            image in "[!-~&&[^\"']]{1,40}",
+        ) {
+            let o = ManifestOptions {
+                cluster_name: Some(cluster.clone()),
+                log_level: level.clone(),
+                image: image.clone(),
+                ..Default::default()
+            };
+            proptest::prop_assume!(o.validate().is_ok());
+            let d = docs(&o);
+            let c = &find(&d, "DaemonSet", "daytwo-agent")["spec"]["template"]["spec"]["containers"][0];
+            let env = |n: &str| c["env"].as_array().unwrap().iter().find(|e| e["name"] == n).unwrap()["value"].clone();
+            proptest::prop_assert_eq!(env("DAYTWO_CLUSTER_NAME"), Value::from(cluster));
+            proptest::prop_assert_eq!(env("DAYTWO_LOG_LEVEL"), Value::from(level));
+            proptest::prop_assert_eq!(c["image"].clone(), Value::from(image));
+        }
+
+        /// Every name the validator accepts gives parseable manifests in that namespace.
+        #[test]
+        fn valid_namespaces_give_valid_yaml(ns in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?") {
+            let o = ManifestOptions { namespace: ns.clone(), ..Default::default() };
+            proptest::prop_assert!(o.validate().is_ok());
+            for d in docs(&o) {
+                let kind = d["kind"].as_str().unwrap_or("").to_string();
+                let cluster_scoped = ["Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding"];
+                if !cluster_scoped.contains(&kind.as_str()) {
+                    proptest::prop_assert_eq!(d["metadata"]["namespace"].as_str(), Some(ns.as_str()));
+                }
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn variants() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("default", vec![]),
         ("no-kmsg", vec!["--no-kmsg"]),
+        // Valid names that YAML would read as a number or null if they were not quoted.
+        ("yaml-lookalike-namespace", vec!["--namespace", "null", "--storage-class", "0"]),
         (
             "all-options",
             vec![
