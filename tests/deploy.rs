@@ -52,7 +52,10 @@ fn variants() -> Vec<(&'static str, Vec<&'static str>)> {
         ("default", vec![]),
         ("no-kmsg", vec!["--no-kmsg"]),
         // Valid names that YAML would read as a number or null if they were not quoted.
-        ("yaml-lookalike-namespace", vec!["--namespace", "null", "--storage-class", "0"]),
+        (
+            "yaml-lookalike-namespace",
+            vec!["--namespace", "null", "--storage-class", "0"],
+        ),
         (
             "all-options",
             vec![
@@ -1120,4 +1123,103 @@ fn collector_and_agent_run_with_the_pods_configuration() {
         tmp.path().join("state/agent").is_dir(),
         "the agent's state is not under its state volume"
     );
+}
+
+/// What in `workload` breaks the Pod Security Standard `restricted` profile.
+fn restricted_violations(workload: &Value) -> Vec<String> {
+    let pod = &workload["spec"]["template"]["spec"];
+    let mut v = Vec::new();
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[host] == true {
+            v.push(host.to_string());
+        }
+    }
+    const ALLOWED: [&str; 8] = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for vol in pod["volumes"].as_array().unwrap() {
+        for k in vol.as_object().unwrap().keys().filter(|k| *k != "name") {
+            if !ALLOWED.contains(&k.as_str()) {
+                v.push(format!("volume type {k}"));
+            }
+        }
+    }
+    for c in pod["containers"].as_array().unwrap() {
+        let sc = &c["securityContext"];
+        let inherit = |k: &str| {
+            if sc[k].is_null() {
+                &pod["securityContext"][k]
+            } else {
+                &sc[k]
+            }
+        };
+        if sc["privileged"] == true {
+            v.push("privileged".into());
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            v.push("allowPrivilegeEscalation".into());
+        }
+        if inherit("runAsNonRoot") != &Value::Bool(true) {
+            v.push("runAsNonRoot".into());
+        }
+        if inherit("runAsUser") == &Value::from(0) {
+            v.push("runAsUser 0".into());
+        }
+        let seccomp = inherit("seccompProfile")["type"].as_str().unwrap_or("");
+        if seccomp != "RuntimeDefault" && seccomp != "Localhost" {
+            v.push(format!("seccompProfile {seccomp:?}"));
+        }
+        if !sc["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.contains(&Value::from("ALL")))
+        {
+            v.push("capabilities.drop ALL".into());
+        }
+        for add in sc["capabilities"]["add"].as_array().into_iter().flatten() {
+            if add != "NET_BIND_SERVICE" {
+                v.push(format!("capabilities.add {add}"));
+            }
+        }
+        for p in c["ports"].as_array().into_iter().flatten() {
+            if !p["hostPort"].is_null() {
+                v.push("hostPort".into());
+            }
+        }
+    }
+    v
+}
+
+/// The collector meets `restricted`; the agent (host paths, host network, root) cannot, which
+/// is why the namespace is labelled `privileged` (docs/kubernetes.md).
+#[test]
+fn the_collector_meets_the_restricted_pod_security_standard() {
+    for (variant, args) in variants() {
+        let docs = parse(&manifests(&args));
+        let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let v = restricted_violations(dep);
+        assert!(
+            v.is_empty(),
+            "{variant}: the collector breaks `restricted`: {v:?}"
+        );
+        let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+        let v = restricted_violations(ds);
+        for want in ["hostNetwork", "volume type hostPath", "runAsUser 0"] {
+            assert!(
+                v.iter().any(|m| m == want),
+                "{variant}: agent {want} not seen in {v:?}"
+            );
+        }
+        let ns = docs.iter().find(|d| d["kind"] == "Namespace").unwrap();
+        assert_eq!(
+            ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "privileged"
+        );
+    }
 }
