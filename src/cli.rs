@@ -59,6 +59,72 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run recorded OTLP/JSON telemetry through detection, correlation and rules; print incidents.
     Replay(ReplayArgs),
+    /// Print what installs daytwo elsewhere: `daytwo deploy manifests | kubectl apply -f -`.
+    Deploy(DeployArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeployCommand {
+    /// Print the Kubernetes manifests (agent DaemonSet, collector Deployment, RBAC, rules) on
+    /// stdout. The global --log-level is also the level the pods log at. docs/kubernetes.md.
+    Manifests(ManifestsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestsArgs {
+    /// Namespace to install into (the manifests create it).
+    #[arg(long, env = "DAYTWO_NAMESPACE", default_value = "daytwo")]
+    pub namespace: String,
+    /// Container image of the agent and the collector [default: daytwo:<this version>].
+    #[arg(long, env = "DAYTWO_IMAGE")]
+    pub image: Option<String>,
+    /// When the kubelet pulls the image.
+    #[arg(
+        long,
+        env = "DAYTWO_IMAGE_PULL_POLICY",
+        value_enum,
+        default_value = "IfNotPresent"
+    )]
+    pub image_pull_policy: ImagePullPolicy,
+    /// Size of the collector's PersistentVolumeClaim (its embedded store).
+    #[arg(long, env = "DAYTWO_STORAGE_SIZE", default_value = "10Gi")]
+    pub storage_size: String,
+    /// StorageClass of that claim [default: the cluster's default class].
+    #[arg(long, env = "DAYTWO_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+    /// k8s.cluster.name the agents and the collector report (DAYTWO_CLUSTER_NAME in the pods).
+    #[arg(long, env = "DAYTWO_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Use this existing PriorityClass for the agent instead of creating `daytwo-agent`.
+    #[arg(long, env = "DAYTWO_PRIORITY_CLASS")]
+    pub priority_class: Option<String>,
+    /// The agent does not read /dev/kmsg and so runs unprivileged (no kernel OOM, I/O or
+    /// filesystem signals).
+    #[arg(long, env = "DAYTWO_NO_KMSG")]
+    pub no_kmsg: bool,
+    /// CPU request of the collector (docs/kubernetes.md has sizes per fleet).
+    #[arg(long, env = "DAYTWO_COLLECTOR_CPU", default_value = crate::cmd_deploy::DEFAULT_COLLECTOR_CPU)]
+    pub collector_cpu: String,
+    /// Memory request and limit of the collector (docs/kubernetes.md has sizes per fleet).
+    #[arg(long, env = "DAYTWO_COLLECTOR_MEMORY", default_value = crate::cmd_deploy::DEFAULT_COLLECTOR_MEMORY)]
+    pub collector_memory: String,
+}
+
+/// A container's `imagePullPolicy`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ImagePullPolicy {
+    #[value(name = "Always")]
+    Always,
+    #[value(name = "IfNotPresent")]
+    IfNotPresent,
+    #[value(name = "Never")]
+    Never,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 //! an API error), 2 bad usage or configuration (like clap's own usage errors).
 
 mod cli;
+mod cmd_deploy;
 mod cmd_incidents;
 mod cmd_logs;
 mod cmd_replay;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         cli::Command::Rules(args) => cmd_rules::run(args),
         cli::Command::Logs(args) => cmd_logs::run(args),
         cli::Command::Replay(args) => cmd_replay::run(args),
+        cli::Command::Deploy(args) => cmd_deploy::run(args, &cli.log_level),
     };
     match result {
         Ok(code) => code,
