@@ -1,0 +1,273 @@
+//! The collector's cluster-wide Kubernetes watches: objects every agent would otherwise watch
+//! N times, watched once here, turned into `daytwo.k8s.*` signals and ingested like signals
+//! that arrived over OTLP (stored, deduplicated by id, correlated, matched by rules).
+//!
+//! Entry: [`run`], started by [`crate::Collector::run`] when [`crate::Collector::set_kube`]
+//! configured it. Watched (all namespaces, read-only: `list` and `watch` verbs): Nodes,
+//! Events (core/v1), Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs (batch/v1),
+//! HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims, ConfigMaps, Secrets
+//! (names and hashes only) and EndpointSlices (discovery.k8s.io/v1). Pods are the agents'
+//! (each watches its own node's).
+//!
+//! Invariants: never blocks the collector's start or `/readyz`; a resource the service
+//! account may not list (403) or an unreachable API server is logged once per outage and
+//! counted in `daytwo_collector_kube_errors_total{resource}` while the rest runs.
+
+use crate::pipeline::Pipeline;
+use daytwo_k8s::client::{ClientOptions, connect};
+use daytwo_k8s::map::config::{ConfigMapMapper, SecretMapper};
+use daytwo_k8s::map::endpoints::EndpointSliceMapper;
+use daytwo_k8s::map::event::EventMapper;
+use daytwo_k8s::map::hpa::HpaMapper;
+use daytwo_k8s::map::job::JobMapper;
+use daytwo_k8s::map::node::NodeMapper;
+use daytwo_k8s::map::pvc::PvcMapper;
+use daytwo_k8s::map::workload::{
+    DaemonSetMapper, DeploymentMapper, ReplicaSetMapper, StatefulSetMapper,
+};
+use daytwo_k8s::watch::{self, Backoff, Watch, WatchMetrics};
+use daytwo_k8s::{Context, Mapper, Tracker};
+use daytwo_model::Signal;
+use kube::runtime::watcher;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The resources [`run`] watches (the `resource` metric label), for RBAC and docs.
+pub const RESOURCES: &[&str] = &[
+    "nodes",
+    "events",
+    "deployments",
+    "statefulsets",
+    "daemonsets",
+    "replicasets",
+    "jobs",
+    "horizontalpodautoscalers",
+    "persistentvolumeclaims",
+    "configmaps",
+    "secrets",
+    "endpointslices",
+];
+
+/// Kubernetes settings of the collector (`--kube`, `--kubeconfig`, `--cluster-name`).
+#[derive(Clone, Debug)]
+pub struct KubeConfig {
+    pub client: ClientOptions,
+    pub cluster_name: Option<String>,
+    /// Warning events older than this when first seen are history, not signals.
+    pub max_age: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        KubeConfig {
+            client: ClientOptions::default(),
+            cluster_name: None,
+            max_age: Duration::from_secs(15 * 60),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+fn add<M>(
+    tasks: &mut tokio::task::JoinSet<&'static str>,
+    resource: &'static str,
+    api: kube::Api<M::Object>,
+    mapper: M,
+    tx: &mpsc::Sender<Vec<Signal>>,
+    metrics: &WatchMetrics,
+    backoff: Backoff,
+    shutdown: &CancellationToken,
+) where
+    M: Mapper + Send + 'static,
+    M::Snapshot: Send,
+    M::Object: kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watch::spawn(
+        tasks,
+        Watch {
+            resource,
+            api,
+            config: watcher::Config::default(),
+            tracker: Tracker::new(mapper),
+        },
+        tx.clone(),
+        metrics.clone(),
+        backoff,
+        shutdown.clone(),
+    );
+}
+
+/// Watches until `shutdown`; returns early only when Kubernetes is off or unconfigurable.
+pub async fn run(
+    config: KubeConfig,
+    pipeline: Arc<Mutex<Pipeline>>,
+    metrics: WatchMetrics,
+    shutdown: CancellationToken,
+) {
+    let (client, url) = match connect(&config.client).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            metrics.errors.with_label_values(&["client"]).inc();
+            warn!(error = %e, "Kubernetes watches are off.");
+            return;
+        }
+    };
+    info!(api = %url, resources = RESOURCES.len(), "Watching cluster-wide Kubernetes objects.");
+    let ctx = Context {
+        cluster: config.cluster_name.clone(),
+        host: None,
+        max_age: config.max_age,
+    };
+    let (tx, mut rx) = mpsc::channel::<Vec<Signal>>(64);
+    let mut t = tokio::task::JoinSet::new();
+    let (m, b, s) = (&metrics, config.backoff, &shutdown);
+    let c = || client.clone();
+    use kube::Api;
+    add(
+        &mut t,
+        "nodes",
+        Api::all(c()),
+        NodeMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "events",
+        Api::all(c()),
+        EventMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "deployments",
+        Api::all(c()),
+        DeploymentMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "statefulsets",
+        Api::all(c()),
+        StatefulSetMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "daemonsets",
+        Api::all(c()),
+        DaemonSetMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "replicasets",
+        Api::all(c()),
+        ReplicaSetMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "jobs",
+        Api::all(c()),
+        JobMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "horizontalpodautoscalers",
+        Api::all(c()),
+        HpaMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "persistentvolumeclaims",
+        Api::all(c()),
+        PvcMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "configmaps",
+        Api::all(c()),
+        ConfigMapMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "secrets",
+        Api::all(c()),
+        SecretMapper::new(ctx.clone()),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    add(
+        &mut t,
+        "endpointslices",
+        Api::all(c()),
+        EndpointSliceMapper::new(ctx),
+        &tx,
+        m,
+        b,
+        s,
+    );
+    drop(tx);
+    loop {
+        let signals = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            s = rx.recv() => match s { Some(s) => s, None => break },
+        };
+        let p = pipeline.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            p.lock().unwrap_or_else(|e| e.into_inner()).ingest(signals)
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                metrics.errors.with_label_values(&["store"]).inc();
+                warn!(error = %e, "Kubernetes signals could not be stored; they are lost.");
+            }
+            Err(e) => warn!(error = %e, "Storing Kubernetes signals panicked."),
+        }
+    }
+    t.shutdown().await;
+}
