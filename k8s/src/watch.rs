@@ -6,8 +6,10 @@
 //! these into the same diff, so replays yield nothing new (see [`crate::map`]).
 //!
 //! Errors never stop the task: each is counted in `*_kube_errors_total{resource}`, the first
-//! of an outage is logged at WARN (the rest at DEBUG), and the watch retries after a backoff
-//! that doubles up to its maximum and resets on the next success. A `410 Gone` is a normal
+//! failure of an outage is logged at WARN once per process (the API server being down fails
+//! every watch at once: one line, not one per resource and retry; the rest go to DEBUG), its
+//! end at INFO, and the watch retries after a backoff that doubles up to its maximum and
+//! resets on the next success. A `410 Gone` is a normal
 //! desync, logged at INFO and counted in `*_kube_relists_total`.
 //!
 //! Output goes on a bounded channel: a slow consumer slows the watch, never drops signals.
@@ -104,6 +106,10 @@ pub struct Watch<M: Mapper> {
     pub tracker: Tracker<M>,
 }
 
+/// Watches of this process that are failing right now: the first logs the outage at WARN,
+/// the last to recover logs its end.
+static FAILING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn now() -> Timestamp {
     Timestamp::from_system_time(std::time::SystemTime::now())
 }
@@ -156,13 +162,17 @@ pub async fn run<M, F>(
                 if failing {
                     debug!(resource, error = %e, "Kubernetes watch still failing.");
                 } else {
-                    warn!(
-                        resource,
-                        error = %e,
-                        retry_ms = delay.as_millis() as u64,
-                        "Kubernetes watch failed; retrying with backoff. Node-local detection is not affected."
-                    );
                     failing = true;
+                    if FAILING.fetch_add(1, std::sync::atomic::Ordering::AcqRel) == 0 {
+                        warn!(
+                            resource,
+                            error = %e,
+                            retry_ms = delay.as_millis() as u64,
+                            "Kubernetes watch failed; retrying with backoff (further failures are counted in *_kube_errors_total, not logged). Node-local detection is not affected."
+                        );
+                    } else {
+                        debug!(resource, error = %e, "Kubernetes watch failed too.");
+                    }
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -173,8 +183,10 @@ pub async fn run<M, F>(
             }
         };
         if failing {
-            info!(resource, "Kubernetes watch recovered.");
             failing = false;
+            if FAILING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                info!(resource, "Kubernetes watches recovered.");
+            }
         }
         delay = backoff.initial;
         metrics.events.with_label_values(&label).inc();

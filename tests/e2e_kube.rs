@@ -1,0 +1,216 @@
+//! End to end with the real `daytwo up` binary and a fake Kubernetes API server on 127.0.0.1
+//! (no API server can run here). The fake serves LIST and WATCH from fixtures that are real
+//! Kubernetes JSON (tests/fixtures/kubernetes, see its README); `daytwo up` reaches it through
+//! a kubeconfig, as it would reach a cluster.
+//!
+//! * a pod of this node going into CrashLoopBackOff → an incident from
+//!   `kubernetes.crash_loop_back_off` naming the container;
+//! * the node turning NotReady → an incident from `kubernetes.node_not_ready` on the node;
+//! * the API server unreachable → the agent still starts and is ready, and the failures are
+//!   counted in `daytwo_agent_kube_errors_total`.
+
+mod common;
+
+use common::*;
+use daytwo_k8s::fake::{FakeApiServer, WatchEnd, WatchSession, list};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+fn fixture(file: &str, name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/kubernetes/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let all: Value = serde_json::from_str(&read(Path::new(&path))).unwrap();
+    all[name].clone()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn up_args(data: &Path, kubeconfig: &Path) -> Vec<String> {
+    [
+        "up",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--otlp-addr",
+        "127.0.0.1:0",
+        "--no-logs",
+        "--no-kmsg",
+        "--no-node-metrics",
+        "--retry-initial-ms",
+        "100",
+        "--retry-max-ms",
+        "500",
+        "--kube",
+        "on",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+        "--cluster-name",
+        "e2e",
+        "--kube-retry-max-ms",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn find_incident<'a>(incidents: &'a [Value], rule: &str) -> Option<&'a Value> {
+    incidents
+        .iter()
+        .find(|i| i["root_causes"][0]["rule"] == rule)
+}
+
+#[test]
+fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.push_list(
+        "/api/v1/pods",
+        list("Pod", "v1", "104211", vec![fixture("pods.json", "running")]),
+    );
+    api.push_watch(
+        "/api/v1/pods",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
+    );
+    api.push_list(
+        "/api/v1/nodes",
+        list("Node", "v1", "203001", vec![fixture("nodes.json", "ready")]),
+    );
+    // The agent (metadata.name=node-1) and the collector (all nodes) each watch nodes; both
+    // see the node go NotReady and report it with one id.
+    for _ in 0..2 {
+        api.push_watch(
+            "/api/v1/nodes",
+            WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("nodes.json", "not_ready")),
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let log = tmp.path().join("daytwo.log");
+    let d = Daytwo::start(&up_args(&tmp.path().join("data"), &kubeconfig), &log, true);
+
+    let incidents = wait_for(Duration::from_secs(30), || {
+        let all = d.incidents();
+        (find_incident(&all, "kubernetes.crash_loop_back_off").is_some()
+            && find_incident(&all, "kubernetes.node_not_ready").is_some())
+        .then_some(all)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no Kubernetes incidents; incidents: {:#?}\nrequests: {:#?}\nlog:\n{}",
+            d.incidents(),
+            api.requests(),
+            read(&log)
+        )
+    });
+
+    let crash = find_incident(&incidents, "kubernetes.crash_loop_back_off").unwrap();
+    let cause = &crash["root_causes"][0];
+    assert_eq!(cause["entity"]["kind"], "container");
+    assert_eq!(cause["entity"]["name"], "shop/checkout-7d4b9c8f6-x2x9k/app");
+    assert_eq!(cause["entity"]["attributes"]["k8s.container.name"], "app");
+    assert_eq!(cause["entity"]["attributes"]["k8s.cluster.name"], "e2e");
+    assert!(
+        crash["title"]
+            .as_str()
+            .unwrap()
+            .contains("CrashLoopBackOff: container app"),
+        "{crash:#}"
+    );
+    assert!(
+        cause["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("(Deployment checkout)"),
+        "{cause:#}"
+    );
+
+    let node = find_incident(&incidents, "kubernetes.node_not_ready").unwrap();
+    assert_eq!(node["severity"], "critical");
+    assert_eq!(node["root_causes"][0]["entity"]["kind"], "node");
+    assert_eq!(node["root_causes"][0]["entity"]["name"], "node-1");
+    // The agent's and the collector's report of the transition are one signal.
+    let ready_signals: Vec<&Value> = node["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "daytwo.k8s.node.condition")
+        .collect();
+    assert_eq!(ready_signals.len(), 1, "{node:#}");
+
+    // The agent watched only its own node's pods, resuming from the list's resourceVersion.
+    let pod_requests = api.requests_for("/api/v1/pods");
+    assert!(!pod_requests.is_empty());
+    for r in &pod_requests {
+        assert_eq!(
+            r.query.get("fieldSelector").map(String::as_str),
+            Some("spec.nodeName=node-1"),
+            "{r:?}"
+        );
+    }
+    let watch = pod_requests.iter().find(|r| r.is_watch()).unwrap();
+    assert_eq!(
+        watch.query.get("resourceVersion").map(String::as_str),
+        Some("104211")
+    );
+    // The collector watched cluster-wide objects once each, including Events.
+    assert!(!api.requests_for("/api/v1/events").is_empty());
+    assert!(!api.requests_for("/apis/apps/v1/deployments").is_empty());
+    drop(d);
+}
+
+#[test]
+fn an_unreachable_api_server_does_not_stop_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    // Nothing listens on this port: every list fails with connection refused.
+    let port = free_port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    user: gone\ncurrent-context: gone\nusers:\n- name: gone\n  user:\n    token: x\n"
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("daytwo.log");
+    // `start` waits for /readyz: it answers although the API server never does.
+    let d = Daytwo::start(&up_args(&tmp.path().join("data"), &kubeconfig), &log, true);
+    d.wait_agent_ready();
+    let errors = |name: &str| -> f64 {
+        get(&format!("{}/metrics", d.server()))
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with(name) && l.contains("resource=\"pods\""))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || errors(
+            "daytwo_agent_kube_errors_total"
+        ) >= 2.0),
+        "errors not counted; log:\n{}",
+        read(&log)
+    );
+    assert!(errors("daytwo_collector_kube_errors_total") >= 0.0);
+    // Logged once per outage, not once per retry.
+    let warned = read(&log)
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Kubernetes watch failed"))
+        .count();
+    assert_eq!(warned, 1, "log:\n{}", read(&log));
+    drop(d);
+}
