@@ -483,7 +483,7 @@ fn job_failed_hpa_unable_pvc_lost() {
     let out = t.apply(&fixture("jobs.json", "failed"), now());
     assert_eq!(names_of(&out), [names::JOB_FAILED]);
     assert_eq!(out[0].attributes[names::REASON], "BackoffLimitExceeded");
-    assert_eq!(out[0].entity.attributes[names::CRONJOB], "nightly-report");
+    assert_eq!(out[0].resource[names::CRONJOB], "nightly-report");
 
     let mut t = Tracker::new(HpaMapper::new(ctx()));
     assert!(t.apply(&fixture("hpas.json", "healthy"), now()).is_empty());

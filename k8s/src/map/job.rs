@@ -81,13 +81,14 @@ impl Mapper for JobMapper {
             a.insert("daytwo.k8s.job.backoff_limit".into(), b.into());
         }
         a.insert(names::SOURCE.into(), "status".into());
-        let mut entity = self.ctx.workload_entity(&new.namespace, "Job", &new.name);
+        // The entity is the Job alone (as the Job's Warning events name it); its CronJob is
+        // in the resource.
+        let entity = self.ctx.workload_entity(&new.namespace, "Job", &new.name);
         let mut resource = self.ctx.resource();
         resource.insert(names::NAMESPACE.into(), new.namespace.clone().into());
         resource.insert(names::JOB.into(), new.name.clone().into());
         if let Some(c) = new.owner.get(names::CRONJOB) {
             resource.insert(names::CRONJOB.into(), c.clone());
-            entity.attributes.insert(names::CRONJOB.into(), c.clone());
         }
         vec![signal(
             names::JOB_FAILED,
