@@ -73,33 +73,37 @@ impl Default for KubeConfig {
     }
 }
 
-fn add<M>(
-    tasks: &mut tokio::task::JoinSet<&'static str>,
-    resource: &'static str,
-    api: kube::Api<M::Object>,
-    mapper: M,
-    tx: &mpsc::Sender<Vec<Signal>>,
-    metrics: &WatchMetrics,
+/// Spawns one watch task per resource, all feeding one channel.
+struct Spawner<'a> {
+    tasks: tokio::task::JoinSet<&'static str>,
+    tx: &'a mpsc::Sender<Vec<Signal>>,
+    metrics: &'a WatchMetrics,
     backoff: Backoff,
-    shutdown: &CancellationToken,
-) where
-    M: Mapper + Send + 'static,
-    M::Snapshot: Send,
-    M::Object: kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    watch::spawn(
-        tasks,
-        Watch {
-            resource,
-            api,
-            config: watcher::Config::default(),
-            tracker: Tracker::new(mapper),
-        },
-        tx.clone(),
-        metrics.clone(),
-        backoff,
-        shutdown.clone(),
-    );
+    shutdown: &'a CancellationToken,
+}
+
+impl Spawner<'_> {
+    fn add<M>(&mut self, resource: &'static str, api: kube::Api<M::Object>, mapper: M)
+    where
+        M: Mapper + Send + 'static,
+        M::Snapshot: Send,
+        M::Object:
+            kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        watch::spawn(
+            &mut self.tasks,
+            Watch {
+                resource,
+                api,
+                config: watcher::Config::default(),
+                tracker: Tracker::new(mapper),
+            },
+            self.tx.clone(),
+            self.metrics.clone(),
+            self.backoff,
+            self.shutdown.clone(),
+        );
+    }
 }
 
 /// Watches until `shutdown`; returns early only when Kubernetes is off or unconfigurable.
@@ -125,130 +129,60 @@ pub async fn run(
         max_age: config.max_age,
     };
     let (tx, mut rx) = mpsc::channel::<Vec<Signal>>(64);
-    let mut t = tokio::task::JoinSet::new();
-    let (m, b, s) = (&metrics, config.backoff, &shutdown);
+    let mut sp = Spawner {
+        tasks: tokio::task::JoinSet::new(),
+        tx: &tx,
+        metrics: &metrics,
+        backoff: config.backoff,
+        shutdown: &shutdown,
+    };
     let c = || client.clone();
     use kube::Api;
-    add(
-        &mut t,
-        "nodes",
-        Api::all(c()),
-        NodeMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
-    );
-    add(
-        &mut t,
-        "events",
-        Api::all(c()),
-        EventMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
-    );
-    add(
-        &mut t,
+    sp.add("nodes", Api::all(c()), NodeMapper::new(ctx.clone()));
+    sp.add("events", Api::all(c()), EventMapper::new(ctx.clone()));
+    sp.add(
         "deployments",
         Api::all(c()),
         DeploymentMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
     );
-    add(
-        &mut t,
+    sp.add(
         "statefulsets",
         Api::all(c()),
         StatefulSetMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
     );
-    add(
-        &mut t,
+    sp.add(
         "daemonsets",
         Api::all(c()),
         DaemonSetMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
     );
-    add(
-        &mut t,
+    sp.add(
         "replicasets",
         Api::all(c()),
         ReplicaSetMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
     );
-    add(
-        &mut t,
-        "jobs",
-        Api::all(c()),
-        JobMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
-    );
-    add(
-        &mut t,
+    sp.add("jobs", Api::all(c()), JobMapper::new(ctx.clone()));
+    sp.add(
         "horizontalpodautoscalers",
         Api::all(c()),
         HpaMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
     );
-    add(
-        &mut t,
+    sp.add(
         "persistentvolumeclaims",
         Api::all(c()),
         PvcMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
     );
-    add(
-        &mut t,
+    sp.add(
         "configmaps",
         Api::all(c()),
         ConfigMapMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
     );
-    add(
-        &mut t,
-        "secrets",
-        Api::all(c()),
-        SecretMapper::new(ctx.clone()),
-        &tx,
-        m,
-        b,
-        s,
-    );
-    add(
-        &mut t,
+    sp.add("secrets", Api::all(c()), SecretMapper::new(ctx.clone()));
+    sp.add(
         "endpointslices",
         Api::all(c()),
         EndpointSliceMapper::new(ctx),
-        &tx,
-        m,
-        b,
-        s,
     );
+    let mut t = sp.tasks;
     drop(tx);
     loop {
         let signals = tokio::select! {

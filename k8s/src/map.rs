@@ -221,6 +221,8 @@ pub fn rfc3339(t: &Time) -> String {
 }
 
 /// Builds a signal; the id is `stable_id(["k8s", name, id_parts…])`.
+// Every argument is a required field of the signal; a builder would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn signal(
     name: &str,
     id_parts: &[&str],

@@ -282,7 +282,8 @@ fn event(name: &str) -> Vec<Signal> {
 
 #[test]
 fn warning_events_map_to_the_same_names_as_object_states() {
-    let cases: &[(&str, &str, Option<(&str, &str)>)] = &[
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+    let cases: &[Case] = &[
         (
             "backoff",
             names::CONTAINER_WAITING,

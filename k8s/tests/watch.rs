@@ -162,10 +162,10 @@ async fn cut_stream_and_410_resume_and_relist_without_duplicates() {
         .collect();
     // list, watch from the list's version, resume from the last object's version after the
     // cut, re-list after 410, watch from the new list's version.
-    assert_eq!(summary[0].0, false);
+    assert!(!summary[0].0, "a list first");
     assert_eq!(summary[1], (true, Some("100")));
     assert_eq!(summary[2], (true, Some("104388")));
-    assert_eq!(summary[3].0, false);
+    assert!(!summary[3].0, "a re-list after 410");
     assert_eq!(summary[4], (true, Some("200")));
     for q in &reqs {
         assert_eq!(q.query["fieldSelector"], "spec.nodeName=node-1");
