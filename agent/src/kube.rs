@@ -211,3 +211,38 @@ impl KubeSource {
         tasks.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::origin::Origin;
+
+    fn pod(state: &str) -> Pod {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/kubernetes/pods.json"
+        );
+        let all: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_value(all[state].clone()).unwrap()
+    }
+
+    #[test]
+    fn pod_cache_adds_owner_node_and_labels_to_pod_log_resources() {
+        let p = pod("running");
+        let uid = p.metadata.uid.clone().unwrap();
+        let log = format!("/var/log/pods/shop_checkout-7d4b9c8f6-x2x9k_{uid}/app/0.log");
+        // Unknown pod: the path's attributes only.
+        let before = Origin::from_path(std::path::Path::new(&log)).resource("node-1");
+        assert!(!before.contains_key("k8s.deployment.name"));
+        observe_pod(&watcher::Event::InitApply(p.clone()));
+        let r = Origin::from_path(std::path::Path::new(&log)).resource("node-1");
+        assert_eq!(r["k8s.deployment.name"], "checkout");
+        assert_eq!(r["k8s.replicaset.name"], "checkout-7d4b9c8f6");
+        assert_eq!(r["k8s.node.name"], "node-1");
+        assert_eq!(r["k8s.pod.label.app"], "checkout");
+        assert_eq!(r["k8s.container.name"], "app");
+        observe_pod(&watcher::Event::Delete(p));
+        assert!(pod_resource(&uid).is_empty());
+    }
+}
