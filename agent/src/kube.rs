@@ -124,9 +124,15 @@ impl KubeSource {
         }
     }
 
-    /// Runs until `shutdown`. Returns early (after one warning) only when Kubernetes is off
-    /// or cannot be configured at all.
+    /// Runs until `shutdown`. When Kubernetes is off or cannot be configured (one line says
+    /// why) it just waits for `shutdown`, so the agent does not report a task that ended.
     pub async fn run(self, shutdown: CancellationToken) {
+        let token = shutdown.clone();
+        self.watch(shutdown).await;
+        token.cancelled().await;
+    }
+
+    async fn watch(self, shutdown: CancellationToken) {
         let KubeSource {
             config,
             host_name,
