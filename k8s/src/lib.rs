@@ -18,6 +18,10 @@
 //!
 //! Event names and attributes are in [`names`] and docs/signals.md, section "Kubernetes".
 //! Deliberately not done here: writing anything to the API server, leader election.
+//!
+//! Why a crate of its own: the agent and the collector both run the mapper and the watch loop,
+//! and the mapping needs `k8s-openapi`'s types (about a minute of compilation), which `model`
+//! (the nouns, depended on by everything, including the pure rule engine) must not pay for.
 
 pub mod client;
 #[cfg(feature = "fake-api-server")]
