@@ -5,7 +5,9 @@
 //!
 //! * a pod of this node going into CrashLoopBackOff → an incident from
 //!   `kubernetes.crash_loop_back_off` naming the container;
-//! * the node turning NotReady → an incident from `kubernetes.node_not_ready` on the node;
+//! * the node turning NotReady → an incident from `kubernetes.node_not_ready` on the node
+//!   (reported by the agent and the collector, stored once);
+//! * a FailedScheduling Warning event (collector) → `kubernetes.pod_unschedulable`;
 //! * the API server unreachable → the agent still starts and is ready, and the failures are
 //!   counted in `daytwo_agent_kube_errors_total`.
 
@@ -96,16 +98,35 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
             WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("nodes.json", "not_ready")),
         );
     }
+    // The collector's cluster-wide Events watch: a pending pod of another node that the
+    // scheduler cannot place, happening now.
+    let mut event = fixture("events.json", "failed_scheduling");
+    let now = rfc3339_now_plus(0);
+    event["firstTimestamp"] = Value::from(now.clone());
+    event["lastTimestamp"] = Value::from(now);
+    event["involvedObject"]["name"] = Value::from("batch-7c9d5-pq2zt");
+    event["involvedObject"]["uid"] = Value::from("9a8b7c6d-0000-4000-8000-00000000beef");
+    api.push_list("/api/v1/events", list("Event", "v1", "5000", vec![]));
+    api.push_watch(
+        "/api/v1/events",
+        WatchSession::new(WatchEnd::Hold).event("ADDED", event),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
     let log = tmp.path().join("daytwo.log");
     let d = Daytwo::start(&up_args(&tmp.path().join("data"), &kubeconfig), &log, true);
 
+    let rules = [
+        "kubernetes.crash_loop_back_off",
+        "kubernetes.node_not_ready",
+        "kubernetes.pod_unschedulable",
+    ];
     let incidents = wait_for(Duration::from_secs(30), || {
         let all = d.incidents();
-        (find_incident(&all, "kubernetes.crash_loop_back_off").is_some()
-            && find_incident(&all, "kubernetes.node_not_ready").is_some())
-        .then_some(all)
+        rules
+            .iter()
+            .all(|r| find_incident(&all, r).is_some())
+            .then_some(all)
     })
     .unwrap_or_else(|| {
         panic!(
@@ -150,6 +171,19 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
         .collect();
     assert_eq!(ready_signals.len(), 1, "{node:#}");
 
+    let pending = find_incident(&incidents, "kubernetes.pod_unschedulable").unwrap();
+    assert_eq!(
+        pending["root_causes"][0]["entity"]["name"],
+        "shop/batch-7c9d5-pq2zt"
+    );
+    assert!(
+        pending["root_causes"][0]["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("2 Insufficient cpu"),
+        "{pending:#}"
+    );
+
     // The agent watched only its own node's pods, resuming from the list's resourceVersion.
     let pod_requests = api.requests_for("/api/v1/pods");
     assert!(!pod_requests.is_empty());
@@ -168,6 +202,13 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
     // The collector watched cluster-wide objects once each, including Events.
     assert!(!api.requests_for("/api/v1/events").is_empty());
     assert!(!api.requests_for("/apis/apps/v1/deployments").is_empty());
+    let secrets = api.requests_for("/api/v1/secrets");
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets
+            .iter()
+            .all(|r| r.query["fieldSelector"] == "type!=helm.sh/release.v1")
+    );
     drop(d);
 }
 

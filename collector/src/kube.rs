@@ -90,12 +90,27 @@ impl Spawner<'_> {
         M::Object:
             kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
     {
+        self.add_with(resource, api, mapper, watcher::Config::default());
+    }
+
+    fn add_with<M>(
+        &mut self,
+        resource: &'static str,
+        api: kube::Api<M::Object>,
+        mapper: M,
+        config: watcher::Config,
+    ) where
+        M: Mapper + Send + 'static,
+        M::Snapshot: Send,
+        M::Object:
+            kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+    {
         watch::spawn(
             &mut self.tasks,
             Watch {
                 resource,
                 api,
-                config: watcher::Config::default(),
+                config,
                 tracker: Tracker::new(mapper),
             },
             self.tx.clone(),
@@ -176,7 +191,14 @@ pub async fn run(
         Api::all(c()),
         ConfigMapMapper::new(ctx.clone()),
     );
-    sp.add("secrets", Api::all(c()), SecretMapper::new(ctx.clone()));
+    // Helm keeps every release in a large Secret rewritten on each upgrade: the upgrade itself
+    // shows as the workloads' rollouts, so those Secrets are not watched.
+    sp.add_with(
+        "secrets",
+        Api::all(c()),
+        SecretMapper::new(ctx.clone()),
+        watcher::Config::default().fields("type!=helm.sh/release.v1"),
+    );
     sp.add(
         "endpointslices",
         Api::all(c()),
