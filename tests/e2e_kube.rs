@@ -9,7 +9,9 @@
 //!   (reported by the agent and the collector, stored once);
 //! * a FailedScheduling Warning event (collector) → `kubernetes.pod_unschedulable`;
 //! * the API server unreachable → the agent still starts and is ready, and the failures are
-//!   counted in `daytwo_agent_kube_errors_total`.
+//!   counted in `daytwo_agent_kube_errors_total`;
+//! * a standalone `daytwo agent` ships its node's Kubernetes signals over OTLP, and the raw
+//!   records of a pod's log file carry the pod's owner, node and labels from the pod watch.
 
 mod common;
 
@@ -253,5 +255,182 @@ fn an_unreachable_api_server_does_not_stop_the_agent() {
         .filter(|l| l.contains("WARN") && l.contains("Kubernetes watch failed"))
         .count();
     assert_eq!(warned, 1, "log:\n{}", read(&log));
+    drop(d);
+}
+
+mod otlp {
+    //! A real OTLP/gRPC logs receiver on 127.0.0.1 that records records and events with their
+    //! resource, standing in for the collector of a standalone `daytwo agent`.
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Debug)]
+    pub struct Rec {
+        pub event: String,
+        pub body: String,
+        pub resource: BTreeMap<String, String>,
+    }
+
+    fn text(v: &Option<AnyValue>) -> String {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        }
+    }
+
+    fn map(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+        kvs.iter()
+            .map(|kv| (kv.key.clone(), text(&kv.value)))
+            .collect()
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Sink(pub Arc<Mutex<Vec<Rec>>>);
+
+    #[tonic::async_trait]
+    impl LogsService for Sink {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let mut g = self.0.lock().unwrap();
+            for rl in &request.get_ref().resource_logs {
+                let resource = rl
+                    .resource
+                    .as_ref()
+                    .map(|r| map(&r.attributes))
+                    .unwrap_or_default();
+                for sl in &rl.scope_logs {
+                    for r in &sl.log_records {
+                        g.push(Rec {
+                            event: r.event_name.clone(),
+                            body: text(&r.body),
+                            resource: resource.clone(),
+                        });
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    /// Serves on `rt`; returns the URL and the sink.
+    pub fn start(rt: &tokio::runtime::Runtime) -> (String, Sink) {
+        let sink = Sink::default();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = LogsServiceServer::new(sink.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap()
+        });
+        (format!("http://{addr}"), sink)
+    }
+}
+
+#[test]
+fn a_standalone_agent_ships_kubernetes_signals_and_joins_pod_logs_to_their_owner() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    let (collector, sink) = otlp::start(&rt);
+    let pod = fixture("pods.json", "running");
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    api.push_list("/api/v1/pods", list("Pod", "v1", "104211", vec![pod]));
+    api.push_watch(
+        "/api/v1/pods",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let pod_dir = tmp
+        .path()
+        .join(format!("pods/shop_checkout-7d4b9c8f6-x2x9k_{uid}/app"));
+    std::fs::create_dir_all(&pod_dir).unwrap();
+    let glob = format!("{}/pods/*/*/*.log", tmp.path().display());
+    let args: Vec<String> = [
+        "agent",
+        "--collector",
+        &collector,
+        "--data-dir",
+        tmp.path().join("data").to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--no-kmsg",
+        "--no-node-metrics",
+        "--metrics-interval-secs",
+        "3600",
+        "--retry-initial-ms",
+        "50",
+        "--retry-max-ms",
+        "300",
+        "--log-poll-interval-ms",
+        "100",
+        "--log-path",
+        &glob,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = tmp.path().join("agent.log");
+    let d = Daytwo::start(&args, &log, true);
+
+    // The pod list is in the cache once the watch that follows it was requested.
+    assert!(
+        wait_until(Duration::from_secs(20), || api
+            .requests_for("/api/v1/pods")
+            .iter()
+            .any(|r| r.is_watch())),
+        "no pod watch; log:\n{}",
+        read(&log)
+    );
+    std::fs::write(
+        pod_dir.join("0.log"),
+        "2026-11-25T14:10:29.000000000Z stderr F panic: config: PAYMENT_URL not set\n",
+    )
+    .unwrap();
+
+    let recs = wait_for(Duration::from_secs(20), || {
+        let g = sink.0.lock().unwrap().clone();
+        let raw = g
+            .iter()
+            .any(|r| r.event.is_empty() && r.body.contains("PAYMENT_URL"));
+        let waiting = g.iter().any(|r| r.event == "daytwo.k8s.container.waiting");
+        (raw && waiting).then_some(g)
+    })
+    .unwrap_or_else(|| panic!("got {:#?}\nlog:\n{}", sink.0.lock().unwrap(), read(&log)));
+    let raw = recs
+        .iter()
+        .find(|r| r.event.is_empty() && r.body.contains("PAYMENT_URL"))
+        .unwrap();
+    assert_eq!(raw.resource["k8s.pod.uid"], uid);
+    assert_eq!(raw.resource["k8s.deployment.name"], "checkout");
+    assert_eq!(raw.resource["k8s.replicaset.name"], "checkout-7d4b9c8f6");
+    assert_eq!(raw.resource["k8s.node.name"], "node-1");
+    assert_eq!(raw.resource["k8s.pod.label.app"], "checkout");
+    let waiting = recs
+        .iter()
+        .find(|r| r.event == "daytwo.k8s.container.waiting")
+        .unwrap();
+    assert_eq!(waiting.resource["k8s.deployment.name"], "checkout");
+    assert_eq!(waiting.resource["k8s.node.name"], "node-1");
+    assert!(waiting.body.contains("CrashLoopBackOff"), "{waiting:?}");
     drop(d);
 }
