@@ -217,3 +217,24 @@ async fn a_failing_list_is_retried_until_it_answers() {
     assert!(r.metrics.errors.with_label_values(&["pods"]).get() >= 1);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_object_is_counted_and_the_watch_goes_on() {
+    let api = FakeApiServer::start().await.unwrap();
+    let pods = "/api/v1/pods";
+    api.push_list(pods, list("Pod", "v1", "100", vec![fixture("pods.json", "running")]));
+    // A pod whose restartCount is a string: not a Pod this client can decode.
+    let mut bad = fixture("pods.json", "crashloop");
+    bad["status"]["containerStatuses"][0]["restartCount"] = Value::from("three");
+    api.push_watch(
+        pods,
+        WatchSession::new(WatchEnd::Hold)
+            .event("MODIFIED", bad)
+            .event("MODIFIED", fixture("pods.json", "oomkilled")),
+    );
+    let mut r = start(api).await;
+    let s = r.take(1).await;
+    assert_eq!(s[0].attributes[names::LAST_TERMINATED_REASON], "OOMKilled");
+    assert!(r.metrics.errors.with_label_values(&["pods"]).get() >= 1);
+    assert!(r.stop().await.is_empty());
+}
