@@ -108,6 +108,9 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
     event["lastTimestamp"] = Value::from(now);
     event["involvedObject"]["name"] = Value::from("batch-7c9d5-pq2zt");
     event["involvedObject"]["uid"] = Value::from("9a8b7c6d-0000-4000-8000-00000000beef");
+    // The collector's service account may not read Secrets here: that watch fails, is
+    // counted, and everything else runs.
+    api.forbid("/api/v1/secrets");
     api.push_list("/api/v1/events", list("Event", "v1", "5000", vec![]));
     api.push_watch(
         "/api/v1/events",
@@ -211,6 +214,16 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
             .iter()
             .all(|r| r.query["fieldSelector"] == "type!=helm.sh/release.v1")
     );
+    let metrics = get(&format!("{}/metrics", d.server())).unwrap().1;
+    let forbidden: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("daytwo_collector_kube_errors_total")
+                && l.contains("resource=\"secrets\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(forbidden >= 1.0, "{metrics}");
     drop(d);
 }
 

@@ -93,6 +93,8 @@ impl Recorded {
 
 #[derive(Default)]
 struct Script {
+    /// Answer every request with 403 Forbidden, as for a service account without RBAC.
+    forbidden: bool,
     lists: VecDeque<Value>,
     last_list: Option<Value>,
     watches: VecDeque<WatchSession>,
@@ -163,6 +165,13 @@ impl FakeApiServer {
             .push_back(session);
     }
 
+    /// Answers every request for `path` with `403 Forbidden` (a `Status` body naming the
+    /// resource), as an API server does for a service account that may not list it.
+    pub fn forbid(&self, path: &str) {
+        let mut g = self.inner.lock().unwrap();
+        g.scripts.entry(path.to_string()).or_default().forbidden = true;
+    }
+
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().unwrap().requests.clone()
@@ -212,7 +221,20 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
     let watch = rec.is_watch();
     let mut g = inner.lock().unwrap();
     g.requests.push(rec);
-    let script = g.scripts.entry(path).or_default();
+    let script = g.scripts.entry(path.clone()).or_default();
+    if script.forbidden {
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("{path} is forbidden: User \"system:serviceaccount:daytwo:daytwo\" cannot list resource at the cluster scope"),
+            "reason": "Forbidden", "code": 403
+        });
+        return (
+            StatusCode::FORBIDDEN,
+            [("content-type", "application/json")],
+            status.to_string(),
+        )
+            .into_response();
+    }
     if watch {
         let session = script
             .watches
