@@ -214,16 +214,23 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
             .iter()
             .all(|r| r.query["fieldSelector"] == "type!=helm.sh/release.v1")
     );
-    let metrics = get(&format!("{}/metrics", d.server())).unwrap().1;
-    let forbidden: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("daytwo_collector_kube_errors_total")
-                && l.contains("resource=\"secrets\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(forbidden >= 1.0, "{metrics}");
+    let forbidden = || -> f64 {
+        get(&format!("{}/metrics", d.server()))
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| {
+                        l.starts_with("daytwo_collector_kube_errors_total")
+                            && l.contains("resource=\"secrets\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || forbidden() >= 1.0),
+        "the forbidden Secrets watch was not counted"
+    );
     drop(d);
 }
 
