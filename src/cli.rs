@@ -281,6 +281,30 @@ pub struct AgentFlags {
     pub proc_root: Option<PathBuf>,
 }
 
+/// Kubernetes watches (docs/configuration.md, "Kubernetes"): the agent watches its own
+/// node's pods and Node, the collector cluster-wide objects.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KubeFlags {
+    /// Watch the Kubernetes API: auto (when in-cluster configuration or a kubeconfig is found), on, off [default: auto].
+    #[arg(long, env = "DAYTWO_KUBE", value_parser = ["auto", "on", "off"])]
+    pub kube: Option<String>,
+    /// Kubeconfig file to use instead of in-cluster configuration, $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "DAYTWO_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's Kubernetes name (the agent watches pods with spec.nodeName=NAME); the DaemonSet sets it from the downward API.
+    #[arg(long, env = "DAYTWO_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// k8s.cluster.name on every Kubernetes signal and entity [default: none].
+    #[arg(long, env = "DAYTWO_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Restarts and Warning events older than this when first seen are not reported [default: 900].
+    #[arg(long, env = "DAYTWO_KUBE_MAX_AGE_SECS")]
+    pub kube_max_age_secs: Option<u64>,
+    /// Longest wait between retries of a failed Kubernetes list or watch [default: 30000].
+    #[arg(long, env = "DAYTWO_KUBE_RETRY_MAX_MS")]
+    pub kube_retry_max_ms: Option<u64>,
+}
+
 #[derive(Args, Debug)]
 pub struct UpArgs {
     #[command(flatten)]
@@ -289,6 +313,8 @@ pub struct UpArgs {
     pub collector: CollectorFlags,
     #[command(flatten)]
     pub agent: AgentFlags,
+    #[command(flatten)]
+    pub kube: KubeFlags,
 }
 
 #[derive(Args, Debug)]
@@ -297,6 +323,8 @@ pub struct CollectorArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub collector: CollectorFlags,
+    #[command(flatten)]
+    pub kube: KubeFlags,
 }
 
 #[derive(Args, Debug)]
@@ -311,6 +339,8 @@ pub struct AgentArgs {
     pub http_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub agent: AgentFlags,
+    #[command(flatten)]
+    pub kube: KubeFlags,
 }
 
 #[derive(Args, Debug)]

@@ -45,9 +45,12 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     let file = config::load_file(args.common.config.as_deref())?;
     let ccfg = config::collector_config(&args.common, &args.collector, &file)?;
     let mut acfg = config::agent_config(&args.common, None, &args.agent, &file)?;
+    acfg.kube = config::agent_kube(&args.kube, &file)?;
+    let kube = config::collector_kube(&args.kube, &file)?;
     runtime()?.block_on(async move {
         let registry = prometheus::Registry::new();
-        let collector = daytwo_collector::Collector::bind(ccfg, &registry).await?;
+        let mut collector = daytwo_collector::Collector::bind(ccfg, &registry).await?;
+        collector.set_kube(kube)?;
         let (http, otlp) = (collector.http_addr(), collector.otlp_addr());
         // The in-process agent ships over loopback OTLP exactly as a remote agent does.
         let host = if otlp.ip().is_unspecified() {
@@ -76,9 +79,11 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
 pub fn collector(args: CollectorArgs) -> Result<ExitCode> {
     let file = config::load_file(args.common.config.as_deref())?;
     let ccfg = config::collector_config(&args.common, &args.collector, &file)?;
+    let kube = config::collector_kube(&args.kube, &file)?;
     runtime()?.block_on(async move {
         let registry = prometheus::Registry::new();
-        let collector = daytwo_collector::Collector::bind(ccfg, &registry).await?;
+        let mut collector = daytwo_collector::Collector::bind(ccfg, &registry).await?;
+        collector.set_kube(kube)?;
         let token = CancellationToken::new();
         stop_on_signal(token.clone())?;
         print_listening(collector.http_addr(), collector.otlp_addr());
@@ -89,7 +94,8 @@ pub fn collector(args: CollectorArgs) -> Result<ExitCode> {
 
 pub fn agent(args: AgentArgs) -> Result<ExitCode> {
     let file = config::load_file(args.common.config.as_deref())?;
-    let acfg = config::agent_config(&args.common, args.collector.clone(), &args.agent, &file)?;
+    let mut acfg = config::agent_config(&args.common, args.collector.clone(), &args.agent, &file)?;
+    acfg.kube = config::agent_kube(&args.kube, &file)?;
     let http_addr = args
         .http_addr
         .or(file.agent.http_addr)

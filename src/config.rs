@@ -1,7 +1,7 @@
 //! The `--config` YAML file and the merge of flags, env and file into the typed settings the
 //! collector and agent take. Unknown keys are errors that name the file, line and column.
 
-use crate::cli::{AgentFlags, CollectorFlags, CommonArgs};
+use crate::cli::{AgentFlags, CollectorFlags, CommonArgs, KubeFlags};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -27,6 +27,86 @@ pub struct FileConfig {
     pub collector: CollectorFile,
     #[serde(default)]
     pub agent: AgentFile,
+    /// Kubernetes watches (docs/configuration.md, "Kubernetes").
+    #[serde(default)]
+    pub kube: KubeFile,
+}
+
+/// `kube:` in the config file; flags `--kube`, `--kubeconfig`, … override each field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeFile {
+    /// `auto`, `on` or `off`.
+    pub mode: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub cluster_name: Option<String>,
+    pub max_age_secs: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+}
+
+/// The Kubernetes settings shared by agent and collector: (client, cluster, max age, backoff).
+fn kube_common(
+    flags: &KubeFlags,
+    file: &FileConfig,
+) -> Result<(
+    daytwo_k8s::client::ClientOptions,
+    Option<String>,
+    Duration,
+    daytwo_k8s::watch::Backoff,
+)> {
+    let k = &file.kube;
+    let mode = flags.kube.clone().or_else(|| k.mode.clone());
+    let mode = match mode.as_deref() {
+        None => daytwo_k8s::client::KubeMode::Auto,
+        Some(m) => m.parse().map_err(usage)?,
+    };
+    let client = daytwo_k8s::client::ClientOptions {
+        mode,
+        kubeconfig: flags.kubeconfig.clone().or_else(|| k.kubeconfig.clone()),
+    };
+    let cluster = flags
+        .cluster_name
+        .clone()
+        .or_else(|| k.cluster_name.clone())
+        .filter(|c| !c.is_empty());
+    let max_age = Duration::from_secs(flags.kube_max_age_secs.or(k.max_age_secs).unwrap_or(900));
+    let mut backoff = daytwo_k8s::watch::Backoff::default();
+    if let Some(ms) = flags.kube_retry_max_ms.or(k.retry_max_ms) {
+        backoff.max = Duration::from_millis(ms.max(1));
+        backoff.initial = backoff.initial.min(backoff.max);
+    }
+    Ok((client, cluster, max_age, backoff))
+}
+
+/// The agent's Kubernetes settings.
+pub fn agent_kube(flags: &KubeFlags, file: &FileConfig) -> Result<daytwo_agent::kube::KubeConfig> {
+    let (client, cluster_name, max_age, backoff) = kube_common(flags, file)?;
+    Ok(daytwo_agent::kube::KubeConfig {
+        client,
+        node_name: flags
+            .node_name
+            .clone()
+            .or_else(|| file.kube.node_name.clone())
+            .filter(|n| !n.is_empty()),
+        cluster_name,
+        max_age,
+        backoff,
+    })
+}
+
+/// The collector's Kubernetes settings.
+pub fn collector_kube(
+    flags: &KubeFlags,
+    file: &FileConfig,
+) -> Result<daytwo_collector::kube::KubeConfig> {
+    let (client, cluster_name, max_age, backoff) = kube_common(flags, file)?;
+    Ok(daytwo_collector::kube::KubeConfig {
+        client,
+        cluster_name,
+        max_age,
+        backoff,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

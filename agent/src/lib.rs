@@ -15,18 +15,22 @@
 //!   `daytwo.log.*` signals (the signal queue), committed with the file checkpoints;
 //! * [`node`] — procfs, cgroups (v1 and v2) and `statvfs` → the `daytwo_node_*` and
 //!   `daytwo_container_*` series on `/metrics`, and the series detectors' `daytwo.node.*` and
-//!   `daytwo.container.*` signals (the signal queue).
+//!   `daytwo.container.*` signals (the signal queue);
+//! * [`kube`] — this node's pods and Node object from the Kubernetes API → `daytwo.k8s.*`
+//!   signals (the signal queue) and the pod cache log signals are joined with (when
+//!   Kubernetes is configured; never blocks start-up).
 //!
 //! Invariants: a source that cannot run here (no permission for `/dev/kmsg`) is switched off
 //! with one warning returned by `Agent::new`, and the rest runs; everything that must not be
 //! lost goes through the disk queue first; every metric is defined in [`metrics`] (the scrape-time node and
 //! container series in [`node::exposition`]). Not done
-//! here: Kubernetes watches, the agent's own HTTP endpoint (the binary serves the registry it
+//! here: cluster-wide Kubernetes watches (the collector's), the agent's own HTTP endpoint (the binary serves the registry it
 //! passed in).
 
 pub mod cgroup;
 pub mod host_metrics;
 pub mod kmsg;
+pub mod kube;
 pub mod logs;
 pub mod metrics;
 pub mod node;
@@ -84,6 +88,8 @@ pub struct AgentConfig {
     pub logs: logs::LogsConfig,
     /// Node and container health (on by default; see [`node::NodeConfig`]).
     pub node: node::NodeConfig,
+    /// Kubernetes watches of this node (see [`kube::KubeConfig`]; `auto` by default).
+    pub kube: kube::KubeConfig,
     /// Benchmark mode: read the log sources once to their end without the disk queue or the
     /// network, print one `logs-bench …` line on stdout and stop.
     pub logs_bench: bool,
@@ -107,6 +113,7 @@ impl AgentConfig {
             logs: logs::LogsConfig::default(),
             logs_bench: false,
             node: node::NodeConfig::default(),
+            kube: kube::KubeConfig::new(),
         }
     }
 }
@@ -426,6 +433,19 @@ impl Agent {
             tasks.spawn(async move {
                 k.run(token).await;
                 "kmsg"
+            });
+        }
+        {
+            let source = kube::KubeSource::new(
+                config.kube.clone(),
+                config.host_name.clone(),
+                queue.clone(),
+                metrics.clone(),
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                source.run(token).await;
+                "kube"
             });
         }
         let mut result = Ok(());

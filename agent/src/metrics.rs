@@ -100,6 +100,9 @@ pub struct Metrics {
     pub node_sample_seconds: Gauge,
     /// `daytwo_agent_node_errors_total{stage}`
     pub node_errors: IntCounterVec,
+    /// `daytwo_agent_kube_errors_total{resource}` and the other `daytwo_agent_kube_*` series
+    /// of the Kubernetes watches (names defined by [`daytwo_k8s::watch::WatchMetrics`]).
+    pub kube: daytwo_k8s::watch::WatchMetrics,
 }
 
 impl Metrics {
@@ -135,6 +138,7 @@ impl Metrics {
         registry.register(Box::new(m.node_cgroups_skipped.clone()))?;
         registry.register(Box::new(m.node_sample_seconds.clone()))?;
         registry.register(Box::new(m.node_errors.clone()))?;
+        m.kube.register(registry)?;
         Ok(m)
     }
 
@@ -277,6 +281,7 @@ impl Metrics {
                 ),
                 &["stage"],
             )?,
+            kube: daytwo_k8s::watch::WatchMetrics::new("daytwo_agent")?,
         };
         // Make the bounded label values visible at 0 from the start.
         for reason in [DROP_FULL, DROP_REJECTED, DROP_UNDECODABLE] {

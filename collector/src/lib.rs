@@ -13,6 +13,7 @@ pub mod api;
 pub mod correlate;
 pub mod detect;
 pub mod ingest;
+pub mod kube;
 pub mod metrics;
 pub mod notify;
 pub mod page;
@@ -92,9 +93,20 @@ pub struct Collector {
     notifier: notify::Notifier,
     max_recv_bytes: usize,
     auto_resolve_after: Option<Duration>,
+    /// Cluster-wide Kubernetes watches, when [`Collector::set_kube`] configured them.
+    kube: Option<(kube::KubeConfig, daytwo_k8s::watch::WatchMetrics)>,
 }
 
 impl Collector {
+    /// Turns on the cluster-wide Kubernetes watches ([`kube`]) for [`Collector::run`] and
+    /// registers their `daytwo_collector_kube_*` metrics.
+    pub fn set_kube(&mut self, config: kube::KubeConfig) -> Result<(), CollectorError> {
+        let metrics = daytwo_k8s::watch::WatchMetrics::new("daytwo_collector")?;
+        metrics.register(&self.api.registry)?;
+        self.kube = Some((config, metrics));
+        Ok(())
+    }
+
     /// Opens the store, rebuilds correlation state and binds both ports.
     pub async fn bind(
         config: CollectorConfig,
@@ -148,6 +160,7 @@ impl Collector {
             notifier,
             max_recv_bytes: config.max_recv_bytes,
             auto_resolve_after: config.auto_resolve_after,
+            kube: None,
         })
     }
 
@@ -176,6 +189,9 @@ impl Collector {
         let resolver = self
             .auto_resolve_after
             .map(|quiet| tokio::spawn(auto_resolve(pipeline.clone(), quiet, shutdown.clone())));
+        let kube = self.kube.map(|(cfg, m)| {
+            tokio::spawn(kube::run(cfg, pipeline.clone(), m, shutdown.clone()))
+        });
         ready.store(true, Ordering::Release);
         let otlp = ingest::serve(
             self.otlp,
@@ -190,6 +206,9 @@ impl Collector {
         let _ = notifier.await;
         if let Some(r) = resolver {
             let _ = r.await;
+        }
+        if let Some(k) = kube {
+            let _ = k.await;
         }
         otlp?;
         http

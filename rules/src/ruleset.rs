@@ -29,16 +29,28 @@ pub struct SourceFile<'a> {
 }
 
 /// The rule packs shipped inside the binary.
-pub const BUILTIN_PACKS: &[SourceFile<'static>] = &[SourceFile {
-    path: "rules/packs/node.yaml",
-    text: include_str!("../packs/node.yaml"),
-}];
+pub const BUILTIN_PACKS: &[SourceFile<'static>] = &[
+    SourceFile {
+        path: "rules/packs/node.yaml",
+        text: include_str!("../packs/node.yaml"),
+    },
+    SourceFile {
+        path: "rules/packs/kubernetes.yaml",
+        text: include_str!("../packs/kubernetes.yaml"),
+    },
+];
 
 /// The unit tests of the shipped packs (`daytwo rules test` can run them without files).
-pub const BUILTIN_TESTS: &[SourceFile<'static>] = &[SourceFile {
-    path: "rules/packs/node.test.yaml",
-    text: include_str!("../packs/node.test.yaml"),
-}];
+pub const BUILTIN_TESTS: &[SourceFile<'static>] = &[
+    SourceFile {
+        path: "rules/packs/node.test.yaml",
+        text: include_str!("../packs/node.test.yaml"),
+    },
+    SourceFile {
+        path: "rules/packs/kubernetes.test.yaml",
+        text: include_str!("../packs/kubernetes.test.yaml"),
+    },
+];
 
 /// One compiled rule.
 pub struct Rule {

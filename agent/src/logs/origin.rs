@@ -78,6 +78,8 @@ impl Origin {
             r.insert("k8s.pod.name".into(), p.pod.clone().into());
             r.insert("k8s.pod.uid".into(), p.uid.clone().into());
             r.insert("k8s.container.name".into(), p.container.clone().into());
+            // Owner, node and labels from the agent's pod cache (empty without Kubernetes).
+            r.extend(crate::kube::pod_resource(&p.uid));
         }
         if let Some(id) = &self.container_id {
             r.insert("container.id".into(), id.clone().into());

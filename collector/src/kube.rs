@@ -1,0 +1,229 @@
+//! The collector's cluster-wide Kubernetes watches: objects every agent would otherwise watch
+//! N times, watched once here, turned into `daytwo.k8s.*` signals and ingested like signals
+//! that arrived over OTLP (stored, deduplicated by id, correlated, matched by rules).
+//!
+//! Entry: [`run`], started by [`crate::Collector::run`] when [`crate::Collector::set_kube`]
+//! configured it. Watched (all namespaces, read-only: `list` and `watch` verbs): Nodes,
+//! Events (core/v1), Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs (batch/v1),
+//! HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims, ConfigMaps, Secrets
+//! (names and hashes only) and EndpointSlices (discovery.k8s.io/v1). Pods are the agents'
+//! (each watches its own node's).
+//!
+//! Invariants: never blocks the collector's start or `/readyz`; a resource the service
+//! account may not list (403) or an unreachable API server is logged once per outage and
+//! counted in `daytwo_collector_kube_errors_total{resource}` while the rest runs.
+
+use crate::pipeline::Pipeline;
+use daytwo_k8s::client::{ClientOptions, connect};
+use daytwo_k8s::map::config::{ConfigMapMapper, SecretMapper};
+use daytwo_k8s::map::endpoints::EndpointSliceMapper;
+use daytwo_k8s::map::event::EventMapper;
+use daytwo_k8s::map::hpa::HpaMapper;
+use daytwo_k8s::map::job::JobMapper;
+use daytwo_k8s::map::node::NodeMapper;
+use daytwo_k8s::map::pvc::PvcMapper;
+use daytwo_k8s::map::workload::{
+    DaemonSetMapper, DeploymentMapper, ReplicaSetMapper, StatefulSetMapper,
+};
+use daytwo_k8s::watch::{self, Backoff, Watch, WatchMetrics};
+use daytwo_k8s::{Context, Mapper, Tracker};
+use daytwo_model::Signal;
+use kube::runtime::watcher;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The resources [`run`] watches (the `resource` metric label), for RBAC and docs.
+pub const RESOURCES: &[&str] = &[
+    "nodes",
+    "events",
+    "deployments",
+    "statefulsets",
+    "daemonsets",
+    "replicasets",
+    "jobs",
+    "horizontalpodautoscalers",
+    "persistentvolumeclaims",
+    "configmaps",
+    "secrets",
+    "endpointslices",
+];
+
+/// Kubernetes settings of the collector (`--kube`, `--kubeconfig`, `--cluster-name`).
+#[derive(Clone, Debug)]
+pub struct KubeConfig {
+    pub client: ClientOptions,
+    pub cluster_name: Option<String>,
+    /// Warning events older than this when first seen are history, not signals.
+    pub max_age: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        KubeConfig {
+            client: ClientOptions::default(),
+            cluster_name: None,
+            max_age: Duration::from_secs(15 * 60),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Spawns one watch task per resource, all feeding one channel.
+struct Spawner<'a> {
+    tasks: tokio::task::JoinSet<&'static str>,
+    tx: &'a mpsc::Sender<Vec<Signal>>,
+    metrics: &'a WatchMetrics,
+    backoff: Backoff,
+    shutdown: &'a CancellationToken,
+}
+
+impl Spawner<'_> {
+    fn add<M>(&mut self, resource: &'static str, api: kube::Api<M::Object>, mapper: M)
+    where
+        M: Mapper + Send + 'static,
+        M::Snapshot: Send,
+        M::Object:
+            kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        self.add_with(resource, api, mapper, watcher::Config::default());
+    }
+
+    fn add_with<M>(
+        &mut self,
+        resource: &'static str,
+        api: kube::Api<M::Object>,
+        mapper: M,
+        config: watcher::Config,
+    ) where
+        M: Mapper + Send + 'static,
+        M::Snapshot: Send,
+        M::Object:
+            kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        watch::spawn(
+            &mut self.tasks,
+            Watch {
+                resource,
+                api,
+                config,
+                tracker: Tracker::new(mapper),
+            },
+            self.tx.clone(),
+            self.metrics.clone(),
+            self.backoff,
+            self.shutdown.clone(),
+        );
+    }
+}
+
+/// Watches until `shutdown`; returns early only when Kubernetes is off or unconfigurable.
+pub async fn run(
+    config: KubeConfig,
+    pipeline: Arc<Mutex<Pipeline>>,
+    metrics: WatchMetrics,
+    shutdown: CancellationToken,
+) {
+    let (client, url) = match connect(&config.client).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            metrics.errors.with_label_values(&["client"]).inc();
+            warn!(error = %e, "Kubernetes watches are off.");
+            return;
+        }
+    };
+    info!(api = %url, resources = RESOURCES.len(), "Watching cluster-wide Kubernetes objects.");
+    let ctx = Context {
+        cluster: config.cluster_name.clone(),
+        host: None,
+        max_age: config.max_age,
+    };
+    let (tx, mut rx) = mpsc::channel::<Vec<Signal>>(64);
+    let mut sp = Spawner {
+        tasks: tokio::task::JoinSet::new(),
+        tx: &tx,
+        metrics: &metrics,
+        backoff: config.backoff,
+        shutdown: &shutdown,
+    };
+    let c = || client.clone();
+    use kube::Api;
+    sp.add("nodes", Api::all(c()), NodeMapper::new(ctx.clone()));
+    sp.add("events", Api::all(c()), EventMapper::new(ctx.clone()));
+    sp.add(
+        "deployments",
+        Api::all(c()),
+        DeploymentMapper::new(ctx.clone()),
+    );
+    sp.add(
+        "statefulsets",
+        Api::all(c()),
+        StatefulSetMapper::new(ctx.clone()),
+    );
+    sp.add(
+        "daemonsets",
+        Api::all(c()),
+        DaemonSetMapper::new(ctx.clone()),
+    );
+    sp.add(
+        "replicasets",
+        Api::all(c()),
+        ReplicaSetMapper::new(ctx.clone()),
+    );
+    sp.add("jobs", Api::all(c()), JobMapper::new(ctx.clone()));
+    sp.add(
+        "horizontalpodautoscalers",
+        Api::all(c()),
+        HpaMapper::new(ctx.clone()),
+    );
+    sp.add(
+        "persistentvolumeclaims",
+        Api::all(c()),
+        PvcMapper::new(ctx.clone()),
+    );
+    sp.add(
+        "configmaps",
+        Api::all(c()),
+        ConfigMapMapper::new(ctx.clone()),
+    );
+    // Helm keeps every release in a large Secret rewritten on each upgrade: the upgrade itself
+    // shows as the workloads' rollouts, so those Secrets are not watched.
+    sp.add_with(
+        "secrets",
+        Api::all(c()),
+        SecretMapper::new(ctx.clone()),
+        watcher::Config::default().fields("type!=helm.sh/release.v1"),
+    );
+    sp.add(
+        "endpointslices",
+        Api::all(c()),
+        EndpointSliceMapper::new(ctx),
+    );
+    let mut t = sp.tasks;
+    drop(tx);
+    loop {
+        let signals = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            s = rx.recv() => match s { Some(s) => s, None => break },
+        };
+        let p = pipeline.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            p.lock().unwrap_or_else(|e| e.into_inner()).ingest(signals)
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                metrics.errors.with_label_values(&["store"]).inc();
+                warn!(error = %e, "Kubernetes signals could not be stored; they are lost.");
+            }
+            Err(e) => warn!(error = %e, "Storing Kubernetes signals panicked."),
+        }
+    }
+    t.shutdown().await;
+}

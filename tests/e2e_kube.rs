@@ -1,0 +1,456 @@
+//! End to end with the real `daytwo up` binary and a fake Kubernetes API server on 127.0.0.1
+//! (no API server can run here). The fake serves LIST and WATCH from fixtures that are real
+//! Kubernetes JSON (tests/fixtures/kubernetes, see its README); `daytwo up` reaches it through
+//! a kubeconfig, as it would reach a cluster.
+//!
+//! * a pod of this node going into CrashLoopBackOff → an incident from
+//!   `kubernetes.crash_loop_back_off` naming the container;
+//! * the node turning NotReady → an incident from `kubernetes.node_not_ready` on the node
+//!   (reported by the agent and the collector, stored once);
+//! * a FailedScheduling Warning event (collector) → `kubernetes.pod_unschedulable`;
+//! * the API server unreachable → the agent still starts and is ready, and the failures are
+//!   counted in `daytwo_agent_kube_errors_total`;
+//! * a standalone `daytwo agent` ships its node's Kubernetes signals over OTLP, and the raw
+//!   records of a pod's log file carry the pod's owner, node and labels from the pod watch.
+
+mod common;
+
+use common::*;
+use daytwo_k8s::fake::{FakeApiServer, WatchEnd, WatchSession, list};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+fn fixture(file: &str, name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/kubernetes/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let all: Value = serde_json::from_str(&read(Path::new(&path))).unwrap();
+    all[name].clone()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn up_args(data: &Path, kubeconfig: &Path) -> Vec<String> {
+    [
+        "up",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--otlp-addr",
+        "127.0.0.1:0",
+        "--no-logs",
+        "--no-kmsg",
+        "--no-node-metrics",
+        "--retry-initial-ms",
+        "100",
+        "--retry-max-ms",
+        "500",
+        "--kube",
+        "on",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+        "--cluster-name",
+        "e2e",
+        "--kube-retry-max-ms",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn find_incident<'a>(incidents: &'a [Value], rule: &str) -> Option<&'a Value> {
+    incidents
+        .iter()
+        .find(|i| i["root_causes"][0]["rule"] == rule)
+}
+
+#[test]
+fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.push_list(
+        "/api/v1/pods",
+        list("Pod", "v1", "104211", vec![fixture("pods.json", "running")]),
+    );
+    api.push_watch(
+        "/api/v1/pods",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
+    );
+    api.push_list(
+        "/api/v1/nodes",
+        list("Node", "v1", "203001", vec![fixture("nodes.json", "ready")]),
+    );
+    // The agent (metadata.name=node-1) and the collector (all nodes) each watch nodes; both
+    // see the node go NotReady and report it with one id.
+    for _ in 0..2 {
+        api.push_watch(
+            "/api/v1/nodes",
+            WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("nodes.json", "not_ready")),
+        );
+    }
+    // The collector's cluster-wide Events watch: a pending pod of another node that the
+    // scheduler cannot place, happening now.
+    let mut event = fixture("events.json", "failed_scheduling");
+    let now = rfc3339_now_plus(0);
+    event["firstTimestamp"] = Value::from(now.clone());
+    event["lastTimestamp"] = Value::from(now);
+    event["involvedObject"]["name"] = Value::from("batch-7c9d5-pq2zt");
+    event["involvedObject"]["uid"] = Value::from("9a8b7c6d-0000-4000-8000-00000000beef");
+    // The collector's service account may not read Secrets here: that watch fails, is
+    // counted, and everything else runs.
+    api.forbid("/api/v1/secrets");
+    api.push_list("/api/v1/events", list("Event", "v1", "5000", vec![]));
+    api.push_watch(
+        "/api/v1/events",
+        WatchSession::new(WatchEnd::Hold).event("ADDED", event),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let log = tmp.path().join("daytwo.log");
+    let d = Daytwo::start(&up_args(&tmp.path().join("data"), &kubeconfig), &log, true);
+
+    let rules = [
+        "kubernetes.crash_loop_back_off",
+        "kubernetes.node_not_ready",
+        "kubernetes.pod_unschedulable",
+    ];
+    let incidents = wait_for(Duration::from_secs(30), || {
+        let all = d.incidents();
+        rules
+            .iter()
+            .all(|r| find_incident(&all, r).is_some())
+            .then_some(all)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no Kubernetes incidents; incidents: {:#?}\nrequests: {:#?}\nlog:\n{}",
+            d.incidents(),
+            api.requests(),
+            read(&log)
+        )
+    });
+
+    let crash = find_incident(&incidents, "kubernetes.crash_loop_back_off").unwrap();
+    let cause = &crash["root_causes"][0];
+    assert_eq!(cause["entity"]["kind"], "container");
+    assert_eq!(cause["entity"]["name"], "shop/checkout-7d4b9c8f6-x2x9k/app");
+    assert_eq!(cause["entity"]["attributes"]["k8s.container.name"], "app");
+    assert_eq!(cause["entity"]["attributes"]["k8s.cluster.name"], "e2e");
+    assert!(
+        crash["title"]
+            .as_str()
+            .unwrap()
+            .contains("CrashLoopBackOff: container app"),
+        "{crash:#}"
+    );
+    assert!(
+        cause["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("(Deployment checkout)"),
+        "{cause:#}"
+    );
+
+    let node = find_incident(&incidents, "kubernetes.node_not_ready").unwrap();
+    assert_eq!(node["severity"], "critical");
+    assert_eq!(node["root_causes"][0]["entity"]["kind"], "node");
+    assert_eq!(node["root_causes"][0]["entity"]["name"], "node-1");
+    // The agent's and the collector's report of the transition are one signal.
+    let ready_signals: Vec<&Value> = node["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "daytwo.k8s.node.condition")
+        .collect();
+    assert_eq!(ready_signals.len(), 1, "{node:#}");
+
+    let pending = find_incident(&incidents, "kubernetes.pod_unschedulable").unwrap();
+    assert_eq!(
+        pending["root_causes"][0]["entity"]["name"],
+        "shop/batch-7c9d5-pq2zt"
+    );
+    assert!(
+        pending["root_causes"][0]["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("2 Insufficient cpu"),
+        "{pending:#}"
+    );
+
+    // The agent watched only its own node's pods, resuming from the list's resourceVersion.
+    let pod_requests = api.requests_for("/api/v1/pods");
+    assert!(!pod_requests.is_empty());
+    for r in &pod_requests {
+        assert_eq!(
+            r.query.get("fieldSelector").map(String::as_str),
+            Some("spec.nodeName=node-1"),
+            "{r:?}"
+        );
+    }
+    let watch = pod_requests.iter().find(|r| r.is_watch()).unwrap();
+    assert_eq!(
+        watch.query.get("resourceVersion").map(String::as_str),
+        Some("104211")
+    );
+    // The collector watched cluster-wide objects once each, including Events.
+    assert!(!api.requests_for("/api/v1/events").is_empty());
+    assert!(!api.requests_for("/apis/apps/v1/deployments").is_empty());
+    let secrets = api.requests_for("/api/v1/secrets");
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets
+            .iter()
+            .all(|r| r.query["fieldSelector"] == "type!=helm.sh/release.v1")
+    );
+    let forbidden = || -> f64 {
+        get(&format!("{}/metrics", d.server()))
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| {
+                        l.starts_with("daytwo_collector_kube_errors_total")
+                            && l.contains("resource=\"secrets\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || forbidden() >= 1.0),
+        "the forbidden Secrets watch was not counted"
+    );
+    drop(d);
+}
+
+#[test]
+fn an_unreachable_api_server_does_not_stop_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    // Nothing listens on this port: every list fails with connection refused.
+    let port = free_port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    user: gone\ncurrent-context: gone\nusers:\n- name: gone\n  user:\n    token: x\n"
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("daytwo.log");
+    // `start` waits for /readyz: it answers although the API server never does.
+    let d = Daytwo::start(&up_args(&tmp.path().join("data"), &kubeconfig), &log, true);
+    d.wait_agent_ready();
+    let errors = |name: &str| -> f64 {
+        get(&format!("{}/metrics", d.server()))
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with(name) && l.contains("resource=\"pods\""))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || errors(
+            "daytwo_agent_kube_errors_total"
+        ) >= 2.0),
+        "errors not counted; log:\n{}",
+        read(&log)
+    );
+    assert!(errors("daytwo_collector_kube_errors_total") >= 0.0);
+    // Logged once per outage, not once per retry.
+    let warned = read(&log)
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Kubernetes watch failed"))
+        .count();
+    assert_eq!(warned, 1, "log:\n{}", read(&log));
+    drop(d);
+}
+
+mod otlp {
+    //! A real OTLP/gRPC logs receiver on 127.0.0.1 that records records and events with their
+    //! resource, standing in for the collector of a standalone `daytwo agent`.
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Debug)]
+    pub struct Rec {
+        pub event: String,
+        pub body: String,
+        pub resource: BTreeMap<String, String>,
+    }
+
+    fn text(v: &Option<AnyValue>) -> String {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        }
+    }
+
+    fn map(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+        kvs.iter()
+            .map(|kv| (kv.key.clone(), text(&kv.value)))
+            .collect()
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Sink(pub Arc<Mutex<Vec<Rec>>>);
+
+    #[tonic::async_trait]
+    impl LogsService for Sink {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let mut g = self.0.lock().unwrap();
+            for rl in &request.get_ref().resource_logs {
+                let resource = rl
+                    .resource
+                    .as_ref()
+                    .map(|r| map(&r.attributes))
+                    .unwrap_or_default();
+                for sl in &rl.scope_logs {
+                    for r in &sl.log_records {
+                        g.push(Rec {
+                            event: r.event_name.clone(),
+                            body: text(&r.body),
+                            resource: resource.clone(),
+                        });
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    /// Serves on `rt`; returns the URL and the sink.
+    pub fn start(rt: &tokio::runtime::Runtime) -> (String, Sink) {
+        let sink = Sink::default();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = LogsServiceServer::new(sink.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        rt.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap()
+        });
+        (format!("http://{addr}"), sink)
+    }
+}
+
+#[test]
+fn a_standalone_agent_ships_kubernetes_signals_and_joins_pod_logs_to_their_owner() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    let (collector, sink) = otlp::start(&rt);
+    let pod = fixture("pods.json", "running");
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    api.push_list("/api/v1/pods", list("Pod", "v1", "104211", vec![pod]));
+    api.push_watch(
+        "/api/v1/pods",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let pod_dir = tmp
+        .path()
+        .join(format!("pods/shop_checkout-7d4b9c8f6-x2x9k_{uid}/app"));
+    std::fs::create_dir_all(&pod_dir).unwrap();
+    let glob = format!("{}/pods/*/*/*.log", tmp.path().display());
+    let args: Vec<String> = [
+        "agent",
+        "--collector",
+        &collector,
+        "--data-dir",
+        tmp.path().join("data").to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--no-kmsg",
+        "--no-node-metrics",
+        "--metrics-interval-secs",
+        "3600",
+        "--retry-initial-ms",
+        "50",
+        "--retry-max-ms",
+        "300",
+        "--log-poll-interval-ms",
+        "100",
+        "--log-path",
+        &glob,
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = tmp.path().join("agent.log");
+    let d = Daytwo::start(&args, &log, true);
+
+    // The pod list is in the cache once the watch that follows it was requested.
+    assert!(
+        wait_until(Duration::from_secs(20), || api
+            .requests_for("/api/v1/pods")
+            .iter()
+            .any(|r| r.is_watch())),
+        "no pod watch; log:\n{}",
+        read(&log)
+    );
+    std::fs::write(
+        pod_dir.join("0.log"),
+        "2026-11-25T14:10:29.000000000Z stderr F panic: config: PAYMENT_URL not set\n",
+    )
+    .unwrap();
+
+    let recs = wait_for(Duration::from_secs(20), || {
+        let g = sink.0.lock().unwrap().clone();
+        let raw = g
+            .iter()
+            .any(|r| r.event.is_empty() && r.body.contains("PAYMENT_URL"));
+        let waiting = g.iter().any(|r| r.event == "daytwo.k8s.container.waiting");
+        (raw && waiting).then_some(g)
+    })
+    .unwrap_or_else(|| panic!("got {:#?}\nlog:\n{}", sink.0.lock().unwrap(), read(&log)));
+    let raw = recs
+        .iter()
+        .find(|r| r.event.is_empty() && r.body.contains("PAYMENT_URL"))
+        .unwrap();
+    assert_eq!(raw.resource["k8s.pod.uid"], uid);
+    assert_eq!(raw.resource["k8s.deployment.name"], "checkout");
+    assert_eq!(raw.resource["k8s.replicaset.name"], "checkout-7d4b9c8f6");
+    assert_eq!(raw.resource["k8s.node.name"], "node-1");
+    assert_eq!(raw.resource["k8s.pod.label.app"], "checkout");
+    let waiting = recs
+        .iter()
+        .find(|r| r.event == "daytwo.k8s.container.waiting")
+        .unwrap();
+    assert_eq!(waiting.resource["k8s.deployment.name"], "checkout");
+    assert_eq!(waiting.resource["k8s.node.name"], "node-1");
+    assert!(waiting.body.contains("CrashLoopBackOff"), "{waiting:?}");
+    drop(d);
+}
