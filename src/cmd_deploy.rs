@@ -348,12 +348,9 @@ pub fn manifests(o: &ManifestOptions) -> String {
                     &[
                         "configmaps",
                         "events",
-                        "namespaces",
                         "nodes",
                         "persistentvolumeclaims",
-                        "pods",
                         "secrets",
-                        "services",
                     ],
                 ),
                 (
@@ -361,9 +358,8 @@ pub fn manifests(o: &ManifestOptions) -> String {
                     &["daemonsets", "deployments", "replicasets", "statefulsets"],
                 ),
                 ("autoscaling", &["horizontalpodautoscalers"]),
-                ("batch", &["cronjobs", "jobs"]),
+                ("batch", &["jobs"]),
                 ("discovery.k8s.io", &["endpointslices"]),
-                ("events.k8s.io", &["events"]),
             ],
         ),
     ];
