@@ -13,6 +13,9 @@
 //! * [`host_metrics`] — sysinfo → collector (OTLP metrics), best effort;
 //! * [`logs`] — log files → raw OTLP log records (their own disk queue and shipper) and
 //!   `daytwo.log.*` signals (the signal queue), committed with the file checkpoints;
+//! * [`journald`] — `journalctl -o json --follow` → the same log pipeline as files (with
+//!   `systemd.unit` and priority) and `daytwo.systemd.*` signals, the journal cursor committed
+//!   with what it read;
 //! * [`node`] — procfs, cgroups (v1 and v2) and `statvfs` → the `daytwo_node_*` and
 //!   `daytwo_container_*` series on `/metrics`, and the series detectors' `daytwo.node.*` and
 //!   `daytwo.container.*` signals (the signal queue).
@@ -26,6 +29,7 @@
 
 pub mod cgroup;
 pub mod host_metrics;
+pub mod journald;
 pub mod kmsg;
 pub mod logs;
 pub mod metrics;
@@ -84,6 +88,9 @@ pub struct AgentConfig {
     pub logs: logs::LogsConfig,
     /// Node and container health (on by default; see [`node::NodeConfig`]).
     pub node: node::NodeConfig,
+    /// The systemd journal (auto: on where journalctl and a journal exist; see
+    /// [`journald::JournaldConfig`]). Uses `logs`' redaction, multi-line and detector settings.
+    pub journald: journald::JournaldConfig,
     /// Benchmark mode: read the log sources once to their end without the disk queue or the
     /// network, print one `logs-bench …` line on stdout and stop.
     pub logs_bench: bool,
@@ -107,6 +114,7 @@ impl AgentConfig {
             logs: logs::LogsConfig::default(),
             logs_bench: false,
             node: node::NodeConfig::default(),
+            journald: journald::JournaldConfig::default(),
         }
     }
 }
@@ -179,6 +187,8 @@ pub struct Agent {
     metrics: Metrics,
     kmsg: Option<KmsgSource>,
     logs: Option<(logs::LogsSource, Arc<logs::store::LogStore>)>,
+    /// The journald source and the log store it commits to (shared with `logs`).
+    journald: Option<(journald::JournaldSource, Arc<logs::store::LogStore>)>,
     /// The node source's latest snapshot, read by the collector registered for `/metrics`.
     node_latest: node::Latest,
 }
@@ -189,6 +199,7 @@ impl std::fmt::Debug for Agent {
             .field("config", &self.config)
             .field("kmsg", &self.kmsg.is_some())
             .field("logs", &self.logs.is_some())
+            .field("journald", &self.journald.is_some())
             .finish()
     }
 }
@@ -275,6 +286,44 @@ impl Agent {
             }
             None
         };
+        let journald = match config.journald.check() {
+            Ok(()) if !config.logs_bench => {
+                let jm = journald::JournaldMetrics::register(registry)
+                    .map_err(|source| AgentError::MetricsRegisterFailed { source })?;
+                let store = match &logs {
+                    Some((_, s)) => s.clone(),
+                    None => Arc::new(logs::store::LogStore::open(queue.clone()).map_err(
+                        |source| AgentError::StateOpenFailed {
+                            path: state.clone(),
+                            source,
+                        },
+                    )?),
+                };
+                match journald::JournaldSource::new(
+                    config.journald.clone(),
+                    &config.logs,
+                    &config.host_name,
+                    store.clone(),
+                    &queue,
+                    metrics.clone(),
+                    jm,
+                ) {
+                    Ok(src) => Some((src, store)),
+                    Err(w) => {
+                        let w = format!("journald: {w}; systemd journal reading is off");
+                        warn!(reason = %w, "Journald source is off.");
+                        warnings.push(w);
+                        None
+                    }
+                }
+            }
+            Ok(()) => None,
+            Err(why) => {
+                // Off is normal on hosts without systemd: one line, not a warning.
+                info!(reason = %why, "Journald source is off.");
+                None
+            }
+        };
         Ok((
             Agent {
                 config,
@@ -283,6 +332,7 @@ impl Agent {
                 metrics,
                 kmsg,
                 logs,
+                journald,
                 node_latest,
             },
             warnings,
@@ -324,6 +374,7 @@ impl Agent {
             metrics,
             kmsg,
             logs,
+            journald,
             node_latest,
         } = self;
         if config.logs_bench {
@@ -380,8 +431,14 @@ impl Agent {
             host.run(token).await;
             "host_metrics"
         });
-        if let Some((source, store)) = logs {
-            if config.logs.ship_raw {
+        let log_store = logs
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .or_else(|| journald.as_ref().map(|(_, s)| s.clone()));
+        if let Some(store) = log_store
+            && config.logs.ship_raw
+        {
+            {
                 // Its own connection: a log backlog never queues ahead of a signal.
                 let log_channel = endpoint.connect_lazy();
                 let ship = logs::ship::LogShipper::new(
@@ -399,6 +456,15 @@ impl Agent {
                     "log_shipper"
                 });
             }
+        }
+        if let Some((source, _)) = journald {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                source.run(token).await;
+                "journald"
+            });
+        }
+        if let Some((source, _store)) = logs {
             let token = shutdown.clone();
             tasks.spawn(async move {
                 source.run(token).await;
