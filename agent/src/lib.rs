@@ -191,6 +191,8 @@ pub struct Agent {
     journald: Option<(journald::JournaldSource, Arc<logs::store::LogStore>)>,
     /// The node source's latest snapshot, read by the collector registered for `/metrics`.
     node_latest: node::Latest,
+    /// Recent memory samples per cgroup: written by the node source, read for OOM evidence.
+    memory_history: node::history::MemoryHistory,
 }
 
 impl std::fmt::Debug for Agent {
@@ -245,8 +247,9 @@ impl Agent {
             .connect_timeout(CONNECT_TIMEOUT);
 
         let mut warnings = Vec::new();
+        let memory_history = node::history::MemoryHistory::new();
         let kmsg = if config.kmsg_enabled {
-            match Self::kmsg_source(&config, &queue, &metrics) {
+            match Self::kmsg_source(&config, &queue, &metrics, &memory_history) {
                 Ok(k) => Some(k),
                 Err(w) => {
                     warn!(path = %config.kmsg_path.display(), reason = %w, "Kmsg source is off.");
@@ -334,6 +337,7 @@ impl Agent {
                 logs,
                 journald,
                 node_latest,
+                memory_history,
             },
             warnings,
         ))
@@ -343,6 +347,7 @@ impl Agent {
         config: &AgentConfig,
         queue: &Arc<Queue>,
         metrics: &Metrics,
+        memory: &node::history::MemoryHistory,
     ) -> Result<KmsgSource, String> {
         let path = &config.kmsg_path;
         let file = open_kmsg(path).map_err(|e| open_warning(path, &e))?;
@@ -360,7 +365,8 @@ impl Agent {
             config.host_name.clone(),
             config.cgroup_root.clone(),
             checkpoint,
-        );
+        )
+        .with_memory_history(memory.clone());
         KmsgSource::open(file, path.clone(), pipeline, queue.clone(), metrics.clone())
             .map_err(|e| open_warning(path, &e))
     }
@@ -376,6 +382,7 @@ impl Agent {
             logs,
             journald,
             node_latest,
+            memory_history,
         } = self;
         if config.logs_bench {
             let cfg = config.logs.clone();
@@ -480,7 +487,8 @@ impl Agent {
                 node_latest,
                 queue.clone(),
                 metrics.clone(),
-            );
+            )
+            .with_memory_history(memory_history);
             let token = shutdown.clone();
             tasks.spawn(async move {
                 source.run(token).await;

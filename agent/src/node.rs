@@ -28,6 +28,7 @@ pub mod cgroups;
 pub mod detect;
 pub mod exposition;
 pub mod fs;
+pub mod history;
 pub mod procfs;
 
 use crate::metrics::{Metrics, NODE_STAGE_PUSH};
@@ -110,6 +111,7 @@ pub struct NodeSource {
     latest: Latest,
     queue: Arc<Queue>,
     metrics: Metrics,
+    memory: Option<history::MemoryHistory>,
 }
 
 impl NodeSource {
@@ -131,7 +133,14 @@ impl NodeSource {
             latest,
             queue,
             metrics,
+            memory: None,
         }
+    }
+
+    /// Also keeps every cgroup's recent memory samples in `h` (the OOM signal's evidence).
+    pub fn with_memory_history(mut self, h: history::MemoryHistory) -> Self {
+        self.memory = Some(h);
+        self
     }
 
     /// Samples, exposes and detects every interval until `shutdown`.
@@ -144,6 +153,7 @@ impl NodeSource {
             latest,
             queue,
             metrics,
+            memory,
         } = self;
         let hierarchies = cgroups::Hierarchies::detect(&cgroup_root);
         if hierarchies.is_empty() {
@@ -191,6 +201,9 @@ impl NodeSource {
                     "More cgroups than --node-max-cgroups; the deepest are not tracked."
                 );
                 warned_skipped = true;
+            }
+            if let Some(h) = &memory {
+                h.record(&snap);
             }
             let signals = detectors.observe(&snap);
             *latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snap));
