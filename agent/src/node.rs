@@ -30,6 +30,7 @@ pub mod exposition;
 pub mod fs;
 pub mod history;
 pub mod procfs;
+pub mod resets;
 
 use crate::metrics::{Metrics, NODE_STAGE_PUSH};
 use crate::queue::Queue;
@@ -78,6 +79,10 @@ pub struct NodeSnapshot {
     pub cgroups: Vec<cgroups::CgroupStats>,
     /// Cgroups seen but not tracked because `max_cgroups` was reached.
     pub cgroups_skipped: u64,
+    /// Counters that went backwards, cumulative since the agent started (set by the source).
+    pub counter_resets: resets::Resets,
+    /// Kernel files that existed but could not be read, cumulative (procfs and cgroups).
+    pub read_errors: u64,
 }
 
 /// Reads one snapshot. Blocking (procfs, sysfs and `statvfs`). `cgroups` keeps its buffers and
@@ -89,13 +94,15 @@ pub fn sample(
 ) -> NodeSnapshot {
     let (filesystems, _) = fs::read_filesystems(proc_root);
     let host = procfs::read_host(proc_root);
-    let (cgroups, cgroups_skipped) = cgroups.sample(max_cgroups);
+    let (cgs, cgroups_skipped) = cgroups.sample(max_cgroups);
     NodeSnapshot {
         time: Timestamp::from_system_time(SystemTime::now()),
         filesystems,
         host,
-        cgroups,
+        cgroups: cgs,
         cgroups_skipped,
+        counter_resets: resets::Resets::default(),
+        read_errors: procfs::read_errors() + cgroups.read_errors(),
     }
 }
 
@@ -166,6 +173,8 @@ impl NodeSource {
         let mut warned_skipped = false;
         let proc_root = Arc::new(config.proc_root.clone());
         let mut sampler = Some(cgroups::Sampler::new(&hierarchies));
+        let mut resets_seen = resets::ResetTracker::default();
+        let mut resets_total = resets::Resets::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -178,7 +187,7 @@ impl NodeSource {
                 let snap = sample(&pr, &mut s, max);
                 (snap, s, started.elapsed())
             });
-            let (snap, s, took) = tokio::select! {
+            let (mut snap, s, took) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = sampled => match r {
                     Ok(v) => v,
@@ -202,6 +211,17 @@ impl NodeSource {
                 );
                 warned_skipped = true;
             }
+            let r = resets_seen.observe(&snap);
+            if r != resets::Resets::default() {
+                debug!(
+                    cgroups = r.cgroup,
+                    disks = r.disk,
+                    interfaces = r.network,
+                    "Kernel counters went backwards (recreated cgroups or reloaded devices)."
+                );
+            }
+            resets_total.add(r);
+            snap.counter_resets = resets_total;
             if let Some(h) = &memory {
                 h.record(&snap);
             }

@@ -342,11 +342,23 @@ struct Dirs<'a> {
     v2: Option<At<'a>>,
 }
 
-/// Reused buffers: the file's text and the path being opened.
+/// Reused buffers: the file's text and the path being opened; and how many files existed but
+/// could not be read.
 #[derive(Default)]
 struct Bufs {
     text: Vec<u8>,
     path: Vec<u8>,
+    errors: u64,
+}
+
+/// A failed open or read of a cgroup file that means more than "not there": a missing file
+/// (`ENOENT`: the controller or the cgroup is gone) and a removed cgroup's file (`ENODEV`) are
+/// normal.
+fn count_error(b: &mut Bufs) {
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    if !matches!(errno, Some(libc::ENOENT) | Some(libc::ENODEV)) {
+        b.errors += 1;
+    }
 }
 
 impl<'a> Dirs<'a> {
@@ -417,6 +429,11 @@ impl Sampler {
             cache: HashMap::new(),
             samples: 0,
         }
+    }
+
+    /// Cgroup files that existed but could not be read (or were not text) so far.
+    pub fn read_errors(&self) -> u64 {
+        self.buf.errors
     }
 
     /// Breadth-first over every hierarchy at once, as [`walk`]: at most `max` cgroups, shallow
@@ -603,6 +620,7 @@ fn read_at<'a>(dir: At, name: &CStr, b: &'a mut Bufs) -> Option<&'a str> {
         )
     };
     if fd < 0 {
+        count_error(b);
         return None;
     }
     // SAFETY: fd was just opened and is owned by nobody else.
@@ -623,6 +641,10 @@ fn read_at<'a>(dir: At, name: &CStr, b: &'a mut Bufs) -> Option<&'a str> {
             )
         };
         if n < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if !matches!(errno, Some(libc::ENOENT) | Some(libc::ENODEV)) {
+                b.errors += 1;
+            }
             return None;
         }
         let n = n as usize;
@@ -634,7 +656,13 @@ fn read_at<'a>(dir: At, name: &CStr, b: &'a mut Bufs) -> Option<&'a str> {
         }
         buf.reserve(buf.capacity());
     }
-    std::str::from_utf8(buf).ok()
+    match std::str::from_utf8(&b.text) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            b.errors += 1;
+            None
+        }
+    }
 }
 
 fn number_at(dir: At, name: &CStr, buf: &mut Bufs) -> Option<u64> {
@@ -1120,5 +1148,119 @@ mod tests {
         let s = read_cgroup(&h, "/gone");
         assert_eq!(s.memory_usage_bytes, None);
         assert_eq!(s.cpu, None);
+    }
+
+    /// A pure v2 tree with one cgroup `/svc` holding `files` (bytes, so garbage is possible).
+    fn v2_tree(root: &Path, files: &[(&str, &[u8])]) {
+        write(
+            root,
+            &[
+                ("cgroup.procs", ""),
+                ("cgroup.controllers", "cpu memory pids"),
+            ],
+        );
+        let svc = root.join("svc");
+        fs::create_dir_all(&svc).unwrap();
+        fs::write(svc.join("cgroup.procs"), "").unwrap();
+        for (name, content) in files {
+            fs::write(svc.join(name), content).unwrap();
+        }
+    }
+
+    #[test]
+    fn garbage_in_cgroup_files_is_a_missing_value_and_unreadable_files_are_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        v2_tree(
+            tmp.path(),
+            &[
+                (
+                    "cpu.stat",
+                    b"usage_usec lots\nnr_periods -3\nnr_throttled 18446744073709551616\n",
+                ),
+                ("memory.current", b"\xff\xfe\x00garbage"),
+                ("memory.max", b"-5\n"),
+                ("memory.events", b"oom_kill\n\n\n"),
+                ("pids.current", b"3\n"),
+                ("cpu.max", b"max max max\n"),
+                ("cpu.pressure", b"some avg10=x total=\n"),
+            ],
+        );
+        // A "file" that cannot be read at all.
+        fs::create_dir(tmp.path().join("svc/pids.max")).unwrap();
+        let mut sampler = Sampler::new(&Hierarchies::detect(tmp.path()));
+        let (stats, _) = sampler.sample(10);
+        let s = stats.iter().find(|s| s.path == "/svc").unwrap();
+        assert_eq!(s.cpu_usage_nanos, None);
+        assert_eq!(s.memory_usage_bytes, None, "not text");
+        assert_eq!(s.memory_limit_bytes, None);
+        assert_eq!(s.oom_kills, None);
+        assert_eq!((s.pids_current, s.pids_max), (Some(3), None));
+        assert_eq!(s.cpu_limit_cores, None);
+        assert_eq!(s.pressure.cpu, None);
+        // The non-UTF-8 file and the directory are errors; absent files are not.
+        assert_eq!(sampler.read_errors(), 2);
+    }
+
+    #[test]
+    fn a_cgroup_recreated_under_its_path_reads_its_new_counters_and_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = |usage: &str, max: &str| {
+            vec![
+                (
+                    "cpu.stat",
+                    format!(
+                        "usage_usec {usage}\nnr_periods 10\nnr_throttled 5\nthrottled_usec 9\n"
+                    ),
+                ),
+                ("cpu.max", "50000 100000\n".to_string()),
+                ("memory.current", "4096\n".to_string()),
+                ("memory.max", format!("{max}\n")),
+            ]
+        };
+        let put = |f: Vec<(&str, String)>| {
+            let b: Vec<(&str, &[u8])> = f.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
+            v2_tree(tmp.path(), &b);
+        };
+        put(files("9000000", "8192"));
+        let mut sampler = Sampler::new(&Hierarchies::detect(tmp.path()));
+        let (a, _) = sampler.sample(10);
+        // Recreated: the new directory exists before the old one goes, so its inode differs
+        // (as kernfs gives every new cgroup a new one).
+        let old = tmp.path().join("svc");
+        fs::rename(&old, tmp.path().join("old-svc")).unwrap();
+        put(files("1000", "4096"));
+        fs::remove_dir_all(tmp.path().join("old-svc")).unwrap();
+        let (b, _) = sampler.sample(10);
+        let svc = |v: &[CgroupStats]| v.iter().find(|s| s.path == "/svc").cloned().unwrap();
+        assert_eq!(svc(&b).cpu_usage_nanos, Some(1_000_000));
+        assert_eq!(
+            svc(&b).memory_limit_bytes,
+            Some(4096),
+            "a new inode re-reads limits"
+        );
+        let snap = |c: Vec<CgroupStats>| crate::node::NodeSnapshot {
+            cgroups: c,
+            ..Default::default()
+        };
+        assert_eq!(crate::node::resets::count(&snap(a), &snap(b)).cgroup, 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cgroup_parsers_never_panic_on_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let t = String::from_utf8_lossy(&b);
+            let _ = parse_cpu_max(&t);
+            let _ = limit(&t);
+            let _ = keyed(&t, ["usage_usec", "nr_periods", "oom_kill"]);
+            let _ = kube_ids(&t);
+            let _ = parse_psi(&t);
+        }
+
+        #[test]
+        fn cpu_max_is_positive_or_none(q in proptest::prelude::any::<i64>(), p in proptest::prelude::any::<i64>()) {
+            if let Some(c) = parse_cpu_max(&format!("{q} {p}\n")) {
+                proptest::prop_assert!(c > 0.0 && c.is_finite());
+            }
+        }
     }
 }
