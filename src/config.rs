@@ -449,7 +449,11 @@ pub fn agent_config(
     if let Some(p) = flags.journalctl.clone().or_else(|| jf.journalctl.clone()) {
         j.journalctl = p;
     }
-    if let Some(d) = flags.journald_directory.clone().or_else(|| jf.directory.clone()) {
+    if let Some(d) = flags
+        .journald_directory
+        .clone()
+        .or_else(|| jf.directory.clone())
+    {
         j.directory = Some(d);
     }
     if let Some(ms) = flags.journald_restart_initial_ms.or(jf.restart_initial_ms) {

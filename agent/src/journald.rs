@@ -796,9 +796,11 @@ mod tests {
     use super::*;
 
     fn reader(multiline: bool) -> JournaldReader {
-        let mut logs = LogsConfig::default();
-        logs.multiline = multiline;
-        logs.detect = None;
+        let logs = LogsConfig {
+            multiline,
+            detect: None,
+            ..LogsConfig::default()
+        };
         JournaldReader::new(&JournaldConfig::default(), &logs, "node-1").unwrap()
     }
 

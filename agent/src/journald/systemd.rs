@@ -96,6 +96,14 @@ struct UnitState {
     last_seen: i64,
 }
 
+/// What a signal says, before its id, entity and evidence are added.
+struct Draft {
+    name: &'static str,
+    severity: Severity,
+    attributes: Attributes,
+    message: String,
+}
+
 /// See the module docs.
 pub struct UnitDetector {
     cfg: UnitDetectConfig,
@@ -281,15 +289,18 @@ impl UnitDetector {
 
     fn signal(
         &self,
-        name: &str,
-        severity: Severity,
+        d: Draft,
         unit: &str,
         e: &JournalEntry,
         time_ns: i64,
-        attributes: Attributes,
-        message: String,
         st: &UnitState,
     ) -> Signal {
+        let Draft {
+            name,
+            severity,
+            attributes,
+            message,
+        } = d;
         let key = e.cursor.clone().unwrap_or_else(|| time_ns.to_string());
         let mut resource = Attributes::new();
         resource.insert("host.name".into(), self.host.clone().into());
@@ -329,16 +340,13 @@ impl UnitDetector {
             self.host,
             Self::exit_words(st)
         );
-        self.signal(
-            UNIT_FAILED_EVENT,
-            Severity::Warning,
-            unit,
-            e,
-            time_ns,
-            a,
+        let d = Draft {
+            name: UNIT_FAILED_EVENT,
+            severity: Severity::Warning,
+            attributes: a,
             message,
-            st,
-        )
+        };
+        self.signal(d, unit, e, time_ns, st)
     }
 
     fn loop_signal(&self, unit: &str, st: &UnitState, e: &JournalEntry, time_ns: i64) -> Signal {
@@ -365,16 +373,13 @@ impl UnitDetector {
             span_ns as f64 / 1e9,
             Self::exit_words(st)
         );
-        self.signal(
-            RESTART_LOOP_EVENT,
-            Severity::Critical,
-            unit,
-            e,
-            time_ns,
-            a,
+        let d = Draft {
+            name: RESTART_LOOP_EVENT,
+            severity: Severity::Critical,
+            attributes: a,
             message,
-            st,
-        )
+        };
+        self.signal(d, unit, e, time_ns, st)
     }
 }
 

@@ -458,10 +458,19 @@ mod tests {
         );
         let before = s.evidence.len();
         add_memory_samples(&mut s, &kills[0], &h);
-        let samples: Vec<&str> = s.evidence[before..].iter().map(|e| e.text.as_str()).collect();
+        let samples: Vec<&str> = s.evidence[before..]
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect();
         assert_eq!(samples.len(), 6, "{samples:?}");
-        assert_eq!(samples[4], "memory.usage_bytes{cgroup=\"/probe1\"}=67108864");
-        assert_eq!(samples[5], "memory.limit_bytes{cgroup=\"/probe1\"}=67108864");
+        assert_eq!(
+            samples[4],
+            "memory.usage_bytes{cgroup=\"/probe1\"}=67108864"
+        );
+        assert_eq!(
+            samples[5],
+            "memory.limit_bytes{cgroup=\"/probe1\"}=67108864"
+        );
         assert!(s.evidence[before..].iter().all(|e| e.kind == "sample"));
         // Another cgroup's OOM gets none of them.
         let (global, _) = classify(GLOBAL_OOM);

@@ -202,14 +202,19 @@ mod tests {
 
     #[test]
     fn a_recreated_cgroup_and_a_reloaded_nic_are_resets() {
-        let mut a = NodeSnapshot::default();
-        a.cgroups = vec![cg("/app", 5_000, 100), cg("/steady", 10, 1)];
-        a.host.interfaces = vec![net("eth0", 1 << 40), net("eth1", 5)];
-        a.host.disks = vec![DiskStats {
-            device: "sda".into(),
-            reads_completed: 10,
-            ..DiskStats::default()
-        }];
+        let a = NodeSnapshot {
+            cgroups: vec![cg("/app", 5_000, 100), cg("/steady", 10, 1)],
+            host: crate::node::procfs::HostCounters {
+                interfaces: vec![net("eth0", 1 << 40), net("eth1", 5)],
+                disks: vec![DiskStats {
+                    device: "sda".into(),
+                    reads_completed: 10,
+                    ..DiskStats::default()
+                }],
+                ..Default::default()
+            },
+            ..NodeSnapshot::default()
+        };
         let mut b = a.clone();
         // /app recreated under the same path: its counters start over.
         b.cgroups[0] = cg("/app", 20, 0);
@@ -236,10 +241,9 @@ mod tests {
     #[test]
     fn a_cgroup_gone_for_a_sample_and_back_with_lower_counters_is_a_reset() {
         let mut t = ResetTracker::default();
-        let with = |cpu| {
-            let mut s = NodeSnapshot::default();
-            s.cgroups = vec![cg("/app", cpu, 0)];
-            s
+        let with = |cpu| NodeSnapshot {
+            cgroups: vec![cg("/app", cpu, 0)],
+            ..NodeSnapshot::default()
         };
         assert_eq!(t.observe(&with(5_000)), Resets::default());
         assert_eq!(t.observe(&NodeSnapshot::default()), Resets::default());
@@ -266,11 +270,13 @@ mod tests {
         fn resets_count_every_fall(readings in proptest::collection::vec(any::<u32>(), 2..40)) {
             let snaps: Vec<NodeSnapshot> = readings
                 .iter()
-                .map(|r| {
-                    let mut s = NodeSnapshot::default();
-                    s.cgroups = vec![cg("/x", *r as u64, 0)];
-                    s.host.interfaces = vec![net("eth0", *r as u64)];
-                    s
+                .map(|r| NodeSnapshot {
+                    cgroups: vec![cg("/x", *r as u64, 0)],
+                    host: crate::node::procfs::HostCounters {
+                        interfaces: vec![net("eth0", *r as u64)],
+                        ..Default::default()
+                    },
+                    ..NodeSnapshot::default()
                 })
                 .collect();
             let mut total = Resets::default();
