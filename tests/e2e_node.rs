@@ -376,7 +376,7 @@ fn a_cgroup_recreated_under_its_path_is_counted_as_a_reset_not_a_negative_rate()
         usage(&path).filter(|v| *v >= 0.2)
     })
     .unwrap_or_else(|| panic!("{path} used no CPU; log:\n{}", read(&d.log)));
-    let resets = "daytwo_agent_node_counter_resets_total{source=\"cgroup\"}";
+    let resets = "daytwo_agent_node_resets_total{source=\"cgroup\"}";
     let before = metric_value(&server, resets).expect("the resets counter is exposed");
     // Removed and created again under the same path: its counters start over.
     drop(cg);

@@ -95,7 +95,7 @@ families! {
     CG_PSI_MEM_STALL: "daytwo_container_pressure_memory_stalled_seconds_total", counter, CG, "Time all tasks of the cgroup stalled on memory (PSI full).";
     CG_PSI_IO_WAIT: "daytwo_container_pressure_io_waiting_seconds_total", counter, CG, "Time some tasks of the cgroup waited for I/O (PSI some).";
     CG_PSI_IO_STALL: "daytwo_container_pressure_io_stalled_seconds_total", counter, CG, "Time all tasks of the cgroup stalled on I/O (PSI full).";
-    NODE_RESETS: "daytwo_agent_node_counter_resets_total", counter, SOURCE, "Cgroups, disks and interfaces whose kernel counters went backwards between two samples (recreated or reloaded); never a negative rate.";
+    NODE_RESETS: "daytwo_agent_node_resets_total", counter, SOURCE, "Cgroups, disks and interfaces whose kernel counters went backwards between two samples (recreated or reloaded); never a negative rate.";
     NODE_READ_ERRORS: "daytwo_agent_node_read_errors_total", counter, NONE, "Kernel files (procfs, cgroup) that existed but could not be read or were not text; the value is left out of that sample.";
     PROC_CPU: "process_cpu_seconds_total", counter, NONE, "Total user and system CPU time spent in seconds.";
     PROC_RSS: "process_resident_memory_bytes", gauge, NONE, "Resident memory size in bytes.";

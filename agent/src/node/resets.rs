@@ -7,7 +7,7 @@
 //! re-attached, or a 32-bit counter wrapping. The agent exposes the kernel's values as they
 //! are (Prometheus' `rate()` already treats a drop as a reset) and computes its own rates
 //! (the throttling detector's) with [`delta`] semantics: a fall is a restart of the counter,
-//! never a negative rate. The falls are counted in `daytwo_agent_node_counter_resets_total`.
+//! never a negative rate. The falls are counted in `daytwo_agent_node_resets_total`.
 
 use super::NodeSnapshot;
 use super::cgroups::CgroupStats;
