@@ -433,6 +433,12 @@ impl Agent {
             config.metrics_interval,
             metrics.clone(),
         );
+        // One sampler: with the node source on, the OTLP host metrics are its snapshots.
+        let host = if config.node.enabled {
+            host.with_node_snapshots(node_latest.clone())
+        } else {
+            host.with_proc_root(config.node.proc_root.clone())
+        };
         let token = shutdown.clone();
         tasks.spawn(async move {
             host.run(token).await;

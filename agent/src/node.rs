@@ -83,6 +83,9 @@ pub struct NodeSnapshot {
     pub counter_resets: resets::Resets,
     /// Kernel files that existed but could not be read, cumulative (procfs and cgroups).
     pub read_errors: u64,
+    /// CPU, memory, swap and load (sysinfo) with these filesystems: what the OTLP host
+    /// metrics export (`None` when sysinfo cannot read this system).
+    pub host_usage: Option<crate::host_metrics::HostSnapshot>,
 }
 
 /// Reads one snapshot. Blocking (procfs, sysfs and `statvfs`). `cgroups` keeps its buffers and
@@ -91,10 +94,12 @@ pub fn sample(
     proc_root: &std::path::Path,
     cgroups: &mut cgroups::Sampler,
     max_cgroups: usize,
+    system: Option<&mut crate::host_metrics::Sampler>,
 ) -> NodeSnapshot {
     let (filesystems, _) = fs::read_filesystems(proc_root);
     let host = procfs::read_host(proc_root);
     let (cgs, cgroups_skipped) = cgroups.sample(max_cgroups);
+    let host_usage = system.map(|s| s.sample(&filesystems));
     NodeSnapshot {
         time: Timestamp::from_system_time(SystemTime::now()),
         filesystems,
@@ -103,6 +108,7 @@ pub fn sample(
         cgroups_skipped,
         counter_resets: resets::Resets::default(),
         read_errors: procfs::read_errors() + cgroups.read_errors(),
+        host_usage,
     }
 }
 
@@ -173,6 +179,14 @@ impl NodeSource {
         let mut warned_skipped = false;
         let proc_root = Arc::new(config.proc_root.clone());
         let mut sampler = Some(cgroups::Sampler::new(&hierarchies));
+        // CPU and memory for the OTLP host metrics, taken in the same pass.
+        let mut system = tokio::task::spawn_blocking(crate::host_metrics::Sampler::new)
+            .await
+            .ok()
+            .flatten();
+        if system.is_none() {
+            warn!("sysinfo cannot read this system; the OTLP host metrics are off.");
+        }
         let mut resets_seen = resets::ResetTracker::default();
         let mut resets_total = resets::Resets::default();
         loop {
@@ -182,12 +196,13 @@ impl NodeSource {
             }
             let (pr, max) = (proc_root.clone(), config.max_cgroups);
             let Some(mut s) = sampler.take() else { return };
+            let mut sys = system.take();
             let sampled = tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
-                let snap = sample(&pr, &mut s, max);
-                (snap, s, started.elapsed())
+                let snap = sample(&pr, &mut s, max, sys.as_mut());
+                (snap, s, sys, started.elapsed())
             });
-            let (mut snap, s, took) = tokio::select! {
+            let (mut snap, s, sys, took) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = sampled => match r {
                     Ok(v) => v,
@@ -198,6 +213,7 @@ impl NodeSource {
                 },
             };
             sampler = Some(s);
+            system = sys;
             metrics.node_sample_seconds.set(took.as_secs_f64());
             metrics.node_cgroups.set(snap.cgroups.len() as i64);
             metrics
