@@ -485,3 +485,73 @@ fn journal_entries_arrive_once_through_a_dying_journalctl_and_kill_9() {
     let last = runs(&dir).last().cloned().unwrap();
     assert!(last.contains("--after-cursor="), "{last}");
 }
+
+#[test]
+fn a_cursor_journalctl_cannot_seek_to_falls_back_to_the_end_of_the_journal() {
+    if require_program("journald e2e", "python3", "python3").is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sink, url) = start_sink(&rt);
+    let recs = || sink.recs.lock().unwrap().clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = journal_dir(tmp.path());
+    let journal = dir.join("journal.json");
+    let http = free_port();
+    let server = format!("http://127.0.0.1:{http}");
+    let mut a1 = agent(tmp.path(), &dir, &url, http, "agent1.log");
+    wait_runs(&dir, 1, &tmp.path().join("agent1.log"));
+    for i in 0..5 {
+        append(&journal, &(numbered(i) + "\n"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || count(
+            &recs(),
+            "numbers line 0004"
+        ) == 1),
+        "{}",
+        read(&tmp.path().join("agent1.log"))
+    );
+    a1.stop();
+    // The journal is replaced (vacuumed, or another machine's): the saved cursor is not in it,
+    // and journalctl fails to seek to it.
+    std::fs::write(&journal, fixture("worker-restart-loop.json")).unwrap();
+    let _a2 = agent(tmp.path(), &dir, &url, http, "agent2.log");
+    let log2 = tmp.path().join("agent2.log");
+    assert!(
+        wait_until(Duration::from_secs(30), || runs(&dir)
+            .iter()
+            .skip(1)
+            .any(|r| r.contains("--lines=0"))),
+        "never fell back to the end of the journal: {:?}\n{}",
+        runs(&dir),
+        read(&log2)
+    );
+    let failed = runs(&dir)
+        .iter()
+        .filter(|r| r.contains("--after-cursor="))
+        .count();
+    assert_eq!(failed, 3, "{:?}", runs(&dir));
+    assert_eq!(
+        metric(
+            &server,
+            "daytwo_agent_journald_errors_total{stage=\"cursor\"}"
+        ),
+        Some(1.0)
+    );
+    for i in 100..105 {
+        append(&journal, &(numbered(i) + "\n"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || (100..105)
+            .all(|i| count(&recs(), &format!("numbers line {i:04}")) == 1)),
+        "entries after the fallback did not arrive:\n{}",
+        read(&log2)
+    );
+    // From the end: the replaced journal's old entries are not read.
+    assert_eq!(count(&recs(), "Stopped worker.service - Queue worker."), 0);
+}

@@ -193,6 +193,11 @@ pub const INVALID_TOO_LONG: &str = "too_long";
 pub const STAGE_SPAWN: &str = "spawn";
 /// `stage` label: committing to the state file failed (retried).
 pub const STAGE_COMMIT: &str = "commit";
+/// `stage` label: journalctl failed [`CURSOR_GIVE_UP`] times in a row with the saved cursor
+/// and printed nothing; the source starts from the end of the journal.
+pub const STAGE_CURSOR: &str = "cursor";
+/// See [`STAGE_CURSOR`].
+pub const CURSOR_GIVE_UP: u32 = 3;
 
 /// The source's own counters (registered with the agent's registry).
 #[derive(Clone, Debug)]
@@ -239,7 +244,7 @@ impl JournaldMetrics {
             errors: IntCounterVec::new(
                 Opts::new(
                     "daytwo_agent_journald_errors_total",
-                    "journald source errors by stage (spawn, commit).",
+                    "journald source errors by stage (spawn, commit, cursor).",
                 ),
                 &["stage"],
             )?,
@@ -499,6 +504,11 @@ impl JournaldReader {
         }
     }
 
+    /// Forgets the cursor of the last entry read (the journal it came from is gone).
+    pub fn forget_cursor(&mut self) {
+        self.last_cursor = None;
+    }
+
     /// Gives committed buffers back.
     pub fn recycle(&mut self, p: Pending) {
         self.pipeline.recycle(p.batches);
@@ -635,7 +645,8 @@ impl JournaldSource {
         let now_ns = Timestamp::from_system_time(SystemTime::now()).0;
         let p = self.reader.take_pending(now_ns);
         self.export_metrics();
-        if p.is_empty() && p.cursor == self.cursor {
+        // Nothing read since the start of this process: the saved cursor stays.
+        if p.is_empty() && (p.cursor.is_none() || p.cursor == self.cursor) {
             self.reader.recycle(p);
             return true;
         }
@@ -667,7 +678,9 @@ impl JournaldSource {
                             .with_label_values(&[s.name.as_str()])
                             .inc();
                     }
-                    self.cursor = back.cursor.clone();
+                    if back.cursor.is_some() {
+                        self.cursor = back.cursor.clone();
+                    }
                     self.reader.recycle(back);
                     self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
                     return true;
@@ -697,6 +710,8 @@ impl JournaldSource {
         let mut backoff = self.cfg.restart_initial;
         let mut buf = Vec::new();
         let mut first = true;
+        // journalctl runs in a row that failed at once with the saved cursor.
+        let mut cursor_failures = 0u32;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -731,6 +746,8 @@ impl JournaldSource {
                 continue;
             };
             let mut out = BufReader::with_capacity(64 << 10, out);
+            let with_cursor = self.cursor.is_some();
+            let mut entries_this_run = 0u64;
             let mut next_commit = tokio::time::Instant::now() + self.cfg.commit_interval;
             let ended = loop {
                 let read = tokio::select! {
@@ -766,6 +783,7 @@ impl JournaldSource {
                                 self.jm.messages.with_label_values(&["null"]).inc();
                             }
                             backoff = self.cfg.restart_initial;
+                            entries_this_run += 1;
                             self.reader.entry(&e, now_ns, now_ms);
                         }
                         Err(err) => {
@@ -785,6 +803,21 @@ impl JournaldSource {
             // Everything it printed before exiting is kept.
             if !self.commit(&shutdown).await {
                 return;
+            }
+            let failed = status.as_ref().map_or(true, |s| !s.success());
+            if with_cursor && failed && entries_this_run == 0 {
+                cursor_failures += 1;
+            } else {
+                cursor_failures = 0;
+            }
+            if cursor_failures >= CURSOR_GIVE_UP {
+                // A cursor journalctl cannot seek to (the journal was replaced, or the state
+                // file came from another machine) would stop the source for good.
+                self.jm.errors.with_label_values(&[STAGE_CURSOR]).inc();
+                error!(cursor = ?self.cursor, "journalctl keeps failing with the saved cursor; reading from the end of the journal instead. Entries since that cursor may be lost.");
+                self.cursor = None;
+                self.reader.forget_cursor();
+                cursor_failures = 0;
             }
             warn!(status = ?status.ok(), retry_in = ?backoff, "journalctl exited; restarting it.");
         }
