@@ -532,38 +532,66 @@ impl Pending {
     }
 }
 
-/// Reads one line of at most `max` bytes into `buf` (without the newline). `Ok(None)` at the
-/// end of the stream; `Ok(Some(true))` when the line was longer and its rest was skipped.
-async fn read_capped<R: AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
-    buf: &mut Vec<u8>,
+/// Lines of journalctl's output, at most `max` bytes each (a longer one is skipped to its end).
+///
+/// Cancel-safe: [`LineReader::next_line`] may be dropped at its await point (the commit timer
+/// wins a `select!`) without losing bytes; the partial line stays in `buf` and the next call
+/// goes on with it.
+struct LineReader<R> {
+    r: BufReader<R>,
+    /// The line being read; a complete one until the next call.
+    buf: Vec<u8>,
+    too_long: bool,
+    complete: bool,
     max: usize,
-) -> std::io::Result<Option<bool>> {
-    buf.clear();
-    let mut too_long = false;
-    let mut any = false;
-    loop {
-        let avail = r.fill_buf().await?;
-        if avail.is_empty() {
-            return Ok(if any { Some(too_long) } else { None });
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(r: R, max: usize) -> Self {
+        LineReader {
+            r: BufReader::with_capacity(64 << 10, r),
+            buf: Vec::new(),
+            too_long: false,
+            complete: false,
+            max,
         }
-        any = true;
-        let (chunk, done) = match memchr::memchr(b'\n', avail) {
-            Some(i) => (&avail[..i], Some(i + 1)),
-            None => (avail, None),
-        };
-        if !too_long {
-            if buf.len() + chunk.len() > max {
-                too_long = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(chunk);
+    }
+
+    /// The next line (without its newline) in `self.buf`: `Ok(Some(too_long))`, or `Ok(None)`
+    /// at the end of the stream (a last line without a newline is returned first).
+    async fn next_line(&mut self) -> std::io::Result<Option<bool>> {
+        if self.complete {
+            self.buf.clear();
+            self.too_long = false;
+            self.complete = false;
+        }
+        loop {
+            let avail = self.r.fill_buf().await?;
+            if avail.is_empty() {
+                if self.buf.is_empty() && !self.too_long {
+                    return Ok(None);
+                }
+                self.complete = true;
+                return Ok(Some(self.too_long));
             }
-        }
-        let n = done.unwrap_or(avail.len());
-        r.consume(n);
-        if done.is_some() {
-            return Ok(Some(too_long));
+            let (chunk, done) = match memchr::memchr(b'\n', avail) {
+                Some(i) => (&avail[..i], Some(i + 1)),
+                None => (avail, None),
+            };
+            if !self.too_long {
+                if self.buf.len() + chunk.len() > self.max {
+                    self.too_long = true;
+                    self.buf.clear();
+                } else {
+                    self.buf.extend_from_slice(chunk);
+                }
+            }
+            let n = done.unwrap_or(avail.len());
+            self.r.consume(n);
+            if done.is_some() {
+                self.complete = true;
+                return Ok(Some(self.too_long));
+            }
         }
     }
 }
@@ -708,7 +736,6 @@ impl JournaldSource {
         );
         let start = tokio::time::Instant::now();
         let mut backoff = self.cfg.restart_initial;
-        let mut buf = Vec::new();
         let mut first = true;
         // journalctl runs in a row that failed at once with the saved cursor.
         let mut cursor_failures = 0u32;
@@ -745,7 +772,7 @@ impl JournaldSource {
             let Some(out) = child.stdout.take() else {
                 continue;
             };
-            let mut out = BufReader::with_capacity(64 << 10, out);
+            let mut out = LineReader::new(out, self.max_json_bytes);
             let with_cursor = self.cursor.is_some();
             let mut entries_this_run = 0u64;
             let mut next_commit = tokio::time::Instant::now() + self.cfg.commit_interval;
@@ -753,7 +780,7 @@ impl JournaldSource {
                 let read = tokio::select! {
                     _ = shutdown.cancelled() => break false,
                     _ = tokio::time::sleep_until(next_commit) => None,
-                    r = read_capped(&mut out, &mut buf, self.max_json_bytes) => Some(r),
+                    r = out.next_line() => Some(r),
                 };
                 let now_ms = start.elapsed().as_millis() as u64;
                 let now_ns = Timestamp::from_system_time(SystemTime::now()).0;
@@ -773,7 +800,7 @@ impl JournaldSource {
                     Some(Ok(Some(true))) => {
                         self.jm.invalid.with_label_values(&[INVALID_TOO_LONG]).inc();
                     }
-                    Some(Ok(Some(false))) => match parse_line(&buf) {
+                    Some(Ok(Some(false))) => match parse_line(&out.buf) {
                         Ok(e) => {
                             self.jm.entries.inc();
                             if e.message_binary {
@@ -835,6 +862,27 @@ mod tests {
             ..LogsConfig::default()
         };
         JournaldReader::new(&JournaldConfig::default(), &logs, "node-1").unwrap()
+    }
+
+    #[tokio::test]
+    async fn lines_survive_a_cancelled_read_and_long_lines_are_skipped() {
+        let (mut w, r) = tokio::io::duplex(64);
+        let mut lines = LineReader::new(r, 10);
+        use tokio::io::AsyncWriteExt;
+        w.write_all(b"hello").await.unwrap();
+        // The read waits for the rest of the line; a timer wins and drops it.
+        let t = tokio::time::timeout(Duration::from_millis(20), lines.next_line()).await;
+        assert!(t.is_err());
+        w.write_all(b" you\nthis line is too long\nok")
+            .await
+            .unwrap();
+        drop(w);
+        assert_eq!(lines.next_line().await.unwrap(), Some(false));
+        assert_eq!(lines.buf, b"hello you");
+        assert_eq!(lines.next_line().await.unwrap(), Some(true));
+        assert_eq!(lines.next_line().await.unwrap(), Some(false));
+        assert_eq!(lines.buf, b"ok");
+        assert_eq!(lines.next_line().await.unwrap(), None);
     }
 
     #[test]
