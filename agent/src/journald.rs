@@ -504,6 +504,11 @@ impl JournaldReader {
         }
     }
 
+    /// Bytes of encoded records not committed yet.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pipeline.pending_bytes() as u64
+    }
+
     /// Forgets the cursor of the last entry read (the journal it came from is gone).
     pub fn forget_cursor(&mut self) {
         self.last_cursor = None;
@@ -605,6 +610,8 @@ pub struct JournaldSource {
     metrics: Metrics,
     jm: JournaldMetrics,
     max_json_bytes: usize,
+    /// Reading pauses while this many bytes of raw logs wait (`--log-queue-max-bytes`).
+    queue_max_bytes: u64,
     last_records: u64,
     last_utf8: u64,
     last_redactions: HashMap<&'static str, u64>,
@@ -630,6 +637,7 @@ impl JournaldSource {
             metrics,
             jm,
             // A JSON-escaped message takes up to 6 bytes per byte (\u00XX), plus the fields.
+            queue_max_bytes: logs.queue_max_bytes,
             max_json_bytes: logs
                 .max_line_bytes
                 .saturating_mul(6)
@@ -777,10 +785,13 @@ impl JournaldSource {
             let mut entries_this_run = 0u64;
             let mut next_commit = tokio::time::Instant::now() + self.cfg.commit_interval;
             let ended = loop {
+                // Backpressure, as for files: while the raw-log queue is full, stop reading
+                // (journalctl blocks on its pipe; the journal is the buffer).
+                let full = self.store.bytes() + self.reader.pending_bytes() >= self.queue_max_bytes;
                 let read = tokio::select! {
                     _ = shutdown.cancelled() => break false,
                     _ = tokio::time::sleep_until(next_commit) => None,
-                    r = out.next_line() => Some(r),
+                    r = out.next_line(), if !full => Some(r),
                 };
                 let now_ms = start.elapsed().as_millis() as u64;
                 let now_ns = Timestamp::from_system_time(SystemTime::now()).0;
