@@ -279,6 +279,30 @@ pub struct AgentFlags {
     /// The proc filesystem host counters and mounts are read from (a DaemonSet mounts the host's) [default: /proc].
     #[arg(long, env = "DAYTWO_PROC_ROOT")]
     pub proc_root: Option<PathBuf>,
+    /// Read the systemd journal: auto (when journalctl and a journal directory exist), on or off [default: auto]. docs/logs.md.
+    #[arg(long, env = "DAYTWO_JOURNALD")]
+    pub journald: Option<daytwo_agent::journald::JournaldMode>,
+    /// The journalctl binary the journald source runs [default: journalctl from PATH].
+    #[arg(long, env = "DAYTWO_JOURNALCTL")]
+    pub journalctl: Option<PathBuf>,
+    /// Journal directory passed to journalctl --directory (a DaemonSet mounts the host's) [default: the system journal].
+    #[arg(long, env = "DAYTWO_JOURNALD_DIRECTORY")]
+    pub journald_directory: Option<PathBuf>,
+    /// First wait before journalctl is started again after it exited [default: 1000].
+    #[arg(long, env = "DAYTWO_JOURNALD_RESTART_INITIAL_MS")]
+    pub journald_restart_initial_ms: Option<u64>,
+    /// Longest wait between journalctl restarts [default: 60000].
+    #[arg(long, env = "DAYTWO_JOURNALD_RESTART_MAX_MS")]
+    pub journald_restart_max_ms: Option<u64>,
+    /// How often journal entries read are committed with their cursor [default: 1000].
+    #[arg(long, env = "DAYTWO_JOURNALD_COMMIT_INTERVAL_MS")]
+    pub journald_commit_interval_ms: Option<u64>,
+    /// Restarts of one systemd unit within the window that make a restart loop [default: 3].
+    #[arg(long, env = "DAYTWO_SYSTEMD_RESTART_LOOP_COUNT")]
+    pub systemd_restart_loop_count: Option<u32>,
+    /// The restart-loop window, seconds of journal time [default: 300].
+    #[arg(long, env = "DAYTWO_SYSTEMD_RESTART_LOOP_WINDOW_SECS")]
+    pub systemd_restart_loop_window_secs: Option<u64>,
 }
 
 /// Kubernetes watches (docs/configuration.md, "Kubernetes"): the agent watches its own

@@ -190,6 +190,29 @@ pub struct AgentFile {
     /// Node and container health (docs/node.md).
     #[serde(default)]
     pub node: NodeFile,
+    /// The systemd journal (docs/logs.md).
+    #[serde(default)]
+    pub journald: JournaldFile,
+}
+
+/// `agent.journald` in the config file (docs/logs.md, "systemd journal").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournaldFile {
+    /// `auto` (default), `on` or `off`.
+    pub mode: Option<daytwo_agent::journald::JournaldMode>,
+    /// The journalctl binary (default: journalctl from PATH).
+    pub journalctl: Option<PathBuf>,
+    /// journalctl --directory (default: the system journal).
+    pub directory: Option<PathBuf>,
+    /// First wait before restarting journalctl (default 1000).
+    pub restart_initial_ms: Option<u64>,
+    /// Longest wait between restarts (default 60000).
+    pub restart_max_ms: Option<u64>,
+    /// How often entries are committed with their cursor (default 1000).
+    pub commit_interval_ms: Option<u64>,
+    /// Unit failure and restart-loop detection; unset fields keep their defaults.
+    pub systemd: Option<daytwo_agent::journald::systemd::UnitDetectConfig>,
 }
 
 /// `agent.node` in the config file (docs/node.md).
@@ -506,5 +529,41 @@ pub fn agent_config(
     if logs.enabled {
         logs.validate().map_err(|e| usage(format!("logs: {e}")))?;
     }
+    let jf = &a.journald;
+    let j = &mut cfg.journald;
+    if let Some(m) = flags.journald.or(jf.mode) {
+        j.mode = m;
+    }
+    if let Some(p) = flags.journalctl.clone().or_else(|| jf.journalctl.clone()) {
+        j.journalctl = p;
+    }
+    if let Some(d) = flags
+        .journald_directory
+        .clone()
+        .or_else(|| jf.directory.clone())
+    {
+        j.directory = Some(d);
+    }
+    if let Some(ms) = flags.journald_restart_initial_ms.or(jf.restart_initial_ms) {
+        j.restart_initial = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = flags.journald_restart_max_ms.or(jf.restart_max_ms) {
+        j.restart_max = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = flags.journald_commit_interval_ms.or(jf.commit_interval_ms) {
+        j.commit_interval = Duration::from_millis(ms.max(1));
+    }
+    if let Some(d) = &jf.systemd {
+        j.systemd = d.clone();
+    }
+    if let Some(n) = flags.systemd_restart_loop_count {
+        j.systemd.restart_loop_count = n;
+    }
+    if let Some(w) = flags.systemd_restart_loop_window_secs {
+        j.systemd.restart_loop_window_secs = w;
+    }
+    j.systemd
+        .validate()
+        .map_err(|e| usage(format!("agent.journald.systemd: {e}")))?;
     Ok(cfg)
 }

@@ -333,6 +333,64 @@ fn a_cpu_quota_busy_loop_becomes_a_throttling_signal_naming_the_cgroup() {
     assert!(v > 0.0, "{line}");
 }
 
+fn metric_value(server: &str, line_start: &str) -> Option<f64> {
+    let (_, body) = get(&format!("{server}/metrics"))?;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_cgroup_recreated_under_its_path_is_counted_as_a_reset_not_a_negative_rate() {
+    let test = "a_cgroup_recreated_under_its_path_is_counted_as_a_reset_not_a_negative_rate";
+    if !need_root(test, "creating and recreating a CPU cgroup") {
+        return;
+    }
+    if BusyCgroup::cpu_root().is_none() {
+        let r = "no cpu cgroup controller (v1 /sys/fs/cgroup/cpu or v2 with +cpu)";
+        if in_ci() {
+            panic!("{test}: {r}");
+        }
+        eprintln!("SKIPPED {test}: {r}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daytwo::start(
+        &up_flags(&tmp.path().join("data")),
+        &tmp.path().join("up.log"),
+        true,
+    );
+    d.wait_agent_ready();
+    let server = d.server();
+    let cg = BusyCgroup::start("recreated");
+    let usage = |path: &str| {
+        metric_value(
+            &server,
+            // CFS periods: in the cpu hierarchy itself (cpuacct may be a separate one).
+            &format!("daytwo_container_cpu_periods_total{{cgroup=\"{path}\""),
+        )
+    };
+    let path = cg.path.clone();
+    let first = wait_for(Duration::from_secs(30), || {
+        usage(&path).filter(|v| *v >= 20.0)
+    })
+    .unwrap_or_else(|| panic!("{path} ran no CFS periods; log:\n{}", read(&d.log)));
+    let resets = "daytwo_agent_node_resets_total{source=\"cgroup\"}";
+    let before = metric_value(&server, resets).expect("the resets counter is exposed");
+    // Removed and created again under the same path: its counters start over.
+    drop(cg);
+    let again = BusyCgroup::start("recreated");
+    assert_eq!(again.path, path);
+    assert!(
+        wait_until(Duration::from_secs(30), || metric_value(&server, resets)
+            .is_some_and(|v| v > before)),
+        "no reset counted for {path} (usage was {first}); log:\n{}",
+        read(&d.log)
+    );
+    assert!(get(&format!("{server}/healthz")).is_some_and(|(c, _)| c == 200));
+}
+
 /// A real Prometheus server; killed on drop.
 struct Prometheus {
     child: Child,

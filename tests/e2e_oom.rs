@@ -49,7 +49,7 @@ fn oom_kill_becomes_one_incident_with_its_cause_and_one_page() {
     let receiver = Receiver::start();
     let url = receiver.url();
     let d = Daytwo::start(
-        &["up"]
+        &["up", "--metrics-interval-secs", "1"]
             .into_iter()
             .chain(fast_flags(data.to_str().unwrap(), &url))
             .collect::<Vec<_>>(),
@@ -59,6 +59,22 @@ fn oom_kill_becomes_one_incident_with_its_cause_and_one_page() {
     d.wait_agent_ready();
 
     let cg = MemCgroup::new("up", LIMIT);
+    // The node source samples the new cgroup (its limit is on /metrics) before the kill, so
+    // the OOM signal can carry the memory series that led to it.
+    let limit_series = format!(
+        "daytwo_container_memory_limit_bytes{{cgroup=\"{}\",pod_uid=\"\",container_id=\"\"}} {LIMIT}",
+        cg.path
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || get(&format!(
+            "{}/metrics",
+            d.server()
+        ))
+        .is_some_and(|(_, body)| body.lines().any(|l| l == limit_series))),
+        "the node source never sampled {}; log:\n{}",
+        cg.path,
+        read(&d.log)
+    );
     let (pid, killed) = cg.allocate(ALLOC);
     assert!(
         killed,
@@ -105,6 +121,34 @@ fn oom_kill_becomes_one_incident_with_its_cause_and_one_page() {
     assert_eq!(signal["attributes"]["process.pid"], pid);
     assert_eq!(signal["attributes"]["process.executable.name"], "python3");
     assert_eq!(signal["attributes"]["daytwo.memory.limit_bytes"], LIMIT);
+    // The memory series of the cgroup before the kill, as samples.
+    let samples: Vec<&str> = signal["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "sample")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    let usage_prefix = format!("memory.usage_bytes{{cgroup=\"{}\"}}=", cg.path);
+    assert!(
+        samples.iter().any(|t| t.starts_with(&usage_prefix)),
+        "no usage samples of {}: {samples:?}",
+        cg.path
+    );
+    assert!(
+        samples.contains(&format!("memory.limit_bytes{{cgroup=\"{}\"}}={LIMIT}", cg.path).as_str()),
+        "no limit sample: {samples:?}"
+    );
+    // The rule keeps all evidence: the samples reach the hypothesis too.
+    assert!(
+        top["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "sample"),
+        "{}",
+        top["evidence"]
+    );
 
     // The table view names it too.
     let table = d.cli(&["incidents", "list"]);

@@ -1,8 +1,15 @@
 //! Host metrics: CPU, memory, swap, load and filesystem usage, sent as OTLP gauges.
 //!
-//! Entry type: [`HostMetrics`]; [`HostMetrics::run`] samples with sysinfo every
-//! `metrics_interval` and exports one `ExportMetricsServiceRequest` with the generated
-//! `MetricsServiceClient`. [`build_request`] is the pure snapshot → request mapping.
+//! Entry type: [`HostMetrics`]; [`HostMetrics::run`] exports one `ExportMetricsServiceRequest`
+//! with the generated `MetricsServiceClient` every `metrics_interval`. [`build_request`] is the
+//! pure snapshot → request mapping.
+//!
+//! One sampler for the host: when the node source runs (the default) it takes the CPU, memory,
+//! swap and load numbers with [`Sampler`] in the same pass as its `/metrics` series and puts
+//! them in its snapshot (`NodeSnapshot::host_usage`, filesystems from its own `statvfs` list);
+//! this task exports each new snapshot ([`HostMetrics::with_node_snapshots`]). Only with
+//! `--no-node-metrics` does it sample by itself, with the same [`Sampler`] and the same
+//! filesystem list.
 //!
 //! Names follow the OpenTelemetry `system.*` host-metrics conventions: `system.cpu.utilization`
 //! (1), `system.cpu.load_average.{1m,5m,15m}` ({thread}), `system.memory.usage`
@@ -28,8 +35,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
-use sysinfo::{Disks, System};
+use sysinfo::System;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
@@ -60,25 +68,37 @@ pub struct HostSnapshot {
     pub filesystems: Vec<FilesystemUsage>,
 }
 
+/// The OTLP view of the node source's filesystems (the same list as `/metrics`: pseudo and
+/// per-pod mounts left out); free = what unprivileged writers have (`df` Avail).
+pub fn filesystems_from(fs: &[crate::node::fs::Filesystem]) -> Vec<FilesystemUsage> {
+    fs.iter()
+        .map(|f| FilesystemUsage {
+            device: f.mount.device.clone(),
+            mountpoint: f.mount.mountpoint.clone(),
+            fs_type: f.mount.fs_type.clone(),
+            total_bytes: f.size_bytes,
+            free_bytes: f.avail_bytes,
+        })
+        .collect()
+}
+
 /// Holds the sysinfo state between samples (CPU usage is a difference of two refreshes).
 pub struct Sampler {
     system: System,
-    disks: Disks,
 }
 
 impl Sampler {
     pub fn new() -> Option<Self> {
         let mut system = System::new().ok()?;
         system.refresh_cpu_usage();
-        let disks = Disks::new_with_refreshed_list().ok()?;
-        Some(Sampler { system, disks })
+        Some(Sampler { system })
     }
 
-    /// Refreshes and reads everything. Blocking (reads /proc, calls statvfs).
-    pub fn sample(&mut self) -> HostSnapshot {
+    /// Refreshes CPU and memory and reads them, with `filesystems` (read by the caller).
+    /// Blocking (reads /proc).
+    pub fn sample(&mut self, filesystems: &[crate::node::fs::Filesystem]) -> HostSnapshot {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
-        self.disks.refresh(true);
         let s = &self.system;
         HostSnapshot {
             cpu_utilization: f64::from(s.global_cpu_usage()) / 100.0,
@@ -91,17 +111,7 @@ impl Sampler {
             memory_available_bytes: s.available_memory(),
             swap_total_bytes: s.total_swap(),
             swap_used_bytes: s.used_swap(),
-            filesystems: self
-                .disks
-                .iter()
-                .map(|d| FilesystemUsage {
-                    device: d.name().to_string_lossy().into_owned(),
-                    mountpoint: d.mount_point().to_string_lossy().into_owned(),
-                    fs_type: d.file_system().to_string_lossy().into_owned(),
-                    total_bytes: d.total_space(),
-                    free_bytes: d.available_space(),
-                })
-                .collect(),
+            filesystems: filesystems_from(filesystems),
         }
     }
 }
@@ -297,6 +307,9 @@ pub struct HostMetrics {
     host_name: String,
     interval: Duration,
     metrics: Metrics,
+    /// The node source's snapshots (`None`: sample here, reading mounts under `proc_root`).
+    node: Option<crate::node::Latest>,
+    proc_root: PathBuf,
 }
 
 impl HostMetrics {
@@ -313,19 +326,65 @@ impl HostMetrics {
             host_name,
             interval: interval.max(Duration::from_millis(100)),
             metrics,
+            node: None,
+            proc_root: PathBuf::from("/proc"),
         }
     }
 
-    /// Samples and exports every interval until `shutdown`.
+    /// Exports the host numbers of the node source's snapshots instead of sampling again.
+    pub fn with_node_snapshots(mut self, latest: crate::node::Latest) -> Self {
+        self.node = Some(latest);
+        self
+    }
+
+    /// Where mounts are read when this task samples by itself (default `/proc`).
+    pub fn with_proc_root(mut self, proc_root: PathBuf) -> Self {
+        self.proc_root = proc_root;
+        self
+    }
+
+    /// The next snapshot to export: the node source's newest one not exported yet, or one
+    /// sampled here. `None` when there is nothing new (or sampling is impossible).
+    async fn next(
+        &self,
+        sampler: &mut Option<Sampler>,
+        last: &mut Option<Timestamp>,
+    ) -> Option<(HostSnapshot, Timestamp)> {
+        if let Some(latest) = &self.node {
+            let snap = latest.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+            if last.is_some_and(|t| t >= snap.time) {
+                return None;
+            }
+            *last = Some(snap.time);
+            return snap.host_usage.clone().map(|h| (h, snap.time));
+        }
+        let mut s = sampler.take()?;
+        let proc_root = self.proc_root.clone();
+        let (s, snap) = tokio::task::spawn_blocking(move || {
+            let (fs, _) = crate::node::fs::read_filesystems(&proc_root);
+            let snap = s.sample(&fs);
+            (s, snap)
+        })
+        .await
+        .ok()?;
+        *sampler = Some(s);
+        Some((snap, Timestamp::from_system_time(SystemTime::now())))
+    }
+
+    /// Exports every interval until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let sampler = tokio::task::spawn_blocking(Sampler::new)
-            .await
-            .ok()
-            .flatten();
-        let Some(mut sampler) = sampler else {
-            warn!("Host metrics are off: sysinfo cannot read this system.");
-            return;
-        };
+        let mut sampler = None;
+        if self.node.is_none() {
+            sampler = tokio::task::spawn_blocking(Sampler::new)
+                .await
+                .ok()
+                .flatten();
+            if sampler.is_none() {
+                warn!("Host metrics are off: sysinfo cannot read this system.");
+                return;
+            }
+        }
+        let mut last = None;
         let start = tokio::time::Instant::now() + self.interval;
         let mut tick = tokio::time::interval_at(start, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,23 +394,18 @@ impl HostMetrics {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let sampled = tokio::task::spawn_blocking(move || {
-                let snap = sampler.sample();
-                (sampler, snap)
-            });
-            let (s, snap) = tokio::select! {
+            let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = sampled => match r {
-                    Ok(v) => v,
-                    Err(e) => {
-                        warn!(error = %e, "Host metrics sampling failed; host metrics are off.");
-                        return;
-                    }
-                },
+                n = self.next(&mut sampler, &mut last) => n,
             };
-            sampler = s;
-            let now = Timestamp::from_system_time(SystemTime::now());
-            let req = build_request(&snap, &self.host_name, now);
+            let Some((snap, time)) = next else {
+                if self.node.is_none() && sampler.is_none() {
+                    warn!("Host metrics sampling failed; host metrics are off.");
+                    return;
+                }
+                continue;
+            };
+            let req = build_request(&snap, &self.host_name, time);
             let res = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.client.export(req) => r,
@@ -450,10 +504,85 @@ mod tests {
         );
     }
 
+    fn channel(url: &str) -> Channel {
+        tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .connect_lazy()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exports_the_node_sources_snapshots_once_each_and_samples_alone_without_it() {
+        use crate::test_collector::{Answer, TestCollector, eventually};
+        let server = TestCollector::start("127.0.0.1:0".parse().unwrap(), Answer::Ok).await;
+        let metrics = Metrics::unregistered().unwrap();
+        let latest = crate::node::Latest::default();
+        let usage = HostSnapshot {
+            cpu_utilization: 0.5,
+            load_average: None,
+            memory_total_bytes: 10,
+            memory_used_bytes: 4,
+            memory_free_bytes: 6,
+            memory_available_bytes: 6,
+            swap_total_bytes: 0,
+            swap_used_bytes: 0,
+            filesystems: vec![],
+        };
+        *latest.write().unwrap() = Some(std::sync::Arc::new(crate::node::NodeSnapshot {
+            time: Timestamp(77),
+            host_usage: Some(usage),
+            ..Default::default()
+        }));
+        let stop = CancellationToken::new();
+        let from_node = HostMetrics::new(
+            channel(&server.url()),
+            server.url(),
+            "node-1".into(),
+            Duration::from_millis(100),
+            metrics.clone(),
+        )
+        .with_node_snapshots(latest.clone());
+        let task = tokio::spawn(from_node.run(stop.clone()));
+        let exports = server.recorder.metric_exports.clone();
+        eventually("the node snapshot is exported", || {
+            !exports.lock().unwrap().is_empty()
+        })
+        .await;
+        // The same snapshot is not sent again.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        stop.cancel();
+        task.await.unwrap();
+        let sent = exports.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "one snapshot, one export");
+        let m = &sent[0].resource_metrics[0].scope_metrics[0].metrics[0];
+        let Some(metric::Data::Gauge(g)) = &m.data else {
+            panic!("gauge")
+        };
+        assert_eq!(g.data_points[0].time_unix_nano, 77, "the sample's own time");
+
+        // Without the node source it samples by itself.
+        let stop = CancellationToken::new();
+        let alone = HostMetrics::new(
+            channel(&server.url()),
+            server.url(),
+            "node-1".into(),
+            Duration::from_millis(100),
+            metrics,
+        );
+        let task = tokio::spawn(alone.run(stop.clone()));
+        eventually("a self-sampled export", || {
+            exports.lock().unwrap().len() >= 2
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn samples_this_host() {
         let mut s = Sampler::new().expect("sysinfo works on Linux");
-        let snap = s.sample();
+        let (fs, _) = crate::node::fs::read_filesystems(std::path::Path::new("/proc"));
+        let snap = s.sample(&fs);
+        assert_eq!(snap.filesystems.len(), fs.len());
         assert!(snap.memory_total_bytes > 0);
         assert!(snap.memory_used_bytes <= snap.memory_total_bytes);
         assert!((0.0..=1.0).contains(&snap.cpu_utilization));

@@ -13,6 +13,9 @@
 //! * [`host_metrics`] — sysinfo → collector (OTLP metrics), best effort;
 //! * [`logs`] — log files → raw OTLP log records (their own disk queue and shipper) and
 //!   `daytwo.log.*` signals (the signal queue), committed with the file checkpoints;
+//! * [`journald`] — `journalctl -o json --follow` → the same log pipeline as files (with
+//!   `systemd.unit` and priority) and `daytwo.systemd.*` signals, the journal cursor committed
+//!   with what it read;
 //! * [`node`] — procfs, cgroups (v1 and v2) and `statvfs` → the `daytwo_node_*` and
 //!   `daytwo_container_*` series on `/metrics`, and the series detectors' `daytwo.node.*` and
 //!   `daytwo.container.*` signals (the signal queue);
@@ -29,6 +32,7 @@
 
 pub mod cgroup;
 pub mod host_metrics;
+pub mod journald;
 pub mod kmsg;
 pub mod kube;
 pub mod logs;
@@ -90,6 +94,9 @@ pub struct AgentConfig {
     pub node: node::NodeConfig,
     /// Kubernetes watches of this node (see [`kube::KubeConfig`]; `auto` by default).
     pub kube: kube::KubeConfig,
+    /// The systemd journal (auto: on where journalctl and a journal exist; see
+    /// [`journald::JournaldConfig`]). Uses `logs`' redaction, multi-line and detector settings.
+    pub journald: journald::JournaldConfig,
     /// Benchmark mode: read the log sources once to their end without the disk queue or the
     /// network, print one `logs-bench …` line on stdout and stop.
     pub logs_bench: bool,
@@ -114,6 +121,7 @@ impl AgentConfig {
             logs_bench: false,
             node: node::NodeConfig::default(),
             kube: kube::KubeConfig::new(),
+            journald: journald::JournaldConfig::default(),
         }
     }
 }
@@ -186,8 +194,12 @@ pub struct Agent {
     metrics: Metrics,
     kmsg: Option<KmsgSource>,
     logs: Option<(logs::LogsSource, Arc<logs::store::LogStore>)>,
+    /// The journald source and the log store it commits to (shared with `logs`).
+    journald: Option<(journald::JournaldSource, Arc<logs::store::LogStore>)>,
     /// The node source's latest snapshot, read by the collector registered for `/metrics`.
     node_latest: node::Latest,
+    /// Recent memory samples per cgroup: written by the node source, read for OOM evidence.
+    memory_history: node::history::MemoryHistory,
 }
 
 impl std::fmt::Debug for Agent {
@@ -196,6 +208,7 @@ impl std::fmt::Debug for Agent {
             .field("config", &self.config)
             .field("kmsg", &self.kmsg.is_some())
             .field("logs", &self.logs.is_some())
+            .field("journald", &self.journald.is_some())
             .finish()
     }
 }
@@ -241,8 +254,9 @@ impl Agent {
             .connect_timeout(CONNECT_TIMEOUT);
 
         let mut warnings = Vec::new();
+        let memory_history = node::history::MemoryHistory::new();
         let kmsg = if config.kmsg_enabled {
-            match Self::kmsg_source(&config, &queue, &metrics) {
+            match Self::kmsg_source(&config, &queue, &metrics, &memory_history) {
                 Ok(k) => Some(k),
                 Err(w) => {
                     warn!(path = %config.kmsg_path.display(), reason = %w, "Kmsg source is off.");
@@ -282,6 +296,44 @@ impl Agent {
             }
             None
         };
+        let journald = match config.journald.check() {
+            Ok(()) if !config.logs_bench => {
+                let jm = journald::JournaldMetrics::register(registry)
+                    .map_err(|source| AgentError::MetricsRegisterFailed { source })?;
+                let store = match &logs {
+                    Some((_, s)) => s.clone(),
+                    None => Arc::new(logs::store::LogStore::open(queue.clone()).map_err(
+                        |source| AgentError::StateOpenFailed {
+                            path: state.clone(),
+                            source,
+                        },
+                    )?),
+                };
+                match journald::JournaldSource::new(
+                    config.journald.clone(),
+                    &config.logs,
+                    &config.host_name,
+                    store.clone(),
+                    &queue,
+                    metrics.clone(),
+                    jm,
+                ) {
+                    Ok(src) => Some((src, store)),
+                    Err(w) => {
+                        let w = format!("journald: {w}; systemd journal reading is off");
+                        warn!(reason = %w, "Journald source is off.");
+                        warnings.push(w);
+                        None
+                    }
+                }
+            }
+            Ok(()) => None,
+            Err(why) => {
+                // Off is normal on hosts without systemd: one line, not a warning.
+                info!(reason = %why, "Journald source is off.");
+                None
+            }
+        };
         Ok((
             Agent {
                 config,
@@ -290,7 +342,9 @@ impl Agent {
                 metrics,
                 kmsg,
                 logs,
+                journald,
                 node_latest,
+                memory_history,
             },
             warnings,
         ))
@@ -300,6 +354,7 @@ impl Agent {
         config: &AgentConfig,
         queue: &Arc<Queue>,
         metrics: &Metrics,
+        memory: &node::history::MemoryHistory,
     ) -> Result<KmsgSource, String> {
         let path = &config.kmsg_path;
         let file = open_kmsg(path).map_err(|e| open_warning(path, &e))?;
@@ -317,7 +372,8 @@ impl Agent {
             config.host_name.clone(),
             config.cgroup_root.clone(),
             checkpoint,
-        );
+        )
+        .with_memory_history(memory.clone());
         KmsgSource::open(file, path.clone(), pipeline, queue.clone(), metrics.clone())
             .map_err(|e| open_warning(path, &e))
     }
@@ -331,7 +387,9 @@ impl Agent {
             metrics,
             kmsg,
             logs,
+            journald,
             node_latest,
+            memory_history,
         } = self;
         if config.logs_bench {
             let cfg = config.logs.clone();
@@ -382,13 +440,25 @@ impl Agent {
             config.metrics_interval,
             metrics.clone(),
         );
+        // One sampler: with the node source on, the OTLP host metrics are its snapshots.
+        let host = if config.node.enabled {
+            host.with_node_snapshots(node_latest.clone())
+        } else {
+            host.with_proc_root(config.node.proc_root.clone())
+        };
         let token = shutdown.clone();
         tasks.spawn(async move {
             host.run(token).await;
             "host_metrics"
         });
-        if let Some((source, store)) = logs {
-            if config.logs.ship_raw {
+        let log_store = logs
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .or_else(|| journald.as_ref().map(|(_, s)| s.clone()));
+        if let Some(store) = log_store
+            && config.logs.ship_raw
+        {
+            {
                 // Its own connection: a log backlog never queues ahead of a signal.
                 let log_channel = endpoint.connect_lazy();
                 let ship = logs::ship::LogShipper::new(
@@ -406,6 +476,15 @@ impl Agent {
                     "log_shipper"
                 });
             }
+        }
+        if let Some((source, _)) = journald {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                source.run(token).await;
+                "journald"
+            });
+        }
+        if let Some((source, _store)) = logs {
             let token = shutdown.clone();
             tasks.spawn(async move {
                 source.run(token).await;
@@ -421,7 +500,8 @@ impl Agent {
                 node_latest,
                 queue.clone(),
                 metrics.clone(),
-            );
+            )
+            .with_memory_history(memory_history);
             let token = shutdown.clone();
             tasks.spawn(async move {
                 source.run(token).await;

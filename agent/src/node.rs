@@ -28,7 +28,9 @@ pub mod cgroups;
 pub mod detect;
 pub mod exposition;
 pub mod fs;
+pub mod history;
 pub mod procfs;
+pub mod resets;
 
 use crate::metrics::{Metrics, NODE_STAGE_PUSH};
 use crate::queue::Queue;
@@ -77,6 +79,13 @@ pub struct NodeSnapshot {
     pub cgroups: Vec<cgroups::CgroupStats>,
     /// Cgroups seen but not tracked because `max_cgroups` was reached.
     pub cgroups_skipped: u64,
+    /// Counters that went backwards, cumulative since the agent started (set by the source).
+    pub counter_resets: resets::Resets,
+    /// Kernel files that existed but could not be read, cumulative (procfs and cgroups).
+    pub read_errors: u64,
+    /// CPU, memory, swap and load (sysinfo) with these filesystems: what the OTLP host
+    /// metrics export (`None` when sysinfo cannot read this system).
+    pub host_usage: Option<crate::host_metrics::HostSnapshot>,
 }
 
 /// Reads one snapshot. Blocking (procfs, sysfs and `statvfs`). `cgroups` keeps its buffers and
@@ -85,16 +94,21 @@ pub fn sample(
     proc_root: &std::path::Path,
     cgroups: &mut cgroups::Sampler,
     max_cgroups: usize,
+    system: Option<&mut crate::host_metrics::Sampler>,
 ) -> NodeSnapshot {
     let (filesystems, _) = fs::read_filesystems(proc_root);
     let host = procfs::read_host(proc_root);
-    let (cgroups, cgroups_skipped) = cgroups.sample(max_cgroups);
+    let (cgs, cgroups_skipped) = cgroups.sample(max_cgroups);
+    let host_usage = system.map(|s| s.sample(&filesystems));
     NodeSnapshot {
         time: Timestamp::from_system_time(SystemTime::now()),
         filesystems,
         host,
-        cgroups,
+        cgroups: cgs,
         cgroups_skipped,
+        counter_resets: resets::Resets::default(),
+        read_errors: procfs::read_errors() + cgroups.read_errors(),
+        host_usage,
     }
 }
 
@@ -110,6 +124,7 @@ pub struct NodeSource {
     latest: Latest,
     queue: Arc<Queue>,
     metrics: Metrics,
+    memory: Option<history::MemoryHistory>,
 }
 
 impl NodeSource {
@@ -131,7 +146,14 @@ impl NodeSource {
             latest,
             queue,
             metrics,
+            memory: None,
         }
+    }
+
+    /// Also keeps every cgroup's recent memory samples in `h` (the OOM signal's evidence).
+    pub fn with_memory_history(mut self, h: history::MemoryHistory) -> Self {
+        self.memory = Some(h);
+        self
     }
 
     /// Samples, exposes and detects every interval until `shutdown`.
@@ -144,6 +166,7 @@ impl NodeSource {
             latest,
             queue,
             metrics,
+            memory,
         } = self;
         let hierarchies = cgroups::Hierarchies::detect(&cgroup_root);
         if hierarchies.is_empty() {
@@ -156,6 +179,16 @@ impl NodeSource {
         let mut warned_skipped = false;
         let proc_root = Arc::new(config.proc_root.clone());
         let mut sampler = Some(cgroups::Sampler::new(&hierarchies));
+        // CPU and memory for the OTLP host metrics, taken in the same pass.
+        let mut system = tokio::task::spawn_blocking(crate::host_metrics::Sampler::new)
+            .await
+            .ok()
+            .flatten();
+        if system.is_none() {
+            warn!("sysinfo cannot read this system; the OTLP host metrics are off.");
+        }
+        let mut resets_seen = resets::ResetTracker::default();
+        let mut resets_total = resets::Resets::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -163,12 +196,13 @@ impl NodeSource {
             }
             let (pr, max) = (proc_root.clone(), config.max_cgroups);
             let Some(mut s) = sampler.take() else { return };
+            let mut sys = system.take();
             let sampled = tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
-                let snap = sample(&pr, &mut s, max);
-                (snap, s, started.elapsed())
+                let snap = sample(&pr, &mut s, max, sys.as_mut());
+                (snap, s, sys, started.elapsed())
             });
-            let (snap, s, took) = tokio::select! {
+            let (mut snap, s, sys, took) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = sampled => match r {
                     Ok(v) => v,
@@ -179,6 +213,7 @@ impl NodeSource {
                 },
             };
             sampler = Some(s);
+            system = sys;
             metrics.node_sample_seconds.set(took.as_secs_f64());
             metrics.node_cgroups.set(snap.cgroups.len() as i64);
             metrics
@@ -191,6 +226,20 @@ impl NodeSource {
                     "More cgroups than --node-max-cgroups; the deepest are not tracked."
                 );
                 warned_skipped = true;
+            }
+            let r = resets_seen.observe(&snap);
+            if r != resets::Resets::default() {
+                debug!(
+                    cgroups = r.cgroup,
+                    disks = r.disk,
+                    interfaces = r.network,
+                    "Kernel counters went backwards (recreated cgroups or reloaded devices)."
+                );
+            }
+            resets_total.add(r);
+            snap.counter_resets = resets_total;
+            if let Some(h) = &memory {
+                h.record(&snap);
             }
             let signals = detectors.observe(&snap);
             *latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snap));

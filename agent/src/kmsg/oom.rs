@@ -405,6 +405,20 @@ fn parse_killed(rest: &str) -> Option<Victim> {
     Some(v)
 }
 
+/// Appends the memory samples the node source kept of the cgroup whose limit was hit
+/// (`oom_memcg`, else the victim's `task_memcg`) to an OOM signal's evidence (kind `sample`,
+/// oldest first): the series that led to the kill.
+pub fn add_memory_samples(
+    signal: &mut daytwo_model::Signal,
+    kill: &OomKill,
+    history: &crate::node::history::MemoryHistory,
+) {
+    let path = kill.oom_memcg.as_deref().or_else(|| kill.cgroup_path());
+    if let Some(p) = path {
+        signal.evidence.extend(history.evidence(p));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,6 +428,56 @@ mod tests {
         let mut c = OomClassifier::new();
         let kills = records(fixture).iter().filter_map(|r| c.feed(r)).collect();
         (kills, c)
+    }
+
+    #[test]
+    fn the_victim_cgroups_memory_samples_become_evidence() {
+        use crate::node::cgroups::CgroupStats;
+        use crate::node::{NodeSnapshot, history::MemoryHistory};
+        let (kills, _) = classify(MEMCG_OOM_V1);
+        let h = MemoryHistory::new();
+        for (t, usage) in [(1, 10 << 20), (2, 40 << 20), (3, 64 << 20)] {
+            h.record(&NodeSnapshot {
+                time: daytwo_model::Timestamp(t),
+                cgroups: vec![CgroupStats {
+                    path: "/probe1".into(),
+                    memory_usage_bytes: Some(usage),
+                    memory_limit_bytes: Some(64 << 20),
+                    ..CgroupStats::default()
+                }],
+                ..NodeSnapshot::default()
+            });
+        }
+        let mut s = crate::kmsg::signal::oom_signal(
+            &kills[0],
+            None,
+            "node-1",
+            "boot",
+            crate::kmsg::signal::BootClock { boot_unix_nanos: 0 },
+            daytwo_model::Timestamp(5),
+        );
+        let before = s.evidence.len();
+        add_memory_samples(&mut s, &kills[0], &h);
+        let samples: Vec<&str> = s.evidence[before..]
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(samples.len(), 6, "{samples:?}");
+        assert_eq!(
+            samples[4],
+            "memory.usage_bytes{cgroup=\"/probe1\"}=67108864"
+        );
+        assert_eq!(
+            samples[5],
+            "memory.limit_bytes{cgroup=\"/probe1\"}=67108864"
+        );
+        assert!(s.evidence[before..].iter().all(|e| e.kind == "sample"));
+        // Another cgroup's OOM gets none of them.
+        let (global, _) = classify(GLOBAL_OOM);
+        let mut g = s.clone();
+        g.evidence.clear();
+        add_memory_samples(&mut g, &global[0], &h);
+        assert!(g.evidence.iter().all(|e| !e.text.contains("/probe1")));
     }
 
     #[test]

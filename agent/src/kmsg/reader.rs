@@ -110,6 +110,8 @@ pub struct KmsgPipeline {
     /// The latest seq after which the classifier was idle: safe to checkpoint.
     idle_seq: Option<u64>,
     committed_seq: Option<u64>,
+    /// Recent memory samples per cgroup (the node source's), for the OOM signal's evidence.
+    memory: Option<crate::node::history::MemoryHistory>,
 }
 
 /// What processing one record (or a flush) produced.
@@ -147,7 +149,14 @@ impl KmsgPipeline {
             last_seq: checkpoint,
             idle_seq: checkpoint,
             committed_seq: checkpoint,
+            memory: None,
         }
+    }
+
+    /// Adds the victim cgroup's recent memory samples to each OOM signal's evidence.
+    pub fn with_memory_history(mut self, h: crate::node::history::MemoryHistory) -> Self {
+        self.memory = Some(h);
+        self
     }
 
     /// Looks mount points up in other files than `/proc/1/mountinfo` and `/sys/class/block`.
@@ -190,14 +199,18 @@ impl KmsgPipeline {
             .collect();
         if let Some(kill) = self.classifier.feed(&rec) {
             let cg = cgroup_to_read(&kill).and_then(|p| cgroup::read_memory(&self.cgroup_root, p));
-            signals.push(oom_signal(
+            let mut s = oom_signal(
                 &kill,
                 cg.as_ref(),
                 &self.host_name,
                 &self.boot_id,
                 self.clock,
                 now,
-            ));
+            );
+            if let Some(h) = &self.memory {
+                crate::kmsg::oom::add_memory_samples(&mut s, &kill, h);
+            }
+            signals.push(s);
         }
         out.checkpoint = self.advance(rec.seq, !signals.is_empty());
         out.signals = signals;

@@ -116,6 +116,24 @@ impl Pipeline {
         out
     }
 
+    /// Hook for sources that are not files (journald): registers source `id` with its own
+    /// workload, resource and `log.file.path`, so [`RecordSink::record`] with a [`FileInfo`]
+    /// of that id uses them instead of what a path would say. Ids must not collide with the
+    /// tailer's (each source has its own pipeline). [`RecordSink::released`] forgets it.
+    pub fn register_source(&mut self, id: u64, path: &str, wl: WorkloadRef) {
+        if self.files.contains_key(&id) {
+            return;
+        }
+        *self.workload_files.entry(wl.key.clone()).or_default() += 1;
+        self.files.insert(
+            id,
+            FileState {
+                batch: FileBatch::new(&wl.resource, path),
+                wl,
+            },
+        );
+    }
+
     /// Keeps the buffers of committed batches for the next ones (a few, bounded).
     pub fn recycle(&mut self, batches: Vec<EncodedBatch>) {
         for b in batches {

@@ -127,6 +127,18 @@ impl LogStore {
         batches: &[EncodedBatch],
         changes: &CheckpointChanges,
     ) -> Result<(), QueueError> {
+        self.commit_with(signals, batches, changes, &mut |_| Ok(()))
+    }
+
+    /// Like [`LogStore::commit`], and runs `extra` in the same transaction: a source other
+    /// than the tailer (journald) writes its own checkpoint with the batches it produced.
+    pub fn commit_with(
+        &self,
+        signals: &[Signal],
+        batches: &[EncodedBatch],
+        changes: &CheckpointChanges,
+        extra: &mut dyn FnMut(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), QueueError> {
         let mut added = 0u64;
         let mut also = |w: &redb::WriteTransaction| -> Result<(), redb::Error> {
             added = 0;
@@ -154,7 +166,7 @@ impl LogStore {
                     cp.insert(*k, (e.offset, e.fp_len as u64, e.seen_secs))?;
                 }
             }
-            Ok(())
+            extra(w)
         };
         self.queue.push_with(signals, &mut also)?;
         if !batches.is_empty() {

@@ -3,10 +3,9 @@
 //!
 //! Entry types: [`Hierarchies`] (where each controller is mounted, found once by
 //! [`Hierarchies::detect`]), [`Sampler`] (what the agent runs every interval: discovery and
-//! reading in one pass, with reused buffers and cached limits), [`walk`] and [`read_cgroup`]
-//! (the same discovery and reading, path by path and uncached: the reference the sampler is
-//! tested against) and [`kube_ids`] (the pure mapping of a kubepods path to pod UID, QoS class
-//! and container id).
+//! reading in one pass, with reused buffers and cached limits; v1 values win over v2 for the
+//! controllers v1 owns on a hybrid host) and [`kube_ids`] (the pure mapping of a kubepods path
+//! to pod UID, QoS class and container id).
 //!
 //! What is read, v1 → v2:
 //! * CPU time: `cpuacct.usage` (ns) → `cpu.stat usage_usec`;
@@ -26,7 +25,7 @@
 //! directories it did not visit; paths never contain `..`.
 
 use super::procfs::{Pressure, parse_psi};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -92,74 +91,6 @@ impl Hierarchies {
 
     pub fn is_empty(&self) -> bool {
         self.roots().is_empty()
-    }
-}
-
-/// The cgroups found by one [`walk`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Walk {
-    /// Cgroup paths as the kernel names them (`/`, `/kubepods/burstable/pod…/…`), sorted.
-    pub paths: Vec<String>,
-    /// Directories seen but not visited because `max` was reached (their subtrees are not
-    /// counted).
-    pub skipped: u64,
-}
-
-/// Breadth-first over every hierarchy at once, so with a bound the shallow cgroups (slices,
-/// pods) are kept before deep ones. The root `/` counts as one cgroup.
-pub fn walk(h: &Hierarchies, max: usize) -> Walk {
-    let roots = h.roots();
-    let mut seen: BTreeMap<String, ()> = BTreeMap::new();
-    let mut skipped = 0u64;
-    let mut queue: VecDeque<String> = VecDeque::new();
-    if !roots.is_empty() && max > 0 {
-        seen.insert("/".to_string(), ());
-        queue.push_back(String::new());
-    }
-    while let Some(rel) = queue.pop_front() {
-        let mut children: Vec<String> = Vec::new();
-        for root in &roots {
-            let dir = if rel.is_empty() {
-                root.to_path_buf()
-            } else {
-                root.join(&rel)
-            };
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                    continue;
-                }
-                let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                let child = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                children.push(child);
-            }
-        }
-        children.sort();
-        children.dedup();
-        for c in children {
-            let path = format!("/{c}");
-            if seen.contains_key(&path) {
-                continue;
-            }
-            if seen.len() >= max {
-                skipped += 1;
-                continue;
-            }
-            seen.insert(path, ());
-            queue.push_back(c);
-        }
-    }
-    Walk {
-        paths: seen.into_keys().collect(),
-        skipped,
     }
 }
 
@@ -342,11 +273,23 @@ struct Dirs<'a> {
     v2: Option<At<'a>>,
 }
 
-/// Reused buffers: the file's text and the path being opened.
+/// Reused buffers: the file's text and the path being opened; and how many files existed but
+/// could not be read.
 #[derive(Default)]
 struct Bufs {
     text: Vec<u8>,
     path: Vec<u8>,
+    errors: u64,
+}
+
+/// A failed open or read of a cgroup file that means more than "not there": a missing file
+/// (`ENOENT`: the controller or the cgroup is gone) and a removed cgroup's file (`ENODEV`) are
+/// normal.
+fn count_error(b: &mut Bufs) {
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    if !matches!(errno, Some(libc::ENOENT) | Some(libc::ENODEV)) {
+        b.errors += 1;
+    }
 }
 
 impl<'a> Dirs<'a> {
@@ -376,8 +319,7 @@ struct Cached {
 /// opens each cgroup directory once per hierarchy it exists in, lists only directories that
 /// have subdirectories (kernfs gives a directory `2 + subdirectories` links), reads the files
 /// relative to the directory fd into one reused buffer, skips `memory.stat` when usage is 0 (the
-/// working set is 0 either way) and re-reads limits only every [`LIMITS_EVERY`] samples. Same
-/// result as [`walk`] then [`read_cgroup`] on each path, but for the limits' delay.
+/// working set is 0 either way) and re-reads limits only every [`LIMITS_EVERY`] samples.
 pub struct Sampler {
     /// Each distinct hierarchy root, opened once, with the controllers it serves.
     roots: Vec<(OwnedFd, u8)>,
@@ -419,8 +361,15 @@ impl Sampler {
         }
     }
 
-    /// Breadth-first over every hierarchy at once, as [`walk`]: at most `max` cgroups, shallow
-    /// ones first; returns their stats sorted by path and the directories not visited.
+    /// Cgroup files that existed but could not be read (or were not text) so far.
+    pub fn read_errors(&self) -> u64 {
+        self.buf.errors
+    }
+
+    /// Breadth-first over every hierarchy at once, so with a bound the shallow cgroups
+    /// (slices, pods) are kept before deep ones: at most `max` cgroups (the root `/` counts as
+    /// one), returns their stats sorted by path and the directories not visited (their
+    /// subtrees are not counted).
     pub fn sample(&mut self, max: usize) -> (Vec<CgroupStats>, u64) {
         let mut out: Vec<CgroupStats> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
@@ -603,6 +552,7 @@ fn read_at<'a>(dir: At, name: &CStr, b: &'a mut Bufs) -> Option<&'a str> {
         )
     };
     if fd < 0 {
+        count_error(b);
         return None;
     }
     // SAFETY: fd was just opened and is owned by nobody else.
@@ -623,6 +573,10 @@ fn read_at<'a>(dir: At, name: &CStr, b: &'a mut Bufs) -> Option<&'a str> {
             )
         };
         if n < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if !matches!(errno, Some(libc::ENOENT) | Some(libc::ENODEV)) {
+                b.errors += 1;
+            }
             return None;
         }
         let n = n as usize;
@@ -634,7 +588,13 @@ fn read_at<'a>(dir: At, name: &CStr, b: &'a mut Bufs) -> Option<&'a str> {
         }
         buf.reserve(buf.capacity());
     }
-    std::str::from_utf8(buf).ok()
+    match std::str::from_utf8(&b.text) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            b.errors += 1;
+            None
+        }
+    }
 }
 
 fn number_at(dir: At, name: &CStr, buf: &mut Bufs) -> Option<u64> {
@@ -648,44 +608,6 @@ fn pressure_at(dir: At, buf: &mut Bufs) -> Pressure {
         memory: get(c"memory.pressure"),
         io: get(c"io.pressure"),
     }
-}
-
-/// Reads one cgroup in every hierarchy it exists in. v1 values win over v2 for the
-/// controllers v1 owns on a hybrid host (the v2 hierarchy then has only PSI and `cpu.stat`).
-pub fn read_cgroup(h: &Hierarchies, path: &str) -> CgroupStats {
-    let rel = path.trim_start_matches('/');
-    let mut paths: Vec<(Vec<u8>, u8)> = Vec::new();
-    for (root, bit) in [
-        (&h.memory_v1, C_MEMORY),
-        (&h.cpu_v1, C_CPU),
-        (&h.cpuacct_v1, C_CPUACCT),
-        (&h.pids_v1, C_PIDS),
-        (&h.v2, C_V2),
-    ] {
-        let Some(r) = root else { continue };
-        let d = if rel.is_empty() {
-            r.clone()
-        } else {
-            r.join(rel)
-        };
-        let mut bytes = d.as_os_str().as_bytes().to_vec();
-        if d.is_dir() && !bytes.contains(&0) {
-            bytes.push(b'/');
-            paths.push((bytes, bit));
-        }
-    }
-    let mut dirs = Dirs::default();
-    for (p, bit) in &paths {
-        dirs.set(
-            *bit,
-            At {
-                fd: libc::AT_FDCWD,
-                prefix: p,
-            },
-        );
-    }
-    let mut buf = Bufs::default();
-    read_dirs(&dirs, path, &mut buf, None).0
 }
 
 /// One cgroup's values from its directories; `limits`: the cached limits, or `None` to read
@@ -950,6 +872,12 @@ mod tests {
         );
     }
 
+    /// One cgroup as a full sample reads it (absent: `None`).
+    fn read_one(h: &Hierarchies, path: &str) -> Option<CgroupStats> {
+        let (all, _) = Sampler::new(h).sample(usize::MAX);
+        all.into_iter().find(|s| s.path == path)
+    }
+
     #[test]
     fn detects_a_hybrid_host_and_reads_v1_first() {
         let tmp = tempfile::tempdir().unwrap();
@@ -958,7 +886,7 @@ mod tests {
         assert_eq!(h.memory_v1, Some(tmp.path().join("memory")));
         assert_eq!(h.cpu_v1, Some(tmp.path().join("cpu")));
         assert_eq!(h.v2, Some(tmp.path().join("unified")));
-        let s = read_cgroup(&h, "/app");
+        let s = read_one(&h, "/app").unwrap();
         assert_eq!(s.cpu_usage_nanos, Some(1_500_000_000));
         assert_eq!(
             s.cpu,
@@ -1015,7 +943,7 @@ mod tests {
         let h = Hierarchies::detect(root);
         assert_eq!(h.v2, Some(root.to_path_buf()));
         assert_eq!(h.memory_v1, None);
-        let s = read_cgroup(&h, "/svc");
+        let s = read_one(&h, "/svc").unwrap();
         assert_eq!(s.cpu_usage_nanos, Some(2_000_000_000));
         assert_eq!(s.cpu.unwrap().nr_throttled, 4);
         assert_eq!(s.cpu.unwrap().throttled_nanos, 300_000_000);
@@ -1028,24 +956,35 @@ mod tests {
     }
 
     #[test]
-    fn walk_is_breadth_first_and_bounded() {
+    fn sampling_is_breadth_first_and_bounded() {
         let tmp = tempfile::tempdir().unwrap();
         hybrid(tmp.path());
         let h = Hierarchies::detect(tmp.path());
-        let all = walk(&h, 100);
+        let paths = |max| {
+            let (s, skipped) = Sampler::new(&h).sample(max);
+            (s.into_iter().map(|s| s.path).collect::<Vec<_>>(), skipped)
+        };
         assert_eq!(
-            all.paths,
-            ["/", "/app", "/app/deeper", "/app/deeper/deepest"]
+            paths(100),
+            (
+                vec![
+                    "/".to_string(),
+                    "/app".into(),
+                    "/app/deeper".into(),
+                    "/app/deeper/deepest".into()
+                ],
+                0
+            )
         );
-        assert_eq!(all.skipped, 0);
-        let two = walk(&h, 2);
-        assert_eq!(two.paths, ["/", "/app"]);
-        assert_eq!(two.skipped, 1);
-        assert_eq!(walk(&Hierarchies::default(), 10), Walk::default());
+        assert_eq!(paths(2), (vec!["/".to_string(), "/app".into()], 1));
+        assert_eq!(
+            Sampler::new(&Hierarchies::default()).sample(10),
+            (Vec::new(), 0)
+        );
     }
 
     #[test]
-    fn sampler_matches_walk_and_read_and_caches_limits() {
+    fn sampler_caches_limits_and_forgets_vanished_cgroups() {
         let tmp = tempfile::tempdir().unwrap();
         hybrid(tmp.path());
         write(
@@ -1066,16 +1005,11 @@ mod tests {
         );
         let h = Hierarchies::detect(tmp.path());
         let mut sampler = Sampler::new(&h);
-        let w = walk(&h, 100);
-        let want: Vec<CgroupStats> = w.paths.iter().map(|p| read_cgroup(&h, p)).collect();
-        assert_eq!(sampler.sample(100), (want.clone(), 0));
-        let app = want.iter().find(|s| s.path == "/app").unwrap();
+        let (first, skipped) = sampler.sample(100);
+        assert_eq!(skipped, 0);
+        assert!(first.iter().any(|s| s.path == "/only-pids"));
+        let app = first.iter().find(|s| s.path == "/app").unwrap();
         assert_eq!(app.memory_limit_bytes, Some(268_435_456));
-        // Bounded like the walk.
-        let mut bounded = Sampler::new(&h);
-        let (two, skipped) = bounded.sample(2);
-        let paths: Vec<&str> = two.iter().map(|s| s.path.as_str()).collect();
-        assert_eq!((paths, skipped), (vec!["/", "/app"], walk(&h, 2).skipped));
         // A limit change shows after LIMITS_EVERY samples; usage at once.
         fs::write(
             tmp.path().join("memory/app/memory.limit_in_bytes"),
@@ -1117,8 +1051,125 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         hybrid(tmp.path());
         let h = Hierarchies::detect(tmp.path());
-        let s = read_cgroup(&h, "/gone");
-        assert_eq!(s.memory_usage_bytes, None);
-        assert_eq!(s.cpu, None);
+        assert_eq!(read_one(&h, "/gone"), None);
+        // Removed between two samples: gone from the next one, nothing else changes.
+        fs::remove_dir_all(tmp.path().join("memory/app/deeper")).unwrap();
+        let s = read_one(&h, "/app").unwrap();
+        assert_eq!(s.memory_usage_bytes, Some(104_857_600));
+        assert_eq!(read_one(&h, "/app/deeper"), None);
+    }
+
+    /// A pure v2 tree with one cgroup `/svc` holding `files` (bytes, so garbage is possible).
+    fn v2_tree(root: &Path, files: &[(&str, &[u8])]) {
+        write(
+            root,
+            &[
+                ("cgroup.procs", ""),
+                ("cgroup.controllers", "cpu memory pids"),
+            ],
+        );
+        let svc = root.join("svc");
+        fs::create_dir_all(&svc).unwrap();
+        fs::write(svc.join("cgroup.procs"), "").unwrap();
+        for (name, content) in files {
+            fs::write(svc.join(name), content).unwrap();
+        }
+    }
+
+    #[test]
+    fn garbage_in_cgroup_files_is_a_missing_value_and_unreadable_files_are_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        v2_tree(
+            tmp.path(),
+            &[
+                (
+                    "cpu.stat",
+                    b"usage_usec lots\nnr_periods -3\nnr_throttled 18446744073709551616\n",
+                ),
+                ("memory.current", b"\xff\xfe\x00garbage"),
+                ("memory.max", b"-5\n"),
+                ("memory.events", b"oom_kill\n\n\n"),
+                ("pids.current", b"3\n"),
+                ("cpu.max", b"max max max\n"),
+                ("cpu.pressure", b"some avg10=x total=\n"),
+            ],
+        );
+        // A "file" that cannot be read at all.
+        fs::create_dir(tmp.path().join("svc/pids.max")).unwrap();
+        let mut sampler = Sampler::new(&Hierarchies::detect(tmp.path()));
+        let (stats, _) = sampler.sample(10);
+        let s = stats.iter().find(|s| s.path == "/svc").unwrap();
+        assert_eq!(s.cpu_usage_nanos, None);
+        assert_eq!(s.memory_usage_bytes, None, "not text");
+        assert_eq!(s.memory_limit_bytes, None);
+        assert_eq!(s.oom_kills, None);
+        assert_eq!((s.pids_current, s.pids_max), (Some(3), None));
+        assert_eq!(s.cpu_limit_cores, None);
+        assert_eq!(s.pressure.cpu, None);
+        // The non-UTF-8 file and the directory are errors; absent files are not.
+        assert_eq!(sampler.read_errors(), 2);
+    }
+
+    #[test]
+    fn a_cgroup_recreated_under_its_path_reads_its_new_counters_and_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = |usage: &str, max: &str| {
+            vec![
+                (
+                    "cpu.stat",
+                    format!(
+                        "usage_usec {usage}\nnr_periods 10\nnr_throttled 5\nthrottled_usec 9\n"
+                    ),
+                ),
+                ("cpu.max", "50000 100000\n".to_string()),
+                ("memory.current", "4096\n".to_string()),
+                ("memory.max", format!("{max}\n")),
+            ]
+        };
+        let put = |f: Vec<(&str, String)>| {
+            let b: Vec<(&str, &[u8])> = f.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
+            v2_tree(tmp.path(), &b);
+        };
+        put(files("9000000", "8192"));
+        let mut sampler = Sampler::new(&Hierarchies::detect(tmp.path()));
+        let (a, _) = sampler.sample(10);
+        // Recreated: the new directory exists before the old one goes, so its inode differs
+        // (as kernfs gives every new cgroup a new one).
+        let old = tmp.path().join("svc");
+        fs::rename(&old, tmp.path().join("old-svc")).unwrap();
+        put(files("1000", "4096"));
+        fs::remove_dir_all(tmp.path().join("old-svc")).unwrap();
+        let (b, _) = sampler.sample(10);
+        let svc = |v: &[CgroupStats]| v.iter().find(|s| s.path == "/svc").cloned().unwrap();
+        assert_eq!(svc(&b).cpu_usage_nanos, Some(1_000_000));
+        assert_eq!(
+            svc(&b).memory_limit_bytes,
+            Some(4096),
+            "a new inode re-reads limits"
+        );
+        let snap = |c: Vec<CgroupStats>| crate::node::NodeSnapshot {
+            cgroups: c,
+            ..Default::default()
+        };
+        assert_eq!(crate::node::resets::count(&snap(a), &snap(b)).cgroup, 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cgroup_parsers_never_panic_on_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let t = String::from_utf8_lossy(&b);
+            let _ = parse_cpu_max(&t);
+            let _ = limit(&t);
+            let _ = keyed(&t, ["usage_usec", "nr_periods", "oom_kill"]);
+            let _ = kube_ids(&t);
+            let _ = parse_psi(&t);
+        }
+
+        #[test]
+        fn cpu_max_is_positive_or_none(q in proptest::prelude::any::<i64>(), p in proptest::prelude::any::<i64>()) {
+            if let Some(c) = parse_cpu_max(&format!("{q} {p}\n")) {
+                proptest::prop_assert!(c > 0.0 && c.is_finite());
+            }
+        }
     }
 }

@@ -885,6 +885,45 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_recreated_with_reset_counters_gives_no_false_signal() {
+        let mut d = NodeDetectors::new(HOST.into(), cfg());
+        // Lightly throttled for a while, then recreated under the same path: its counters fall
+        // from (100 periods, 10 throttled) to (1, 1), which as a naive difference would be a
+        // negative or absurd ratio.
+        for i in 0..10u64 {
+            assert!(
+                d.observe(&snap(i as i64, vec![], vec![throttled("/app", i * 10, i)]))
+                    .is_empty()
+            );
+        }
+        for i in 0..5u64 {
+            let s = d.observe(&snap(
+                10 + i as i64,
+                vec![],
+                vec![throttled("/app", 1 + i * 10, 1 + i)],
+            ));
+            assert!(s.is_empty(), "a reset is not throttling: {s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any sequence of cpu.stat readings, resets included: every throttling signal's ratio
+        /// is a share in [0, 1], never negative.
+        #[test]
+        fn throttled_ratios_stay_in_range_across_resets(
+            readings in proptest::collection::vec((0u64..2000, 0u64..2000), 1..40)
+        ) {
+            let mut d = NodeDetectors::new(HOST.into(), cfg());
+            for (i, (p, t)) in readings.iter().enumerate() {
+                for s in d.observe(&snap(i as i64, vec![], vec![throttled("/p", *p, *t)])) {
+                    let r = s.attributes["daytwo.cpu.throttled_ratio"].as_f64().unwrap();
+                    proptest::prop_assert!((0.0..=1.0).contains(&r), "{r}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unthrottled_and_unlimited_cgroups_stay_quiet() {
         let mut d = NodeDetectors::new(HOST.into(), cfg());
         for i in 0..20u64 {

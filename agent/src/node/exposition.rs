@@ -30,6 +30,7 @@ const FS: &[&str] = &["device", "mountpoint", "fstype"];
 const DEV: &[&str] = &["device"];
 const CG: &[&str] = &["cgroup", "pod_uid", "container_id"];
 const NONE: &[&str] = &[];
+const SOURCE: &[&str] = &["source"];
 
 macro_rules! families {
     ($($id:ident: $name:literal, $kind:ident, $labels:expr, $help:literal;)*) => {
@@ -94,6 +95,8 @@ families! {
     CG_PSI_MEM_STALL: "daytwo_container_pressure_memory_stalled_seconds_total", counter, CG, "Time all tasks of the cgroup stalled on memory (PSI full).";
     CG_PSI_IO_WAIT: "daytwo_container_pressure_io_waiting_seconds_total", counter, CG, "Time some tasks of the cgroup waited for I/O (PSI some).";
     CG_PSI_IO_STALL: "daytwo_container_pressure_io_stalled_seconds_total", counter, CG, "Time all tasks of the cgroup stalled on I/O (PSI full).";
+    NODE_RESETS: "daytwo_agent_node_resets_total", counter, SOURCE, "Cgroups, disks and interfaces whose kernel counters went backwards between two samples (recreated or reloaded); never a negative rate.";
+    NODE_READ_ERRORS: "daytwo_agent_node_read_errors_total", counter, NONE, "Kernel files (procfs, cgroup) that existed but could not be read or were not text; the value is left out of that sample.";
     PROC_CPU: "process_cpu_seconds_total", counter, NONE, "Total user and system CPU time spent in seconds.";
     PROC_RSS: "process_resident_memory_bytes", gauge, NONE, "Resident memory size in bytes.";
     PROC_VSZ: "process_virtual_memory_bytes", gauge, NONE, "Virtual memory size in bytes.";
@@ -279,6 +282,13 @@ pub fn families(snap: Option<&NodeSnapshot>, me: Option<&procfs::SelfHealth>) ->
                 p.io.and_then(|x| x.full).map(|f| usec(f.total_usec)),
             );
         }
+    }
+    if let Some(s) = snap {
+        let r = s.counter_resets;
+        o.put(&NODE_RESETS, &["cgroup"], r.cgroup as f64);
+        o.put(&NODE_RESETS, &["disk"], r.disk as f64);
+        o.put(&NODE_RESETS, &["network"], r.network as f64);
+        o.put(&NODE_READ_ERRORS, &[], s.read_errors as f64);
     }
     if let Some(me) = me {
         o.put(&PROC_CPU, &[], me.cpu_seconds);

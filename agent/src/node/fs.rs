@@ -300,4 +300,11 @@ tmpfs /tmp/daytwo-e2e tmpfs rw,relatime,size=8192k 0 0
         let root = root.expect("/ is mounted");
         assert!(root.size_bytes > 0 && root.files > 0);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_mounts_never_panics_on_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = parse_mounts(&String::from_utf8_lossy(&b));
+        }
+    }
 }

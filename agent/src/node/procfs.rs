@@ -215,8 +215,25 @@ pub fn parse_file_nr(text: &str) -> Option<(u64, u64)> {
     (f.len() == 3).then(|| (f[0], f[2]))
 }
 
+/// Files that existed but could not be read (permission, I/O error) or were not text, since
+/// the process started: `daytwo_agent_node_read_errors_total`. A missing file is normal (a
+/// module not loaded) and not counted.
+static READ_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`READ_ERRORS`].
+pub fn read_errors() -> u64 {
+    READ_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+    match std::fs::read_to_string(path) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => {
+            READ_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -445,7 +462,58 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(h, HostCounters::default());
     }
 
+    #[test]
+    fn garbage_proc_files_are_empty_values_and_unreadable_ones_are_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        std::fs::create_dir_all(p.join("net")).unwrap();
+        std::fs::create_dir_all(p.join("sys/fs")).unwrap();
+        std::fs::create_dir_all(p.join("pressure")).unwrap();
+        std::fs::write(p.join("diskstats"), b"\x00\xff\xfe binary").unwrap();
+        std::fs::write(
+            p.join("net/dev"),
+            "Inter-|\n face |\n  eth0: 1 2 x 4 5 6 7 8 9 10 11 12 13 14 15 16\n lo: -1\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("sys/fs/file-nr"), "many\n").unwrap();
+        // Unreadable: a directory where a file should be.
+        std::fs::create_dir_all(p.join("pressure/memory")).unwrap();
+        std::fs::write(p.join("pressure/cpu"), "some avg10=abc\n").unwrap();
+        let before = read_errors();
+        let h = read_host(p);
+        assert!(h.disks.is_empty());
+        assert!(h.interfaces.iter().all(|i| i.device != "lo"));
+        assert_eq!(h.file_handles, None);
+        assert_eq!(h.pressure.cpu, None);
+        assert_eq!(h.pressure.memory, None);
+        // diskstats (not text) and pressure/memory (a directory); missing files are not errors.
+        assert!(read_errors() >= before + 2);
+    }
+
     proptest! {
+        #[test]
+        fn parsers_never_panic_on_bytes(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let s = String::from_utf8_lossy(&b);
+            let _ = parse_diskstats(&s);
+            let _ = parse_net_dev(&s);
+            let _ = parse_psi(&s);
+            let _ = parse_file_nr(&s);
+            let _ = parse_self_stat(&s);
+        }
+
+        /// Lines shaped like the real files with arbitrary numbers (huge, negative, missing).
+        #[test]
+        fn near_real_lines_never_panic(
+            name in "[a-z]{1,6}[0-9]{0,2}",
+            nums in proptest::collection::vec(prop_oneof![any::<u64>().prop_map(|n| n.to_string()), any::<i64>().prop_map(|n| n.to_string()), Just("18446744073709551616".to_string()), Just("x".to_string())], 0..20),
+        ) {
+            let joined = nums.join(" ");
+            let _ = parse_diskstats(&format!("   8       0 {name} {joined}\n"));
+            let _ = parse_net_dev(&format!("h\nh\n  {name}: {joined}\n"));
+            let _ = parse_psi(&format!("some avg10={} total={}\n", nums.first().cloned().unwrap_or_default(), joined));
+            let _ = parse_file_nr(&joined);
+        }
+
         #[test]
         fn parsers_never_panic(s in ".{0,400}") {
             let _ = parse_diskstats(&s);
