@@ -50,8 +50,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use token::{
-    Kind, WILD, canon_kind, contains_wild, generalise, generalise_into, glob, is_date_word,
-    is_word_byte, key_of, kind_of, word_kind,
+    Kind, SCAN, SCAN_NONWORD, SCAN_SPACE, WILD, canon_kind_scanned, contains_wild, generalise,
+    generalise_into, generalise_keeps, glob, is_date_word, key_of, kind_of, word_kind,
 };
 
 /// Names one cluster of lines (one template). Stable for the life of the miner's state.
@@ -506,6 +506,8 @@ impl Miner {
                     }
                 }
                 _ if &*c.tokens[i] == tok => {}
+                // The template already covers the token: generalising gives it back.
+                Kind::VarLike if generalise_keeps(&c.tokens[i], tok) => {}
                 old => {
                     let g = &mut s.general;
                     generalise_into(&c.tokens[i], tok, g, &mut s.raw, &mut s.stage);
@@ -805,8 +807,10 @@ fn mismatches(c: &Cluster, s: &Scratch, threshold: f64, best: Option<usize>) -> 
     // No candidate with more differences than this can be accepted or beat the best so far.
     let budget = ((slack * n as f64 + 1e-9).floor() as usize).min(best.unwrap_or(usize::MAX));
     let (mut miss, mut wild) = (0usize, 0usize);
+    // The cheap comparisons first, the `alike` ones (which scan both tokens) after: the count
+    // is the same in any order, and a line that differs in plain words leaves early.
+    let mut soft = false;
     for (i, &(a, b, kind)) in s.spans.iter().enumerate() {
-        let t = &*c.tokens[i];
         let tok = &s.buf[a as usize..b as usize];
         let ok = match c.kinds[i] {
             Kind::Any => {
@@ -814,12 +818,35 @@ fn mismatches(c: &Cluster, s: &Scratch, threshold: f64, best: Option<usize>) -> 
                 true
             }
             Kind::Wild => kind != Kind::Const,
-            Kind::VarLike => t == tok || (kind != Kind::Const && alike(t, tok)),
-            Kind::Const => t == tok,
+            Kind::VarLike => {
+                // Decided below, unless it is plainly equal or plainly not alike.
+                let t = &*c.tokens[i];
+                if t == tok || kind == Kind::Const {
+                    t == tok
+                } else {
+                    soft = true;
+                    true
+                }
+            }
+            Kind::Const => &*c.tokens[i] == tok,
         };
         miss += !ok as usize;
         if miss > budget {
             return None;
+        }
+    }
+    if soft {
+        for (i, &(a, b, kind)) in s.spans.iter().enumerate() {
+            if c.kinds[i] != Kind::VarLike || kind == Kind::Const {
+                continue;
+            }
+            let (t, tok) = (&*c.tokens[i], &s.buf[a as usize..b as usize]);
+            if t != tok && !alike(t, tok) {
+                miss += 1;
+                if miss > budget {
+                    return None;
+                }
+            }
         }
     }
     let fixed = n - wild;
@@ -966,18 +993,23 @@ fn tokenize(line: &str, max_tokens: usize, s: &mut Scratch) {
     let b = line.as_bytes();
     let (mut i, mut copied) = (0, 0);
     loop {
-        while i < b.len() && b[i].is_ascii_whitespace() {
+        while i < b.len() && SCAN[b[i] as usize] & SCAN_SPACE != 0 {
             i += 1;
         }
         if i == b.len() {
             break;
         }
         let start = i;
-        let mut word = true;
-        while i < b.len() && !b[i].is_ascii_whitespace() {
-            word &= is_word_byte(b[i]);
+        let mut any = 0u8;
+        while i < b.len() {
+            let c = SCAN[b[i] as usize];
+            if c & SCAN_SPACE != 0 {
+                break;
+            }
+            any |= c;
             i += 1;
         }
+        let word = any & SCAN_NONWORD == 0;
         if s.spans.len() == max_tokens {
             // The rest of the line is one variable.
             s.buf.push_str(&line[copied..start]);
@@ -993,7 +1025,7 @@ fn tokenize(line: &str, max_tokens: usize, s: &mut Scratch) {
         } else {
             s.buf.push_str(&line[copied..start]);
             let a = s.buf.len();
-            let kind = canon_kind(tok, &mut s.buf, &mut s.stage);
+            let kind = canon_kind_scanned(tok, any, &mut s.buf, &mut s.stage);
             s.spans.push((a as u32, s.buf.len() as u32, kind));
             copied = i;
         }
