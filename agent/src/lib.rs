@@ -388,7 +388,7 @@ impl Agent {
                     store,
                     log_channel,
                     config.collector.clone(),
-                    config.logs.compress,
+                    config.logs.compression,
                     config.logs.max_request_bytes,
                     shipper::Backoff::new(config.retry_initial, config.retry_max),
                     metrics.clone(),

@@ -69,8 +69,9 @@ pub struct LogsConfig {
     pub redact: Vec<String>,
     /// Ship raw records (default on; detection runs either way).
     pub ship_raw: bool,
-    /// gzip raw-log exports (default on).
-    pub compress: bool,
+    /// gzip raw-log exports: `auto` (default: unless the collector is on loopback), `gzip`,
+    /// `none`.
+    pub compression: ship::Compression,
     /// Reading pauses while this many bytes of raw logs wait on disk (256 MiB).
     pub queue_max_bytes: u64,
     /// Bytes read per poll across all files (1 MiB); a commit holds one or two polls.
@@ -93,7 +94,7 @@ impl Default for LogsConfig {
             rotate_wait: Duration::from_secs(5),
             redact: Vec::new(),
             ship_raw: true,
-            compress: true,
+            compression: ship::Compression::Auto,
             queue_max_bytes: 256 << 20,
             read_budget_bytes: 1 << 20,
             max_request_bytes: 1 << 20,
@@ -121,7 +122,10 @@ pub struct LogsFile {
     #[serde(default)]
     pub redact: Vec<String>,
     pub ship_raw: Option<bool>,
+    /// `false`: the same as `compression: none` (older name).
     pub compress: Option<bool>,
+    /// `auto`, `gzip` or `none`.
+    pub compression: Option<ship::Compression>,
     pub queue_max_bytes: Option<u64>,
     /// Detector thresholds.
     pub detect: Option<DetectConfig>,
@@ -302,15 +306,21 @@ impl LogsSource {
         }
     }
 
-    /// After a commit: counts its signals and keeps its buffers.
-    fn committed(&mut self, done: Pending) {
+    /// After a commit: counts its signals, hands its batches to the shipper (in memory) and
+    /// keeps the buffers the shipper does not need.
+    fn committed(&mut self, (done, first): (Pending, u64)) {
         for s in &done.signals {
             self.metrics
                 .signals_emitted
                 .with_label_values(&[s.name.as_str()])
                 .inc();
         }
-        self.pipeline.recycle(done.batches);
+        let spare = if self.cfg.ship_raw {
+            self.store.keep(first, done.batches)
+        } else {
+            done.batches.into_iter().map(|b| b.into_buf()).collect()
+        };
+        self.pipeline.recycle_bufs(spare);
         self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
     }
 
@@ -331,7 +341,7 @@ impl LogsSource {
         let start = tokio::time::Instant::now();
         let interval = self.cfg.poll_interval;
         let max_pending = self.cfg.read_budget_bytes * MAX_PENDING_BUDGETS;
-        let mut inflight: Option<tokio::task::JoinHandle<Option<Pending>>> = None;
+        let mut inflight: Option<tokio::task::JoinHandle<Option<(Pending, u64)>>> = None;
         loop {
             if shutdown.is_cancelled() {
                 if let Some(h) = inflight.take() {
@@ -417,17 +427,17 @@ impl Pending {
 }
 
 /// Commits `p` (blocking), retrying a failing disk until it works or `shutdown` (then
-/// `None`: nothing was committed).
+/// `None`: nothing was committed). Returns it with the key of its first batch.
 fn commit(
     store: &LogStore,
     metrics: &Metrics,
     p: Pending,
     shutdown: &CancellationToken,
-) -> Option<Pending> {
+) -> Option<(Pending, u64)> {
     let mut delay = Duration::from_millis(100);
     loop {
         match store.commit(&p.signals, &p.batches, &p.changes) {
-            Ok(()) => return Some(p),
+            Ok(first) => return Some((p, first)),
             Err(e) => {
                 metrics
                     .logs_errors

@@ -118,11 +118,15 @@ impl Pipeline {
 
     /// Keeps the buffers of committed batches for the next ones (a few, bounded).
     pub fn recycle(&mut self, batches: Vec<EncodedBatch>) {
-        for b in batches {
+        self.recycle_bufs(batches.into_iter().map(EncodedBatch::into_buf).collect());
+    }
+
+    /// [`Pipeline::recycle`] for buffers already taken out of their batches.
+    pub fn recycle_bufs(&mut self, bufs: Vec<Vec<u8>>) {
+        for buf in bufs {
             if self.spare.len() >= 2 {
                 break;
             }
-            let buf = b.into_buf();
             // A batch is bounded by the read budget; a buffer far larger came from an
             // unusual poll and is not worth keeping.
             if buf.capacity() <= self.batch_max_bytes.saturating_mul(2).max(1 << 20) {
