@@ -203,6 +203,9 @@ impl Agent {
     ) -> Result<(Agent, Vec<String>), AgentError> {
         let metrics = Metrics::register(registry)
             .map_err(|source| AgentError::MetricsRegisterFailed { source })?;
+        if config.logs.enabled {
+            logs::tune_allocator();
+        }
         // Node, container and agent-process series, built at scrape time (process_* even when
         // the node source is off).
         let node_latest = node::Latest::default();

@@ -12,8 +12,8 @@
 //! signal shipper: a batch leaves the disk only after the collector answered OK
 //! (at-least-once), INVALID_ARGUMENT drops it (counted in
 //! `daytwo_agent_logs_dropped_total{reason="rejected"}`), anything else retries the same
-//! request with backoff. At most two requests are held in memory: the one on the wire and the
-//! one whose delete is being committed.
+//! request with backoff. One request body is held in memory at a time (the one on the wire);
+//! deletes of delivered batches are committed in groups while the next requests go out.
 
 use super::store::{LogStore, Request};
 use crate::metrics::{DROP_REJECTED, LOG_STAGE_EXPORT, Metrics};
@@ -28,6 +28,10 @@ use tonic::transport::Channel;
 use tracing::{debug, error, info, warn};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Delivered batches whose delete has not started yet, at most: past this the shipper waits
+/// for the delete in progress (bounds what a restart sends again).
+const MAX_UNDELETED: usize = 16;
 
 /// Whether raw-log exports are gzipped (`--log-compression`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -187,17 +191,31 @@ impl LogShipper {
         }
     }
 
-    /// Ships until `shutdown`. The ack (a durable delete) of one request overlaps the next
-    /// export; at most one ack is in flight. A failed export is retried with the same request.
+    /// Ships until `shutdown`. Deleting what was delivered (a durable commit) overlaps the
+    /// next exports: keys delivered while one delete commits are deleted together in the next
+    /// one. A failed export is retried with the same request.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut acking: Option<tokio::task::JoinHandle<()>> = None;
-        // The last key handed to `acking`.
+        // Delivered, not yet being deleted.
+        let mut delivered: Vec<u64> = Vec::new();
+        // The last key delivered.
         let mut after: Option<u64> = None;
         // A request that failed with a retryable error, sent again next.
         let mut retry: Option<Request> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            // Start deleting what was delivered once the previous delete is done; wait for it
+            // when many requests are delivered and not deleted (a restart sends them again).
+            if acking.as_ref().is_some_and(|h| h.is_finished())
+                || (acking.is_some() && delivered.len() >= MAX_UNDELETED)
+            {
+                let _ = acking.take().expect("acking").await;
+                self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
+            }
+            if acking.is_none() && !delivered.is_empty() {
+                acking = Some(self.ack(std::mem::take(&mut delivered), &shutdown));
             }
             let req = match retry.take() {
                 Some(r) => r,
@@ -216,6 +234,9 @@ impl LogShipper {
                 if let Some(h) = acking.take() {
                     let _ = h.await;
                     self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
+                }
+                if !delivered.is_empty() {
+                    continue;
                 }
                 // notify_one keeps a permit when nobody waits: a commit between the read and
                 // here still wakes us.
@@ -264,39 +285,40 @@ impl LogShipper {
                     continue;
                 }
             }
-            if let Some(h) = acking.take() {
-                let _ = h.await;
-                self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
-            }
             after = req.keys.last().copied().or(after);
-            let store = self.store.clone();
-            let token = shutdown.clone();
-            let mut backoff = self.backoff.clone();
-            acking = Some(tokio::spawn(async move {
-                let req = Arc::new(req);
-                loop {
-                    let (s, r) = (store.clone(), req.clone());
-                    match tokio::task::spawn_blocking(move || s.ack(&r.keys)).await {
-                        Ok(Ok(())) => break,
-                        Ok(Err(e)) => {
-                            error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
-                        }
-                        Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
-                    }
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                }
-                if let Ok(req) = Arc::try_unwrap(req) {
-                    store.recycle(req);
-                }
-            }));
+            delivered.extend_from_slice(&req.keys);
+            // The body is no longer needed: its buffers go back to the pipeline.
+            self.store.recycle(req);
         }
-        // An ack in progress finishes (or gives up at shutdown) before we return.
+        // A delete in progress finishes (or gives up at shutdown) before we return; what was
+        // delivered and not deleted is sent again after a restart.
         if let Some(h) = acking.take() {
             let _ = h.await;
         }
+    }
+
+    /// Deletes delivered batches (blocking pool), retrying until it works or `shutdown`.
+    fn ack(&self, keys: Vec<u64>, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let token = shutdown.clone();
+        let mut backoff = self.backoff.clone();
+        let keys = Arc::new(keys);
+        tokio::spawn(async move {
+            loop {
+                let (s, k) = (store.clone(), keys.clone());
+                match tokio::task::spawn_blocking(move || s.ack(&k)).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
+                    }
+                    Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        })
     }
 
     /// One export; Ok(rejected records) on success.

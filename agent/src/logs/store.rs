@@ -119,7 +119,7 @@ impl LogStore {
     /// Creates the tables if needed.
     pub fn open(queue: Arc<Queue>) -> Result<LogStore, QueueError> {
         let init = || -> Result<(u64, u64, u64), redb::Error> {
-            let w = queue.database().begin_write()?;
+            let w = queue.database()?.begin_write()?;
             let (bytes, depth, first);
             {
                 let q = w.open_table(LOG_QUEUE)?;
@@ -172,7 +172,7 @@ impl LogStore {
 
     pub fn load_checkpoints(&self) -> Result<HashMap<u64, CheckpointEntry>, QueueError> {
         let read = || -> Result<HashMap<u64, CheckpointEntry>, redb::Error> {
-            let r = self.queue.database().begin_read()?;
+            let r = self.queue.database()?.begin_read()?;
             let t = r.open_table(LOG_CHECKPOINTS)?;
             let mut out = HashMap::new();
             for item in t.iter()? {
@@ -341,7 +341,7 @@ impl LogStore {
     /// Like [`LogStore::peek`], skipping keys up to `after` (sent, their ack in progress).
     pub fn peek_after(&self, after: Option<u64>, max_bytes: usize) -> Result<Peeked, QueueError> {
         let read = || -> Result<Peeked, redb::Error> {
-            let r = self.queue.database().begin_read()?;
+            let r = self.queue.database()?.begin_read()?;
             let t = r.open_table(LOG_QUEUE)?;
             let mut out = Peeked::default();
             let from = after.map_or(0, |k| k.saturating_add(1));
@@ -371,7 +371,7 @@ impl LogStore {
     /// Deletes delivered batches.
     pub fn ack(&self, keys: &[u64]) -> Result<(), QueueError> {
         let write = || -> Result<(u64, u64), redb::Error> {
-            let w = self.queue.database().begin_write()?;
+            let w = self.queue.database()?.begin_write()?;
             let (mut removed, mut bytes_left);
             {
                 let mut q = w.open_table(LOG_QUEUE)?;
@@ -404,10 +404,12 @@ impl LogStore {
 }
 
 fn failed(queue: &Queue, op: &'static str, e: impl Into<redb::Error>) -> QueueError {
+    let e = e.into();
+    queue.recover(&e);
     QueueError::StorageFailed {
         path: queue.path().to_path_buf(),
         op,
-        source: Box::new(e.into()),
+        source: Box::new(e),
     }
 }
 
