@@ -389,6 +389,15 @@ fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
         "crash-",
         &tmp.path().join("agent2.log"),
     );
+    // One kind of line, one template id, before and after the restart (the miner's state is
+    // saved with the checkpoints).
+    let ids: std::collections::BTreeSet<String> = otlp
+        .records()
+        .iter()
+        .filter(|r| r.body.starts_with("crash-"))
+        .map(|r| r.attrs["daytwo.log.template_id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "template ids {ids:?}");
 }
 
 fn metric(d: &Daytwo, name: &str) -> Option<f64> {

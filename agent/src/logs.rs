@@ -43,7 +43,7 @@ use std::time::{Duration, SystemTime};
 use store::LogStore;
 use tail::{SourceSpec, TailConfig, TailStats, Tailer};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// The glob a DaemonSet agent reads when no path is configured and `/var/log/pods` exists.
 pub const DEFAULT_POD_GLOB: &str = "/var/log/pods/*/*/*.log";
@@ -188,10 +188,18 @@ impl LogsConfig {
     }
 
     fn pipeline(&self, host: &str) -> Result<Pipeline, LogsConfigInvalid> {
+        self.pipeline_with(host, mine::default_miner())
+    }
+
+    fn pipeline_with(
+        &self,
+        host: &str,
+        miner: Box<dyn mine::TemplateMiner>,
+    ) -> Result<Pipeline, LogsConfigInvalid> {
         Ok(Pipeline::new(
             host.to_string(),
             Redactor::new(&self.redact)?,
-            mine::default_miner(),
+            miner,
             self.detect.clone(),
             self.ship_raw,
         )
@@ -211,6 +219,8 @@ pub struct LogsSource {
     last_utf8: u64,
     last_redactions: HashMap<&'static str, u64>,
     last_suppressed: u64,
+    /// When the miner's state was last handed to a commit.
+    miner_saved_at: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for LogsSource {
@@ -230,13 +240,19 @@ impl LogsSource {
     ) -> Result<LogsSource, String> {
         let checkpoints = store.load_checkpoints().map_err(|e| e.to_string())?;
         let tailer = Tailer::new(cfg.tail_config(), checkpoints).map_err(|e| e.to_string())?;
-        let pipeline = cfg.pipeline(host).map_err(|e| e.to_string())?;
+        let saved = store.load_miner().map_err(|e| e.to_string())?;
+        let (miner, invalid) = mine::load_miner(saved.as_deref());
+        if let Some(reason) = invalid {
+            warn!(reason = %reason, "The saved template miner state does not load; starting a fresh miner (template ids of known templates may change).");
+        }
+        let pipeline = cfg.pipeline_with(host, miner).map_err(|e| e.to_string())?;
         Ok(LogsSource {
             cfg,
             tailer,
             pipeline,
             store,
             metrics,
+            miner_saved_at: None,
             last: TailStats::default(),
             last_records: 0,
             last_utf8: 0,
@@ -299,12 +315,25 @@ impl LogsSource {
         read && !self.tailer.caught_up()
     }
 
-    /// Everything read since the last call, with the checkpoints that cover exactly it.
+    /// Everything read since the last call, with the checkpoints that cover exactly it (and
+    /// the miner's state when it changed, at most every [`MINER_SAVE_EVERY`]).
     fn take_pending(&mut self) -> Pending {
+        let due = self
+            .miner_saved_at
+            .is_none_or(|t| t.elapsed() >= MINER_SAVE_EVERY);
+        let miner = if due {
+            self.pipeline.miner_state_if_changed()
+        } else {
+            None
+        };
+        if miner.is_some() {
+            self.miner_saved_at = Some(std::time::Instant::now());
+        }
         Pending {
             batches: self.pipeline.take_batches(),
             signals: self.pipeline.take_signals(),
             changes: self.tailer.take_checkpoint_changes(),
+            miner,
         }
     }
 
@@ -432,16 +461,23 @@ pub fn tune_allocator() {
 /// How many read budgets a group commit may hold while the previous commit syncs.
 const MAX_PENDING_BUDGETS: usize = 2;
 
+/// The template miner's state is saved with a commit when it changed, at most this often.
+const MINER_SAVE_EVERY: Duration = Duration::from_secs(10);
+
 /// Read records, their signals and the checkpoints that cover them: one transaction.
 struct Pending {
     batches: Vec<encode::EncodedBatch>,
     signals: Vec<daytwo_model::Signal>,
     changes: tail::CheckpointChanges,
+    miner: Option<String>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.batches.is_empty() && self.signals.is_empty() && self.changes.is_empty()
+        self.batches.is_empty()
+            && self.signals.is_empty()
+            && self.changes.is_empty()
+            && self.miner.is_none()
     }
 }
 
@@ -455,7 +491,7 @@ fn commit(
 ) -> Option<(Pending, u64)> {
     let mut delay = Duration::from_millis(100);
     loop {
-        match store.commit(&p.signals, &p.batches, &p.changes) {
+        match store.commit_with_miner(&p.signals, &p.batches, &p.changes, p.miner.as_deref()) {
             Ok(first) => return Some((p, first)),
             Err(e) => {
                 metrics

@@ -352,6 +352,12 @@ impl Miner {
         &self.config
     }
 
+    /// A counter that moves whenever a cluster is created, changed, merged or dropped: a
+    /// saved state is current while it has not moved.
+    pub fn changes(&self) -> u64 {
+        self.memo.clock
+    }
+
     /// Number of live clusters (templates).
     pub fn len(&self) -> usize {
         self.live

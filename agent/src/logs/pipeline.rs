@@ -51,6 +51,8 @@ pub struct Pipeline {
     batch_max_bytes: usize,
     /// Batches finished early (see `batch_max_bytes`), oldest first.
     ready: Vec<EncodedBatch>,
+    /// The miner's change counter when its state was last taken.
+    miner_saved: u64,
     pub stats: PipelineStats,
 }
 
@@ -76,6 +78,7 @@ impl Pipeline {
             spare: Vec::new(),
             batch_max_bytes: usize::MAX,
             ready: Vec::new(),
+            miner_saved: 0,
             stats: PipelineStats::default(),
         }
     }
@@ -151,6 +154,16 @@ impl Pipeline {
         if let Some(d) = &mut self.detector {
             self.signals.extend(d.tick(now_ns));
         }
+    }
+
+    /// The miner's state when it changed since the last call (for the state file).
+    pub fn miner_state_if_changed(&mut self) -> Option<String> {
+        let c = self.miner.changes();
+        if c == self.miner_saved {
+            return None;
+        }
+        self.miner_saved = c;
+        self.miner.save()
     }
 
     /// Suppressed `new_template` signals so far.

@@ -29,6 +29,9 @@ const LOG_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("log_queue")
 const LOG_META: TableDefinition<&str, u64> = TableDefinition::new("log_meta");
 const LOG_CHECKPOINTS: TableDefinition<u64, (u64, u64, u64)> =
     TableDefinition::new("log_checkpoint");
+/// The template miner's saved state (JSON), under [`MINER_KEY`].
+const LOG_MINER: TableDefinition<&str, &str> = TableDefinition::new("log_miner");
+const MINER_KEY: &str = "state";
 const NEXT_KEY: &str = "next_key";
 const BYTES: &str = "bytes";
 
@@ -125,6 +128,7 @@ impl LogStore {
                 let q = w.open_table(LOG_QUEUE)?;
                 let meta = w.open_table(LOG_META)?;
                 w.open_table(LOG_CHECKPOINTS)?;
+                w.open_table(LOG_MINER)?;
                 bytes = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
                 depth = q.len()?;
                 first = match q.first()? {
@@ -200,6 +204,28 @@ impl LogStore {
         batches: &[EncodedBatch],
         changes: &CheckpointChanges,
     ) -> Result<u64, QueueError> {
+        self.commit_with_miner(signals, batches, changes, None)
+    }
+
+    /// The template miner's last saved state.
+    pub fn load_miner(&self) -> Result<Option<String>, QueueError> {
+        let read = || -> Result<Option<String>, redb::Error> {
+            let r = self.queue.database()?.begin_read()?;
+            let t = r.open_table(LOG_MINER)?;
+            Ok(t.get(MINER_KEY)?.map(|v| v.value().to_string()))
+        };
+        read().map_err(|e| failed(&self.queue, "reading the template miner state", e))
+    }
+
+    /// [`LogStore::commit`], also saving the template miner's state (when `Some`) in the same
+    /// transaction, so it matches the checkpoints.
+    pub fn commit_with_miner(
+        &self,
+        signals: &[Signal],
+        batches: &[EncodedBatch],
+        changes: &CheckpointChanges,
+        miner: Option<&str>,
+    ) -> Result<u64, QueueError> {
         let mut added = 0u64;
         let mut first = 0u64;
         let mut also = |w: &redb::WriteTransaction| -> Result<(), redb::Error> {
@@ -219,6 +245,9 @@ impl LogStore {
                 }
                 meta.insert(NEXT_KEY, next)?;
                 meta.insert(BYTES, bytes)?;
+            }
+            if let Some(m) = miner {
+                w.open_table(LOG_MINER)?.insert(MINER_KEY, m)?;
             }
             if !changes.is_empty() {
                 let mut cp = w.open_table(LOG_CHECKPOINTS)?;
@@ -457,7 +486,10 @@ mod tests {
         assert_eq!(s.load_checkpoints().unwrap()[&7], e);
         let mut ch = CheckpointChanges::default();
         ch.delete.push(7);
-        s.commit(&[], &[], &ch).unwrap();
+        assert_eq!(s.load_miner().unwrap(), None);
+        s.commit_with_miner(&[], &[], &ch, Some("{\"m\":1}"))
+            .unwrap();
+        assert_eq!(s.load_miner().unwrap().as_deref(), Some("{\"m\":1}"));
         assert!(s.load_checkpoints().unwrap().is_empty());
         let rest = s.peek(1 << 20).unwrap();
         assert_eq!(rest.body, b"c");
