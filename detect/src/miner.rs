@@ -214,9 +214,39 @@ struct Memo {
     clock: u64,
     /// Per token count: the clock value of the last change to clusters of that length.
     changed: Vec<u64>,
+    /// Lookups and hits in the current trial window (see [`Memo::active`]).
+    probes: u32,
+    hits: u32,
+    /// Lines left to skip the memo for, after a window where it rarely hit.
+    resting: u32,
 }
 
+/// Lines per trial window of the memo, and how many lines it rests after a poor window.
+const MEMO_WINDOW: u32 = 4096;
+const MEMO_REST: u32 = 8 * MEMO_WINDOW;
+
 impl Memo {
+    /// Whether to use the memo for this line. On logs whose masked lines are all different
+    /// (an unmasked id in each) it never hits, and hashing, probing and recording cost more
+    /// than it saves: after a window of [`MEMO_WINDOW`] lookups with fewer than 1 in 8 hits it
+    /// rests for [`MEMO_REST`] lines, then tries again. Skipping the memo never changes an
+    /// assignment (it is exact), only how fast it is found.
+    fn active(&mut self) -> bool {
+        if self.resting > 0 {
+            self.resting -= 1;
+            return false;
+        }
+        if self.probes >= MEMO_WINDOW {
+            if self.hits < self.probes / 8 {
+                self.resting = MEMO_REST;
+            }
+            self.probes = 0;
+            self.hits = 0;
+            return self.resting == 0;
+        }
+        true
+    }
+
     fn touch(&mut self, n: usize) {
         self.clock += 1;
         if self.changed.len() <= n {
@@ -225,7 +255,8 @@ impl Memo {
         self.changed[n] = self.clock;
     }
 
-    fn lookup(&self, hash: u64, s: &Scratch) -> Option<u32> {
+    fn lookup(&mut self, hash: u64, s: &Scratch) -> Option<u32> {
+        self.probes += 1;
         let e = self.entries.get(hash as usize & (MEMO_ENTRIES - 1))?;
         let n = s.spans.len();
         let fresh = e.used
@@ -237,6 +268,7 @@ impl Memo {
                 .iter()
                 .zip(&s.spans)
                 .all(|(&(a, b), sp)| a == sp.0 && b == sp.1);
+        self.hits += fresh as u32;
         fresh.then_some(e.slot)
     }
 
@@ -391,7 +423,8 @@ impl Miner {
         let mut scratch = self.scratch.take().unwrap_or_default();
         tokenize(line, self.config.max_tokens, &mut scratch);
         // Long lines are not remembered; skip hashing them.
-        let hash = (scratch.buf.len() <= MEMO_MAX_BYTES).then(|| line_hash(&scratch));
+        let hash = (scratch.buf.len() <= MEMO_MAX_BYTES && self.memo.active())
+            .then(|| line_hash(&scratch));
         if let Some(slot) = hash.and_then(|h| self.memo.lookup(h, &scratch))
             && let Some(c) = self.slots[slot as usize].as_mut()
         {
@@ -1007,14 +1040,16 @@ fn tokenize(line: &str, max_tokens: usize, s: &mut Scratch) {
         }
         let start = i;
         let mut any = 0u8;
-        while i < b.len() {
-            let c = SCAN[b[i] as usize];
+        let mut n = 0;
+        for &c in &b[i..] {
+            let c = SCAN[c as usize];
             if c & SCAN_SPACE != 0 {
                 break;
             }
             any |= c;
-            i += 1;
+            n += 1;
         }
+        i += n;
         let word = any & SCAN_NONWORD == 0;
         if s.spans.len() == max_tokens {
             // The rest of the line is one variable.
