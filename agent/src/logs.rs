@@ -76,8 +76,10 @@ pub struct LogsConfig {
     pub queue_max_bytes: u64,
     /// Bytes read per poll across all files (1 MiB); a commit holds one or two polls.
     pub read_budget_bytes: usize,
-    /// Stored batches and export requests carry about this many bytes of records (192 KiB).
+    /// Export requests carry about this many bytes of records (1 MiB), several batches.
     pub max_request_bytes: usize,
+    /// Stored batches carry about this many bytes of records (192 KiB).
+    pub batch_bytes: usize,
     /// Log signals; `None` turns detection off.
     pub detect: Option<DetectConfig>,
 }
@@ -97,9 +99,10 @@ impl Default for LogsConfig {
             compression: ship::Compression::Auto,
             queue_max_bytes: 256 << 20,
             read_budget_bytes: 1 << 20,
-            // Below the allocator's mmap threshold (see `tune_allocator`): batch, request and
-            // state-file buffers are reused from the heap instead of mapped per request.
-            max_request_bytes: 192 << 10,
+            max_request_bytes: 1 << 20,
+            // Below the allocator's mmap threshold (see `tune_allocator`): batch and
+            // state-file buffers are reused from the heap instead of mapped per batch.
+            batch_bytes: 192 << 10,
             detect: Some(DetectConfig::default()),
         }
     }
@@ -203,7 +206,7 @@ impl LogsConfig {
             self.detect.clone(),
             self.ship_raw,
         )
-        .with_batch_max_bytes(self.max_request_bytes))
+        .with_batch_max_bytes(self.batch_bytes.min(self.max_request_bytes)))
     }
 }
 
@@ -443,18 +446,18 @@ impl LogsSource {
 
 /// Keeps the process's heap close to what it uses (glibc only; elsewhere nothing).
 ///
-/// The log path moves ~1 MiB buffers between threads (read, encode, commit, send). glibc's
-/// defaults give every thread that allocates its own arena and, once such a buffer was freed,
-/// serve the next ones from the heap, where freed holes are kept: the agent's peak RSS on the
-/// 1 GiB benchmark was 104–107 MiB with them and 44 MiB with these two settings (arenas capped
-/// at 2; blocks of 256 KiB and more mapped and returned to the kernel when freed). The price is
-/// a few page faults per such buffer; batch buffers are reused, so they are rare.
+/// The log path moves large buffers between threads (read, encode, commit, send). glibc's
+/// defaults give every thread that allocates its own arena, each keeping freed holes: the
+/// agent's peak RSS on the 1 GiB benchmark was 104–107 MiB with them. Arenas are capped at 2,
+/// and the mmap threshold is fixed at 2 MiB, so the buffers of the log path (192 KiB batches,
+/// a 1 MiB request) are reused from the heap instead of mapped and faulted in each time (a
+/// fixed 256 KiB threshold with 1 MiB batches cost ~20% of the agent's CPU in page faults).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocator parameters; it is safe to call at any time.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
     }
 }
 

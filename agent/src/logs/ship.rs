@@ -181,10 +181,12 @@ impl LogShipper {
     /// The next request after `after`: from memory without blocking, else from the state
     /// file on the blocking pool.
     async fn next(&self, after: Option<u64>) -> Result<Request, String> {
-        let store = self.store.clone();
         let max = self.max_request_bytes;
-        // `next_request` only blocks when it reads the disk; a request from memory is cheap.
-        match tokio::task::spawn_blocking(move || store.next_request(after, max)).await {
+        if let Some(r) = self.store.next_in_memory(after, max) {
+            return Ok(r);
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.next_from_disk(after, max)).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(format!("log queue read task failed: {e}")),

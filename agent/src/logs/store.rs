@@ -308,6 +308,15 @@ impl LogStore {
         after: Option<u64>,
         max_bytes: usize,
     ) -> Result<Request, QueueError> {
+        if let Some(r) = self.next_in_memory(after, max_bytes) {
+            return Ok(r);
+        }
+        self.next_from_disk(after, max_bytes)
+    }
+
+    /// The in-memory part of [`LogStore::next_request`]: `None` when the next batches must be
+    /// read from the state file (or nothing waits). Never blocks on the disk.
+    pub fn next_in_memory(&self, after: Option<u64>, max_bytes: usize) -> Option<Request> {
         let want = after.map_or(self.first_key, |k| k.saturating_add(1));
         {
             let mut hot = self.hot.lock().expect("log store lock");
@@ -332,9 +341,18 @@ impl LogStore {
                     r.records += b.records as u64;
                     r.parts.push(Part::Batch(b));
                 }
-                return Ok(r);
+                return Some(r);
             }
         }
+        None
+    }
+
+    /// The disk part of [`LogStore::next_request`] (blocking).
+    pub fn next_from_disk(
+        &self,
+        after: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<Request, QueueError> {
         let p = self.peek_after(after, max_bytes)?;
         Ok(Request {
             keys: p.keys,
