@@ -147,12 +147,12 @@ impl LogStore {
             depth: AtomicU64::new(depth),
             notify: Notify::new(),
             hot: Mutex::new(Hot::default()),
-            hot_max_bytes: 8 << 20,
+            hot_max_bytes: 4 << 20,
             first_key,
         })
     }
 
-    /// Keeps at most `bytes` of committed batches in memory for the shipper (default 8 MiB;
+    /// Keeps at most `bytes` of committed batches in memory for the shipper (default 4 MiB;
     /// 0: the shipper always reads the state file).
     pub fn with_hot_max_bytes(mut self, bytes: usize) -> Self {
         self.hot_max_bytes = bytes;
