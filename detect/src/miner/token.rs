@@ -311,7 +311,7 @@ fn memchr_byte(b: u8, hay: &[u8]) -> Option<usize> {
 
 /// Byte classes of the tokenizer's scan ([`SCAN`]).
 pub(crate) const SCAN_SPACE: u8 = 1;
-/// Not a byte of a plain word ([`is_word_byte`]).
+/// Not a byte of a plain word (see `WORD`).
 pub(crate) const SCAN_NONWORD: u8 = 2;
 /// A byte that makes a token not plain ([`is_plain`]): digit, `/`, `<`, non-ASCII.
 const SCAN_UNPLAIN: u8 = 4;
@@ -340,7 +340,7 @@ pub(crate) static SCAN: [u8; 256] = {
     t
 };
 
-/// For a token of [`is_word_byte`]s only: `None` when masking changes it (a special word),
+/// For a token of plain-word bytes only (`WORD`): `None` when masking changes it (a special word),
 /// otherwise its kind (it is kept as it is, and has no digit, `<` or `=`).
 pub(crate) fn word_kind(tok: &str) -> Option<Kind> {
     if is_special_word(tok.as_bytes()) {
@@ -350,12 +350,6 @@ pub(crate) fn word_kind(tok: &str) -> Option<Kind> {
     } else {
         Some(Kind::Const)
     }
-}
-
-/// A byte of a plain word: ASCII, and not a digit, `/`, `<` or separator.
-#[cfg(test)]
-pub(crate) fn is_word_byte(c: u8) -> bool {
-    WORD[c as usize]
 }
 
 /// Bytes of a plain word: ASCII, not a digit, `/`, `<` or separator.
