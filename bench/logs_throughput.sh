@@ -5,17 +5,23 @@
 #       detectors + OTLP encoding, no disk queue, no network (`daytwo agent --log-bench`):
 #       lines per CPU-second (goal >= 1,000,000), peak RSS (goal < 64 MiB);
 #   (b) the whole path: the agent ships to `daytwo collector` on loopback (uncompressed:
-#       gzip is skipped on loopback; BENCH_AGENT_FLAGS passes extra agent flags): lines per second
+#       `--log-compression auto` skips gzip on loopback; BENCH_AGENT_FLAGS passes extra agent
+#       flags, e.g. "--log-compression gzip"): lines per second
 #       (goal >= 450,000) until the agent's daytwo_agent_logs_records_sent_total stops short of
 #       nothing, CPU-seconds and peak RSS of the agent.
-# Usage: bench/logs_throughput.sh [SIZE_BYTES] [WORKDIR]
+# Usage: bench/logs_throughput.sh [SIZE_BYTES] [WORKDIR]   (env DAYTWO_BIN: the binary to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1073741824}
 WORK=${2:-$(mktemp -d /tmp/daytwo-logs-bench.XXXXXX)}
 GEN=../shared/tools/gen_cri_logs
-cargo build --release --quiet --bin daytwo
-BIN=target/release/daytwo
+# DAYTWO_BIN runs another build (e.g. an older commit's) on the same file, for a comparison.
+if [ -n "${DAYTWO_BIN:-}" ]; then
+  BIN=$DAYTWO_BIN
+else
+  cargo build --release --quiet --bin daytwo
+  BIN=target/release/daytwo
+fi
 mkdir -p "$WORK/pods/bench_gen-0_uid-1/app"
 LOG="$WORK/pods/bench_gen-0_uid-1/app/0.log"
 if [ ! -s "$LOG" ] || [ "$(stat -c %s "$LOG")" -lt "$SIZE" ]; then

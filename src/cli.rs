@@ -264,9 +264,12 @@ pub struct AgentFlags {
     /// Do not ship raw log records; only log signals are sent.
     #[arg(long, env = "DAYTWO_NO_LOG_SHIP")]
     pub no_log_ship: bool,
-    /// Send raw logs without gzip (cheaper CPU on a fast link).
+    /// Send raw logs without gzip (cheaper CPU on a fast link); the same as `--log-compression none`.
     #[arg(long, env = "DAYTWO_NO_LOG_COMPRESSION")]
     pub no_log_compression: bool,
+    /// gzip raw-log exports: auto (unless the collector is on loopback), gzip or none [default: auto].
+    #[arg(long, env = "DAYTWO_LOG_COMPRESSION", value_parser = ["auto", "gzip", "none"])]
+    pub log_compression: Option<String>,
     /// Benchmark: read the log paths once to their end (no queue, no network), print a `logs-bench` line, exit.
     #[arg(long, hide = true)]
     pub log_bench: bool,

@@ -500,8 +500,17 @@ pub fn agent_config(
     if flags.no_log_ship || lf.ship_raw == Some(false) {
         logs.ship_raw = false;
     }
-    if flags.no_log_compression || lf.compress == Some(false) {
-        logs.compress = false;
+    if let Some(c) = lf.compression {
+        logs.compression = c;
+    } else if lf.compress == Some(false) {
+        logs.compression = daytwo_agent::logs::ship::Compression::None;
+    }
+    if let Some(c) = &flags.log_compression {
+        logs.compression = c
+            .parse()
+            .map_err(|e: String| usage(format!("--log-compression: {e}")))?;
+    } else if flags.no_log_compression {
+        logs.compression = daytwo_agent::logs::ship::Compression::None;
     }
     logs.redact = lf.redact.clone();
     if let Some(d) = &lf.detect {

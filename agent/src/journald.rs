@@ -519,6 +519,11 @@ impl JournaldReader {
         self.pipeline.recycle(p.batches);
     }
 
+    /// Buffers the shipper did not keep (or spare ones of delivered batches), for reuse.
+    pub fn recycle_bufs(&mut self, bufs: Vec<Vec<u8>>) {
+        self.pipeline.recycle_bufs(bufs);
+    }
+
     pub fn pipeline_stats(&self) -> &crate::logs::pipeline::PipelineStats {
         &self.pipeline.stats
     }
@@ -706,7 +711,7 @@ impl JournaldSource {
             .await
             .expect("the commit task does not panic");
             match res {
-                Ok(()) => {
+                Ok(first) => {
                     for s in &back.signals {
                         info!(event = %s.name, entity = %s.entity.name, "{}", s.message);
                         self.metrics
@@ -717,7 +722,12 @@ impl JournaldSource {
                     if back.cursor.is_some() {
                         self.cursor = back.cursor.clone();
                     }
-                    self.reader.recycle(back);
+                    // Hand the batches to the shipper's memory (and wake it), as the file
+                    // source does; the state file keeps the crash-safe copy.
+                    let mut back = back;
+                    let batches = std::mem::take(&mut back.batches);
+                    let bufs = self.store.keep(first, batches);
+                    self.reader.recycle_bufs(bufs);
                     self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
                     return true;
                 }

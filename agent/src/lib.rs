@@ -223,6 +223,9 @@ impl Agent {
     ) -> Result<(Agent, Vec<String>), AgentError> {
         let metrics = Metrics::register(registry)
             .map_err(|source| AgentError::MetricsRegisterFailed { source })?;
+        if config.logs.enabled {
+            logs::tune_allocator();
+        }
         // Node, container and agent-process series, built at scrape time (process_* even when
         // the node source is off).
         let node_latest = node::Latest::default();
@@ -465,7 +468,7 @@ impl Agent {
                     store,
                     log_channel,
                     config.collector.clone(),
-                    config.logs.compress,
+                    config.logs.compression,
                     config.logs.max_request_bytes,
                     shipper::Backoff::new(config.retry_initial, config.retry_max),
                     metrics.clone(),

@@ -26,6 +26,7 @@ use crate::metrics::{DROP_FULL, DROP_UNDECODABLE, Metrics};
 use daytwo_model::Signal;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -80,7 +81,9 @@ pub struct Queued {
 
 /// The disk-backed FIFO of signals waiting for the collector. See the module docs.
 pub struct Queue {
-    db: Database,
+    /// `None` only between closing the file after an I/O error and opening it again
+    /// (see [`Queue::recover`]).
+    db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     max_bytes: u64,
     metrics: Metrics,
@@ -105,10 +108,7 @@ impl Queue {
         };
         // A small page cache: the agent must stay within tens of MiB of RSS; the queue is
         // read once, in order.
-        let db = Database::builder()
-            .set_cache_size(QUEUE_CACHE_BYTES)
-            .create(path)
-            .map_err(|e| open_failed(e.into()))?;
+        let db = open_db(path).map_err(open_failed)?;
         // Create the tables so readers never see "table does not exist".
         let init = || -> Result<(), redb::Error> {
             let w = db.begin_write()?;
@@ -120,7 +120,7 @@ impl Queue {
         };
         init().map_err(open_failed)?;
         let q = Queue {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
             max_bytes,
             metrics,
@@ -131,8 +131,54 @@ impl Queue {
     }
 
     /// The underlying database, for other sources' tables (`logs::store`).
-    pub fn database(&self) -> &Database {
-        &self.db
+    /// The state file's database. Fails with `PreviousIo` while it is being reopened after
+    /// an I/O error; a retry opens it again.
+    pub fn database(&self) -> Result<Arc<Database>, redb::Error> {
+        let db = self.db.read().expect("queue lock").clone();
+        match db {
+            Some(db) => Ok(db),
+            None => {
+                self.reopen();
+                Err(redb::Error::PreviousIo)
+            }
+        }
+    }
+
+    /// After a failed write, redb refuses every later transaction ("Previous I/O error
+    /// occurred") until the file is closed and opened again: a disk that was full once would
+    /// stop the agent's queue for good. When `e` says so, this closes the file and opens it
+    /// again (redb repairs it to its last commit); the caller's retry then works once the disk
+    /// does. Returns whether `e` was such an error.
+    pub fn recover(&self, e: &redb::Error) -> bool {
+        let poisoned = matches!(
+            e,
+            redb::Error::PreviousIo | redb::Error::Io(_) | redb::Error::Corrupted(_)
+        );
+        if poisoned {
+            self.reopen();
+        }
+        poisoned
+    }
+
+    fn reopen(&self) {
+        let mut slot = self.db.write().expect("queue lock");
+        if let Some(db) = slot.take() {
+            if Arc::strong_count(&db) > 1 {
+                // A transaction elsewhere still holds it; the next error tries again.
+                *slot = Some(db);
+                return;
+            }
+            drop(db);
+        }
+        match open_db(&self.path) {
+            Ok(db) => {
+                warn!(path = %self.path.display(), "Reopened the agent state file after an I/O error.");
+                *slot = Some(Arc::new(db));
+            }
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, "Cannot reopen the agent state file yet; retrying.");
+            }
+        }
     }
 
     /// The state file.
@@ -146,10 +192,13 @@ impl Queue {
     }
 
     fn failed(&self, op: &'static str) -> impl FnOnce(redb::Error) -> QueueError + '_ {
-        move |source| QueueError::StorageFailed {
-            path: self.path.clone(),
-            op,
-            source: Box::new(source),
+        move |source| {
+            self.recover(&source);
+            QueueError::StorageFailed {
+                path: self.path.clone(),
+                op,
+                source: Box::new(source),
+            }
         }
     }
 
@@ -161,7 +210,7 @@ impl Queue {
     }
 
     fn stats(&self) -> Result<(u64, u64), redb::Error> {
-        let r = self.db.begin_read()?;
+        let r = self.database()?.begin_read()?;
         let depth = r.open_table(QUEUE)?.len()?;
         let bytes = r
             .open_table(META)?
@@ -212,7 +261,7 @@ impl Queue {
             .map(|s| serde_json::to_vec(s).expect("a Signal always serialises"))
             .collect();
         let mut write = || -> Result<u64, redb::Error> {
-            let w = self.db.begin_write()?;
+            let w = self.database()?.begin_write()?;
             let mut dropped = 0;
             {
                 let mut queue = w.open_table(QUEUE)?;
@@ -262,7 +311,7 @@ impl Queue {
     /// Moves a source checkpoint without queueing anything.
     pub fn set_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), QueueError> {
         let write = || -> Result<(), redb::Error> {
-            let w = self.db.begin_write()?;
+            let w = self.database()?.begin_write()?;
             write_checkpoint(&w, checkpoint)?;
             w.commit()?;
             Ok(())
@@ -273,7 +322,7 @@ impl Queue {
     /// The kmsg checkpoint of `boot_id`, if this boot has one.
     pub fn checkpoint(&self, boot_id: &str) -> Result<Option<u64>, QueueError> {
         let read = || -> Result<Option<u64>, redb::Error> {
-            let r = self.db.begin_read()?;
+            let r = self.database()?.begin_read()?;
             let t = r.open_table(KMSG_CHECKPOINTS)?;
             Ok(t.get(boot_id)?.map(|v| v.value()))
         };
@@ -284,7 +333,7 @@ impl Queue {
     /// longer decode are removed and counted (`reason="undecodable"`).
     pub fn peek(&self, max: usize) -> Result<Vec<Queued>, QueueError> {
         let read = || -> Result<(Vec<Queued>, Vec<u64>), redb::Error> {
-            let r = self.db.begin_read()?;
+            let r = self.database()?.begin_read()?;
             let t = r.open_table(QUEUE)?;
             let mut out = Vec::new();
             let mut bad = Vec::new();
@@ -325,7 +374,7 @@ impl Queue {
 
     fn remove(&self, keys: &[u64]) -> Result<u64, QueueError> {
         let write = || -> Result<u64, redb::Error> {
-            let w = self.db.begin_write()?;
+            let w = self.database()?.begin_write()?;
             let mut removed = 0;
             {
                 let mut queue = w.open_table(QUEUE)?;
@@ -353,6 +402,12 @@ impl Queue {
 }
 
 /// Sets this boot's checkpoint and forgets other boots' (their records are gone).
+fn open_db(path: &Path) -> Result<Database, redb::Error> {
+    Ok(Database::builder()
+        .set_cache_size(QUEUE_CACHE_BYTES)
+        .create(path)?)
+}
+
 fn write_checkpoint(w: &redb::WriteTransaction, cp: &Checkpoint) -> Result<(), redb::Error> {
     let mut t = w.open_table(KMSG_CHECKPOINTS)?;
     t.retain(|boot, _| boot == cp.boot_id)?;
@@ -477,7 +532,7 @@ mod tests {
         let q = Queue::open(&tmp.path().join("agent.redb"), 1 << 20, metrics.clone()).unwrap();
         q.push(&[signal(1, 1)], None).unwrap();
         {
-            let w = q.db.begin_write().unwrap();
+            let w = q.database().unwrap().begin_write().unwrap();
             {
                 let mut t = w.open_table(QUEUE).unwrap();
                 t.insert(0u64, b"not json".as_slice()).unwrap();

@@ -92,6 +92,50 @@ fn lines(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Structured container logs like `gen_cri_logs` writes (the CRI payload of its JSON lines):
+/// ~400-byte JSON objects, a few messages, hex ids, numbers, user agents with spaces; each
+/// masked line is different (an unmasked 5-hex-digit pod suffix), so nothing repeats exactly.
+fn json_lines(n: usize) -> Vec<String> {
+    let mut rng = Rng(0x1dea_5eed_0000_0042);
+    const LEVELS: &[&str] = &["debug", "info", "info", "warn", "error"];
+    const MSGS: &[&str] = &[
+        "request completed",
+        "cache miss",
+        "upstream timeout, retrying",
+        "user session refreshed",
+        "db query slow",
+    ];
+    const UAS: &[&str] = &[
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+        "curl/8.5.0",
+        "kube-probe/1.29",
+    ];
+    const SERVICES: &[&str] = &["checkout", "payments", "frontend", "catalog"];
+    let pick = |rng: &mut Rng, xs: &[&'static str]| xs[rng.below(xs.len() as u64) as usize];
+    (0..n)
+        .map(|i| {
+            let svc = pick(&mut rng, SERVICES);
+            format!(
+                "{{\"ts\":\"2024-06-01T00:{:02}:{:02}.{:09}Z\",\"level\":\"{}\",\"logger\":\"{svc}.http\",\"msg\":\"{}\",\"method\":\"GET\",\"path\":\"/api/v1/orders/{}\",\"status\":{},\"duration_ms\":{}.{:03},\"trace_id\":\"{:016x}{:016x}\",\"user_agent\":\"{}\",\"pod\":\"{svc}-{:010x}-{:05x}\"}}",
+                (i / 60) % 60,
+                i % 60,
+                rng.below(1_000_000_000),
+                pick(&mut rng, LEVELS),
+                pick(&mut rng, MSGS),
+                rng.below(1_000_000),
+                [200, 201, 404, 500][rng.below(4) as usize],
+                rng.below(250),
+                rng.below(1000),
+                rng.next(),
+                rng.next(),
+                pick(&mut rng, UAS),
+                rng.next() & 0xff_ffff_ffff,
+                rng.next() & 0xf_ffff,
+            )
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let input = lines(20_000);
     let mut warm = Miner::default();
@@ -119,6 +163,22 @@ fn bench(c: &mut Criterion) {
             }
             m.len()
         })
+    });
+    let json = json_lines(20_000);
+    let mut warm_json = Miner::default();
+    for l in &json {
+        warm_json.add(l);
+    }
+    g.bench_function("add_json_lines_steady_state", |b| {
+        b.iter_batched_ref(
+            || warm_json.clone(),
+            |m| {
+                for l in &json {
+                    black_box(m.add(l));
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

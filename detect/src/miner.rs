@@ -50,8 +50,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use token::{
-    Kind, WILD, canon_kind, contains_wild, generalise, generalise_into, glob, is_date_word,
-    is_word_byte, key_of, kind_of, word_kind,
+    Kind, SCAN, SCAN_NONWORD, SCAN_SPACE, WILD, canon_kind_scanned, contains_wild, generalise,
+    generalise_into, generalise_keeps, glob, is_date_word, key_of, kind_of, word_kind,
 };
 
 /// Names one cluster of lines (one template). Stable for the life of the miner's state.
@@ -214,9 +214,39 @@ struct Memo {
     clock: u64,
     /// Per token count: the clock value of the last change to clusters of that length.
     changed: Vec<u64>,
+    /// Lookups and hits in the current trial window (see [`Memo::active`]).
+    probes: u32,
+    hits: u32,
+    /// Lines left to skip the memo for, after a window where it rarely hit.
+    resting: u32,
 }
 
+/// Lines per trial window of the memo, and how many lines it rests after a poor window.
+const MEMO_WINDOW: u32 = 4096;
+const MEMO_REST: u32 = 8 * MEMO_WINDOW;
+
 impl Memo {
+    /// Whether to use the memo for this line. On logs whose masked lines are all different
+    /// (an unmasked id in each) it never hits, and hashing, probing and recording cost more
+    /// than it saves: after a window of [`MEMO_WINDOW`] lookups with fewer than 1 in 8 hits it
+    /// rests for [`MEMO_REST`] lines, then tries again. Skipping the memo never changes an
+    /// assignment (it is exact), only how fast it is found.
+    fn active(&mut self) -> bool {
+        if self.resting > 0 {
+            self.resting -= 1;
+            return false;
+        }
+        if self.probes >= MEMO_WINDOW {
+            if self.hits < self.probes / 8 {
+                self.resting = MEMO_REST;
+            }
+            self.probes = 0;
+            self.hits = 0;
+            return self.resting == 0;
+        }
+        true
+    }
+
     fn touch(&mut self, n: usize) {
         self.clock += 1;
         if self.changed.len() <= n {
@@ -225,7 +255,8 @@ impl Memo {
         self.changed[n] = self.clock;
     }
 
-    fn lookup(&self, hash: u64, s: &Scratch) -> Option<u32> {
+    fn lookup(&mut self, hash: u64, s: &Scratch) -> Option<u32> {
+        self.probes += 1;
         let e = self.entries.get(hash as usize & (MEMO_ENTRIES - 1))?;
         let n = s.spans.len();
         let fresh = e.used
@@ -237,6 +268,7 @@ impl Memo {
                 .iter()
                 .zip(&s.spans)
                 .all(|(&(a, b), sp)| a == sp.0 && b == sp.1);
+        self.hits += fresh as u32;
         fresh.then_some(e.slot)
     }
 
@@ -352,6 +384,12 @@ impl Miner {
         &self.config
     }
 
+    /// A counter that moves whenever a cluster is created, changed, merged or dropped: a
+    /// saved state is current while it has not moved.
+    pub fn changes(&self) -> u64 {
+        self.memo.clock
+    }
+
     /// Number of live clusters (templates).
     pub fn len(&self) -> usize {
         self.live
@@ -385,7 +423,8 @@ impl Miner {
         let mut scratch = self.scratch.take().unwrap_or_default();
         tokenize(line, self.config.max_tokens, &mut scratch);
         // Long lines are not remembered; skip hashing them.
-        let hash = (scratch.buf.len() <= MEMO_MAX_BYTES).then(|| line_hash(&scratch));
+        let hash = (scratch.buf.len() <= MEMO_MAX_BYTES && self.memo.active())
+            .then(|| line_hash(&scratch));
         if let Some(slot) = hash.and_then(|h| self.memo.lookup(h, &scratch))
             && let Some(c) = self.slots[slot as usize].as_mut()
         {
@@ -506,6 +545,8 @@ impl Miner {
                     }
                 }
                 _ if &*c.tokens[i] == tok => {}
+                // The template already covers the token: generalising gives it back.
+                Kind::VarLike if generalise_keeps(&c.tokens[i], tok) => {}
                 old => {
                     let g = &mut s.general;
                     generalise_into(&c.tokens[i], tok, g, &mut s.raw, &mut s.stage);
@@ -805,8 +846,10 @@ fn mismatches(c: &Cluster, s: &Scratch, threshold: f64, best: Option<usize>) -> 
     // No candidate with more differences than this can be accepted or beat the best so far.
     let budget = ((slack * n as f64 + 1e-9).floor() as usize).min(best.unwrap_or(usize::MAX));
     let (mut miss, mut wild) = (0usize, 0usize);
+    // The cheap comparisons first, the `alike` ones (which scan both tokens) after: the count
+    // is the same in any order, and a line that differs in plain words leaves early.
+    let mut soft = false;
     for (i, &(a, b, kind)) in s.spans.iter().enumerate() {
-        let t = &*c.tokens[i];
         let tok = &s.buf[a as usize..b as usize];
         let ok = match c.kinds[i] {
             Kind::Any => {
@@ -814,12 +857,35 @@ fn mismatches(c: &Cluster, s: &Scratch, threshold: f64, best: Option<usize>) -> 
                 true
             }
             Kind::Wild => kind != Kind::Const,
-            Kind::VarLike => t == tok || (kind != Kind::Const && alike(t, tok)),
-            Kind::Const => t == tok,
+            Kind::VarLike => {
+                // Decided below, unless it is plainly equal or plainly not alike.
+                let t = &*c.tokens[i];
+                if t == tok || kind == Kind::Const {
+                    t == tok
+                } else {
+                    soft = true;
+                    true
+                }
+            }
+            Kind::Const => &*c.tokens[i] == tok,
         };
         miss += !ok as usize;
         if miss > budget {
             return None;
+        }
+    }
+    if soft {
+        for (i, &(a, b, kind)) in s.spans.iter().enumerate() {
+            if c.kinds[i] != Kind::VarLike || kind == Kind::Const {
+                continue;
+            }
+            let (t, tok) = (&*c.tokens[i], &s.buf[a as usize..b as usize]);
+            if t != tok && !alike(t, tok) {
+                miss += 1;
+                if miss > budget {
+                    return None;
+                }
+            }
         }
     }
     let fixed = n - wild;
@@ -966,18 +1032,25 @@ fn tokenize(line: &str, max_tokens: usize, s: &mut Scratch) {
     let b = line.as_bytes();
     let (mut i, mut copied) = (0, 0);
     loop {
-        while i < b.len() && b[i].is_ascii_whitespace() {
+        while i < b.len() && SCAN[b[i] as usize] & SCAN_SPACE != 0 {
             i += 1;
         }
         if i == b.len() {
             break;
         }
         let start = i;
-        let mut word = true;
-        while i < b.len() && !b[i].is_ascii_whitespace() {
-            word &= is_word_byte(b[i]);
-            i += 1;
+        let mut any = 0u8;
+        let mut n = 0;
+        for &c in &b[i..] {
+            let c = SCAN[c as usize];
+            if c & SCAN_SPACE != 0 {
+                break;
+            }
+            any |= c;
+            n += 1;
         }
+        i += n;
+        let word = any & SCAN_NONWORD == 0;
         if s.spans.len() == max_tokens {
             // The rest of the line is one variable.
             s.buf.push_str(&line[copied..start]);
@@ -993,7 +1066,7 @@ fn tokenize(line: &str, max_tokens: usize, s: &mut Scratch) {
         } else {
             s.buf.push_str(&line[copied..start]);
             let a = s.buf.len();
-            let kind = canon_kind(tok, &mut s.buf, &mut s.stage);
+            let kind = canon_kind_scanned(tok, any, &mut s.buf, &mut s.stage);
             s.spans.push((a as u32, s.buf.len() as u32, kind));
             copied = i;
         }

@@ -16,7 +16,7 @@ const KEY: &str = "system";
 /// The last committed cursor, if any.
 pub fn load_cursor(queue: &Queue) -> Result<Option<String>, QueueError> {
     let read = || -> Result<Option<String>, redb::Error> {
-        let r = queue.database().begin_read()?;
+        let r = queue.database()?.begin_read()?;
         let t = match r.open_table(CURSORS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),

@@ -12,8 +12,9 @@
 //! template, event-time bucket), so re-reading after a restart gives the same ids.
 //! State is in memory: after a restart every workload warms up again.
 
+use super::pipeline::FastMap;
 use daytwo_model::{Attributes, Entity, Evidence, Severity, Signal, Timestamp, stable_id};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 pub const NEW_TEMPLATE_EVENT: &str = "daytwo.log.new_template";
 pub const ERROR_BURST_EVENT: &str = "daytwo.log.error_burst";
@@ -95,11 +96,11 @@ struct Workload {
     wl: WorkloadRef,
     first_seen: i64,
     lines: u64,
-    seen: HashSet<u64>,
+    seen: FastMap<u64, ()>,
     warm: bool,
     recent: VecDeque<(i64, String)>,
     new_window: (i64, u32),
-    bursts: HashMap<u64, Burst>,
+    bursts: FastMap<u64, Burst>,
     streak_start: i64,
     streak_lines: u64,
     last_line: i64,
@@ -117,7 +118,7 @@ pub struct DetectStats {
 #[derive(Debug)]
 pub struct LogDetector {
     cfg: DetectConfig,
-    workloads: HashMap<String, Workload>,
+    workloads: FastMap<String, Workload>,
     pub stats: DetectStats,
 }
 
@@ -125,7 +126,7 @@ impl LogDetector {
     pub fn new(cfg: DetectConfig) -> Self {
         LogDetector {
             cfg,
-            workloads: HashMap::new(),
+            workloads: FastMap::default(),
             stats: DetectStats::default(),
         }
     }
@@ -147,11 +148,11 @@ impl LogDetector {
                 wl: wl.clone(),
                 first_seen: t,
                 lines: 0,
-                seen: HashSet::new(),
+                seen: FastMap::default(),
                 warm: false,
                 recent: VecDeque::new(),
                 new_window: (t, 0),
-                bursts: HashMap::new(),
+                bursts: FastMap::default(),
                 streak_start: t,
                 streak_lines: 0,
                 last_line: t,
@@ -185,7 +186,8 @@ impl LogDetector {
 
         let mut out = Vec::new();
         // New templates.
-        let is_new = w.seen.len() < MAX_TEMPLATES_PER_WORKLOAD && w.seen.insert(template);
+        let is_new =
+            w.seen.len() < MAX_TEMPLATES_PER_WORKLOAD && w.seen.insert(template, ()).is_none();
         if !w.warm
             && w.lines >= cfg.warmup_lines
             && t.saturating_sub(w.first_seen) >= cfg.warmup_secs as i64 * NANOS

@@ -17,6 +17,24 @@ pub trait TemplateMiner: Send {
     fn add(&mut self, message: &str) -> (u64, bool);
     /// The template text of `id`, variables as `<*>`.
     fn template(&self, id: u64) -> Option<String>;
+    /// A counter that moves whenever the state changes (0: nothing to persist).
+    fn changes(&self) -> u64 {
+        0
+    }
+    /// The state to persist, for [`load_miner`] after a restart (None: nothing to persist).
+    fn save(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The agent's miner from a saved state ([`TemplateMiner::save`]), so template ids stay
+/// stable across restarts; a state that does not load gives a fresh miner and the reason.
+pub fn load_miner(state: Option<&str>) -> (Box<dyn TemplateMiner>, Option<String>) {
+    match state.map(daytwo_detect::miner::Miner::from_json) {
+        Some(Ok(m)) => (Box::new(m), None),
+        Some(Err(e)) => (default_miner(), Some(e.to_string())),
+        None => (default_miner(), None),
+    }
 }
 
 /// The agent's miner.
@@ -34,6 +52,14 @@ impl TemplateMiner for daytwo_detect::miner::Miner {
 
     fn template(&self, id: u64) -> Option<String> {
         daytwo_detect::miner::Miner::template(self, daytwo_detect::miner::TemplateId(id))
+    }
+
+    fn changes(&self) -> u64 {
+        daytwo_detect::miner::Miner::changes(self)
+    }
+
+    fn save(&self) -> Option<String> {
+        Some(self.to_json())
     }
 }
 
@@ -112,6 +138,25 @@ impl TemplateMiner for MaskMiner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_miner_gives_the_same_ids_after_a_restart() {
+        let mut m = default_miner();
+        let a = m.add("session opened for user alice by uid 0").0;
+        let before = m.changes();
+        m.add("session opened for user alice by uid 17");
+        let saved = m.save().unwrap();
+        let (mut again, err) = load_miner(Some(&saved));
+        assert!(err.is_none());
+        assert_eq!(
+            again.add("session opened for user bob by uid 3").0,
+            m.add("session opened for user bob by uid 3").0
+        );
+        assert_eq!(again.template(a), m.template(a));
+        assert!(m.changes() >= before);
+        let (_, err) = load_miner(Some("{not json"));
+        assert!(err.unwrap().contains("not valid"));
+    }
 
     #[test]
     fn masks_variables_and_reuses_ids() {

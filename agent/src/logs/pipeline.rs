@@ -18,6 +18,44 @@ use super::tail::{FileInfo, RecordSink};
 use daytwo_model::{Attributes, Signal};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast hasher for the per-record maps (template ids, file ids, workload keys): SipHash's
+/// DoS resistance is not needed for keys that are already hashes or come from paths, and it
+/// cost ~4% of the log path.
+#[derive(Default, Clone, Copy)]
+pub struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let mut last = [0u8; 8];
+        let rest = chunks.remainder();
+        last[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(n as u64)
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64)
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64)
+    }
+}
+
+/// A `HashMap` with [`MixHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MixHasher>>;
 use std::sync::Arc;
 
 struct FileState {
@@ -40,9 +78,9 @@ pub struct Pipeline {
     miner: Box<dyn TemplateMiner>,
     detector: Option<LogDetector>,
     ship_raw: bool,
-    files: HashMap<u64, FileState>,
-    workload_files: HashMap<String, u32>,
-    error_templates: HashMap<u64, bool>,
+    files: FastMap<u64, FileState>,
+    workload_files: FastMap<String, u32>,
+    error_templates: FastMap<u64, bool>,
     signals: Vec<Signal>,
     released: Vec<u64>,
     /// Buffers of committed batches, reused for the next ones.
@@ -51,6 +89,8 @@ pub struct Pipeline {
     batch_max_bytes: usize,
     /// Batches finished early (see `batch_max_bytes`), oldest first.
     ready: Vec<EncodedBatch>,
+    /// The miner's change counter when its state was last taken.
+    miner_saved: u64,
     pub stats: PipelineStats,
 }
 
@@ -68,14 +108,15 @@ impl Pipeline {
             miner,
             detector: detect.map(LogDetector::new),
             ship_raw,
-            files: HashMap::new(),
-            workload_files: HashMap::new(),
-            error_templates: HashMap::new(),
+            files: FastMap::default(),
+            workload_files: FastMap::default(),
+            error_templates: FastMap::default(),
             signals: Vec::new(),
             released: Vec::new(),
             spare: Vec::new(),
             batch_max_bytes: usize::MAX,
             ready: Vec::new(),
+            miner_saved: 0,
             stats: PipelineStats::default(),
         }
     }
@@ -136,11 +177,15 @@ impl Pipeline {
 
     /// Keeps the buffers of committed batches for the next ones (a few, bounded).
     pub fn recycle(&mut self, batches: Vec<EncodedBatch>) {
-        for b in batches {
+        self.recycle_bufs(batches.into_iter().map(EncodedBatch::into_buf).collect());
+    }
+
+    /// [`Pipeline::recycle`] for buffers already taken out of their batches.
+    pub fn recycle_bufs(&mut self, bufs: Vec<Vec<u8>>) {
+        for buf in bufs {
             if self.spare.len() >= 2 {
                 break;
             }
-            let buf = b.into_buf();
             // A batch is bounded by the read budget; a buffer far larger came from an
             // unusual poll and is not worth keeping.
             if buf.capacity() <= self.batch_max_bytes.saturating_mul(2).max(1 << 20) {
@@ -167,6 +212,16 @@ impl Pipeline {
         }
     }
 
+    /// The miner's state when it changed since the last call (for the state file).
+    pub fn miner_state_if_changed(&mut self) -> Option<String> {
+        let c = self.miner.changes();
+        if c == self.miner_saved {
+            return None;
+        }
+        self.miner_saved = c;
+        self.miner.save()
+    }
+
     /// Suppressed `new_template` signals so far.
     pub fn new_templates_suppressed(&self) -> u64 {
         self.detector
@@ -175,8 +230,8 @@ impl Pipeline {
     }
 
     fn file_state<'a>(
-        files: &'a mut HashMap<u64, FileState>,
-        workload_files: &mut HashMap<String, u32>,
+        files: &'a mut FastMap<u64, FileState>,
+        workload_files: &mut FastMap<String, u32>,
         host: &str,
         file: &FileInfo,
     ) -> &'a mut FileState {

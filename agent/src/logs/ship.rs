@@ -1,17 +1,21 @@
-//! The raw-log shipper: stored `ResourceLogs` bytes → the collector's `LogsService/Export`,
-//! without decoding them.
+//! The raw-log shipper: `ResourceLogs` bytes, as the pipeline encoded them → the collector's
+//! `LogsService/Export`, without decoding or copying them into one body.
 //!
-//! Compression: gzip when configured (the default), except to a collector on loopback, where
-//! it would only cost CPU (see [`is_loopback`] and docs/logs.md for the measured cost).
+//! Compression ([`Compression`], `--log-compression`): `auto` (the default) gzips unless the
+//! collector is on loopback (see [`is_loopback`]; there gzip only costs CPU, docs/logs.md has
+//! the measured cost), `gzip` always, `none` never.
 //!
 //! Entry type: [`LogShipper`], run by the agent next to (never instead of) the signal
 //! [`crate::shipper::Shipper`], on its own HTTP/2 connection, so a log backlog never queues
-//! ahead of a signal. Same delivery contract as the signal shipper: a batch leaves the disk
-//! only after the collector answered OK (at-least-once), INVALID_ARGUMENT drops it (counted
-//! in `daytwo_agent_logs_dropped_total{reason="rejected"}`), anything else retries with
-//! backoff.
+//! ahead of a signal. Requests come from [`LogStore::next_request`]: just-committed batches
+//! straight from memory, a backlog read from the state file. Same delivery contract as the
+//! signal shipper: a batch leaves the disk only after the collector answered OK
+//! (at-least-once), INVALID_ARGUMENT drops it (counted in
+//! `daytwo_agent_logs_dropped_total{reason="rejected"}`), anything else retries the same
+//! request with backoff. One request body is held in memory at a time (the one on the wire);
+//! deletes of delivered batches are committed in groups while the next requests go out.
 
-use super::store::LogStore;
+use super::store::{LogStore, Request};
 use crate::metrics::{DROP_REJECTED, LOG_STAGE_EXPORT, Metrics};
 use crate::shipper::Backoff;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
@@ -25,7 +29,47 @@ use tracing::{debug, error, info, warn};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
-/// Sends pre-encoded request bodies; decodes the response with prost.
+/// Delivered batches whose delete has not started yet, at most: past this the shipper waits
+/// for the delete in progress (bounds what a restart sends again).
+const MAX_UNDELETED: usize = 16;
+
+/// Whether raw-log exports are gzipped (`--log-compression`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip, except to a collector on loopback.
+    #[default]
+    Auto,
+    Gzip,
+    None,
+}
+
+impl Compression {
+    /// Whether requests to `collector` are gzipped.
+    pub fn gzip_for(self, collector: &str) -> bool {
+        match self {
+            Compression::Auto => !is_loopback(collector),
+            Compression::Gzip => true,
+            Compression::None => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Compression::Auto),
+            "gzip" => Ok(Compression::Gzip),
+            "none" => Ok(Compression::None),
+            other => Err(format!(
+                "log compression {other:?} is not one of auto, gzip, none"
+            )),
+        }
+    }
+}
+
+/// Sends pre-encoded request parts; decodes the response with prost.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RawCodec;
 
@@ -36,11 +80,14 @@ pub struct RawEncoder;
 pub struct ResponseDecoder;
 
 impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
+    type Item = Request;
     type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(&mut self, item: Request, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
         use bytes::BufMut;
-        dst.put_slice(&item);
+        dst.reserve(item.len());
+        for p in &item.parts {
+            dst.put_slice(p.bytes());
+        }
         Ok(())
     }
 }
@@ -57,7 +104,7 @@ impl Decoder for ResponseDecoder {
 }
 
 impl Codec for RawCodec {
-    type Encode = Vec<u8>;
+    type Encode = Request;
     type Decode = ExportLogsServiceResponse;
     type Encoder = RawEncoder;
     type Decoder = ResponseDecoder;
@@ -99,19 +146,19 @@ impl LogShipper {
         store: Arc<LogStore>,
         channel: Channel,
         collector: String,
-        compress: bool,
+        compression: Compression,
         max_request_bytes: usize,
         backoff: Backoff,
         metrics: Metrics,
     ) -> Self {
         let mut grpc =
             tonic::client::Grpc::new(channel).accept_compressed(CompressionEncoding::Gzip);
-        if compress && is_loopback(&collector) {
+        if compression.gzip_for(&collector) {
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        } else if compression == Compression::Auto {
             // gzip (tonic's level 6) costs about twice the rest of the log path per line and
             // saves nothing on loopback.
-            info!(collector = %collector, "The collector is on this host: raw logs are sent uncompressed.");
-        } else if compress {
-            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+            info!(collector = %collector, "The collector is on this host: raw logs are sent uncompressed (--log-compression auto).");
         }
         LogShipper {
             store,
@@ -131,42 +178,69 @@ impl LogShipper {
         }
     }
 
-    /// Ships until `shutdown`. The ack (a durable delete) of one request overlaps the next
-    /// export; at most one ack is in flight, and the next peek skips the keys it covers.
+    /// The next request after `after`: from memory without blocking, else from the state
+    /// file on the blocking pool.
+    async fn next(&self, after: Option<u64>) -> Result<Request, String> {
+        let max = self.max_request_bytes;
+        if let Some(r) = self.store.next_in_memory(after, max) {
+            return Ok(r);
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.next_from_disk(after, max)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("log queue read task failed: {e}")),
+        }
+    }
+
+    /// Ships until `shutdown`. Deleting what was delivered (a durable commit) overlaps the
+    /// next exports: keys delivered while one delete commits are deleted together in the next
+    /// one. A failed export is retried with the same request.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut acking: Option<tokio::task::JoinHandle<()>> = None;
-        // The last key handed to `acking`.
+        // Delivered, not yet being deleted.
+        let mut delivered: Vec<u64> = Vec::new();
+        // The last key delivered.
         let mut after: Option<u64> = None;
+        // A request that failed with a retryable error, sent again next.
+        let mut retry: Option<Request> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            let store = self.store.clone();
-            let max = self.max_request_bytes;
-            let batch =
-                match tokio::task::spawn_blocking(move || store.peek_after(after, max)).await {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(e)) => {
+            // Start deleting what was delivered once the previous delete is done; wait for it
+            // when many requests are delivered and not deleted (a restart sends them again).
+            if acking.as_ref().is_some_and(|h| h.is_finished())
+                || (acking.is_some() && delivered.len() >= MAX_UNDELETED)
+            {
+                let _ = acking.take().expect("acking").await;
+                self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
+            }
+            if acking.is_none() && !delivered.is_empty() {
+                acking = Some(self.ack(std::mem::take(&mut delivered), &shutdown));
+            }
+            let req = match retry.take() {
+                Some(r) => r,
+                None => match self.next(after).await {
+                    Ok(r) => r,
+                    Err(e) => {
                         error!(error = %e, "Cannot read the log queue; retrying.");
                         if !self.wait(&shutdown).await {
                             break;
                         }
                         continue;
                     }
-                    Err(e) => {
-                        error!(error = %e, "Log queue read task failed; retrying.");
-                        if !self.wait(&shutdown).await {
-                            break;
-                        }
-                        continue;
-                    }
-                };
-            if batch.is_empty() {
+                },
+            };
+            if req.is_empty() {
                 if let Some(h) = acking.take() {
                     let _ = h.await;
                     self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
                 }
-                // notify_one keeps a permit when nobody waits: a commit between the peek and
+                if !delivered.is_empty() {
+                    continue;
+                }
+                // notify_one keeps a permit when nobody waits: a commit between the read and
                 // here still wakes us.
                 let store = self.store.clone();
                 tokio::select! {
@@ -174,12 +248,10 @@ impl LogShipper {
                     _ = store.pushed().notified() => continue,
                 }
             }
-            let records = batch.records;
-            let keys = batch.keys;
-            let body = batch.body;
+            let records = req.records;
             let sent = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.export(body) => r,
+                r = self.export(req.clone()) => r,
             };
             match sent {
                 Ok(rejected) => {
@@ -193,7 +265,7 @@ impl LogShipper {
                             .with_label_values(&[DROP_REJECTED])
                             .inc_by(rejected);
                     }
-                    debug!(records, collector = %self.collector, "Raw logs delivered.");
+                    debug!(records, from_disk = req.from_disk, collector = %self.collector, "Raw logs delivered.");
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {
                     self.metrics
@@ -208,46 +280,51 @@ impl LogShipper {
                         .with_label_values(&[LOG_STAGE_EXPORT])
                         .inc();
                     warn!(collector = %self.collector, records, reason = %status, "Export of raw logs failed; will retry.");
+                    retry = Some(req);
                     if !self.wait(&shutdown).await {
                         break;
                     }
                     continue;
                 }
             }
-            if let Some(h) = acking.take() {
-                let _ = h.await;
-                self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
-            }
-            after = keys.last().copied().or(after);
-            let store = self.store.clone();
-            let token = shutdown.clone();
-            let mut backoff = self.backoff.clone();
-            acking = Some(tokio::spawn(async move {
-                loop {
-                    let s = store.clone();
-                    let k = keys.clone();
-                    match tokio::task::spawn_blocking(move || s.ack(&k)).await {
-                        Ok(Ok(())) => return,
-                        Ok(Err(e)) => {
-                            error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
-                        }
-                        Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
-                    }
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                }
-            }));
+            after = req.keys.last().copied().or(after);
+            delivered.extend_from_slice(&req.keys);
+            // The body is no longer needed: its buffers go back to the pipeline.
+            self.store.recycle(req);
         }
-        // An ack in progress finishes (or gives up at shutdown) before we return.
+        // A delete in progress finishes (or gives up at shutdown) before we return; what was
+        // delivered and not deleted is sent again after a restart.
         if let Some(h) = acking.take() {
             let _ = h.await;
         }
     }
 
+    /// Deletes delivered batches (blocking pool), retrying until it works or `shutdown`.
+    fn ack(&self, keys: Vec<u64>, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let token = shutdown.clone();
+        let mut backoff = self.backoff.clone();
+        let keys = Arc::new(keys);
+        tokio::spawn(async move {
+            loop {
+                let (s, k) = (store.clone(), keys.clone());
+                match tokio::task::spawn_blocking(move || s.ack(&k)).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
+                    }
+                    Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        })
+    }
+
     /// One export; Ok(rejected records) on success.
-    async fn export(&mut self, body: Vec<u8>) -> Result<u64, tonic::Status> {
+    async fn export(&mut self, req: Request) -> Result<u64, tonic::Status> {
         self.grpc
             .ready()
             .await
@@ -255,7 +332,7 @@ impl LogShipper {
         let resp = self
             .grpc
             .unary(
-                tonic::Request::new(body),
+                tonic::Request::new(req),
                 PathAndQuery::from_static(EXPORT_PATH),
                 RawCodec,
             )
@@ -270,6 +347,21 @@ impl LogShipper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compression_choices() {
+        use std::str::FromStr;
+        assert!(Compression::Auto.gzip_for("http://10.0.0.1:4317"));
+        assert!(!Compression::Auto.gzip_for("http://127.0.0.1:4317"));
+        assert!(Compression::Gzip.gzip_for("http://127.0.0.1:4317"));
+        assert!(!Compression::None.gzip_for("http://10.0.0.1:4317"));
+        assert_eq!(Compression::from_str("gzip"), Ok(Compression::Gzip));
+        assert!(
+            Compression::from_str("zstd")
+                .unwrap_err()
+                .contains("auto, gzip, none")
+        );
+    }
 
     #[test]
     fn loopback_collectors() {
