@@ -47,6 +47,7 @@ fn signals(n: usize) -> Vec<(Signal, Vec<RuleMatch>)> {
                         remediation: String::new(),
                         evidence: vec![],
                     },
+                    signals: vec![s.clone()],
                 }]
             } else {
                 vec![]

@@ -509,6 +509,7 @@ mod tests {
                 remediation: "r".into(),
                 evidence: vec![],
             },
+            signals: vec![s.clone()],
         }
     }
 
