@@ -18,7 +18,9 @@ pub mod notify;
 pub mod pipeline;
 pub mod rank;
 pub mod replay;
+pub mod rules_reload;
 pub mod store;
+pub mod topology;
 
 use daytwo_rules::RuleSet;
 use std::net::SocketAddr;
@@ -38,6 +40,11 @@ pub struct CollectorConfig {
     pub http_addr: SocketAddr,
     pub notify: notify::NotifyConfig,
     pub rules: Arc<RuleSet>,
+    /// The rule files and directories `rules` came from (empty: the shipped packs); watched
+    /// for changes when `rules_reload_interval` is set.
+    pub rules_paths: Vec<PathBuf>,
+    /// How often the rule files are checked for changes; `None` turns reloading off.
+    pub rules_reload_interval: Option<Duration>,
     /// Signals further apart than this in event time are not joined by host alone.
     pub correlation_window: Duration,
     /// Distinct warning symptoms on one entity within the window that open an incident when
@@ -91,6 +98,8 @@ pub struct Collector {
     notifier: notify::Notifier,
     max_recv_bytes: usize,
     auto_resolve_after: Option<Duration>,
+    reload: Option<(rules_reload::RulesWatch, Duration)>,
+    reload_metrics: rules_reload::ReloadMetrics,
 }
 
 impl Collector {
@@ -118,6 +127,16 @@ impl Collector {
             notifier.waker(),
             metrics.clone(),
         )?;
+        let reload_metrics = rules_reload::ReloadMetrics::register(registry)?;
+        let reload = match config.rules_reload_interval {
+            Some(every) if !config.rules_paths.is_empty() && !every.is_zero() => Some((
+                rules_reload::RulesWatch::new(config.rules_paths.clone()),
+                every,
+            )),
+            _ => None,
+        };
+        let mut pipeline = pipeline;
+        pipeline.set_topology_metrics(pipeline::TopologyMetrics::register(registry)?);
         let pipeline = Arc::new(Mutex::new(pipeline));
         let otlp = TcpListener::bind(config.otlp_addr)
             .await
@@ -148,6 +167,8 @@ impl Collector {
             notifier,
             max_recv_bytes: config.max_recv_bytes,
             auto_resolve_after: config.auto_resolve_after,
+            reload,
+            reload_metrics,
         })
     }
 
@@ -176,6 +197,15 @@ impl Collector {
         let resolver = self
             .auto_resolve_after
             .map(|quiet| tokio::spawn(auto_resolve(pipeline.clone(), quiet, shutdown.clone())));
+        let reloader = self.reload.map(|(watch, every)| {
+            tokio::spawn(rules_reload::run(
+                pipeline.clone(),
+                watch,
+                every,
+                self.reload_metrics.clone(),
+                shutdown.clone(),
+            ))
+        });
         ready.store(true, Ordering::Release);
         let otlp = ingest::serve(
             self.otlp,
@@ -189,6 +219,9 @@ impl Collector {
         let http = http.await.unwrap_or(Ok(()));
         let _ = notifier.await;
         if let Some(r) = resolver {
+            let _ = r.await;
+        }
+        if let Some(r) = reloader {
             let _ = r.await;
         }
         otlp?;

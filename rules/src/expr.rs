@@ -253,7 +253,7 @@ pub(crate) fn join_refs(program: &Program) -> Vec<(String, u64)> {
             && let Expr::Ident(name) = &sel.operand.expr
             && name == "join"
         {
-            out.push((sel.field.clone(), e.id));
+            out.push((sel.field.clone(), sel.operand.id));
         }
         stack.extend(children(e));
     }

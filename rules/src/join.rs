@@ -140,6 +140,21 @@ pub trait JoinSource {
     /// itself may be among them; the engine skips it.
     fn signals(&self, event: &str, from: Timestamp, to: Timestamp) -> Vec<&Signal>;
 
+    /// The held signals named `event` in `from..=to` that may stand in `relation` to the
+    /// anchor. A source with an index (by machine, workload, service, entity) returns just
+    /// those; the default returns [`JoinSource::signals`]. The engine checks the relation on
+    /// each candidate either way.
+    fn candidates(
+        &self,
+        event: &str,
+        from: Timestamp,
+        to: Timestamp,
+        _relation: Relation,
+        _anchor: &Anchor,
+    ) -> Vec<&Signal> {
+        self.signals(event, from, to)
+    }
+
     /// Machines (see [`machine_of`]) the entity of `s` ran on at `at`, from the topology.
     fn machines(&self, _s: &Signal, _at: Timestamp) -> Vec<String> {
         Vec::new()
@@ -158,6 +173,47 @@ pub trait JoinSource {
     /// Whether service `from` reaches service `to` through calls around `at`.
     fn reaches(&self, _from: &str, _to: &str, _at: Timestamp) -> bool {
         false
+    }
+}
+
+/// What a relation needs to know about its anchor, computed once per join rather than once
+/// per candidate: the machines it ran on and the workloads that owned it at its time (its own
+/// attributes plus the topology's answer).
+pub struct Anchor<'a> {
+    pub signal: &'a Signal,
+    /// For `same-host` and `runs-on`; empty for other relations.
+    pub machines: Vec<String>,
+    /// For `owned-by`; empty for other relations.
+    pub workloads: Vec<String>,
+}
+
+impl<'a> Anchor<'a> {
+    pub fn new(relation: Relation, signal: &'a Signal, source: &dyn JoinSource) -> Self {
+        let mut a = Anchor {
+            signal,
+            machines: Vec::new(),
+            workloads: Vec::new(),
+        };
+        match relation {
+            Relation::SameHost | Relation::RunsOn => {
+                a.machines.extend(machine_of(signal).map(str::to_string));
+                for m in source.machines(signal, signal.time) {
+                    if !a.machines.contains(&m) {
+                        a.machines.push(m);
+                    }
+                }
+            }
+            Relation::OwnedBy => {
+                a.workloads.extend(workload_of(signal));
+                for w in source.workloads(signal, signal.time) {
+                    if !a.workloads.contains(&w) {
+                        a.workloads.push(w);
+                    }
+                }
+            }
+            _ => {}
+        }
+        a
     }
 }
 
@@ -250,51 +306,49 @@ pub fn related(
     joined: &Signal,
     source: &dyn JoinSource,
 ) -> bool {
-    let at = anchor.time;
+    related_to(
+        relation,
+        &Anchor::new(relation, anchor, source),
+        joined,
+        source,
+    )
+}
+
+/// [`related`], with the anchor's facts computed already.
+pub fn related_to(
+    relation: Relation,
+    anchor: &Anchor,
+    joined: &Signal,
+    source: &dyn JoinSource,
+) -> bool {
+    let a = anchor.signal;
+    let at = a.time;
     match relation {
-        Relation::SameEntity => anchor.entity.key() == joined.entity.key(),
-        Relation::SameCluster => {
-            attr(anchor, "k8s.cluster.name") == attr(joined, "k8s.cluster.name")
-        }
+        Relation::SameEntity => a.entity.key() == joined.entity.key(),
+        Relation::SameCluster => attr(a, "k8s.cluster.name") == attr(joined, "k8s.cluster.name"),
         Relation::SameHost => {
-            let Some(m) = machine_of(joined) else {
-                return false;
-            };
-            machine_of(anchor) == Some(m) || source.machines(anchor, at).iter().any(|x| x == m)
+            machine_of(joined).is_some_and(|m| anchor.machines.iter().any(|x| x == m))
         }
         Relation::RunsOn => {
-            if !matches!(joined.entity.kind, EntityKind::Node | EntityKind::Host) {
-                return false;
-            }
-            let Some(m) = machine_of(joined) else {
-                return false;
-            };
-            // A node is not "on" itself.
-            if matches!(anchor.entity.kind, EntityKind::Node | EntityKind::Host) {
-                return false;
-            }
-            machine_of(anchor) == Some(m) || source.machines(anchor, at).iter().any(|x| x == m)
+            matches!(joined.entity.kind, EntityKind::Node | EntityKind::Host)
+                // A node is not "on" itself.
+                && !matches!(a.entity.kind, EntityKind::Node | EntityKind::Host)
+                && machine_of(joined).is_some_and(|m| anchor.machines.iter().any(|x| x == m))
         }
         Relation::OwnedBy => {
-            let Some(w) = workload_of(joined) else {
-                return false;
-            };
-            if anchor.entity.kind == EntityKind::Workload {
-                return false;
-            }
-            workload_of(anchor).as_deref() == Some(w.as_str())
-                || source.workloads(anchor, at).iter().any(|x| *x == w)
+            a.entity.kind != EntityKind::Workload
+                && workload_of(joined).is_some_and(|w| anchor.workloads.contains(&w))
         }
         Relation::Calls | Relation::UpstreamOf => {
-            let (Some(a), Some(b)) = (service_of(anchor), service_of(joined)) else {
+            let (Some(x), Some(y)) = (service_of(a), service_of(joined)) else {
                 return false;
             };
-            if a == b {
+            if x == y {
                 return false;
             }
             match relation {
-                Relation::Calls => source.calls(a, b, at),
-                _ => source.reaches(a, b, at),
+                Relation::Calls => source.calls(x, y, at),
+                _ => source.reaches(x, y, at),
             }
         }
     }

@@ -29,7 +29,7 @@ mod yaml;
 
 pub use error::{Location, RuleParseFailed};
 pub use expr::VARIABLES;
-pub use join::{JoinSource, NoJoins, Order, Relation};
+pub use join::{Anchor, JoinSource, NoJoins, Order, Relation};
 pub use ruleset::{BUILTIN_PACKS, BUILTIN_TESTS, Rule, RuleMatch, RuleSet, SourceFile};
 pub use spec::{EntitySelector, EvidenceSelector};
 pub use template::{Filter, UNKNOWN, human_bytes};

@@ -412,6 +412,24 @@ impl RuleSet {
                 .collect();
             triggers.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
             triggers.dedup_by(|a, b| a.id == b.id);
+            // Cheap test first: when every join listening for this event is measured from the
+            // trigger, a trigger that `joined` is not related to (or not in the window of)
+            // cannot be completed by it.
+            let direct: Vec<&Join> = rule
+                .joins
+                .iter()
+                .filter(|j| j.events.contains(&joined.name))
+                .collect();
+            if direct.iter().all(|j| j.of.is_none()) {
+                triggers.retain(|t| {
+                    direct.iter().any(|j| {
+                        let (from, to) = j.order.range(t.time, j.within);
+                        joined.time >= from
+                            && joined.time <= to
+                            && crate::join::related(j.relation, t, joined, source)
+                    })
+                });
+            }
             for t in triggers.into_iter().take(MAX_LATE_TRIGGERS) {
                 let ctx = self.cel.context(t);
                 if let Ok(m) = rule.apply(&self.cel, &ctx, t, source)
@@ -588,12 +606,13 @@ impl Rule {
             Some(a) => chosen[a],
         };
         let (from, to) = join.order.range(anchor.time, join.within);
+        let facts = crate::join::Anchor::new(join.relation, anchor, source);
         let mut candidates: Vec<&Signal> = join
             .events
             .iter()
-            .flat_map(|e| source.signals(e, from, to))
+            .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
             .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.id == c.id))
-            .filter(|c| crate::join::related(join.relation, anchor, c, source))
+            .filter(|c| crate::join::related_to(join.relation, &facts, c, source))
             .collect();
         candidates.sort_by(|a, b| {
             a.time
