@@ -58,6 +58,8 @@ pub struct Held {
 struct EventQueue {
     all: VecDeque<Arc<Signal>>,
     by_key: HashMap<String, VecDeque<Arc<Signal>>>,
+    /// Signal id → the rules with joins it armed as a trigger ([`RuleSet::armed`]).
+    armed: HashMap<String, Vec<String>>,
 }
 
 /// The keys a held signal is found under: `m:` machine, `w:` workload, `s:` service, `e:`
@@ -89,6 +91,7 @@ fn in_range(
 impl EventQueue {
     fn pop_front(&mut self) -> Option<Arc<Signal>> {
         let s = self.all.pop_front()?;
+        self.armed.remove(&s.id);
         for k in held_keys(&s) {
             if let Some(q) = self.by_key.get_mut(&k) {
                 if let Some(i) = q.iter().position(|x| Arc::ptr_eq(x, &s)) {
@@ -123,7 +126,11 @@ impl Held {
         }
         self.newest = self.newest.max(s.time);
         let cutoff = self.newest.minus(self.horizon);
+        let armed: Vec<String> = rules.armed(s).into_iter().map(str::to_string).collect();
         let q = self.by_event.entry(s.name.clone()).or_default();
+        if !armed.is_empty() {
+            q.armed.insert(s.id.clone(), armed);
+        }
         let s = Arc::new(s.clone());
         for k in held_keys(&s) {
             insert_ordered(q.by_key.entry(k).or_default(), s.clone());
@@ -223,6 +230,54 @@ impl JoinSource for JoinView<'_> {
             .filter_map(|k| q.by_key.get(k))
             .flat_map(|kq| in_range(kq, from, to))
             .collect()
+    }
+
+    fn triggers(
+        &self,
+        rule: &str,
+        event: &str,
+        from: Timestamp,
+        to: Timestamp,
+        relation: Relation,
+        joined: &Signal,
+    ) -> Vec<&Signal> {
+        let Some(q) = self.held.by_event.get(event) else {
+            return Vec::new();
+        };
+        use daytwo_rules::join::{machine_of, service_of, workload_of};
+        // The keys under which a trigger that `joined` relates to is held.
+        let keys: Option<Vec<String>> = match relation {
+            Relation::SameHost | Relation::RunsOn => {
+                machine_of(joined).map(|m| vec![format!("m:{m}")])
+            }
+            Relation::OwnedBy => workload_of(joined).map(|w| vec![format!("w:{w}")]),
+            Relation::SameEntity => Some(vec![format!("e:{}", joined.entity.key())]),
+            Relation::Calls => service_of(joined).map(|svc| {
+                self.topology
+                    .calls()
+                    .callers(svc)
+                    .map(|c| format!("s:{c}"))
+                    .collect()
+            }),
+            Relation::UpstreamOf | Relation::SameCluster => None,
+        };
+        let armed = |s: &&Signal| {
+            q.armed
+                .get(&s.id)
+                .is_some_and(|r| r.iter().any(|x| x == rule))
+        };
+        // Triggers are indexed by their own attributes (machine, workload, service): a late
+        // cause finds the triggers that name its machine or workload themselves, as every
+        // pod-scoped signal does (k8s.node.name, owner attributes).
+        match keys {
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| q.by_key.get(k))
+                .flat_map(|kq| in_range(kq, from, to))
+                .filter(armed)
+                .collect(),
+            _ => in_range(&q.all, from, to).filter(armed).collect(),
+        }
     }
 
     fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {

@@ -37,8 +37,9 @@ pub const MAX_HYPOTHESES: usize = 5;
 #[derive(Clone, Debug, Default)]
 pub struct CallGraph {
     edges: HashMap<(String, String), (Timestamp, Timestamp)>,
-    /// caller → callees, for lookups without a scan.
+    /// caller → callees and callee → callers, for lookups without a scan.
     out: HashMap<String, BTreeSet<String>>,
+    inn: HashMap<String, BTreeSet<String>>,
 }
 
 impl CallGraph {
@@ -68,6 +69,10 @@ impl CallGraph {
                     .entry(caller.to_string())
                     .or_default()
                     .insert(callee.to_string());
+                self.inn
+                    .entry(callee.to_string())
+                    .or_default()
+                    .insert(caller.to_string());
             }
         }
         if self.edges.len() > MAX_EDGES {
@@ -97,6 +102,12 @@ impl CallGraph {
             callees.remove(&k.1);
             if callees.is_empty() {
                 self.out.remove(&k.0);
+            }
+        }
+        if let Some(callers) = self.inn.get_mut(&k.1) {
+            callers.remove(&k.0);
+            if callers.is_empty() {
+                self.inn.remove(&k.1);
             }
         }
     }
@@ -140,10 +151,10 @@ impl CallGraph {
 
     /// The services that call `svc`.
     pub fn callers<'a>(&'a self, svc: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.edges
-            .keys()
-            .filter(move |(_, b)| b == svc)
-            .map(|(a, _)| a.as_str())
+        self.inn
+            .get(svc)
+            .into_iter()
+            .flat_map(|c| c.iter().map(String::as_str))
     }
 
     /// Every service that reaches `svc` through calls (its transitive callers), excluding itself.

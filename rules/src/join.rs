@@ -155,6 +155,23 @@ pub trait JoinSource {
         self.signals(event, from, to)
     }
 
+    /// The held triggers of rule `rule` (event `event`, in `from..=to`) that `joined` may
+    /// complete through a join with `relation` measured from the trigger. A source that knows
+    /// which held signals passed the rule's condition ([`crate::RuleSet::armed`]) and indexes
+    /// them by relation returns just those; the default returns [`JoinSource::signals`]. The
+    /// engine evaluates each one fully either way.
+    fn triggers(
+        &self,
+        _rule: &str,
+        event: &str,
+        from: Timestamp,
+        to: Timestamp,
+        _relation: Relation,
+        _joined: &Signal,
+    ) -> Vec<&Signal> {
+        self.signals(event, from, to)
+    }
+
     /// Machines (see [`machine_of`]) the entity of `s` ran on at `at`, from the topology.
     fn machines(&self, _s: &Signal, _at: Timestamp) -> Vec<String> {
         Vec::new()

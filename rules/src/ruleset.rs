@@ -404,23 +404,34 @@ impl RuleSet {
             let rule = &self.rules[i];
             let from = joined.time.minus(rule.reach);
             let to = joined.time.plus(rule.reach);
-            let mut triggers: Vec<&Signal> = rule
-                .events
-                .iter()
-                .flat_map(|e| source.signals(e, from, to))
-                .filter(|t| t.id != joined.id)
-                .collect();
-            triggers.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
-            triggers.dedup_by(|a, b| a.id == b.id);
-            // Cheap test first: when every join listening for this event is measured from the
-            // trigger, a trigger that `joined` is not related to (or not in the window of)
-            // cannot be completed by it.
             let direct: Vec<&Join> = rule
                 .joins
                 .iter()
                 .filter(|j| j.events.contains(&joined.name))
                 .collect();
-            if direct.iter().all(|j| j.of.is_none()) {
+            // When every join listening for this event is measured from the trigger, ask for
+            // the triggers related to `joined` (an indexed lookup in the collector) and test
+            // relation and window before the full evaluation; otherwise every held trigger.
+            let all_direct = direct.iter().all(|j| j.of.is_none());
+            let mut triggers: Vec<&Signal> = Vec::new();
+            for e in &rule.events {
+                if all_direct {
+                    for j in &direct {
+                        triggers.extend(source.triggers(&rule.id, e, from, to, j.relation, joined));
+                    }
+                } else {
+                    triggers.extend(source.signals(e, from, to));
+                }
+            }
+            triggers.retain(|t| t.id != joined.id);
+            triggers.sort_by(|a, b| {
+                a.time
+                    .abs_diff(joined.time)
+                    .cmp(&b.time.abs_diff(joined.time))
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+            triggers.dedup_by(|a, b| a.id == b.id);
+            if all_direct {
                 triggers.retain(|t| {
                     direct.iter().any(|j| {
                         let (from, to) = j.order.range(t.time, j.within);
@@ -441,6 +452,30 @@ impl RuleSet {
         }
         sort_matches(&mut out);
         out
+    }
+
+    /// The rules with joins that `s` arms as a trigger: those listening for its event whose
+    /// condition it passes. A caller that remembers this for the signals it holds can answer
+    /// [`JoinSource::triggers`] with just these (a late joined signal then skips every held
+    /// signal that could never be a trigger).
+    pub fn armed(&self, s: &Signal) -> Vec<&str> {
+        let Some(candidates) = self.by_event.get(&s.name) else {
+            return Vec::new();
+        };
+        let joining: Vec<&Rule> = candidates
+            .iter()
+            .map(|&i| &self.rules[i])
+            .filter(|r| !r.joins.is_empty())
+            .collect();
+        if joining.is_empty() {
+            return Vec::new();
+        }
+        let ctx = self.cel.context(s);
+        joining
+            .into_iter()
+            .filter(|r| r.condition.as_ref().is_none_or(|c| check(c, &ctx).is_ok()))
+            .map(|r| r.id.as_str())
+            .collect()
     }
 
     /// Event names a caller should hold for joins (the join events, and the triggers of rules
