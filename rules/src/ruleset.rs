@@ -441,12 +441,21 @@ impl RuleSet {
                     })
                 });
             }
+            // The joins `joined` can fill; with a chain, any join listening for its event.
+            let slots: Vec<usize> = rule
+                .joins
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.events.contains(&joined.name))
+                .map(|(i, _)| i)
+                .collect();
             for t in triggers.into_iter().take(MAX_LATE_TRIGGERS) {
                 let ctx = self.cel.context(t);
-                if let Ok(m) = rule.apply(&self.cel, &ctx, t, source)
-                    && m.signals[1..].iter().any(|s| s.id == joined.id)
-                {
-                    out.push(m);
+                for &slot in &slots {
+                    if let Ok(m) = rule.apply(&self.cel, &ctx, t, source, Some((slot, joined))) {
+                        out.push(m);
+                        break;
+                    }
                 }
             }
         }
@@ -504,7 +513,7 @@ impl RuleSet {
         let ctx = self.cel.context(trigger);
         for &i in candidates {
             let rule = &self.rules[i];
-            match rule.apply(&self.cel, &ctx, trigger, source) {
+            match rule.apply(&self.cel, &ctx, trigger, source, None) {
                 Ok(m) => matches.push(m),
                 Err(miss) => misses.push((rule.id.as_str(), miss)),
             }
@@ -524,12 +533,16 @@ fn sort_matches(matches: &mut [RuleMatch]) {
 }
 
 impl Rule {
+    /// Evaluates the rule for `trigger`. `force` = (join index, signal): that join may only
+    /// choose that signal (how a late joined signal completes a held trigger without the
+    /// search for every other candidate).
     fn apply(
         &self,
         cel: &Cel,
         ctx: &Context<'_, '_>,
         trigger: &Signal,
         source: &dyn JoinSource,
+        force: Option<(usize, &Signal)>,
     ) -> Result<RuleMatch, Miss> {
         if let Some(cond) = &self.condition {
             check(cond, ctx)?;
@@ -537,7 +550,9 @@ impl Rule {
         let mut chosen: Vec<&Signal> = Vec::with_capacity(self.joins.len());
         if !self.joins.is_empty() {
             let trigger_value = crate::expr::signal_value(trigger);
-            if let Err(j) = self.join_from(0, cel, trigger, &trigger_value, source, &mut chosen) {
+            if let Err(j) =
+                self.join_from(0, cel, trigger, &trigger_value, source, force, &mut chosen)
+            {
                 let join = &self.joins[j];
                 return Err(Miss::JoinUnmatched {
                     name: join.name.clone(),
@@ -631,6 +646,7 @@ impl Rule {
         trigger: &'s Signal,
         trigger_value: &Value,
         source: &'s dyn JoinSource,
+        force: Option<(usize, &'s Signal)>,
         chosen: &mut Vec<&'s Signal>,
     ) -> Result<(), usize> {
         let Some(join) = self.joins.get(j) else {
@@ -642,13 +658,24 @@ impl Rule {
         };
         let (from, to) = join.order.range(anchor.time, join.within);
         let facts = crate::join::Anchor::new(join.relation, anchor, source);
-        let mut candidates: Vec<&Signal> = join
-            .events
-            .iter()
-            .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
-            .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.id == c.id))
-            .filter(|c| crate::join::related_to(join.relation, &facts, c, source))
-            .collect();
+        let mut candidates: Vec<&Signal> = match force {
+            Some((fj, fs)) if fj == j => {
+                if join.events.contains(&fs.name) && fs.time >= from && fs.time <= to {
+                    vec![fs]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => join
+                .events
+                .iter()
+                .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
+                .collect(),
+        }
+        .into_iter()
+        .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.id == c.id))
+        .filter(|c| crate::join::related_to(join.relation, &facts, c, source))
+        .collect();
         candidates.sort_by(|a, b| {
             a.time
                 .abs_diff(anchor.time)
@@ -666,7 +693,7 @@ impl Rule {
                 }
             }
             chosen.push(c);
-            match self.join_from(j + 1, cel, trigger, trigger_value, source, chosen) {
+            match self.join_from(j + 1, cel, trigger, trigger_value, source, force, chosen) {
                 Ok(()) => return Ok(()),
                 Err(failed) => deepest = deepest.max(failed),
             }
