@@ -62,6 +62,9 @@ struct EventQueue {
     armed: HashMap<String, Vec<String>>,
 }
 
+/// The key of the queue of held signals that armed some rule as a trigger.
+const ARMED: &str = "armed";
+
 /// The keys a held signal is found under: `m:` machine, `w:` workload, `s:` service, `e:`
 /// entity.
 fn held_keys(s: &Signal) -> Vec<String> {
@@ -91,8 +94,11 @@ fn in_range(
 impl EventQueue {
     fn pop_front(&mut self) -> Option<Arc<Signal>> {
         let s = self.all.pop_front()?;
-        self.armed.remove(&s.id);
-        for k in held_keys(&s) {
+        let mut keys = held_keys(&s);
+        if self.armed.remove(&s.id).is_some() {
+            keys.push(ARMED.to_string());
+        }
+        for k in keys {
             if let Some(q) = self.by_key.get_mut(&k) {
                 if let Some(i) = q.iter().position(|x| Arc::ptr_eq(x, &s)) {
                     q.remove(i);
@@ -128,10 +134,14 @@ impl Held {
         let cutoff = self.newest.minus(self.horizon);
         let armed: Vec<String> = rules.armed(s).into_iter().map(str::to_string).collect();
         let q = self.by_event.entry(s.name.clone()).or_default();
-        if !armed.is_empty() {
+        let is_armed = !armed.is_empty();
+        if is_armed {
             q.armed.insert(s.id.clone(), armed);
         }
         let s = Arc::new(s.clone());
+        if is_armed {
+            insert_ordered(q.by_key.entry(ARMED.to_string()).or_default(), s.clone());
+        }
         for k in held_keys(&s) {
             insert_ordered(q.by_key.entry(k).or_default(), s.clone());
         }
@@ -276,7 +286,11 @@ impl JoinSource for JoinView<'_> {
                 .flat_map(|kq| in_range(kq, from, to))
                 .filter(armed)
                 .collect(),
-            _ => in_range(&q.all, from, to).filter(armed).collect(),
+            _ => q
+                .by_key
+                .get(ARMED)
+                .map(|kq| in_range(kq, from, to).filter(armed).collect())
+                .unwrap_or_default(),
         }
     }
 
