@@ -462,7 +462,7 @@ mod tests {
         assert!(t.seen("pod:u1", EdgeKind::RunsOn, "machine:n1").is_none());
         assert!(t.seen("pod:u2", EdgeKind::RunsOn, "machine:n2").is_some());
         assert!(t.calls().is_empty());
-        assert!(t.dropped_total() >= edges as u64 + 1);
+        assert!(t.dropped_total() > edges as u64);
     }
 
     #[test]

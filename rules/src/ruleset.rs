@@ -639,6 +639,7 @@ impl Rule {
 
     /// Chooses a signal for join `j` and every later join (backtracking over candidates,
     /// nearest to the anchor first). Returns the index of the join that found nothing.
+    #[allow(clippy::too_many_arguments)] // recursion state; a struct would only rename it
     fn join_from<'s>(
         &self,
         j: usize,
