@@ -523,10 +523,12 @@ impl Correlator {
             let fp = fingerprint(&top.rule, &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
                 matches.iter().map(|m| m.hypothesis.clone()).collect();
-            // Below critical, a rule's explanation enriches the incident the signal already
-            // belongs to (a caller's anomaly explained by its callee's is part of the same
-            // outage) rather than splitting it into an incident of its own.
+            // Below critical, for a host-less signal (a service's own anomaly, grouped by
+            // namespace), a rule's explanation enriches the incident the signal already belongs
+            // to (a caller's anomaly explained by its callee's is part of the same outage)
+            // rather than splitting it into an incident of its own.
             if self.active_for(&fp).is_none()
+                && s.host().is_none()
                 && matches.iter().all(|m| m.severity < Severity::Critical)
                 && let Some(id) = self.related_active(s, &hosts)
             {
