@@ -173,6 +173,9 @@ pub struct CollectorFlags {
     /// Rule files or directories (repeatable) [default: the shipped packs].
     #[arg(long = "rules", env = "DAYTWO_RULES", value_delimiter = ',')]
     pub rules: Vec<PathBuf>,
+    /// How often the --rules files are checked for changes and reloaded, in ms; 0 turns reloading off [default: 2000].
+    #[arg(long, env = "DAYTWO_RULES_RELOAD_INTERVAL_MS")]
+    pub rules_reload_interval_ms: Option<u64>,
     /// Bearer token required for ack and resolve calls.
     #[arg(long, env = "DAYTWO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -121,6 +121,8 @@ pub struct CollectorFile {
     pub correlation_window_secs: Option<u64>,
     pub incident_quorum: Option<usize>,
     pub auto_resolve_after_secs: Option<u64>,
+    /// How often rule files are checked for changes, in ms; 0 turns reloading off.
+    pub rules_reload_interval_ms: Option<u64>,
     pub otlp_max_recv_bytes: Option<usize>,
     /// Where pages go (docs/notify.md).
     #[serde(default)]
@@ -383,6 +385,15 @@ pub fn collector_config(
             .unwrap_or_else(|| "127.0.0.1:7700".parse().unwrap()),
         notify,
         rules: std::sync::Arc::new(rules),
+        rules_reload_interval: match flags
+            .rules_reload_interval_ms
+            .or(c.rules_reload_interval_ms)
+            .unwrap_or(2000)
+        {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
+        rules_paths: rules_paths.clone(),
         correlation_window: Duration::from_secs(
             flags
                 .correlation_window_secs

@@ -1,12 +1,23 @@
 //! Correlation: every accepted signal is decided against the active incidents. Fixed input:
-//! 10,000 signals over 200 hosts, a quarter of them matched by a rule.
+//! 10,000 signals over 200 hosts, a quarter of them matched by a rule (`correlate/decide_10k`).
+//!
+//! `throughput/*`: the whole brain per signal, as the pipeline runs it minus the store: the
+//! topology learns from the signal, it is held for joins, the shipped rules (with their joins:
+//! runs-on, same-host, owned-by, calls, same-cluster) are matched as a trigger and as a late
+//! cause, and the correlator decides. 100,000 signals (a fixed-seed mix of container failures,
+//! node conditions, kernel faults, changes, log bursts and service anomalies over one hour of
+//! event time) with more than 10,000 entities in the topology. The reference, measured in the
+//! same run on the same signals: the correlator alone (`throughput/correlator_only`).
+//! `bench/correlate_throughput.sh` prints both in signals/s.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use daytwo_collector::correlate::Correlator;
+use daytwo_collector::correlate::{Correlator, Decision, Held, match_rules};
+use daytwo_collector::topology::Topology;
 use daytwo_model::{
     Entity, EntityKind, Hypothesis, Incident, IncidentStatus, Severity, Signal, Timestamp,
 };
 use daytwo_rules::RuleMatch;
+use daytwo_rules::RuleSet;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -47,6 +58,7 @@ fn signals(n: usize) -> Vec<(Signal, Vec<RuleMatch>)> {
                         remediation: String::new(),
                         evidence: vec![],
                     },
+                    signals: vec![s.clone()],
                 }]
             } else {
                 vec![]
@@ -96,5 +108,315 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A fixed-seed generator (xorshift), so every run sees the same signals.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const NODES: u64 = 200;
+const PODS: u64 = 5_000;
+const WORKLOADS: u64 = 400;
+const SERVICES: u64 = 400;
+
+fn attrs(pairs: &[(&str, serde_json::Value)]) -> daytwo_model::Attributes {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// The resource of pod `p`: its node, namespace, owner and service.
+fn pod_resource(p: u64) -> daytwo_model::Attributes {
+    let w = p % WORKLOADS;
+    attrs(&[
+        ("k8s.cluster.name", "prod".into()),
+        ("k8s.namespace.name", format!("ns{}", w % 20).into()),
+        ("k8s.pod.uid", format!("uid-{p}").into()),
+        ("k8s.pod.name", format!("w{w}-{p}").into()),
+        ("k8s.node.name", format!("node-{}", p % NODES).into()),
+        ("k8s.deployment.name", format!("w{w}").into()),
+        ("service.name", format!("svc-{}", w % SERVICES).into()),
+    ])
+}
+
+fn signal(i: u64, name: &str, t: i64, sev: Severity, entity: Entity) -> Signal {
+    Signal {
+        id: format!("s{i}"),
+        name: name.into(),
+        time: Timestamp::from_unix_secs(1_795_617_015).plus(Duration::from_millis(t as u64)),
+        severity: sev,
+        entity,
+        resource: Default::default(),
+        attributes: Default::default(),
+        message: String::new(),
+        evidence: vec![],
+    }
+}
+
+/// The topology every throughput run starts from: every pod's container seen once (more than
+/// 10,000 entities: nodes, pods, containers, workloads, services) and each service calling
+/// three others.
+fn warm_topology() -> Topology {
+    let mut t = Topology::new(Duration::from_secs(3 * 3600), Duration::from_secs(300));
+    for p in 0..PODS {
+        let mut s = signal(
+            u64::MAX - p,
+            "app.started",
+            0,
+            Severity::Info,
+            Entity::new(EntityKind::Container, format!("c{p}")),
+        );
+        s.resource = pod_resource(p);
+        s.entity = s
+            .entity
+            .with_attr("k8s.pod.uid", format!("uid-{p}"))
+            .with_attr("k8s.container.name", "app");
+        t.observe(&s);
+    }
+    for v in 0..SERVICES {
+        for k in 1..=3 {
+            t.add_call(
+                &format!("svc-{v}"),
+                &format!("svc-{}", (v * 7 + k * 13) % SERVICES),
+                Timestamp::from_unix_secs(1_795_617_015),
+            );
+        }
+    }
+    t
+}
+
+/// 100,000 signals over one hour of event time.
+fn stream(n: u64) -> Vec<Signal> {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let step_ms = 3_600_000 / n as i64;
+    (0..n)
+        .map(|i| {
+            let t = i as i64 * step_ms;
+            let p = r.below(PODS);
+            let w = p % WORKLOADS;
+            let node = format!("node-{}", p % NODES);
+            let roll = r.below(100);
+            let mut s;
+            if roll < 40 {
+                let svc = format!("svc-{}", r.below(SERVICES));
+                let name = if roll < 20 {
+                    "daytwo.service.latency_anomaly"
+                } else {
+                    "daytwo.service.error_anomaly"
+                };
+                s = signal(
+                    i,
+                    name,
+                    t,
+                    Severity::Warning,
+                    Entity::new(EntityKind::Service, svc.clone()).with_attr("service.name", svc),
+                );
+                s.attributes =
+                    attrs(&[("daytwo.anomaly.sigma", (5.0 + r.below(50) as f64).into())]);
+            } else if roll < 65 {
+                let name = if roll < 55 {
+                    "daytwo.k8s.container.waiting"
+                } else {
+                    "daytwo.k8s.container.terminated"
+                };
+                s = signal(
+                    i,
+                    name,
+                    t,
+                    Severity::Warning,
+                    Entity::new(EntityKind::Container, format!("w{w}-{p}/app"))
+                        .with_attr("k8s.pod.uid", format!("uid-{p}"))
+                        .with_attr("k8s.container.name", "app"),
+                );
+                s.resource = pod_resource(p);
+                s.attributes = attrs(&[
+                    ("k8s.container.status.reason", "CrashLoopBackOff".into()),
+                    (
+                        "k8s.container.status.last_terminated_reason",
+                        if r.below(4) == 0 {
+                            "OOMKilled"
+                        } else {
+                            "Error"
+                        }
+                        .into(),
+                    ),
+                ]);
+            } else if roll < 80 {
+                s = signal(
+                    i,
+                    "daytwo.log.error_burst",
+                    t,
+                    Severity::Warning,
+                    Entity::new(EntityKind::Workload, format!("w{w}"))
+                        .with_attr("k8s.namespace.name", format!("ns{}", w % 20))
+                        .with_attr("k8s.deployment.name", format!("w{w}")),
+                );
+                s.resource = attrs(&[("k8s.cluster.name", "prod".into())]);
+                let template = if r.below(50) == 0 {
+                    "dial tcp: lookup <*> on <*>:53: no such host"
+                } else {
+                    "ERROR request <*> failed after <*> ms"
+                };
+                s.attributes = attrs(&[("daytwo.log.template", template.into())]);
+            } else if roll < 90 {
+                let name = [
+                    "daytwo.kernel.io_error",
+                    "daytwo.kernel.hung_task",
+                    "daytwo.node.filesystem_full",
+                    "daytwo.container.cpu_throttled",
+                ][r.below(4) as usize];
+                s = signal(
+                    i,
+                    name,
+                    t,
+                    Severity::Warning,
+                    Entity::new(EntityKind::Host, node.clone())
+                        .with_attr("host.name", node.clone()),
+                );
+                s.resource = attrs(&[("host.name", node.clone().into())]);
+            } else if roll < 95 {
+                s = signal(
+                    i,
+                    "daytwo.k8s.node.condition",
+                    t,
+                    Severity::Critical,
+                    Entity::new(EntityKind::Node, node.clone()).with_attr("k8s.node.name", node),
+                );
+                let bad = r.below(10) == 0;
+                s.attributes = attrs(&[
+                    (
+                        "k8s.node.condition.type",
+                        if bad { "Ready" } else { "MemoryPressure" }.into(),
+                    ),
+                    ("k8s.node.condition.status", "False".into()),
+                ]);
+            } else {
+                s = signal(
+                    i,
+                    "daytwo.k8s.change",
+                    t,
+                    Severity::Info,
+                    Entity::new(EntityKind::Workload, format!("ns{}/w{w}", w % 20))
+                        .with_attr("k8s.namespace.name", format!("ns{}", w % 20))
+                        .with_attr("k8s.deployment.name", format!("w{w}")),
+                );
+                s.attributes = attrs(&[
+                    (
+                        "daytwo.change.kind",
+                        if r.below(2) == 0 { "rollout" } else { "scale" }.into(),
+                    ),
+                    (
+                        "daytwo.change.memory_limit_bytes.before",
+                        536_870_912.into(),
+                    ),
+                    ("daytwo.change.memory_limit_bytes.after", 268_435_456.into()),
+                ]);
+            }
+            s
+        })
+        .collect()
+}
+
+fn track(c: &mut Correlator, d: Decision, s: &Signal, opened: &mut u32) {
+    match d {
+        Decision::Open {
+            fingerprint,
+            severity,
+            title,
+            hypotheses,
+            ..
+        } => {
+            *opened += 1;
+            c.track(&Incident {
+                id: format!("i{opened}"),
+                fingerprint,
+                status: IncidentStatus::Open,
+                severity,
+                opened_at: s.time,
+                updated_at: s.time,
+                resolved_at: None,
+                title,
+                root_causes: hypotheses,
+                signals: vec![s.clone()],
+                links: vec![],
+            });
+        }
+        Decision::Join { incident_id, .. } => c.touch(&incident_id, s),
+        Decision::Hold => {}
+    }
+}
+
+fn throughput(c: &mut Criterion) {
+    const N: u64 = 100_000;
+    let input = stream(N);
+    let rules = RuleSet::builtin();
+    let warm = warm_topology();
+    let entities = 200 + 2 * PODS + WORKLOADS + SERVICES;
+    assert!(entities >= 10_000 && warm.len() >= 10_000, "{}", warm.len());
+    // One untimed pass to show what the rules did with this input.
+    {
+        let mut topology = warm_topology();
+        let mut held = Held::new(Duration::from_secs(3600));
+        let mut per_rule: std::collections::BTreeMap<String, usize> = Default::default();
+        for s in &input {
+            topology.observe(s);
+            held.insert(&rules, s);
+            for m in match_rules(&rules, &held, &topology, s) {
+                *per_rule.entry(m.rule).or_default() += 1;
+            }
+        }
+        eprintln!(
+            "throughput input: {N} signals, {} topology edges, {} held for joins; rule matches: {per_rule:?}",
+            topology.len(),
+            held.len()
+        );
+    }
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("rules_joins_topology_100k", |b| {
+        b.iter_batched(
+            warm_topology,
+            |mut topology| {
+                let mut held = Held::new(Duration::from_secs(3600));
+                let mut corr = Correlator::new(Duration::from_secs(300));
+                let mut opened = 0u32;
+                let mut matched = 0usize;
+                for s in &input {
+                    topology.observe(s);
+                    held.insert(&rules, s);
+                    let m = match_rules(&rules, &held, &topology, s);
+                    matched += m.len();
+                    let d = corr.decide_in(s, &m, Some(&topology));
+                    track(&mut corr, d, s, &mut opened);
+                }
+                black_box((opened, matched))
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("correlator_only", |b| {
+        b.iter(|| {
+            let mut corr = Correlator::new(Duration::from_secs(300));
+            let mut opened = 0u32;
+            for s in &input {
+                let d = corr.decide(s, &[]);
+                track(&mut corr, d, s, &mut opened);
+            }
+            black_box(opened)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, throughput);
 criterion_main!(benches);

@@ -17,13 +17,325 @@
 //! (`k8s.namespace.name`, within `k8s.cluster.name`) instead: an application's services live
 //! in one namespace, and a fault in one of them shows up as symptoms in its callers.
 //!
+//! "Connected in topology" includes what the [`Topology`] learnt from other signals: a signal
+//! about a service or container with no host of its own joins an incident on the machine its
+//! pod ran on at that time ([`Correlator::decide_in`]).
+//!
+//! Rules with joins are evaluated by [`match_rules`] against the signals [`Held`] for joins
+//! and the topology ([`JoinView`]): as a trigger when a signal arrives, and again for the
+//! triggers a later signal completes, so a cause that arrives after its symptom still names it.
+//!
 //! Invariants: fingerprints never contain message text; a resolved incident is forgotten here
 //! and never takes new signals (the store links a reopened fingerprint to the old incident).
 
+use crate::topology::Topology;
 use daytwo_model::{Entity, Hypothesis, Incident, Severity, Signal, Timestamp, stable_id};
-use daytwo_rules::RuleMatch;
+use daytwo_rules::{Anchor, JoinSource, Relation, RuleMatch, RuleSet};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// At most this many signals are held for joins, in total and per event name.
+pub const HELD_MAX: usize = 100_000;
+const HELD_PER_EVENT: usize = 20_000;
+
+/// Signals held in memory for the joins of rules: only the event names some rule joins on
+/// (or triggers with joins), for as long as the longest join reaches (at least the
+/// correlation window), bounded in count. Indexed by event name and, within it, by what
+/// relations look up (machine, workload, service, entity), so a join looks at its related
+/// candidates, not at every signal of the window.
+#[derive(Debug, Default)]
+pub struct Held {
+    by_event: HashMap<String, EventQueue>,
+    len: usize,
+    horizon: Duration,
+    newest: Timestamp,
+    dropped: u64,
+}
+
+/// One event name's held signals, in event-time order, and the same by lookup key.
+#[derive(Debug, Default)]
+struct EventQueue {
+    all: VecDeque<Arc<Signal>>,
+    by_key: HashMap<String, VecDeque<Arc<Signal>>>,
+    /// Signal id → the rules with joins it armed as a trigger ([`RuleSet::armed`]).
+    armed: HashMap<String, Vec<String>>,
+}
+
+/// The key of the queue of held signals that armed some rule as a trigger.
+const ARMED: &str = "armed";
+
+/// The keys a held signal is found under: `m:` machine, `w:` workload, `s:` service, `e:`
+/// entity.
+fn held_keys(s: &Signal) -> Vec<String> {
+    let mut keys = vec![format!("e:{}", s.entity.key())];
+    keys.extend(daytwo_rules::join::machine_of(s).map(|m| format!("m:{m}")));
+    keys.extend(daytwo_rules::join::workload_of(s).map(|w| format!("w:{w}")));
+    keys.extend(daytwo_rules::join::service_of(s).map(|v| format!("s:{v}")));
+    keys
+}
+
+fn insert_ordered(q: &mut VecDeque<Arc<Signal>>, s: Arc<Signal>) {
+    let at = q.partition_point(|x| x.time <= s.time);
+    q.insert(at, s);
+}
+
+fn in_range(
+    q: &VecDeque<Arc<Signal>>,
+    from: Timestamp,
+    to: Timestamp,
+) -> impl Iterator<Item = &Signal> {
+    let start = q.partition_point(|x| x.time < from);
+    q.range(start..)
+        .take_while(move |x| x.time <= to)
+        .map(|x| x.as_ref())
+}
+
+impl EventQueue {
+    fn pop_front(&mut self) -> Option<Arc<Signal>> {
+        let s = self.all.pop_front()?;
+        let mut keys = held_keys(&s);
+        if self.armed.remove(&s.id).is_some() {
+            keys.push(ARMED.to_string());
+        }
+        for k in keys {
+            if let Some(q) = self.by_key.get_mut(&k) {
+                if let Some(i) = q.iter().position(|x| Arc::ptr_eq(x, &s)) {
+                    q.remove(i);
+                }
+                if q.is_empty() {
+                    self.by_key.remove(&k);
+                }
+            }
+        }
+        Some(s)
+    }
+}
+
+impl Held {
+    /// Holds signals for `horizon` of event time behind the newest one seen.
+    pub fn new(horizon: Duration) -> Self {
+        Held {
+            horizon,
+            ..Default::default()
+        }
+    }
+
+    pub fn set_horizon(&mut self, horizon: Duration) {
+        self.horizon = horizon;
+    }
+
+    /// Holds `s` if some rule joins on its event; drops what fell behind the horizon.
+    pub fn insert(&mut self, rules: &RuleSet, s: &Signal) {
+        if !rules.held_events().contains(&s.name) {
+            return;
+        }
+        self.newest = self.newest.max(s.time);
+        let cutoff = self.newest.minus(self.horizon);
+        let armed: Vec<String> = rules.armed(s).into_iter().map(str::to_string).collect();
+        let q = self.by_event.entry(s.name.clone()).or_default();
+        let is_armed = !armed.is_empty();
+        if is_armed {
+            q.armed.insert(s.id.clone(), armed);
+        }
+        let s = Arc::new(s.clone());
+        if is_armed {
+            insert_ordered(q.by_key.entry(ARMED.to_string()).or_default(), s.clone());
+        }
+        for k in held_keys(&s) {
+            insert_ordered(q.by_key.entry(k).or_default(), s.clone());
+        }
+        // Most signals arrive in event-time order, so this is an append.
+        insert_ordered(&mut q.all, s);
+        self.len += 1;
+        while q.all.front().is_some_and(|x| x.time < cutoff) || q.all.len() > HELD_PER_EVENT {
+            q.pop_front();
+            self.len -= 1;
+            self.dropped += 1;
+        }
+        if self.len > HELD_MAX {
+            self.shrink();
+        }
+    }
+
+    /// Drops everything behind the horizon, and the oldest half of the largest queue.
+    fn shrink(&mut self) {
+        let cutoff = self.newest.minus(self.horizon);
+        for q in self.by_event.values_mut() {
+            while q.all.front().is_some_and(|x| x.time < cutoff) {
+                q.pop_front();
+                self.len -= 1;
+                self.dropped += 1;
+            }
+        }
+        if let Some(q) = self.by_event.values_mut().max_by_key(|q| q.all.len()) {
+            for _ in 0..q.all.len() / 2 {
+                q.pop_front();
+                self.len -= 1;
+                self.dropped += 1;
+            }
+        }
+        self.by_event.retain(|_, q| !q.all.is_empty());
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Signals dropped (past the horizon or the count bound).
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// What a rule's joins see: the held signals and the topology.
+pub struct JoinView<'a> {
+    pub held: &'a Held,
+    pub topology: &'a Topology,
+}
+
+impl JoinSource for JoinView<'_> {
+    fn signals(&self, event: &str, from: Timestamp, to: Timestamp) -> Vec<&Signal> {
+        let Some(q) = self.held.by_event.get(event) else {
+            return Vec::new();
+        };
+        in_range(&q.all, from, to).collect()
+    }
+
+    fn candidates(
+        &self,
+        event: &str,
+        from: Timestamp,
+        to: Timestamp,
+        relation: Relation,
+        anchor: &Anchor,
+    ) -> Vec<&Signal> {
+        let Some(q) = self.held.by_event.get(event) else {
+            return Vec::new();
+        };
+        let keys: Vec<String> = match relation {
+            Relation::SameHost | Relation::RunsOn => {
+                anchor.machines.iter().map(|m| format!("m:{m}")).collect()
+            }
+            Relation::OwnedBy => anchor.workloads.iter().map(|w| format!("w:{w}")).collect(),
+            Relation::SameEntity => vec![format!("e:{}", anchor.signal.entity.key())],
+            Relation::Calls => match daytwo_rules::join::service_of(anchor.signal) {
+                Some(svc) => self
+                    .topology
+                    .calls()
+                    .callees(svc)
+                    .map(|c| format!("s:{c}"))
+                    .collect(),
+                None => Vec::new(),
+            },
+            Relation::UpstreamOf | Relation::SameCluster => {
+                return in_range(&q.all, from, to).collect();
+            }
+        };
+        keys.iter()
+            .filter_map(|k| q.by_key.get(k))
+            .flat_map(|kq| in_range(kq, from, to))
+            .collect()
+    }
+
+    fn triggers(
+        &self,
+        rule: &str,
+        event: &str,
+        from: Timestamp,
+        to: Timestamp,
+        relation: Relation,
+        joined: &Signal,
+    ) -> Vec<&Signal> {
+        let Some(q) = self.held.by_event.get(event) else {
+            return Vec::new();
+        };
+        use daytwo_rules::join::{machine_of, service_of, workload_of};
+        // The keys under which a trigger that `joined` relates to is held.
+        let keys: Option<Vec<String>> = match relation {
+            Relation::SameHost | Relation::RunsOn => {
+                machine_of(joined).map(|m| vec![format!("m:{m}")])
+            }
+            Relation::OwnedBy => workload_of(joined).map(|w| vec![format!("w:{w}")]),
+            Relation::SameEntity => Some(vec![format!("e:{}", joined.entity.key())]),
+            Relation::Calls => service_of(joined).map(|svc| {
+                self.topology
+                    .calls()
+                    .callers(svc)
+                    .map(|c| format!("s:{c}"))
+                    .collect()
+            }),
+            Relation::UpstreamOf | Relation::SameCluster => None,
+        };
+        let armed = |s: &&Signal| {
+            q.armed
+                .get(&s.id)
+                .is_some_and(|r| r.iter().any(|x| x == rule))
+        };
+        // Triggers are indexed by their own attributes (machine, workload, service): a late
+        // cause finds the triggers that name its machine or workload themselves, as every
+        // pod-scoped signal does (k8s.node.name, owner attributes).
+        match keys {
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| q.by_key.get(k))
+                .flat_map(|kq| in_range(kq, from, to))
+                .filter(armed)
+                .collect(),
+            _ => q
+                .by_key
+                .get(ARMED)
+                .map(|kq| in_range(kq, from, to).filter(armed).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+        self.topology.machines(s, at)
+    }
+
+    fn workloads(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+        self.topology.workloads(s, at)
+    }
+
+    fn calls(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
+        self.topology.calls_at(caller, callee, at)
+    }
+
+    fn reaches(&self, from: &str, to: &str, at: Timestamp) -> bool {
+        self.topology.reaches(from, to, at)
+    }
+}
+
+/// Every rule match a signal brings: the rules it triggers (with their joins), then the
+/// matches of earlier triggers that this signal completes as a joined signal. Best first.
+/// `held` must already hold `s` (see [`Held::insert`]).
+pub fn match_rules(
+    rules: &RuleSet,
+    held: &Held,
+    topology: &Topology,
+    s: &Signal,
+) -> Vec<RuleMatch> {
+    let view = JoinView { held, topology };
+    let mut matches = rules.evaluate_with(s, &view);
+    if !held.is_empty() {
+        let late = rules.evaluate_joined(s, &view);
+        if !late.is_empty() {
+            matches.extend(late);
+            matches.sort_by(|a, b| {
+                b.hypothesis
+                    .score
+                    .total_cmp(&a.hypothesis.score)
+                    .then_with(|| a.rule.cmp(&b.rule))
+            });
+        }
+    }
+    matches
+}
 
 /// The rule id the generic ranker uses for hypotheses no rule proposed.
 pub const GENERIC_RULE: &str = "daytwo.generic";
@@ -195,10 +507,36 @@ impl Correlator {
 
     /// Decides what one signal does, given the rules that matched it (best first).
     pub fn decide(&mut self, s: &Signal, matches: &[RuleMatch]) -> Decision {
+        self.decide_in(s, matches, None)
+    }
+
+    /// [`Correlator::decide`], with the machines the topology says the signal's entity ran on
+    /// at its time counting as its hosts when joining related incidents.
+    pub fn decide_in(
+        &mut self,
+        s: &Signal,
+        matches: &[RuleMatch],
+        topology: Option<&Topology>,
+    ) -> Decision {
+        let hosts: Vec<String> = topology.map(|t| t.machines(s, s.time)).unwrap_or_default();
         if let Some(top) = matches.first() {
             let fp = fingerprint(&top.rule, &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
                 matches.iter().map(|m| m.hypothesis.clone()).collect();
+            // Below critical, for a host-less signal (a service's own anomaly, grouped by
+            // namespace), a rule's explanation enriches the incident the signal already belongs
+            // to (a caller's anomaly explained by its callee's is part of the same outage)
+            // rather than splitting it into an incident of its own.
+            if self.active_for(&fp).is_none()
+                && s.host().is_none()
+                && matches.iter().all(|m| m.severity < Severity::Critical)
+                && let Some(id) = self.related_active(s, &hosts)
+            {
+                return Decision::Join {
+                    incident_id: id,
+                    hypotheses,
+                };
+            }
             if let Some(id) = self.active_for(&fp) {
                 return Decision::Join {
                     incident_id: id.to_string(),
@@ -218,7 +556,7 @@ impl Correlator {
                 context: self.context_for(s),
             };
         }
-        if let Some(id) = self.related_active(s) {
+        if let Some(id) = self.related_active(s, &hosts) {
             return Decision::Join {
                 incident_id: id,
                 hypotheses: Vec::new(),
@@ -279,9 +617,10 @@ impl Correlator {
         }
     }
 
-    fn related_active(&self, s: &Signal) -> Option<String> {
+    fn related_active(&self, s: &Signal, hosts: &[String]) -> Option<String> {
         let mut keys = vec![format!("entity:{}", s.entity.key())];
         keys.extend(s.host().map(|h| format!("host:{h}")));
+        keys.extend(hosts.iter().map(|h| format!("host:{h}")));
         keys.extend(group_key(s));
         keys.iter()
             .filter_map(|k| self.by_topology.get(k))
@@ -509,6 +848,7 @@ mod tests {
                 remediation: "r".into(),
                 evidence: vec![],
             },
+            signals: vec![s.clone()],
         }
     }
 

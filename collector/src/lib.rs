@@ -20,7 +20,9 @@ pub mod page;
 pub mod pipeline;
 pub mod rank;
 pub mod replay;
+pub mod rules_reload;
 pub mod store;
+pub mod topology;
 
 use daytwo_rules::RuleSet;
 use std::net::SocketAddr;
@@ -40,6 +42,11 @@ pub struct CollectorConfig {
     pub http_addr: SocketAddr,
     pub notify: notify::NotifyConfig,
     pub rules: Arc<RuleSet>,
+    /// The rule files and directories `rules` came from (empty: the shipped packs); watched
+    /// for changes when `rules_reload_interval` is set.
+    pub rules_paths: Vec<PathBuf>,
+    /// How often the rule files are checked for changes; `None` turns reloading off.
+    pub rules_reload_interval: Option<Duration>,
     /// Signals further apart than this in event time are not joined by host alone.
     pub correlation_window: Duration,
     /// Distinct warning symptoms on one entity within the window that open an incident when
@@ -95,6 +102,8 @@ pub struct Collector {
     auto_resolve_after: Option<Duration>,
     /// Cluster-wide Kubernetes watches, when [`Collector::set_kube`] configured them.
     kube: Option<(kube::KubeConfig, daytwo_k8s::watch::WatchMetrics)>,
+    reload: Option<(rules_reload::RulesWatch, Duration)>,
+    reload_metrics: rules_reload::ReloadMetrics,
 }
 
 impl Collector {
@@ -129,6 +138,16 @@ impl Collector {
             notifier.handle(),
             metrics.clone(),
         )?;
+        let reload_metrics = rules_reload::ReloadMetrics::register(registry)?;
+        let reload = match config.rules_reload_interval {
+            Some(every) if !config.rules_paths.is_empty() && !every.is_zero() => Some((
+                rules_reload::RulesWatch::new(config.rules_paths.clone()),
+                every,
+            )),
+            _ => None,
+        };
+        let mut pipeline = pipeline;
+        pipeline.set_topology_metrics(pipeline::TopologyMetrics::register(registry)?);
         let pipeline = Arc::new(Mutex::new(pipeline));
         let otlp = TcpListener::bind(config.otlp_addr)
             .await
@@ -161,6 +180,8 @@ impl Collector {
             max_recv_bytes: config.max_recv_bytes,
             auto_resolve_after: config.auto_resolve_after,
             kube: None,
+            reload,
+            reload_metrics,
         })
     }
 
@@ -192,6 +213,15 @@ impl Collector {
         let kube = self.kube.map(|(cfg, m)| {
             tokio::spawn(kube::run(cfg, pipeline.clone(), m, shutdown.clone()))
         });
+        let reloader = self.reload.map(|(watch, every)| {
+            tokio::spawn(rules_reload::run(
+                pipeline.clone(),
+                watch,
+                every,
+                self.reload_metrics.clone(),
+                shutdown.clone(),
+            ))
+        });
         ready.store(true, Ordering::Release);
         let otlp = ingest::serve(
             self.otlp,
@@ -209,6 +239,9 @@ impl Collector {
         }
         if let Some(k) = kube {
             let _ = k.await;
+        }
+        if let Some(r) = reloader {
+            let _ = r.await;
         }
         otlp?;
         http

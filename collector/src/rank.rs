@@ -29,10 +29,17 @@ pub const MAX_EDGES: usize = 10_000;
 /// At most this many hypotheses are proposed per incident.
 pub const MAX_HYPOTHESES: usize = 5;
 
-/// Service → service calls, each with the event time it was last seen.
+/// Service → service calls, each with the event times it was first and last seen.
+///
+/// The one call graph of the collector: the ranker reads it, and the topology
+/// ([`crate::topology::Topology`]) owns it and answers the `calls` and `upstream-of` joins of
+/// rules from it.
 #[derive(Clone, Debug, Default)]
 pub struct CallGraph {
-    edges: HashMap<(String, String), Timestamp>,
+    edges: HashMap<(String, String), (Timestamp, Timestamp)>,
+    /// caller → callees and callee → callers, for lookups without a scan.
+    out: HashMap<String, BTreeSet<String>>,
+    inn: HashMap<String, BTreeSet<String>>,
 }
 
 impl CallGraph {
@@ -40,24 +47,83 @@ impl CallGraph {
         CallGraph::default()
     }
 
-    /// Records that `caller` called `callee` at `t`.
-    pub fn add(&mut self, caller: &str, callee: &str, t: Timestamp) {
+    /// Records that `caller` called `callee` at `t`. Returns how many edges were dropped to
+    /// stay within [`MAX_EDGES`] (the least recently seen go first).
+    pub fn add(&mut self, caller: &str, callee: &str, t: Timestamp) -> usize {
         if caller.is_empty() || callee.is_empty() || caller == callee {
-            return;
+            return 0;
         }
-        let e = self
+        match self
             .edges
-            .entry((caller.to_string(), callee.to_string()))
-            .or_insert(t);
-        *e = (*e).max(t);
-        if self.edges.len() > MAX_EDGES {
-            let mut all: Vec<(Timestamp, (String, String))> =
-                self.edges.iter().map(|(k, t)| (*t, k.clone())).collect();
-            all.sort();
-            for (_, k) in all.into_iter().take(MAX_EDGES / 10) {
-                self.edges.remove(&k);
+            .get_mut(&(caller.to_string(), callee.to_string()))
+        {
+            Some((first, last)) => {
+                *first = (*first).min(t);
+                *last = (*last).max(t);
+                return 0;
+            }
+            None => {
+                self.edges
+                    .insert((caller.to_string(), callee.to_string()), (t, t));
+                self.out
+                    .entry(caller.to_string())
+                    .or_default()
+                    .insert(callee.to_string());
+                self.inn
+                    .entry(callee.to_string())
+                    .or_default()
+                    .insert(caller.to_string());
             }
         }
+        if self.edges.len() > MAX_EDGES {
+            let mut all: Vec<(Timestamp, (String, String))> = self
+                .edges
+                .iter()
+                .map(|(k, (_, last))| (*last, k.clone()))
+                .collect();
+            all.sort();
+            let drop: Vec<(String, String)> = all
+                .into_iter()
+                .take(MAX_EDGES / 10)
+                .map(|(_, k)| k)
+                .collect();
+            let n = drop.len();
+            for k in drop {
+                self.remove(&k);
+            }
+            return n;
+        }
+        0
+    }
+
+    fn remove(&mut self, k: &(String, String)) {
+        self.edges.remove(k);
+        if let Some(callees) = self.out.get_mut(&k.0) {
+            callees.remove(&k.1);
+            if callees.is_empty() {
+                self.out.remove(&k.0);
+            }
+        }
+        if let Some(callers) = self.inn.get_mut(&k.1) {
+            callers.remove(&k.0);
+            if callers.is_empty() {
+                self.inn.remove(&k.1);
+            }
+        }
+    }
+
+    /// Drops every edge last seen before `cutoff`; returns how many.
+    pub fn prune(&mut self, cutoff: Timestamp) -> usize {
+        let stale: Vec<(String, String)> = self
+            .edges
+            .iter()
+            .filter(|(_, (_, last))| *last < cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &stale {
+            self.remove(k);
+        }
+        stale.len()
     }
 
     pub fn len(&self) -> usize {
@@ -68,20 +134,27 @@ impl CallGraph {
         self.edges.is_empty()
     }
 
+    /// When `caller` → `callee` was first and last seen.
+    pub fn seen(&self, caller: &str, callee: &str) -> Option<(Timestamp, Timestamp)> {
+        self.edges
+            .get(&(caller.to_string(), callee.to_string()))
+            .copied()
+    }
+
     /// The services `svc` calls.
     pub fn callees<'a>(&'a self, svc: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.edges
-            .keys()
-            .filter(move |(a, _)| a == svc)
-            .map(|(_, b)| b.as_str())
+        self.out
+            .get(svc)
+            .into_iter()
+            .flat_map(|c| c.iter().map(String::as_str))
     }
 
     /// The services that call `svc`.
     pub fn callers<'a>(&'a self, svc: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.edges
-            .keys()
-            .filter(move |(_, b)| b == svc)
-            .map(|(a, _)| a.as_str())
+        self.inn
+            .get(svc)
+            .into_iter()
+            .flat_map(|c| c.iter().map(String::as_str))
     }
 
     /// Every service that reaches `svc` through calls (its transitive callers), excluding itself.
@@ -96,6 +169,30 @@ impl CallGraph {
             }
         }
         seen
+    }
+
+    /// Whether `from` reaches `to` through calls whose edges were seen within `valid`
+    /// (first seen no later than its end, last seen no earlier than its start).
+    pub fn reaches(&self, from: &str, to: &str, valid: (Timestamp, Timestamp)) -> bool {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut queue = VecDeque::from([from]);
+        while let Some(s) = queue.pop_front() {
+            for c in self.callees(s) {
+                let Some((first, last)) = self.seen(s, c) else {
+                    continue;
+                };
+                if first > valid.1 || last < valid.0 {
+                    continue;
+                }
+                if c == to {
+                    return true;
+                }
+                if c != from && seen.insert(c) {
+                    queue.push_back(c);
+                }
+            }
+        }
+        false
     }
 }
 

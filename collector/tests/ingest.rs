@@ -65,6 +65,8 @@ async fn start_with(max_recv_bytes: usize, auto_resolve_after: Option<Duration>)
         http_addr: "127.0.0.1:0".parse().unwrap(),
         notify: Default::default(),
         rules: Arc::new(daytwo_rules::RuleSet::builtin()),
+        rules_paths: Vec::new(),
+        rules_reload_interval: None,
         correlation_window: Duration::from_secs(300),
         quorum: daytwo_collector::correlate::DEFAULT_QUORUM,
         auto_resolve_after,

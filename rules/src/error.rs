@@ -101,7 +101,7 @@ pub enum RuleParseFailed {
 
     /// A CEL expression names a variable that does not exist (most often a typo).
     #[error(
-        "{at}: rule {rule}: {field}: unknown variable `{name}`; the variables are name, severity, attributes, resource, entity and message"
+        "{at}: rule {rule}: {field}: unknown variable `{name}`; the variables are name, severity, attributes, resource, entity, message and time (plus trigger in a join condition, join in the templates of a rule with joins)"
     )]
     UnknownVariable {
         at: Location,
@@ -113,6 +113,18 @@ pub enum RuleParseFailed {
     /// A template is malformed: `{{` without `}}`, an empty `{{ }}`, an unknown filter.
     #[error("{at}: rule {rule}: {field}: {message}")]
     Template {
+        at: Location,
+        rule: String,
+        field: String,
+        message: String,
+    },
+
+    /// A `join:` entry or a reference to one is wrong: an unknown relation or order, a bad
+    /// window, a duplicate or invalid join name, `of:` or `join.NAME` naming a join that
+    /// does not exist, joins whose `of:` form a cycle; or `root_cause.entity` is not one of
+    /// the selectors.
+    #[error("{at}: rule {rule}: {field}: {message}")]
+    Join {
         at: Location,
         rule: String,
         field: String,
@@ -138,6 +150,7 @@ impl RuleParseFailed {
             | RuleParseFailed::CelTooComplex { at, .. }
             | RuleParseFailed::UnknownVariable { at, .. }
             | RuleParseFailed::Template { at, .. }
+            | RuleParseFailed::Join { at, .. }
             | RuleParseFailed::InvalidTest { at, .. } => at,
         }
     }

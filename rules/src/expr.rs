@@ -25,6 +25,7 @@ pub const VARIABLES: &[&str] = &[
     "resource",
     "entity",
     "message",
+    "time",
 ];
 
 /// Identifiers CEL resolves itself (type names used as `type(x) == int`).
@@ -78,6 +79,12 @@ impl Cel {
     /// Parses `source` and checks that it only names known variables and stays within the
     /// size limits. Call it on a thread with a large stack (see [`crate::RuleSet::compile`]).
     pub(crate) fn compile(&self, source: &str) -> Result<Program, ExprError> {
+        self.compile_with(source, &[])
+    }
+
+    /// [`Cel::compile`], with `extra` variables allowed besides [`VARIABLES`] (`trigger` in a
+    /// join's condition, `join` in the templates of a rule with joins).
+    pub(crate) fn compile_with(&self, source: &str, extra: &[&str]) -> Result<Program, ExprError> {
         if source.len() > MAX_EXPR_BYTES {
             return Err(ExprError::TooComplex {
                 message: format!(
@@ -138,7 +145,7 @@ impl Cel {
                 offset: None,
             });
         }
-        let mut bound = Vec::new();
+        let mut bound: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if let Some((name, id)) = unknown_ident(program.expression(), &mut bound) {
             let offset = program
                 .source_info()
@@ -147,6 +154,14 @@ impl Cel {
             return Err(ExprError::UnknownVariable { name, offset });
         }
         Ok(program)
+    }
+
+    /// The byte offset in `source` of expression `id` of `program`.
+    pub(crate) fn offset_of_id(program: &Program, source: &str, id: u64) -> Option<usize> {
+        program
+            .source_info()
+            .offset_for(id)
+            .and_then(|(start, _)| char_to_byte(source, start as usize))
     }
 
     /// A context binding `signal`'s variables. Build it once per signal and reuse it for
@@ -177,8 +192,72 @@ impl Cel {
             }),
         );
         ctx.add_variable_from_value("message", signal.message.clone());
+        ctx.add_variable_from_value("time", signal.time.to_string());
         ctx
     }
+}
+
+/// A signal as one CEL map (`name`, `severity`, `attributes`, `resource`, `entity`,
+/// `message`, `time`): how `trigger` and `join.NAME` appear to expressions.
+pub(crate) fn signal_value(signal: &Signal) -> Value {
+    let mut m: HashMap<Key, Value> = HashMap::new();
+    m.insert(Key::from("name".to_string()), signal.name.clone().into());
+    m.insert(
+        Key::from("severity".to_string()),
+        signal.severity.as_str().into(),
+    );
+    m.insert(
+        Key::from("attributes".to_string()),
+        map_value(&signal.attributes),
+    );
+    m.insert(
+        Key::from("resource".to_string()),
+        map_value(&signal.resource),
+    );
+    let mut entity: HashMap<Key, Value> = HashMap::new();
+    entity.insert(
+        Key::from("kind".to_string()),
+        signal.entity.kind.as_str().into(),
+    );
+    entity.insert(
+        Key::from("name".to_string()),
+        signal.entity.name.clone().into(),
+    );
+    entity.insert(
+        Key::from("attributes".to_string()),
+        map_value(&signal.entity.attributes),
+    );
+    m.insert(
+        Key::from("entity".to_string()),
+        Value::Map(Map {
+            map: Arc::new(entity),
+        }),
+    );
+    m.insert(
+        Key::from("message".to_string()),
+        signal.message.clone().into(),
+    );
+    m.insert(
+        Key::from("time".to_string()),
+        signal.time.to_string().into(),
+    );
+    Value::Map(Map { map: Arc::new(m) })
+}
+
+/// Every `join.NAME` an expression selects, with the id of the selecting expression.
+pub(crate) fn join_refs(program: &Program) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![program.expression()];
+    while let Some(e) = stack.pop() {
+        if let Expr::Select(sel) = &e.expr
+            && let Expr::Ident(name) = &sel.operand.expr
+            && name == "join"
+        {
+            out.push((sel.field.clone(), sel.operand.id));
+        }
+        stack.extend(children(e));
+    }
+    out
 }
 
 /// The longest expression accepted, in bytes; rules are short, and this bounds the work

@@ -11,11 +11,16 @@
 //! ([`RuleParseFailed`]). Evaluation never fails: a condition that errors does not match,
 //! a template hole whose value is missing renders `<unknown>`.
 //!
-//! Deliberately not here: I/O (callers read files and pass [`SourceFile`]s), clocks,
-//! async, and (for now) joins across several signals.
+//! Joins: a rule may require other signals related to its trigger (same entity, same host,
+//! runs-on, owned-by, calls, upstream-of) within a window; the caller hands them in through
+//! [`JoinSource`] ([`join`]).
+//!
+//! Deliberately not here: I/O (callers read files and pass [`SourceFile`]s), clocks, async,
+//! and the topology itself (the collector's; [`JoinSource`] is how rules ask it).
 
 mod error;
 mod expr;
+pub mod join;
 mod ruleset;
 mod spec;
 mod template;
@@ -24,6 +29,7 @@ mod yaml;
 
 pub use error::{Location, RuleParseFailed};
 pub use expr::VARIABLES;
+pub use join::{Anchor, JoinSource, NoJoins, Order, Relation};
 pub use ruleset::{BUILTIN_PACKS, BUILTIN_TESTS, Rule, RuleMatch, RuleSet, SourceFile};
 pub use spec::{EntitySelector, EvidenceSelector};
 pub use template::{Filter, UNKNOWN, human_bytes};

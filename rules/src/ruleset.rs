@@ -6,19 +6,22 @@
 //! condition and template parsed. [`RuleSet::evaluate`] is pure and deterministic: the same
 //! signal always yields the same matches in the same order.
 //!
-//! Not here (yet): joins across several signals (runs-on, owned-by, calls, before/after).
-//! A rule's trigger is one signal; the `match` and `root_cause.entity` shapes leave room
-//! for more.
+//! Joins: a rule may require other signals next to its trigger (`join:`, see [`crate::join`]).
+//! [`RuleSet::evaluate_with`] looks them up through a [`JoinSource`]; when a joined signal
+//! arrives after its trigger, [`RuleSet::evaluate_joined`] finds the triggers it completes,
+//! so the order in which a cause and its symptoms arrive does not matter.
 
 use crate::error::{Location, RuleParseFailed};
 use crate::expr::{Cel, ExprError};
-use crate::spec::{EntitySelector, EvidenceSelector, RuleFileSpec, RuleSpec};
+use crate::join::{JoinSource, NoJoins, Order, Relation};
+use crate::spec::{EntitySelector, EntitySpec, EvidenceSelector, JoinSpec, RuleFileSpec, RuleSpec};
 use crate::template::{Template, TemplateError};
 use crate::yaml;
 use cel::{Context, Program, Value};
 use daytwo_model::{Entity, EntityKind, Hypothesis, Severity, Signal};
 use serde_saphyr::Spanned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 /// A rule file's path and contents; the caller did the I/O.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +41,10 @@ pub const BUILTIN_PACKS: &[SourceFile<'static>] = &[
         path: "rules/packs/kubernetes.yaml",
         text: include_str!("../packs/kubernetes.yaml"),
     },
+    SourceFile {
+        path: "rules/packs/cascades.yaml",
+        text: include_str!("../packs/cascades.yaml"),
+    },
 ];
 
 /// The unit tests of the shipped packs (`daytwo rules test` can run them without files).
@@ -50,7 +57,31 @@ pub const BUILTIN_TESTS: &[SourceFile<'static>] = &[
         path: "rules/packs/kubernetes.test.yaml",
         text: include_str!("../packs/kubernetes.test.yaml"),
     },
+    SourceFile {
+        path: "rules/packs/cascades.test.yaml",
+        text: include_str!("../packs/cascades.test.yaml"),
+    },
 ];
+
+/// At most this many candidates are tried per join (nearest in time first), and this many
+/// triggers per late evaluation: bounds the work one signal can cause.
+const MAX_CANDIDATES: usize = 64;
+const MAX_LATE_TRIGGERS: usize = 256;
+/// At most this many joins per rule.
+pub const MAX_JOINS: usize = 8;
+
+/// One compiled `join:` entry.
+struct Join {
+    name: String,
+    events: Vec<String>,
+    relation: Relation,
+    /// The anchor: `None` for the trigger, else the index of an earlier join (joins are
+    /// stored so that an anchor always comes before the joins measured from it).
+    of: Option<usize>,
+    order: Order,
+    within: Duration,
+    condition: Option<Program>,
+}
 
 /// One compiled rule.
 pub struct Rule {
@@ -67,6 +98,9 @@ pub struct Rule {
     remediation: Template,
     evidence: EvidenceSelector,
     defined_at: Location,
+    joins: Vec<Join>,
+    /// The farthest a joined signal can be from the trigger (windows along the longest chain).
+    reach: Duration,
 }
 
 impl Rule {
@@ -88,8 +122,12 @@ impl Rule {
     pub fn condition(&self) -> Option<&str> {
         self.condition_source.as_deref()
     }
-    pub fn entity(&self) -> EntitySelector {
-        self.entity
+    pub fn entity(&self) -> &EntitySelector {
+        &self.entity
+    }
+    /// The names of the rule's joins, in evaluation order.
+    pub fn join_names(&self) -> impl Iterator<Item = &str> {
+        self.joins.iter().map(|j| j.name.as_str())
     }
     pub fn score(&self) -> f64 {
         self.score
@@ -125,6 +163,8 @@ pub struct RuleMatch {
     /// The rendered title.
     pub title: String,
     pub hypothesis: Hypothesis,
+    /// The trigger, then each joined signal in join order (empty joins: the trigger alone).
+    pub signals: Vec<Signal>,
 }
 
 /// Why a rule that listens for a signal's event did not match it (for test reports).
@@ -134,6 +174,12 @@ pub(crate) enum Miss {
     ConditionNotBool(String),
     ConditionFailed(String),
     NoHost,
+    /// No held signal satisfied this join.
+    JoinUnmatched {
+        name: String,
+        events: Vec<String>,
+        relation: Relation,
+    },
 }
 
 impl std::fmt::Display for Miss {
@@ -147,6 +193,16 @@ impl std::fmt::Display for Miss {
             Miss::NoHost => f.write_str(
                 "it names the host as root cause but the signal has no host.name (entity or resource)",
             ),
+            Miss::JoinUnmatched {
+                name,
+                events,
+                relation,
+            } => write!(
+                f,
+                "join `{name}` found no [{}] signal that is {} and meets its window and condition",
+                events.join(", "),
+                relation.as_str()
+            ),
         }
     }
 }
@@ -156,6 +212,11 @@ pub struct RuleSet {
     cel: Cel,
     rules: Vec<Rule>,
     by_event: HashMap<String, Vec<usize>>,
+    /// Join event name → rules with a join listening for it.
+    by_join_event: HashMap<String, Vec<usize>>,
+    /// Event names a caller must hold for joins: join events and triggers of rules with joins.
+    held_events: HashSet<String>,
+    horizon: Duration,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -188,7 +249,33 @@ impl RuleSet {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
+    /// Like [`RuleSet::compile`], but keeps every rule that is valid: a rule with an error is
+    /// left out (and so is every rule of a file that is not readable YAML), and the errors
+    /// are returned next to the rules that loaded. What a running collector uses on reload.
+    pub fn compile_partial(files: &[SourceFile]) -> (RuleSet, Vec<RuleParseFailed>) {
+        const PARSE_STACK_BYTES: usize = 256 << 20;
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("daytwo-rules-compile".into())
+                .stack_size(PARSE_STACK_BYTES)
+                .spawn_scoped(scope, || RuleSet::compile_partial_here(files))
+                .ok()
+                .map(|h| h.join())
+        })
+        .unwrap_or_else(|| Ok(RuleSet::compile_partial_here(files)))
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
     fn compile_here(files: &[SourceFile]) -> Result<RuleSet, Vec<RuleParseFailed>> {
+        let (set, errors) = RuleSet::compile_partial_here(files);
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn compile_partial_here(files: &[SourceFile]) -> (RuleSet, Vec<RuleParseFailed>) {
         let cel = Cel::new();
         let mut errors = Vec::new();
         let mut rules: Vec<Rule> = Vec::new();
@@ -223,20 +310,40 @@ impl RuleSet {
                 }
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let mut by_event: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_join_event: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut held_events = HashSet::new();
+        let mut horizon = Duration::ZERO;
         for (i, r) in rules.iter().enumerate() {
             for e in &r.events {
                 by_event.entry(e.clone()).or_default().push(i);
             }
+            if r.joins.is_empty() {
+                continue;
+            }
+            horizon = horizon.max(r.reach);
+            held_events.extend(r.events.iter().cloned());
+            for j in &r.joins {
+                for e in &j.events {
+                    held_events.insert(e.clone());
+                    let v = by_join_event.entry(e.clone()).or_default();
+                    if v.last() != Some(&i) {
+                        v.push(i);
+                    }
+                }
+            }
         }
-        Ok(RuleSet {
-            cel,
-            rules,
-            by_event,
-        })
+        (
+            RuleSet {
+                cel,
+                rules,
+                by_event,
+                by_join_event,
+                held_events,
+                horizon,
+            },
+            errors,
+        )
     }
 
     /// The packs shipped with daytwo ([`BUILTIN_PACKS`]).
@@ -277,17 +384,135 @@ impl RuleSet {
         self.rules.iter().find(|r| r.id == id)
     }
 
-    /// Every rule that matches the trigger, best score first (ties: by rule id).
+    /// Every rule that matches the trigger on its own, best score first (ties: by rule id).
     ///
     /// A rule matches when the trigger's `name` is one of its `match.event` names and its
     /// condition (if any) returns `true`. A condition that fails (a missing attribute, a
-    /// type mismatch) or returns a non-bool does not match.
+    /// type mismatch) or returns a non-bool does not match. Rules with joins never match
+    /// here (there is nothing to join); use [`RuleSet::evaluate_with`].
     pub fn evaluate(&self, trigger: &Signal) -> Vec<RuleMatch> {
-        self.evaluate_traced(trigger).0
+        self.evaluate_traced(trigger, &NoJoins).0
     }
 
-    /// [`RuleSet::evaluate`], plus why each listening rule that did not match missed.
-    pub(crate) fn evaluate_traced(&self, trigger: &Signal) -> (Vec<RuleMatch>, Vec<(&str, Miss)>) {
+    /// Every rule that matches the trigger, joining the signals `source` holds.
+    pub fn evaluate_with(&self, trigger: &Signal, source: &dyn JoinSource) -> Vec<RuleMatch> {
+        self.evaluate_traced(trigger, source).0
+    }
+
+    /// The matches that `joined`, a signal that arrived after its trigger, completes: for each
+    /// rule with a join listening for `joined`'s event, every held trigger within the rule's
+    /// reach is evaluated again, and the matches whose joins chose `joined` are returned, best
+    /// first. `source` must already hold `joined`.
+    pub fn evaluate_joined(&self, joined: &Signal, source: &dyn JoinSource) -> Vec<RuleMatch> {
+        let mut out = Vec::new();
+        let Some(rules) = self.by_join_event.get(&joined.name) else {
+            return out;
+        };
+        for &i in rules {
+            let rule = &self.rules[i];
+            let from = joined.time.minus(rule.reach);
+            let to = joined.time.plus(rule.reach);
+            let direct: Vec<&Join> = rule
+                .joins
+                .iter()
+                .filter(|j| j.events.contains(&joined.name))
+                .collect();
+            // When every join listening for this event is measured from the trigger, ask for
+            // the triggers related to `joined` (an indexed lookup in the collector) and test
+            // relation and window before the full evaluation; otherwise every held trigger.
+            let all_direct = direct.iter().all(|j| j.of.is_none());
+            let mut triggers: Vec<&Signal> = Vec::new();
+            for e in &rule.events {
+                if all_direct {
+                    for j in &direct {
+                        triggers.extend(source.triggers(&rule.id, e, from, to, j.relation, joined));
+                    }
+                } else {
+                    triggers.extend(source.signals(e, from, to));
+                }
+            }
+            triggers.retain(|t| t.id != joined.id);
+            triggers.sort_by(|a, b| {
+                a.time
+                    .abs_diff(joined.time)
+                    .cmp(&b.time.abs_diff(joined.time))
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+            triggers.dedup_by(|a, b| a.id == b.id);
+            if all_direct {
+                triggers.retain(|t| {
+                    direct.iter().any(|j| {
+                        let (from, to) = j.order.range(t.time, j.within);
+                        joined.time >= from
+                            && joined.time <= to
+                            && crate::join::related(j.relation, t, joined, source)
+                    })
+                });
+            }
+            // The joins `joined` can fill; with a chain, any join listening for its event.
+            let slots: Vec<usize> = rule
+                .joins
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.events.contains(&joined.name))
+                .map(|(i, _)| i)
+                .collect();
+            for t in triggers.into_iter().take(MAX_LATE_TRIGGERS) {
+                let ctx = self.cel.context(t);
+                for &slot in &slots {
+                    if let Ok(m) = rule.apply(&self.cel, &ctx, t, source, Some((slot, joined))) {
+                        out.push(m);
+                        break;
+                    }
+                }
+            }
+        }
+        sort_matches(&mut out);
+        out
+    }
+
+    /// The rules with joins that `s` arms as a trigger: those listening for its event whose
+    /// condition it passes. A caller that remembers this for the signals it holds can answer
+    /// [`JoinSource::triggers`] with just these (a late joined signal then skips every held
+    /// signal that could never be a trigger).
+    pub fn armed(&self, s: &Signal) -> Vec<&str> {
+        let Some(candidates) = self.by_event.get(&s.name) else {
+            return Vec::new();
+        };
+        let joining: Vec<&Rule> = candidates
+            .iter()
+            .map(|&i| &self.rules[i])
+            .filter(|r| !r.joins.is_empty())
+            .collect();
+        if joining.is_empty() {
+            return Vec::new();
+        }
+        let ctx = self.cel.context(s);
+        joining
+            .into_iter()
+            .filter(|r| r.condition.as_ref().is_none_or(|c| check(c, &ctx).is_ok()))
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+
+    /// Event names a caller should hold for joins (the join events, and the triggers of rules
+    /// with joins so that a late joined signal finds them). Empty when no rule joins.
+    pub fn held_events(&self) -> &HashSet<String> {
+        &self.held_events
+    }
+
+    /// How far apart in event time a trigger and a signal joined to it can be, over all rules
+    /// (zero when no rule joins): how long a caller should hold signals for joins.
+    pub fn join_horizon(&self) -> Duration {
+        self.horizon
+    }
+
+    /// [`RuleSet::evaluate_with`], plus why each listening rule that did not match missed.
+    pub(crate) fn evaluate_traced(
+        &self,
+        trigger: &Signal,
+        source: &dyn JoinSource,
+    ) -> (Vec<RuleMatch>, Vec<(&str, Miss)>) {
         let mut matches = Vec::new();
         let mut misses = Vec::new();
         let Some(candidates) = self.by_event.get(&trigger.name) else {
@@ -296,58 +521,206 @@ impl RuleSet {
         let ctx = self.cel.context(trigger);
         for &i in candidates {
             let rule = &self.rules[i];
-            match rule.apply(&ctx, trigger) {
+            match rule.apply(&self.cel, &ctx, trigger, source, None) {
                 Ok(m) => matches.push(m),
                 Err(miss) => misses.push((rule.id.as_str(), miss)),
             }
         }
-        matches.sort_by(|a, b| {
-            b.hypothesis
-                .score
-                .total_cmp(&a.hypothesis.score)
-                .then_with(|| a.rule.cmp(&b.rule))
-        });
+        sort_matches(&mut matches);
         (matches, misses)
     }
 }
 
+fn sort_matches(matches: &mut [RuleMatch]) {
+    matches.sort_by(|a, b| {
+        b.hypothesis
+            .score
+            .total_cmp(&a.hypothesis.score)
+            .then_with(|| a.rule.cmp(&b.rule))
+    });
+}
+
 impl Rule {
-    fn apply(&self, ctx: &Context<'_, '_>, trigger: &Signal) -> Result<RuleMatch, Miss> {
+    /// Evaluates the rule for `trigger`. `force` = (join index, signal): that join may only
+    /// choose that signal (how a late joined signal completes a held trigger without the
+    /// search for every other candidate).
+    fn apply(
+        &self,
+        cel: &Cel,
+        ctx: &Context<'_, '_>,
+        trigger: &Signal,
+        source: &dyn JoinSource,
+        force: Option<(usize, &Signal)>,
+    ) -> Result<RuleMatch, Miss> {
         if let Some(cond) = &self.condition {
-            match cond.execute(ctx) {
-                Ok(Value::Bool(true)) => {}
-                Ok(Value::Bool(false)) => return Err(Miss::ConditionFalse),
-                Ok(other) => {
-                    return Err(Miss::ConditionNotBool(
-                        crate::expr::to_text(&other).unwrap_or_else(|| format!("{other:?}")),
-                    ));
-                }
-                Err(e) => return Err(Miss::ConditionFailed(e.to_string())),
+            check(cond, ctx)?;
+        }
+        let mut chosen: Vec<&Signal> = Vec::with_capacity(self.joins.len());
+        if !self.joins.is_empty() {
+            let trigger_value = crate::expr::signal_value(trigger);
+            if let Err(j) =
+                self.join_from(0, cel, trigger, &trigger_value, source, force, &mut chosen)
+            {
+                let join = &self.joins[j];
+                return Err(Miss::JoinUnmatched {
+                    name: join.name.clone(),
+                    events: join.events.clone(),
+                    relation: join.relation,
+                });
             }
         }
-        let entity = match self.entity {
+        let entity = match &self.entity {
             EntitySelector::Signal => trigger.entity.clone(),
             EntitySelector::Host => host_entity(trigger).ok_or(Miss::NoHost)?,
+            EntitySelector::Join(name) => self.chosen(name, &chosen).entity.clone(),
+            EntitySelector::JoinHost(name) => {
+                host_entity(self.chosen(name, &chosen)).ok_or(Miss::NoHost)?
+            }
+            EntitySelector::Fixed(e) => {
+                let mut e = e.clone();
+                if !e.attributes.contains_key("k8s.cluster.name")
+                    && let Some(c) = trigger.entity.cluster().or_else(|| {
+                        trigger
+                            .resource
+                            .get("k8s.cluster.name")
+                            .and_then(|v| v.as_str())
+                    })
+                {
+                    e.attributes
+                        .insert("k8s.cluster.name".into(), c.to_string().into());
+                }
+                e
+            }
         };
-        let evidence = trigger
-            .evidence
-            .iter()
+        let evidence: Vec<daytwo_model::Evidence> = std::iter::once(trigger)
+            .chain(chosen.iter().copied())
+            .flat_map(|s| s.evidence.iter())
             .filter(|e| self.evidence.keeps(&e.kind))
             .cloned()
             .collect();
-        Ok(RuleMatch {
+        let render = |ctx: &Context<'_, '_>| RuleMatch {
             rule: self.id.clone(),
             severity: self.severity,
             title: self.title.render(ctx),
             hypothesis: Hypothesis {
-                entity,
+                entity: entity.clone(),
                 score: self.score,
                 rule: self.id.clone(),
                 explanation: self.explanation.render(ctx),
                 remediation: self.remediation.render(ctx),
-                evidence,
+                evidence: evidence.clone(),
             },
-        })
+            signals: std::iter::once(trigger)
+                .chain(chosen.iter().copied())
+                .cloned()
+                .collect(),
+        };
+        if self.joins.is_empty() {
+            return Ok(render(ctx));
+        }
+        let mut joins: HashMap<cel::objects::Key, Value> = HashMap::new();
+        for (j, s) in self.joins.iter().zip(&chosen) {
+            joins.insert(
+                cel::objects::Key::from(j.name.clone()),
+                crate::expr::signal_value(s),
+            );
+        }
+        let mut inner = ctx.new_inner_scope();
+        inner.add_variable_from_value(
+            "join",
+            Value::Map(cel::objects::Map {
+                map: std::sync::Arc::new(joins),
+            }),
+        );
+        Ok(render(&inner))
+    }
+
+    /// The signal chosen for the join named `name`.
+    fn chosen<'s>(&self, name: &str, chosen: &[&'s Signal]) -> &'s Signal {
+        let i = self
+            .joins
+            .iter()
+            .position(|j| j.name == name)
+            .expect("root_cause.entity names a join, checked at load time");
+        chosen[i]
+    }
+
+    /// Chooses a signal for join `j` and every later join (backtracking over candidates,
+    /// nearest to the anchor first). Returns the index of the join that found nothing.
+    #[allow(clippy::too_many_arguments)] // recursion state; a struct would only rename it
+    fn join_from<'s>(
+        &self,
+        j: usize,
+        cel: &Cel,
+        trigger: &'s Signal,
+        trigger_value: &Value,
+        source: &'s dyn JoinSource,
+        force: Option<(usize, &'s Signal)>,
+        chosen: &mut Vec<&'s Signal>,
+    ) -> Result<(), usize> {
+        let Some(join) = self.joins.get(j) else {
+            return Ok(());
+        };
+        let anchor: &Signal = match join.of {
+            None => trigger,
+            Some(a) => chosen[a],
+        };
+        let (from, to) = join.order.range(anchor.time, join.within);
+        let facts = crate::join::Anchor::new(join.relation, anchor, source);
+        let mut candidates: Vec<&Signal> = match force {
+            Some((fj, fs)) if fj == j => {
+                if join.events.contains(&fs.name) && fs.time >= from && fs.time <= to {
+                    vec![fs]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => join
+                .events
+                .iter()
+                .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
+                .collect(),
+        }
+        .into_iter()
+        .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.id == c.id))
+        .filter(|c| crate::join::related_to(join.relation, &facts, c, source))
+        .collect();
+        candidates.sort_by(|a, b| {
+            a.time
+                .abs_diff(anchor.time)
+                .cmp(&b.time.abs_diff(anchor.time))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        candidates.dedup_by(|a, b| a.id == b.id);
+        let mut deepest = j;
+        for c in candidates.into_iter().take(MAX_CANDIDATES) {
+            if let Some(cond) = &join.condition {
+                let mut cctx = cel.context(c);
+                cctx.add_variable_from_value("trigger", trigger_value.clone());
+                if check(cond, &cctx).is_err() {
+                    continue;
+                }
+            }
+            chosen.push(c);
+            match self.join_from(j + 1, cel, trigger, trigger_value, source, force, chosen) {
+                Ok(()) => return Ok(()),
+                Err(failed) => deepest = deepest.max(failed),
+            }
+            chosen.pop();
+        }
+        Err(deepest)
+    }
+}
+
+/// Runs a condition: `Ok` when it returned `true`.
+fn check(cond: &Program, ctx: &Context<'_, '_>) -> Result<(), Miss> {
+    match cond.execute(ctx) {
+        Ok(Value::Bool(true)) => Ok(()),
+        Ok(Value::Bool(false)) => Err(Miss::ConditionFalse),
+        Ok(other) => Err(Miss::ConditionNotBool(
+            crate::expr::to_text(&other).unwrap_or_else(|| format!("{other:?}")),
+        )),
+        Err(e) => Err(Miss::ConditionFailed(e.to_string())),
     }
 }
 
@@ -436,44 +809,367 @@ fn compile_rule(
         },
     };
 
-    let mut template = |field: &str, t: &Spanned<String>| match Template::parse(cel, &t.value) {
-        Ok(t) => Some(t),
-        Err(TemplateError::Syntax { message, offset }) => {
-            errors.push(RuleParseFailed::Template {
-                at: yaml::location_in(path, file.text, t, offset),
-                rule: id.clone(),
-                field: field.to_string(),
-                message,
-            });
-            None
-        }
-        Err(TemplateError::Expr { error, offset }) => {
-            errors.push(expr_error(file, &id, field, t, offset, error));
-            None
-        }
-    };
+    let joins = compile_joins(cel, file, &id, &spec.join, &mut errors);
+    let join_names: Vec<String> = spec
+        .join
+        .iter()
+        .map(|j| j.value.name.value.clone())
+        .collect();
+    let extra: &[&str] = if spec.join.is_empty() { &[] } else { &["join"] };
+    let entity = compile_entity(file, &id, &spec.root_cause.entity, &join_names, &mut errors);
+    let mut template =
+        |field: &str, t: &Spanned<String>| match Template::parse_with(cel, &t.value, extra) {
+            Ok(parsed) => {
+                for (name, offset) in parsed.join_refs() {
+                    if !join_names.contains(&name) {
+                        errors.push(RuleParseFailed::Join {
+                            at: yaml::location_in(path, file.text, t, offset),
+                            rule: id.clone(),
+                            field: field.to_string(),
+                            message: undefined_join(&name, &join_names),
+                        });
+                    }
+                }
+                Some(parsed)
+            }
+            Err(TemplateError::Syntax { message, offset }) => {
+                errors.push(RuleParseFailed::Template {
+                    at: yaml::location_in(path, file.text, t, offset),
+                    rule: id.clone(),
+                    field: field.to_string(),
+                    message,
+                });
+                None
+            }
+            Err(TemplateError::Expr { error, offset }) => {
+                errors.push(expr_error(file, &id, field, t, offset, error));
+                None
+            }
+        };
     let title = template("title", &spec.title);
     let explanation = template("root_cause.explanation", &spec.root_cause.explanation);
     let remediation = template("root_cause.remediation", &spec.root_cause.remediation);
 
-    match (title, explanation, remediation) {
-        (Some(title), Some(explanation), Some(remediation)) if errors.is_empty() => Ok(Rule {
-            id,
-            description: spec.description,
-            severity: spec.severity,
-            title,
-            events,
-            condition,
-            condition_source: spec.matcher.condition.map(|c| c.value),
-            entity: spec.root_cause.entity,
-            score,
-            explanation,
-            remediation,
-            evidence: spec.root_cause.evidence,
-            defined_at,
-        }),
+    match (title, explanation, remediation, joins) {
+        (Some(title), Some(explanation), Some(remediation), Some((joins, reach)))
+            if errors.is_empty() =>
+        {
+            Ok(Rule {
+                id,
+                description: spec.description,
+                severity: spec.severity,
+                title,
+                events,
+                condition,
+                condition_source: spec.matcher.condition.map(|c| c.value),
+                entity,
+                score,
+                explanation,
+                remediation,
+                evidence: spec.root_cause.evidence,
+                defined_at,
+                joins,
+                reach,
+            })
+        }
         _ => Err(errors),
     }
+}
+
+fn undefined_join(name: &str, defined: &[String]) -> String {
+    if defined.is_empty() {
+        format!("`join.{name}` names a join, but this rule has no `join:`")
+    } else {
+        format!(
+            "`join.{name}` names a join that is not defined; the joins are {}",
+            defined
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+fn valid_join_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && n != "trigger"
+}
+
+/// Validates `root_cause.entity`.
+fn compile_entity(
+    file: &SourceFile,
+    rule: &str,
+    spec: &Option<Spanned<EntitySpec>>,
+    joins: &[String],
+    errors: &mut Vec<RuleParseFailed>,
+) -> EntitySelector {
+    let Some(spec) = spec else {
+        return EntitySelector::Signal;
+    };
+    let at = yaml::location(file.path, spec);
+    let err = |message: String| RuleParseFailed::Join {
+        at: at.clone(),
+        rule: rule.to_string(),
+        field: "root_cause.entity".into(),
+        message,
+    };
+    match &spec.value {
+        EntitySpec::Fixed(f) => EntitySelector::Fixed(Entity {
+            kind: f.kind,
+            name: f.name.clone(),
+            attributes: f.attributes.clone(),
+        }),
+        EntitySpec::Selector(s) => match s.as_str() {
+            "signal" => EntitySelector::Signal,
+            "host" => EntitySelector::Host,
+            other => match other.strip_prefix("join.") {
+                Some(name) if joins.iter().any(|j| j == name) => {
+                    EntitySelector::Join(name.to_string())
+                }
+                Some(name)
+                    if name
+                        .strip_suffix(".host")
+                        .is_some_and(|n| joins.iter().any(|j| j == n)) =>
+                {
+                    EntitySelector::JoinHost(name.trim_end_matches(".host").to_string())
+                }
+                Some(name) => {
+                    errors.push(err(undefined_join(name, joins)));
+                    EntitySelector::Signal
+                }
+                None => {
+                    errors.push(err(format!(
+                        "unknown selector `{other}`: use `signal`, `host`, `join.NAME`, `join.NAME.host` or a fixed entity `{{kind, name, attributes}}`"
+                    )));
+                    EntitySelector::Signal
+                }
+            },
+        },
+    }
+}
+
+/// Validates `join:`; returns the joins in evaluation order (every anchor before the joins
+/// measured from it) and the rule's reach, or `None` after pushing the errors.
+fn compile_joins(
+    cel: &Cel,
+    file: &SourceFile,
+    rule: &str,
+    specs: &[Spanned<JoinSpec>],
+    errors: &mut Vec<RuleParseFailed>,
+) -> Option<(Vec<Join>, Duration)> {
+    let path = file.path;
+    let before = errors.len();
+    let err = |at: Location, i: usize, field: &str, message: String| RuleParseFailed::Join {
+        at,
+        rule: rule.to_string(),
+        field: format!("join[{i}].{field}"),
+        message,
+    };
+    if specs.len() > MAX_JOINS {
+        errors.push(err(
+            yaml::location(path, &specs[MAX_JOINS]),
+            MAX_JOINS,
+            "name",
+            format!("a rule has at most {MAX_JOINS} joins"),
+        ));
+        return None;
+    }
+    let names: Vec<&str> = specs.iter().map(|j| j.value.name.value.as_str()).collect();
+    let mut parsed = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let j = &spec.value;
+        let name = j.name.value.as_str();
+        if !valid_join_name(name) {
+            errors.push(err(
+                yaml::location(path, &j.name),
+                i,
+                "name",
+                format!("invalid join name `{name}`: use a lowercase letter then lowercase letters, digits or `_` (not `trigger`), e.g. `node`"),
+            ));
+        } else if names[..i].contains(&name) {
+            errors.push(err(
+                yaml::location(path, &j.name),
+                i,
+                "name",
+                format!("join `{name}` is defined twice in this rule; give each join its own name"),
+            ));
+        }
+        let events = j.event.value.0.clone();
+        if events.is_empty() || events.iter().any(|e| e.trim().is_empty()) {
+            errors.push(err(
+                yaml::location(path, &j.event),
+                i,
+                "event",
+                "name at least one event, e.g. daytwo.k8s.node.condition".into(),
+            ));
+        }
+        let relation = Relation::parse(&j.relation.value);
+        if relation.is_none() {
+            let known: Vec<String> = Relation::ALL
+                .iter()
+                .map(|(n, _)| format!("`{n}`"))
+                .collect();
+            errors.push(err(
+                yaml::location(path, &j.relation),
+                i,
+                "relation",
+                format!(
+                    "unknown relation `{}`; the relations are {}",
+                    j.relation.value,
+                    known.join(", ")
+                ),
+            ));
+        }
+        let order = match &j.order {
+            None => Some(Order::Any),
+            Some(o) => {
+                let parsed = Order::parse(&o.value);
+                if parsed.is_none() {
+                    errors.push(err(
+                        yaml::location(path, o),
+                        i,
+                        "order",
+                        format!(
+                            "unknown order `{}`; use `before`, `after` or `any`",
+                            o.value
+                        ),
+                    ));
+                }
+                parsed
+            }
+        };
+        let within = match crate::join::parse_window(&j.within.value) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                errors.push(err(yaml::location(path, &j.within), i, "within", message));
+                None
+            }
+        };
+        let of = match &j.of {
+            None => Some(None),
+            Some(o) if o.value == "trigger" => Some(None),
+            Some(o) => {
+                match names.iter().position(|n| *n == o.value) {
+                    Some(k) if k == i => {
+                        errors.push(err(
+                        yaml::location(path, o),
+                        i,
+                        "of",
+                        format!("join `{name}` is measured from itself; use `trigger` or another join"),
+                    ));
+                        None
+                    }
+                    Some(k) => Some(Some(k)),
+                    None => {
+                        let mut msg = undefined_join(
+                            &o.value,
+                            &names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                        );
+                        msg = msg.replacen(
+                            &format!("`join.{}`", o.value),
+                            &format!("`of: {}`", o.value),
+                            1,
+                        );
+                        errors.push(err(
+                            yaml::location(path, o),
+                            i,
+                            "of",
+                            format!("{msg} (or `trigger`)"),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        let condition = match &j.condition {
+            None => None,
+            Some(c) => match cel.compile_with(&c.value, &["trigger"]) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push(expr_error(
+                        file,
+                        rule,
+                        &format!("join[{i}].condition"),
+                        c,
+                        0,
+                        e,
+                    ));
+                    None
+                }
+            },
+        };
+        parsed.push((events, relation, of, order, within, condition));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    // Order the joins so that every anchor comes first; what cannot be ordered is a cycle.
+    let anchors: Vec<Option<usize>> = parsed.iter().map(|p| p.2.flatten()).collect();
+    let mut order: Vec<usize> = Vec::new();
+    let mut placed = vec![false; specs.len()];
+    while order.len() < specs.len() {
+        let next = (0..specs.len()).find(|&i| !placed[i] && anchors[i].is_none_or(|a| placed[a]));
+        match next {
+            Some(i) => {
+                placed[i] = true;
+                order.push(i);
+            }
+            None => {
+                let i = (0..specs.len()).find(|&i| !placed[i]).unwrap_or(0);
+                let mut cycle = vec![names[i]];
+                let mut k = anchors[i];
+                while let Some(a) = k {
+                    if cycle.contains(&names[a]) {
+                        cycle.push(names[a]);
+                        break;
+                    }
+                    cycle.push(names[a]);
+                    k = anchors[a];
+                }
+                let at = specs[i]
+                    .value
+                    .of
+                    .as_ref()
+                    .map(|o| yaml::location(path, o))
+                    .unwrap_or_else(|| yaml::location(path, &specs[i]));
+                errors.push(err(
+                    at,
+                    i,
+                    "of",
+                    format!(
+                        "the joins' `of:` form a cycle ({}); one of them must be measured from `trigger`",
+                        cycle.join(" → ")
+                    ),
+                ));
+                return None;
+            }
+        }
+    }
+    let position: HashMap<usize, usize> = order.iter().enumerate().map(|(p, i)| (*i, p)).collect();
+    let mut slots: Vec<Option<_>> = parsed.into_iter().map(Some).collect();
+    let mut joins = Vec::new();
+    let mut reach_of: Vec<Duration> = Vec::new();
+    for &i in &order {
+        let (events, relation, of, order, within, condition) = slots[i].take()?;
+        let of = of.flatten().map(|a| position[&a]);
+        let within = within?;
+        let reach = of.map_or(Duration::ZERO, |a| reach_of[a]) + within;
+        reach_of.push(reach);
+        joins.push(Join {
+            name: names[i].to_string(),
+            events,
+            relation: relation?,
+            of,
+            order: order?,
+            within,
+            condition,
+        });
+    }
+    let reach = reach_of.into_iter().max().unwrap_or(Duration::ZERO);
+    Some((joins, reach))
 }
 
 /// A CEL error in `field`, whose expression starts at byte `base` of the spanned value.

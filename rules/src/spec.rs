@@ -34,8 +34,39 @@ pub(crate) struct RuleSpec {
     /// Which signal triggers the rule.
     #[serde(rename = "match")]
     pub matcher: MatchSpec,
+    /// Other signals joined to the trigger (docs/rules.md "Joins").
+    #[serde(default)]
+    pub join: Vec<Spanned<JoinSpec>>,
     /// The hypothesis the rule proposes.
     pub root_cause: RootCauseSpec,
+}
+
+/// `join[]` — one signal that must accompany the trigger.
+///
+/// `relation`, `order` and `within` are validated after parsing (not by serde), so a wrong
+/// value rejects this rule only, with its location, while the rest of the file loads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JoinSpec {
+    /// How templates and `root_cause.entity` name it: `join.NAME`.
+    pub name: Spanned<String>,
+    /// The joined signal's event name, or a list of names.
+    pub event: Spanned<EventNames>,
+    /// How its entity relates to the anchor's: `same-entity`, `same-host`, `runs-on`, …
+    pub relation: Spanned<String>,
+    /// The signal the relation and window are measured from: `trigger` (default) or the
+    /// name of an earlier join.
+    #[serde(default)]
+    pub of: Option<Spanned<String>>,
+    /// `before`, `after` or `any` (default): when the joined signal happened, relative to
+    /// the anchor.
+    #[serde(default)]
+    pub order: Option<Spanned<String>>,
+    /// How far apart in event time, e.g. `30s`, `5m`, `1h`.
+    pub within: Spanned<String>,
+    /// CEL over the joined signal (its own variables, plus `trigger`).
+    #[serde(default)]
+    pub condition: Option<Spanned<String>>,
 }
 
 /// `match:` — which trigger signal a rule applies to.
@@ -55,7 +86,7 @@ pub(crate) struct MatchSpec {
 pub(crate) struct RootCauseSpec {
     /// Which entity is named as the cause.
     #[serde(default)]
-    pub entity: EntitySelector,
+    pub entity: Option<Spanned<EntitySpec>>,
     /// 0..=1, comparable across rules.
     pub score: Spanned<f64>,
     /// Template: why this entity is the cause, in plain language.
@@ -68,15 +99,38 @@ pub(crate) struct RootCauseSpec {
 }
 
 /// Which entity a rule names as the root cause.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum EntitySelector {
-    /// The trigger signal's own entity (for an OOM kill: the victim's cgroup).
+    /// `signal`: the trigger signal's own entity (for an OOM kill: the victim's cgroup).
     #[default]
     Signal,
-    /// The host the trigger was observed on (`host.name` of the signal's entity or
+    /// `host`: the host the trigger was observed on (`host.name` of the signal's entity or
     /// resource); the rule does not match a signal without one.
     Host,
+    /// `join.NAME`: the entity of the signal joined under that name.
+    Join(String),
+    /// `join.NAME.host`: the host that signal was observed on (as `host` for the trigger).
+    JoinHost(String),
+    /// `{kind, name, attributes}`: a fixed entity (for example the cluster's DNS service),
+    /// with the trigger's `k8s.cluster.name` added when known.
+    Fixed(daytwo_model::Entity),
+}
+
+/// `root_cause.entity` as written: a selector string or a fixed entity.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum EntitySpec {
+    Selector(String),
+    Fixed(FixedEntitySpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FixedEntitySpec {
+    pub kind: daytwo_model::EntityKind,
+    pub name: String,
+    #[serde(default)]
+    pub attributes: daytwo_model::Attributes,
 }
 
 /// Which of the trigger's evidence a hypothesis carries.

@@ -72,6 +72,9 @@ enum Part {
     Hole {
         program: Program,
         filters: Vec<Filter>,
+        /// Byte offset of the expression in the template, and its source.
+        offset: usize,
+        source: String,
     },
 }
 
@@ -81,7 +84,17 @@ pub(crate) struct Template {
 }
 
 impl Template {
+    #[cfg(test)]
     pub(crate) fn parse(cel: &Cel, text: &str) -> Result<Template, TemplateError> {
+        Template::parse_with(cel, text, &[])
+    }
+
+    /// [`Template::parse`] with `extra` variables allowed (`join` in a rule with joins).
+    pub(crate) fn parse_with(
+        cel: &Cel,
+        text: &str,
+        extra: &[&str],
+    ) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = 0;
         while let Some(open) = text[rest..].find("{{").map(|i| rest + i) {
@@ -105,10 +118,12 @@ impl Template {
                     offset: open,
                 });
             }
-            let program = cel.compile(source).map_err(|error| TemplateError::Expr {
-                error,
-                offset: inner_start + expr_start,
-            })?;
+            let program = cel
+                .compile_with(source, extra)
+                .map_err(|error| TemplateError::Expr {
+                    error,
+                    offset: inner_start + expr_start,
+                })?;
             let mut filters = Vec::new();
             for (s, e) in pieces {
                 let name = inner[s..e].trim();
@@ -126,7 +141,12 @@ impl Template {
                 };
                 filters.push(filter);
             }
-            parts.push(Part::Hole { program, filters });
+            parts.push(Part::Hole {
+                program,
+                filters,
+                offset: inner_start + expr_start,
+                source: source.to_string(),
+            });
             rest = close + 2;
         }
         if rest < text.len() {
@@ -141,7 +161,9 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Hole { program, filters } => {
+                Part::Hole {
+                    program, filters, ..
+                } => {
                     let text =
                         program
                             .execute(ctx)
@@ -159,6 +181,28 @@ impl Template {
                                 }
                             });
                     out.push_str(text.as_deref().unwrap_or(UNKNOWN));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Template {
+    /// Every `join.NAME` the holes select: the name and its byte offset in the template.
+    pub(crate) fn join_refs(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            if let Part::Hole {
+                program,
+                offset,
+                source,
+                ..
+            } = part
+            {
+                for (name, id) in expr::join_refs(program) {
+                    let at = Cel::offset_of_id(program, source, id).unwrap_or(0);
+                    out.push((name, offset + at));
                 }
             }
         }

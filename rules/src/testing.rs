@@ -3,11 +3,13 @@
 //!
 //! Entry points: [`parse_test_file`] (a YAML test file → [`TestFile`]), then the caller reads
 //! [`TestFile::rule_file_paths`] and compiles them into a [`RuleSet`], then [`run_tests`]
-//! (→ one [`TestOutcome`] per test). Each signal of a test is evaluated on its own as a
-//! trigger; expectations are checked against the matches of all of a test's signals.
+//! (→ one [`TestOutcome`] per test). Each signal of a test is evaluated as a trigger, with
+//! the test's other signals (and its `calls:`) as what joins can find, whatever their order
+//! in the file; expectations are checked against the matches of all of a test's signals.
 //! Like the rest of the crate this does no I/O.
 
 use crate::error::{Location, RuleParseFailed};
+use crate::join::JoinSource;
 use crate::ruleset::{RuleMatch, RuleSet};
 use crate::yaml;
 use daytwo_model::{Attributes, Entity, EntityKind, Evidence, Severity, Signal, Timestamp};
@@ -35,6 +37,16 @@ struct TestSpec {
     expect: Vec<Spanned<ExpectSpec>>,
     #[serde(default)]
     expect_not: Vec<Spanned<String>>,
+    /// Service calls the topology knows (for `calls` and `upstream-of` joins).
+    #[serde(default)]
+    calls: Vec<CallSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallSpec {
+    caller: String,
+    callee: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +142,44 @@ struct TestCase {
     signals: Vec<Signal>,
     expect: Vec<(Location, ExpectSpec)>,
     expect_not: Vec<(Location, String)>,
+    calls: Vec<(String, String)>,
+}
+
+/// A test's signals and calls, as joins see them.
+struct Pool<'a> {
+    signals: &'a [Signal],
+    calls: &'a [(String, String)],
+}
+
+impl JoinSource for Pool<'_> {
+    fn signals(&self, event: &str, from: Timestamp, to: Timestamp) -> Vec<&Signal> {
+        self.signals
+            .iter()
+            .filter(|s| s.name == event && s.time >= from && s.time <= to)
+            .collect()
+    }
+
+    fn calls(&self, caller: &str, callee: &str, _at: Timestamp) -> bool {
+        self.calls.iter().any(|(a, b)| a == caller && b == callee)
+    }
+
+    fn reaches(&self, from: &str, to: &str, _at: Timestamp) -> bool {
+        let mut seen = vec![from];
+        let mut i = 0;
+        while i < seen.len() {
+            let cur = seen[i];
+            for (a, b) in self.calls {
+                if a == cur && !seen.contains(&b.as_str()) {
+                    if b == to {
+                        return true;
+                    }
+                    seen.push(b);
+                }
+            }
+            i += 1;
+        }
+        false
+    }
 }
 
 impl TestFile {
@@ -233,6 +283,7 @@ pub fn parse_test_file(path: &str, text: &str) -> Result<TestFile, RuleParseFail
                 .into_iter()
                 .map(|e| (yaml::location(path, &e), e.value))
                 .collect(),
+            calls: t.calls.into_iter().map(|c| (c.caller, c.callee)).collect(),
         });
     }
     Ok(TestFile {
@@ -286,8 +337,12 @@ struct Ranked<'a> {
 fn run_test(t: &TestCase, rules: &RuleSet) -> TestOutcome {
     let mut matched: Vec<Ranked> = Vec::new();
     let mut misses: Vec<(String, String)> = Vec::new();
+    let pool = Pool {
+        signals: &t.signals,
+        calls: &t.calls,
+    };
     for s in &t.signals {
-        let (ms, why) = rules.evaluate_traced(s);
+        let (ms, why) = rules.evaluate_traced(s, &pool);
         for (i, m) in ms.into_iter().enumerate() {
             matched.push(Ranked {
                 m,

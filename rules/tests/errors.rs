@@ -76,7 +76,7 @@ fn bad_entity_and_evidence_selectors() {
     let text = GOOD.replace("      score: 0.5", "      entity: owner\n      score: 0.5");
     let e = one_error(&text);
     assert!(
-        e.starts_with("my.yaml:10:15: unknown variant `owner`"),
+        e.starts_with("my.yaml:10:15: rule node.x: root_cause.entity: unknown selector `owner`"),
         "{e}"
     );
     let text = GOOD.replace(
@@ -187,7 +187,7 @@ fn cel_unknown_variable() {
     let text = GOOD.replace("condition: 'attributes[", "condition: 'atributes[");
     assert_eq!(
         one_error(&text),
-        "my.yaml:8:19: rule node.x: match.condition: unknown variable `atributes`; the variables are name, severity, attributes, resource, entity and message"
+        "my.yaml:8:19: rule node.x: match.condition: unknown variable `atributes`; the variables are name, severity, attributes, resource, entity, message and time (plus trigger in a join condition, join in the templates of a rule with joins)"
     );
 }
 

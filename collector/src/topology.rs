@@ -1,0 +1,489 @@
+//! The topology: a time-versioned graph of entities, built from what arrives.
+//!
+//! Entry type: [`Topology`]. [`Topology::observe`] derives edges from a signal's entity and
+//! resource attributes (OpenTelemetry semantic conventions):
+//!
+//! * `runs-on`: container → pod (`container.id` or pod + `k8s.container.name` → `k8s.pod.uid`
+//!   or namespace/`k8s.pod.name`), pod → machine (`k8s.node.name`), process and cgroup →
+//!   machine (`host.name`), service → pod (a service instance; service → machine without a
+//!   pod);
+//! * `owned-by`: pod (or container without a pod) → workload (the owner attributes,
+//!   `k8s.deployment.name`, …, see [`daytwo_rules::join::workload_of`]);
+//!
+//! and [`Topology::add_call`] records service → service calls from client/server span pairs
+//! into the one [`CallGraph`] the generic ranker also reads. A Kubernetes node and the host of
+//! the same name are one machine (named as [`daytwo_rules::join::machine_of`] names it).
+//!
+//! Every edge keeps the event times it was first and last seen, so "did X run on Y at T" is
+//! answered for that time: an edge holds at T when T is within its first..last seen, widened
+//! by a slack (an edge is only observed when signals arrive). Memory is bounded: edges not
+//! seen for the horizon (relative to the newest event time observed) are dropped and counted
+//! ([`Topology::dropped_total`]), and so are the oldest edges past [`MAX_EDGES`].
+//!
+//! Pure: no I/O, no clock reads. Implements the topology half of the rule engine's
+//! [`daytwo_rules::JoinSource`] (see [`crate::correlate::JoinView`]).
+
+use crate::rank::CallGraph;
+use daytwo_model::{EntityKind, Signal, Timestamp};
+use daytwo_rules::join::{machine_of, workload_of};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// At most this many entity edges (calls are bounded by the call graph itself).
+pub const MAX_EDGES: usize = 200_000;
+/// Edges not seen for this long are dropped, by default.
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(3600);
+/// How far outside its first..last seen an edge still holds, by default.
+pub const DEFAULT_SLACK: Duration = Duration::from_secs(300);
+
+/// How two entities are related.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EdgeKind {
+    /// container → pod → machine; process, cgroup → machine; service → pod or machine.
+    RunsOn,
+    /// pod or container → workload.
+    OwnedBy,
+}
+
+/// When an edge was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub first: Timestamp,
+    pub last: Timestamp,
+}
+
+/// The entity graph. Node ids are `KIND:identity` strings (`pod:UID`, `machine:NAME`, …).
+#[derive(Debug)]
+pub struct Topology {
+    out: HashMap<String, HashMap<(EdgeKind, String), Seen>>,
+    edges: usize,
+    calls: CallGraph,
+    horizon: Duration,
+    slack: Duration,
+    newest: Timestamp,
+    last_prune: Timestamp,
+    dropped: u64,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology::new(DEFAULT_HORIZON, DEFAULT_SLACK)
+    }
+}
+
+/// One signal's attributes, entity first, then resource.
+fn attr<'a>(s: &'a Signal, key: &str) -> Option<&'a str> {
+    s.entity
+        .attributes
+        .get(key)
+        .or_else(|| s.resource.get(key))
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+fn attr_text(s: &Signal, key: &str) -> Option<String> {
+    s.entity
+        .attributes
+        .get(key)
+        .or_else(|| s.resource.get(key))
+        .and_then(|v| match v {
+            serde_json::Value::String(x) if !x.is_empty() => Some(x.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// The ids a signal's attributes name, one per level.
+#[derive(Default, Debug)]
+struct Ids {
+    container: Option<String>,
+    pod: Option<String>,
+    machine: Option<String>,
+    workload: Option<String>,
+    service: Option<String>,
+    process: Option<String>,
+    cgroup: Option<String>,
+}
+
+fn ids(s: &Signal) -> Ids {
+    let pod_key = attr(s, "k8s.pod.uid").map(str::to_string).or_else(|| {
+        Some(format!(
+            "{}/{}",
+            attr(s, "k8s.namespace.name")?,
+            attr(s, "k8s.pod.name")?
+        ))
+    });
+    let container = attr(s, "container.id")
+        .map(|c| format!("container:{c}"))
+        .or_else(|| {
+            Some(format!(
+                "container:{}/{}",
+                pod_key.as_deref()?,
+                attr(s, "k8s.container.name")?
+            ))
+        });
+    let host = attr(s, "host.name");
+    Ids {
+        container,
+        pod: pod_key.map(|p| format!("pod:{p}")),
+        machine: machine_of(s).map(|m| format!("machine:{m}")),
+        workload: workload_of(s).map(|w| format!("workload:{w}")),
+        service: attr(s, "service.name").map(|n| format!("service:{n}")),
+        process: host
+            .zip(attr_text(s, "process.pid"))
+            .map(|(h, p)| format!("process:{h}/{p}")),
+        cgroup: host
+            .zip(attr(s, "daytwo.cgroup.path"))
+            .map(|(h, c)| format!("cgroup:{h}/{c}")),
+    }
+}
+
+/// The graph id of the entity a signal is about (its own level), if its attributes name one.
+pub fn entity_id(s: &Signal) -> Option<String> {
+    let i = ids(s);
+    match s.entity.kind {
+        EntityKind::Container => i.container,
+        EntityKind::Pod => i.pod,
+        EntityKind::Node | EntityKind::Host => i.machine,
+        EntityKind::Workload => i.workload,
+        EntityKind::Service => i.service,
+        EntityKind::Process => i.process,
+        EntityKind::Cgroup => i.cgroup,
+        _ => None,
+    }
+}
+
+impl Topology {
+    pub fn new(horizon: Duration, slack: Duration) -> Self {
+        Topology {
+            out: HashMap::new(),
+            edges: 0,
+            calls: CallGraph::new(),
+            horizon,
+            slack,
+            newest: Timestamp::default(),
+            last_prune: Timestamp::default(),
+            dropped: 0,
+        }
+    }
+
+    /// Learns the edges a signal's attributes imply, at the signal's time.
+    pub fn observe(&mut self, s: &Signal) {
+        let i = ids(s);
+        let t = s.time;
+        let mut add = |from: &Option<String>, kind, to: &Option<String>| {
+            if let (Some(a), Some(b)) = (from, to) {
+                self.add(a, kind, b, t);
+            }
+        };
+        // The lowest level present runs on the next one up.
+        if i.pod.is_some() {
+            add(&i.container, EdgeKind::RunsOn, &i.pod);
+            add(&i.pod, EdgeKind::RunsOn, &i.machine);
+            add(&i.pod, EdgeKind::OwnedBy, &i.workload);
+            add(&i.service, EdgeKind::RunsOn, &i.pod);
+        } else {
+            add(&i.container, EdgeKind::RunsOn, &i.machine);
+            add(&i.container, EdgeKind::OwnedBy, &i.workload);
+            add(&i.service, EdgeKind::RunsOn, &i.machine);
+        }
+        add(&i.process, EdgeKind::RunsOn, &i.machine);
+        add(&i.cgroup, EdgeKind::RunsOn, &i.machine);
+        self.advance(t);
+    }
+
+    /// Records a service → service call seen at `t` (from traces or `rpc.*` metrics).
+    pub fn add_call(&mut self, caller: &str, callee: &str, t: Timestamp) {
+        self.dropped += self.calls.add(caller, callee, t) as u64;
+        self.advance(t);
+    }
+
+    /// The call graph (the ranker's input).
+    pub fn calls(&self) -> &CallGraph {
+        &self.calls
+    }
+
+    fn add(&mut self, from: &str, kind: EdgeKind, to: &str, t: Timestamp) {
+        if from == to {
+            return;
+        }
+        let edges = self.out.entry(from.to_string()).or_default();
+        match edges.get_mut(&(kind, to.to_string())) {
+            Some(seen) => {
+                seen.first = seen.first.min(t);
+                seen.last = seen.last.max(t);
+            }
+            None => {
+                edges.insert((kind, to.to_string()), Seen { first: t, last: t });
+                self.edges += 1;
+                if self.edges > MAX_EDGES {
+                    self.drop_oldest(MAX_EDGES / 10);
+                }
+            }
+        }
+    }
+
+    /// Moves the newest event time forward and drops what the horizon has passed, at most
+    /// every tenth of the horizon (pruning scans every edge).
+    fn advance(&mut self, t: Timestamp) {
+        if t <= self.newest {
+            return;
+        }
+        self.newest = t;
+        let every = (self.horizon / 10).max(Duration::from_secs(1));
+        if self.newest.minus(every) >= self.last_prune {
+            self.last_prune = self.newest;
+            self.prune(self.newest.minus(self.horizon));
+        }
+    }
+
+    /// Drops every edge last seen before `cutoff`; returns how many.
+    pub fn prune(&mut self, cutoff: Timestamp) -> usize {
+        let mut n = 0;
+        self.out.retain(|_, edges| {
+            let before = edges.len();
+            edges.retain(|_, seen| seen.last >= cutoff);
+            n += before - edges.len();
+            !edges.is_empty()
+        });
+        self.edges -= n;
+        n += self.calls.prune(cutoff);
+        self.dropped += n as u64;
+        n
+    }
+
+    fn drop_oldest(&mut self, count: usize) {
+        let mut all: Vec<(Timestamp, String, (EdgeKind, String))> = self
+            .out
+            .iter()
+            .flat_map(|(from, edges)| {
+                edges
+                    .iter()
+                    .map(move |(k, seen)| (seen.last, from.clone(), k.clone()))
+            })
+            .collect();
+        all.sort();
+        for (_, from, k) in all.into_iter().take(count) {
+            if let Some(edges) = self.out.get_mut(&from) {
+                edges.remove(&k);
+                if edges.is_empty() {
+                    self.out.remove(&from);
+                }
+                self.edges -= 1;
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Entity edges held (calls not included).
+    pub fn len(&self) -> usize {
+        self.edges
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edges == 0 && self.calls.is_empty()
+    }
+
+    /// Edges dropped so far (horizon or size bound), calls included.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped
+    }
+
+    /// When the edge `from` -`kind`→ `to` was seen, by graph ids.
+    pub fn seen(&self, from: &str, kind: EdgeKind, to: &str) -> Option<Seen> {
+        self.out.get(from)?.get(&(kind, to.to_string())).copied()
+    }
+
+    fn holds(&self, seen: &Seen, at: Timestamp) -> bool {
+        seen.first.minus(self.slack) <= at && at <= seen.last.plus(self.slack)
+    }
+
+    /// Every node reachable from `start` over `kinds` edges that held at `at`, up to `depth`
+    /// hops, `start` excluded.
+    fn reach(&self, start: &str, at: Timestamp, kinds: &[EdgeKind], depth: usize) -> Vec<&str> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut frontier: Vec<&str> = vec![start];
+        for _ in 0..depth {
+            let mut next = Vec::new();
+            for n in frontier {
+                let Some(edges) = self.out.get(n) else {
+                    continue;
+                };
+                for ((kind, to), s) in edges {
+                    if kinds.contains(kind) && self.holds(s, at) && seen.insert(to.as_str()) {
+                        next.push(to.as_str());
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        seen.into_iter().collect()
+    }
+
+    /// The machines the entity of `s` ran on at `at` (container → pod → machine, …).
+    pub fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+        let Some(id) = entity_id(s) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = self
+            .reach(&id, at, &[EdgeKind::RunsOn], 3)
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("machine:"))
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The workloads that owned the entity of `s` at `at` (container → pod → workload, …).
+    pub fn workloads(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+        let Some(id) = entity_id(s) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = self
+            .reach(&id, at, &[EdgeKind::RunsOn, EdgeKind::OwnedBy], 3)
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("workload:"))
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `caller` called `callee` around `at`.
+    pub fn calls_at(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
+        self.calls
+            .seen(caller, callee)
+            .is_some_and(|(first, last)| self.holds(&Seen { first, last }, at))
+    }
+
+    /// Whether `from` reaches `to` through calls around `at`.
+    pub fn reaches(&self, from: &str, to: &str, at: Timestamp) -> bool {
+        self.calls
+            .reaches(from, to, (at.minus(self.slack), at.plus(self.slack)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daytwo_model::{Entity, Severity};
+
+    fn sig(kind: EntityKind, name: &str, t: i64, attrs: &[(&str, &str)]) -> Signal {
+        let mut s = Signal {
+            id: format!("{name}@{t}"),
+            name: "x".into(),
+            time: Timestamp::from_unix_secs(t),
+            severity: Severity::Warning,
+            entity: Entity::new(kind, name),
+            resource: Default::default(),
+            attributes: Default::default(),
+            message: String::new(),
+            evidence: vec![],
+        };
+        for (k, v) in attrs {
+            s.resource.insert(k.to_string(), (*v).into());
+        }
+        s
+    }
+
+    fn pod_signal(t: i64, node: &str) -> Signal {
+        sig(
+            EntityKind::Container,
+            "web/app",
+            t,
+            &[
+                ("k8s.pod.uid", "u1"),
+                ("k8s.container.name", "app"),
+                ("k8s.namespace.name", "shop"),
+                ("k8s.node.name", node),
+                ("k8s.deployment.name", "web"),
+                ("service.name", "web"),
+            ],
+        )
+    }
+
+    #[test]
+    fn containers_run_on_pods_on_nodes_owned_by_workloads() {
+        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+        t.observe(&pod_signal(1000, "n1"));
+        t.observe(&pod_signal(1100, "n1"));
+        // A signal about the service alone (no node) finds the node through the pod.
+        let svc = sig(EntityKind::Service, "web", 1050, &[("service.name", "web")]);
+        assert_eq!(t.machines(&svc, svc.time), ["n1"]);
+        let ctr = sig(
+            EntityKind::Container,
+            "web/app",
+            1050,
+            &[("k8s.pod.uid", "u1"), ("k8s.container.name", "app")],
+        );
+        assert_eq!(t.machines(&ctr, ctr.time), ["n1"]);
+        assert_eq!(t.workloads(&ctr, ctr.time), ["/shop/deployment/web"]);
+        let seen = t.seen("pod:u1", EdgeKind::RunsOn, "machine:n1").unwrap();
+        assert_eq!(seen.first, Timestamp::from_unix_secs(1000));
+        assert_eq!(seen.last, Timestamp::from_unix_secs(1100));
+    }
+
+    #[test]
+    fn edges_hold_only_around_when_they_were_seen() {
+        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+        t.observe(&pod_signal(1000, "n1"));
+        let svc = |at| sig(EntityKind::Service, "web", at, &[("service.name", "web")]);
+        assert_eq!(
+            t.machines(&svc(1030), Timestamp::from_unix_secs(1030)),
+            ["n1"]
+        );
+        assert!(
+            t.machines(&svc(500), Timestamp::from_unix_secs(500))
+                .is_empty()
+        );
+        assert!(
+            t.machines(&svc(2000), Timestamp::from_unix_secs(2000))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unseen_edges_are_dropped_after_the_horizon_and_counted() {
+        let mut t = Topology::new(Duration::from_secs(600), Duration::from_secs(60));
+        t.observe(&pod_signal(1000, "n1"));
+        t.add_call("a", "b", Timestamp::from_unix_secs(1000));
+        let edges = t.len();
+        assert!(edges >= 4, "{edges}");
+        // Another pod keeps arriving; the first one's edges age out.
+        for i in 0..20 {
+            let mut s = pod_signal(1000 + 100 * i, "n2");
+            s.resource.insert("k8s.pod.uid".into(), "u2".into());
+            t.observe(&s);
+        }
+        assert!(t.seen("pod:u1", EdgeKind::RunsOn, "machine:n1").is_none());
+        assert!(t.seen("pod:u2", EdgeKind::RunsOn, "machine:n2").is_some());
+        assert!(t.calls().is_empty());
+        assert!(t.dropped_total() > edges as u64);
+    }
+
+    #[test]
+    fn calls_answer_direct_and_transitive_questions_in_time() {
+        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+        let at = Timestamp::from_unix_secs(1000);
+        t.add_call("frontend", "checkout", at);
+        t.add_call("checkout", "payment", at);
+        assert!(t.calls_at("frontend", "checkout", at));
+        assert!(!t.calls_at("frontend", "payment", at));
+        assert!(t.reaches("frontend", "payment", at));
+        assert!(!t.reaches("payment", "frontend", at));
+        assert!(!t.reaches("frontend", "payment", Timestamp::from_unix_secs(5000)));
+    }
+
+    #[test]
+    fn unknown_entities_have_no_edges_and_no_answers() {
+        let t = Topology::default();
+        let s = sig(EntityKind::Volume, "disk-9", 10, &[]);
+        assert!(t.machines(&s, s.time).is_empty());
+        assert!(t.workloads(&s, s.time).is_empty());
+        assert_eq!(entity_id(&s), None);
+    }
+}
