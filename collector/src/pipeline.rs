@@ -456,8 +456,7 @@ mod tests {
             Arc::new(RuleSet::builtin()),
             Duration::from_secs(300),
             2,
-            Vec::new(),
-            Arc::new(Notify::new()),
+            crate::notify::Handle::disabled(),
             Metrics::new(&registry).unwrap(),
         )
         .unwrap()
