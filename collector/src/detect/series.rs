@@ -435,7 +435,8 @@ impl Series {
 pub(super) const SHORT_BASELINE: usize = 30;
 
 /// A floor for the σ an episode is measured with: 1.2533 × the mean absolute deviation from
-/// the baseline median of the (up to 16) samples before the onset, the largest tenth left out.
+/// the baseline median of the (up to 16) samples before the onset, the largest tenth (at least
+/// one) left out.
 /// Applied when the baseline window is short (fewer than [`SHORT_BASELINE`] samples).
 ///
 /// The detector's robust σ (1.4826 × MAD) is right for Gaussian noise, where this floor is
@@ -451,7 +452,14 @@ pub(super) fn spread_floor(pre: &[f64], median: f64) -> f64 {
     }
     let mut dev: Vec<f64> = pre.iter().map(|x| (x - median).abs()).collect();
     dev.sort_by(f64::total_cmp);
-    let keep = (dev.len() - dev.len() / 10).max(1);
+    // The largest tenth, and at least the largest one from three samples on: a short
+    // baseline may begin with the tail of an earlier incident.
+    let drop = if dev.len() >= 3 {
+        (dev.len() / 10).max(1)
+    } else {
+        0
+    };
+    let keep = dev.len() - drop;
     1.2533 * dev[..keep].iter().sum::<f64>() / keep as f64
 }
 
