@@ -59,6 +59,11 @@ pub const LATENCY_ANOMALY: &str = "daytwo.service.latency_anomaly";
 pub const THROUGHPUT_ANOMALY: &str = "daytwo.service.throughput_anomaly";
 /// The signal emitted for an anomaly in a service's share of failed calls.
 pub const ERROR_ANOMALY: &str = "daytwo.service.error_anomaly";
+/// The signal emitted for an anomaly in a service's fan-out: child spans per server span, how
+/// much work its own handler does per request.
+pub const FANOUT_ANOMALY: &str = "daytwo.service.fanout_anomaly";
+/// Span-derived latencies are scored on `ln(seconds + this)` (see `Series::log_scale`).
+pub const LATENCY_LOG_OFFSET_SECS: f64 = 0.001;
 
 /// On client-side latency anomalies from spans: the service that made the calls.
 pub const CALLER: &str = "daytwo.caller.service";
@@ -69,6 +74,7 @@ pub const DETECTION_SIGNALS: &[&str] = &[
     LATENCY_ANOMALY,
     THROUGHPUT_ANOMALY,
     ERROR_ANOMALY,
+    FANOUT_ANOMALY,
 ];
 
 /// A caller → callee edge seen in traces, with the time it was last seen.
@@ -200,7 +206,7 @@ impl Detect {
             let key = format!("{}\u{1f}{}", s.service_key, s.metric);
             let tuning = &self.tuning;
             let series = self.series.entry(key.clone()).or_insert_with(|| {
-                Series::new(
+                let series = Series::new(
                     key,
                     s.signal,
                     s.resource.clone(),
@@ -212,7 +218,8 @@ impl Detect {
                         .map(|c| (CALLER.to_string(), serde_json::Value::from(c.as_str())))
                         .collect(),
                     tuning.clone(),
-                )
+                );
+                series.with_scale(s.scale)
             });
             if let Some(sig) = series.observe(s.time, s.value) {
                 self.out.push(sig);

@@ -68,6 +68,8 @@ pub fn anomaly_signal_name(metric: &str) -> &'static str {
             super::LATENCY_ANOMALY
         } else if metric.contains("error") {
             super::ERROR_ANOMALY
+        } else if metric == super::spans::FANOUT_METRIC {
+            super::FANOUT_ANOMALY
         } else {
             super::THROUGHPUT_ANOMALY
         }
@@ -111,6 +113,48 @@ pub(super) struct Series {
     tail: VecDeque<Sample>,
     episode: Option<Episode>,
     last_seen: Timestamp,
+    /// The scale the series is scored on.
+    scale: Scale,
+}
+
+/// The scale a series is scored on, so that its z-scores are honest about its noise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Scale {
+    /// The value itself; the σ floor is `relative_floor` of the series' first level.
+    Linear,
+    /// `ln(value + offset)`: for latencies, whose changes are multiplicative. The σ floor is
+    /// `relative_floor` in log units (a 1% change).
+    Log { offset: f64 },
+    /// A rate of events counted over `per_secs`: scored on the Anscombe transform of the count,
+    /// `2·sqrt(count + 3/8)`, whose noise is ≈ 1 for Poisson counts at any level. The σ floor
+    /// is 1, so a handful of calls more or less in a quiet service is not a 100σ event.
+    Count { per_secs: f64 },
+}
+
+impl Scale {
+    fn apply(self, v: f64) -> Option<f64> {
+        match self {
+            Scale::Linear => Some(v),
+            Scale::Log { offset } => (v + offset > 0.0).then(|| (v + offset).ln()),
+            Scale::Count { per_secs } => (v >= 0.0).then(|| 2.0 * (v * per_secs + 0.375).sqrt()),
+        }
+    }
+
+    fn invert(self, v: f64) -> f64 {
+        match self {
+            Scale::Linear => v,
+            Scale::Log { offset } => v.exp() - offset,
+            Scale::Count { per_secs } => ((v / 2.0).powi(2) - 0.375).max(0.0) / per_secs,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scale::Linear => "linear",
+            Scale::Log { .. } => "log",
+            Scale::Count { .. } => "count",
+        }
+    }
 }
 
 impl Series {
@@ -142,7 +186,21 @@ impl Series {
             tail: VecDeque::new(),
             episode: None,
             last_seen: Timestamp(i64::MIN),
+            scale: Scale::Linear,
         }
+    }
+
+    /// Scores the series on another scale (see [`Scale`]). A log scale suits latencies: a
+    /// drop from 125 ms to 0.5 ms is as unusual as a rise from 125 ms to 30 s, yet on a linear
+    /// scale the drop can never be more than `median / σ` away. A count scale suits call rates.
+    pub(super) fn with_scale(mut self, scale: Scale) -> Series {
+        self.scale = scale;
+        self
+    }
+
+    /// A value on the series' own scale back in its unit.
+    fn unscaled(&self, v: f64) -> f64 {
+        self.scale.invert(v)
     }
 
     pub(super) fn last_seen(&self) -> Timestamp {
@@ -154,6 +212,7 @@ impl Series {
         if !v.is_finite() || t < self.last_seen {
             return None;
         }
+        let v = self.scale.apply(v)?;
         self.last_seen = t;
         if self.det.is_none() {
             self.warm.push((t, v));
@@ -179,7 +238,11 @@ impl Series {
         let warmup = samples(tu.warmup_secs, interval, tu.warmup_min, 30).min(window);
         self.horizon = samples(tu.horizon_secs, interval, tu.horizon_min, 60);
         let level = self.warm.iter().map(|(_, v)| v.abs()).sum::<f64>() / self.warm.len() as f64;
-        self.floor = (level * tu.relative_floor).max(1e-12);
+        self.floor = match self.scale {
+            Scale::Linear => (level * tu.relative_floor).max(1e-12),
+            Scale::Log { .. } => tu.relative_floor,
+            Scale::Count { .. } => 1.0,
+        };
         let det = RobustAnomaly::new(RobustAnomalyConfig {
             subject: self.metric.clone(),
             unit: String::new(),
@@ -239,20 +302,40 @@ impl Series {
                 .iter()
                 .position(|(_, z)| flagged(*z))
                 .unwrap_or(self.recent.len() - 1);
-            let zs: Vec<f64> = self
-                .recent
-                .iter()
-                .skip(onset_idx)
-                .map(|(_, z)| *z)
-                .collect();
+            let episode_len = self.recent.len() - onset_idx;
             let onset = self.recent[onset_idx].0;
+            // The episode is measured against the baseline's σ, but never against less than
+            // the spread the samples just before the onset actually had (see `spread_floor`).
+            // The window now ends with the episode's samples; the rest is the baseline.
+            // Only a short baseline needs it (with `SHORT_BASELINE` samples or more, the MAD
+            // is a reliable estimate of σ), and span-derived series, which are statistics of
+            // a few spans per bucket and often quantised (a mean of 5 small counts).
+            let window_len = self.det.as_ref().map_or(0, |d| d.window().len());
+            let floor2 = if window_len < SHORT_BASELINE || self.metric.starts_with("span.") {
+                let pre: Vec<f64> = self
+                    .tail
+                    .iter()
+                    .take(self.tail.len().saturating_sub(episode_len))
+                    .map(|(_, v)| *v)
+                    .collect();
+                spread_floor(&pre, median)
+            } else {
+                0.0
+            };
+            let sigma = sigma.max(self.floor).max(floor2);
+            let zs: Vec<f64> = self
+                .tail
+                .iter()
+                .skip(self.tail.len().saturating_sub(episode_len))
+                .map(|(_, x)| ((x - median) / sigma).clamp(-max, max))
+                .collect();
             let before = self.tail.len().saturating_sub(zs.len() + 12);
             self.episode = Some(Episode {
                 onset,
                 fired: t,
                 fired_value: v,
                 median,
-                sigma: sigma.max(self.floor),
+                sigma,
                 zs,
                 up,
                 remaining: self.horizon,
@@ -293,9 +376,16 @@ impl Series {
             "daytwo.anomaly.sustained_sigma".into(),
             num(sign * sustained),
         );
-        attributes.insert("daytwo.anomaly.baseline".into(), num(ep.median));
+        attributes.insert(
+            "daytwo.anomaly.baseline".into(),
+            num(self.unscaled(ep.median)),
+        );
         attributes.insert("daytwo.anomaly.baseline_sigma".into(), num(ep.sigma));
-        attributes.insert("daytwo.anomaly.value".into(), num(ep.fired_value));
+        attributes.insert(
+            "daytwo.anomaly.value".into(),
+            num(self.unscaled(ep.fired_value)),
+        );
+        attributes.insert("daytwo.anomaly.scale".into(), self.scale.name().into());
         attributes.insert(
             "daytwo.anomaly.detected_at".into(),
             ep.fired.to_string().into(),
@@ -311,8 +401,8 @@ impl Series {
         let message = format!(
             "{} of {who} went {direction} from its median {} to {} ({:.1}σ at peak, {:.1}σ sustained), starting {}.",
             self.metric,
-            short(ep.median),
-            short(ep.fired_value),
+            short(self.unscaled(ep.median)),
+            short(self.unscaled(ep.fired_value)),
             peak,
             sustained,
             ep.onset
@@ -323,7 +413,7 @@ impl Series {
             .map(|(t, v)| Evidence {
                 time: *t,
                 kind: "sample".into(),
-                text: format!("{} {}", self.metric, short(*v)),
+                text: format!("{} {}", self.metric, short(self.unscaled(*v))),
             })
             .collect();
         Some(Signal {
@@ -338,6 +428,39 @@ impl Series {
             evidence,
         })
     }
+}
+
+/// Baselines shorter than this get the [`spread_floor`]: the MAD of a handful of samples is
+/// itself too uncertain to trust alone.
+pub(super) const SHORT_BASELINE: usize = 30;
+
+/// A floor for the σ an episode is measured with: 1.2533 × the mean absolute deviation from
+/// the baseline median of the (up to 16) samples before the onset, the largest tenth (at least
+/// one) left out.
+/// Applied when the baseline window is short (fewer than [`SHORT_BASELINE`] samples).
+///
+/// The detector's robust σ (1.4826 × MAD) is right for Gaussian noise, where this floor is
+/// ≈ 0.8σ and changes nothing. But when more than half of a short baseline sat on one value
+/// and the rest moved (a quantised latency quantile, a node level flipping between two
+/// values, a quiet service's counts), the MAD is 0 or tiny while the series plainly varies,
+/// and an excursion no larger than the ones before would be measured as hundreds of σ. The
+/// detector still decides *that* the series changed (it needs the MAD's robustness to the
+/// change itself); this only keeps the measured *strength* honest.
+pub(super) fn spread_floor(pre: &[f64], median: f64) -> f64 {
+    if pre.is_empty() {
+        return 0.0;
+    }
+    let mut dev: Vec<f64> = pre.iter().map(|x| (x - median).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    // The largest tenth, and at least the largest one from three samples on: a short
+    // baseline may begin with the tail of an earlier incident.
+    let drop = if dev.len() >= 3 {
+        (dev.len() / 10).max(1)
+    } else {
+        0
+    };
+    let keep = dev.len() - drop;
+    1.2533 * dev[..keep].iter().sum::<f64>() / keep as f64
 }
 
 /// A number the way an operator reads it in a sentence.

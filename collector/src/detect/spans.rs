@@ -4,8 +4,13 @@
 //! have arrived (exports are roughly in time order, not exactly), and then yields, for every
 //! service seen so far: its call rate (SERVER and CONSUMER spans per second, 0 when it had none
 //! while others had spans), latency p50 and p99 of those spans, their error ratio, and the p50
-//! of the CLIENT spans its callers made into it. A bucket that no span at all fell into is a gap
-//! in the data and yields nothing.
+//! of the CLIENT spans its callers made into it, and its *fan-out*: the mean number of child
+//! spans (its own INTERNAL and CLIENT spans, database calls, …) per SERVER/CONSUMER span
+//! (`span.server.children`). Fan-out is how much work the service's own handler does per
+//! request: an exception thrown half-way, or a changed return value that sends the code down
+//! another path, changes it in the service whose code changed, even when no span carries an
+//! error status and latency barely moves. A bucket that no span at all fell into is a gap in
+//! the data and yields nothing.
 //!
 //! Call edges come from parent links: a SERVER/CONSUMER span whose parent span belongs to
 //! another service is a call from that service. Parents and children may arrive in either
@@ -13,6 +18,7 @@
 //! recent spans and of children still waiting for their parent covers both.
 
 use super::Call;
+use super::series::Scale;
 use daytwo_model::{Attributes, Timestamp};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -26,6 +32,10 @@ const INDEX_BUCKETS: i64 = 6;
 const MAX_INDEXED: usize = 500_000;
 /// Fewer spans than this in a bucket give no latency quantile.
 const MIN_FOR_QUANTILE: usize = 3;
+/// Fewer SERVER spans than this in a bucket give no fan-out.
+const MIN_FOR_FANOUT: usize = 1;
+/// The fan-out series: child spans per SERVER/CONSUMER span.
+pub(super) const FANOUT_METRIC: &str = "span.server.children";
 /// Fewer calls than this in a bucket give no error ratio.
 const MIN_FOR_RATIO: u32 = 5;
 
@@ -40,11 +50,15 @@ pub(super) struct SpanSample {
     pub value: f64,
     /// For client-side latency: the calling service.
     pub caller: Option<String>,
+    /// The scale its series is scored on.
+    pub scale: Scale,
 }
 
 #[derive(Default)]
 struct Acc {
     server: Vec<f64>,
+    /// Keys of those SERVER/CONSUMER spans, to count their children when the bucket closes.
+    server_keys: Vec<Vec<u8>>,
     errors: u32,
     /// Durations of the CLIENT spans calling this service, by calling service.
     inbound_client: HashMap<u32, Vec<f64>>,
@@ -65,6 +79,8 @@ pub(super) struct SpanStats {
     index: HashMap<Vec<u8>, Indexed>,
     /// SERVER spans whose parent has not arrived yet: parent key → (service, bucket).
     waiting: HashMap<Vec<u8>, (u32, i64)>,
+    /// Child spans seen per parent span key (children may arrive before their parent).
+    children: HashMap<Vec<u8>, u32>,
     order: VecDeque<(i64, Vec<u8>)>,
     watermark: i64,
     closed_before: i64,
@@ -91,6 +107,7 @@ impl SpanStats {
             by_key: HashMap::new(),
             index: HashMap::new(),
             waiting: HashMap::new(),
+            children: HashMap::new(),
             order: VecDeque::new(),
             watermark: i64::MIN,
             closed_before: i64::MIN,
@@ -191,12 +208,21 @@ impl SpanStats {
             .or_default();
         if server {
             acc.server.push(duration);
+            acc.server_keys.push(key.clone());
             if span
                 .status
                 .as_ref()
                 .is_some_and(|s| s.code == StatusCode::Error as i32)
             {
                 acc.errors += 1;
+            }
+        }
+        if !span.parent_span_id.is_empty() {
+            let pkey = span_key(&span.trace_id, &span.parent_span_id);
+            let n = self.children.entry(pkey.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                self.order.push_back((bucket, pkey));
             }
         }
         // Link to the parent (already here) or wait for it.
@@ -257,7 +283,15 @@ impl SpanStats {
             let acc = accs.remove(&(i as u32)).unwrap_or_default();
             let mut push =
                 |metric: &'static str, unit: &'static str, value: f64, caller: Option<String>| {
+                    let scale = match unit {
+                        "s" => Scale::Log {
+                            offset: super::LATENCY_LOG_OFFSET_SECS,
+                        },
+                        "{call}/s" => Scale::Count { per_secs: secs },
+                        _ => Scale::Linear,
+                    };
                     out.push(SpanSample {
+                        scale,
                         service_key: match &caller {
                             Some(c) => format!("{key};caller={c}"),
                             None => key.clone(),
@@ -272,6 +306,14 @@ impl SpanStats {
                     })
                 };
             let calls = acc.server.len();
+            if calls >= MIN_FOR_FANOUT {
+                let kids: u64 = acc
+                    .server_keys
+                    .iter()
+                    .map(|k| u64::from(self.children.get(k).copied().unwrap_or(0)))
+                    .sum();
+                push(FANOUT_METRIC, "{span}", kids as f64 / calls as f64, None);
+            }
             push(
                 "span.server.call.rate",
                 "{call}/s",
@@ -320,6 +362,7 @@ impl SpanStats {
             let (_, k) = self.order.pop_front().expect("non-empty");
             self.index.remove(&k);
             self.waiting.remove(&k);
+            self.children.remove(&k);
         }
     }
 }

@@ -150,3 +150,200 @@ fn the_series_map_is_bounded() {
     }
     assert!(d.series_count() <= MAX_SERIES, "{}", d.series_count());
 }
+
+mod spans_scales {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
+
+    fn span(
+        trace: u64,
+        id: u64,
+        parent: Option<u64>,
+        kind: SpanKind,
+        start_ns: u64,
+        dur_ns: u64,
+    ) -> Span {
+        Span {
+            trace_id: trace.to_be_bytes().repeat(2),
+            span_id: id.to_be_bytes().to_vec(),
+            parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+            name: "op".into(),
+            kind: kind as i32,
+            start_time_unix_nano: start_ns,
+            end_time_unix_nano: start_ns + dur_ns,
+            ..Default::default()
+        }
+    }
+
+    fn export(svc: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", svc), kv("k8s.namespace.name", "shop")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// One request per second for `secs` seconds to service `ad`: a SERVER span lasting
+    /// `dur(i)` ns with `kids(i)` INTERNAL children.
+    fn run_spans(secs: u64, dur: impl Fn(u64) -> u64, kids: impl Fn(u64) -> u64) -> Vec<Signal> {
+        let mut d = Detect::default();
+        let mut out = Vec::new();
+        for i in 0..secs {
+            let t = (1_000 + i) * 1_000_000_000;
+            let mut v = vec![span(i + 1, 1, None, SpanKind::Server, t, dur(i))];
+            for k in 0..kids(i) {
+                v.push(span(
+                    i + 1,
+                    10 + k,
+                    Some(1),
+                    SpanKind::Internal,
+                    t + 1000,
+                    1000,
+                ));
+            }
+            out.extend(d.traces(&export("ad", v)));
+        }
+        out.extend(d.flush());
+        out
+    }
+
+    fn named<'a>(sigs: &'a [Signal], metric: &str) -> Vec<&'a Signal> {
+        sigs.iter()
+            .filter(|s| s.attributes["metric.name"] == metric)
+            .collect()
+    }
+
+    #[test]
+    fn fan_out_falls_when_the_handler_stops_half_way() {
+        // Every request did 3 things; from 600 s on, one request in two stops after the first.
+        let sigs = run_spans(
+            900,
+            |_| 10_000_000,
+            |i| if i >= 600 && i % 2 == 0 { 1 } else { 3 },
+        );
+        let f = named(&sigs, "span.server.children");
+        assert_eq!(f.len(), 1, "{sigs:#?}");
+        assert_eq!(f[0].name, FANOUT_ANOMALY);
+        assert_eq!(f[0].attributes["daytwo.anomaly.direction"], "down");
+        assert!(
+            f[0].time >= Timestamp::from_unix_secs(1600)
+                && f[0].time < Timestamp::from_unix_secs(1630)
+        );
+        assert!(
+            FANOUT_ANOMALY.starts_with("daytwo.service.")
+                && DETECTION_SIGNALS.contains(&FANOUT_ANOMALY)
+        );
+    }
+
+    #[test]
+    fn fan_out_noise_of_the_same_variance_is_silent() {
+        // Children vary between 1 and 3 per request all along (the variance of the step above).
+        let sigs = run_spans(
+            900,
+            |_| 10_000_000,
+            |i| 1 + (noise(i) + 1.0).floor() as u64 * 2,
+        );
+        // The bucket means are quantised (0.4 apart), so more than half the baseline often
+        // sits on one value and the detector may flag a move; its measured strength stays
+        // that of the noise.
+        for s in named(&sigs, "span.server.children") {
+            let z = s.attributes["daytwo.anomaly.sigma"].as_f64().unwrap().abs();
+            assert!(z < 5.0, "{s:#?}");
+        }
+    }
+
+    #[test]
+    fn a_latency_drop_to_almost_nothing_is_seen_on_the_log_scale() {
+        // 60..190 ms (a wide spread: on a linear scale a drop to 0 is < 3σ), then 0.5 ms.
+        let dur = |i: u64| {
+            if i >= 600 {
+                500_000
+            } else {
+                (125.0e6 + 65.0e6 * noise(i)) as u64
+            }
+        };
+        let sigs = run_spans(900, dur, |_| 1);
+        let l = named(&sigs, "span.server.duration.p50");
+        assert_eq!(l.len(), 1, "{sigs:#?}");
+        assert_eq!(l[0].attributes["daytwo.anomaly.direction"], "down");
+        assert_eq!(l[0].attributes["daytwo.anomaly.scale"], "log");
+        let sigma = l[0].attributes["daytwo.anomaly.sigma"].as_f64().unwrap();
+        assert!(sigma < -10.0, "{sigma}");
+        // The baseline is reported in seconds, not in log units.
+        let base = l[0].attributes["daytwo.anomaly.baseline"].as_f64().unwrap();
+        assert!((0.06..0.19).contains(&base), "{base}");
+    }
+
+    #[test]
+    fn latency_noise_on_the_log_scale_is_silent() {
+        let sigs = run_spans(900, |i| (125.0e6 + 65.0e6 * noise(i)) as u64, |_| 1);
+        assert!(
+            named(&sigs, "span.server.duration.p50").is_empty(),
+            "{sigs:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_spread_floor_keeps_a_quantised_baseline_honest() {
+    use series::spread_floor;
+    // More than half the baseline on one value, real excursions besides: the MAD is 0, the
+    // floor is not, and a move like the earlier ones is a few σ, not thousands. (The largest
+    // deviation is left out, so it takes more than one earlier excursion.)
+    let pre = [
+        0.005, 0.005, 0.005, 0.0078, 0.005, 0.0082, 0.005, 0.005, 0.0075, 0.005,
+    ];
+    let f = spread_floor(&pre, 0.005);
+    assert!(f > 0.0005, "{f}");
+    assert!((0.0082 - 0.005) / f < 5.0);
+    // Gaussian-like noise: the floor stays below the MAD's σ, so it changes nothing.
+    let g: Vec<f64> = (0..200)
+        .map(|i| noise(i) + noise(i + 7919) + noise(i + 104729))
+        .collect();
+    let mut s = g.clone();
+    s.sort_by(f64::total_cmp);
+    let med = s[100];
+    let mut dev: Vec<f64> = g.iter().map(|x| (x - med).abs()).collect();
+    dev.sort_by(f64::total_cmp);
+    let mad_sigma = 1.4826 * dev[100];
+    assert!(
+        spread_floor(&g, med) < mad_sigma,
+        "{} vs {mad_sigma}",
+        spread_floor(&g, med)
+    );
+    assert_eq!(spread_floor(&[], 1.0), 0.0);
+}
+
+#[test]
+fn a_one_minute_series_with_a_flipping_level_is_not_hundreds_of_sigma() {
+    // A node level that flips between two values now and then (another pod's load), then flips
+    // once more: detected maybe, but measured against the spread it always had. (One earlier
+    // flip alone would be left out as the tail of an earlier incident.)
+    let mut d = Detect::default();
+    let mut out = Vec::new();
+    let levels = [
+        0.18, 0.75, 0.18, 0.19, 0.74, 0.18, 0.18, 0.75, 0.18, 0.75, 0.76, 0.75,
+    ];
+    for (i, v) in levels.iter().enumerate() {
+        out.extend(d.metrics(&gauge(
+            "cart",
+            "k8s.node.cpu.utilization",
+            vec![],
+            60 * i as u64,
+            *v,
+        )));
+    }
+    out.extend(d.flush());
+    for s in &out {
+        let z = s.attributes["daytwo.anomaly.sigma"].as_f64().unwrap().abs();
+        assert!(z < 20.0, "{s:#?}");
+    }
+}

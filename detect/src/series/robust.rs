@@ -220,6 +220,11 @@ impl RobustAnomaly {
         &self.cfg
     }
 
+    /// The samples of the current window, oldest first.
+    pub fn window(&self) -> impl ExactSizeIterator<Item = f64> + '_ {
+        self.window.iter().copied()
+    }
+
     /// The current baseline: (median, robust σ), once the window holds `min_samples`.
     pub fn baseline(&mut self) -> Option<(f64, f64)> {
         if self.sorted.len() < self.cfg.min_samples {
