@@ -349,6 +349,10 @@ pub const DEFAULT_QUORUM: usize = 2;
 #[derive(Clone, Debug)]
 struct Active {
     fingerprint: String,
+    /// Fingerprints of its other rule hypotheses (another rule naming the same cause, such as
+    /// a cascade and the Kubernetes rule for one NotReady node): a later match of any of them
+    /// joins this incident instead of opening a second one for the same cause.
+    aliases: Vec<String>,
     hosts: BTreeSet<String>,
     entity_keys: BTreeSet<String>,
     /// `ns:<cluster>/<namespace>` of its host-less signals.
@@ -453,6 +457,7 @@ impl Correlator {
         }
         let mut a = Active {
             fingerprint: inc.fingerprint.clone(),
+            aliases: Vec::new(),
             hosts: BTreeSet::new(),
             entity_keys: BTreeSet::new(),
             groups: BTreeSet::new(),
@@ -470,6 +475,16 @@ impl Correlator {
         }
         self.by_fingerprint
             .insert(a.fingerprint.clone(), inc.id.clone());
+        for h in &inc.root_causes {
+            if h.rule == GENERIC_RULE {
+                continue;
+            }
+            let fp = fingerprint(&h.rule, &h.entity);
+            if fp != a.fingerprint && !self.by_fingerprint.contains_key(&fp) {
+                self.by_fingerprint.insert(fp.clone(), inc.id.clone());
+                a.aliases.push(fp);
+            }
+        }
         for k in topology_keys(&a) {
             self.by_topology
                 .entry(k)
@@ -483,12 +498,14 @@ impl Correlator {
         let Some(a) = self.active.remove(incident_id) else {
             return;
         };
-        if self
-            .by_fingerprint
-            .get(&a.fingerprint)
-            .is_some_and(|id| id == incident_id)
-        {
-            self.by_fingerprint.remove(&a.fingerprint);
+        for fp in std::iter::once(&a.fingerprint).chain(&a.aliases) {
+            if self
+                .by_fingerprint
+                .get(fp)
+                .is_some_and(|id| id == incident_id)
+            {
+                self.by_fingerprint.remove(fp);
+            }
         }
         for k in topology_keys(&a) {
             if let Some(ids) = self.by_topology.get_mut(&k) {
@@ -537,9 +554,17 @@ impl Correlator {
                     hypotheses,
                 };
             }
-            if let Some(id) = self.active_for(&fp) {
+            // The best match's fingerprint first, then any other match's: an incident already
+            // open for the same cause under another rule takes the signal.
+            let active = self.active_for(&fp).map(str::to_string).or_else(|| {
+                matches.iter().skip(1).find_map(|m| {
+                    self.active_for(&fingerprint(&m.rule, &m.hypothesis.entity))
+                        .map(str::to_string)
+                })
+            });
+            if let Some(id) = active {
                 return Decision::Join {
-                    incident_id: id.to_string(),
+                    incident_id: id,
                     hypotheses,
                 };
             }
