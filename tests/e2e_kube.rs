@@ -8,6 +8,8 @@
 //! * the node turning NotReady → an incident from `kubernetes.node_not_ready` on the node
 //!   (reported by the agent and the collector, stored once);
 //! * a FailedScheduling Warning event (collector) → `kubernetes.pod_unschedulable`;
+//! * a bad rollout (the Deployment's image changed) followed by CrashLoopBackOff of its new
+//!   pod → one incident naming the rollout through `cascades.change_then_errors`;
 //! * the API server unreachable → the agent still starts and is ready, and the failures are
 //!   counted in `daytwo_agent_kube_errors_total`;
 //! * a standalone `daytwo agent` ships its node's Kubernetes signals over OTLP, and the raw
@@ -452,5 +454,144 @@ fn a_standalone_agent_ships_kubernetes_signals_and_joins_pod_logs_to_their_owner
     assert_eq!(waiting.resource["k8s.deployment.name"], "checkout");
     assert_eq!(waiting.resource["k8s.node.name"], "node-1");
     assert!(waiting.body.contains("CrashLoopBackOff"), "{waiting:?}");
+    drop(d);
+}
+
+/// The recorded cascade "a bad rollout followed by CrashLoopBackOff": the collector sees the
+/// Deployment's image change first, then this node's agent sees the new pod crash-looping; the
+/// incident names the rollout (the Deployment), through the cascade rules, not the container.
+#[test]
+fn a_bad_rollout_followed_by_crash_loop_names_the_rollout() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    // The collector's Deployments watch: checkout goes from image v2.0 to v2.1.
+    api.push_list(
+        "/apis/apps/v1/deployments",
+        list(
+            "Deployment",
+            "apps/v1",
+            "7001",
+            vec![fixture("deployments.json", "v2_0")],
+        ),
+    );
+    api.push_watch(
+        "/apis/apps/v1/deployments",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("deployments.json", "v2_1")),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let otlp_port = free_port();
+    // No --node-name: `up`'s own agent watches no pods; the collector watches the cluster.
+    let mut args = up_args(&tmp.path().join("data"), &kubeconfig);
+    let i = args.iter().position(|a| a == "--node-name").unwrap();
+    args.drain(i..i + 2);
+    let i = args.iter().position(|a| a == "--otlp-addr").unwrap();
+    args[i + 1] = format!("127.0.0.1:{otlp_port}");
+    let log = tmp.path().join("daytwo.log");
+    let d = Daytwo::start(&args, &log, true);
+    let change_seen = || -> bool {
+        get(&format!("{}/metrics", d.server())).is_some_and(|(_, body)| {
+            body.lines().any(|l| {
+                l.starts_with("daytwo_collector_kube_signals_total")
+                    && l.contains("resource=\"deployments\"")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), change_seen),
+        "the collector did not report the rollout; log:\n{}",
+        read(&log)
+    );
+    assert!(
+        d.incidents().is_empty(),
+        "a change alone opens nothing: {:#?}",
+        d.incidents()
+    );
+
+    // Then node-1's agent sees the new pod crash-looping.
+    api.push_list(
+        "/api/v1/pods",
+        list("Pod", "v1", "104211", vec![fixture("pods.json", "running")]),
+    );
+    api.push_watch(
+        "/api/v1/pods",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
+    );
+    let agent_args: Vec<String> = [
+        "agent",
+        "--collector",
+        &format!("http://127.0.0.1:{otlp_port}"),
+        "--data-dir",
+        tmp.path().join("agent").to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--no-kmsg",
+        "--no-node-metrics",
+        "--no-logs",
+        "--retry-initial-ms",
+        "50",
+        "--retry-max-ms",
+        "300",
+        "--kube",
+        "on",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+        "--cluster-name",
+        "e2e",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let agent_log = tmp.path().join("agent.log");
+    let agent = Daytwo::start(&agent_args, &agent_log, true);
+
+    let inc = wait_for(Duration::from_secs(30), || {
+        d.incidents()
+            .into_iter()
+            .find(|i| i["root_causes"][0]["rule"] == "cascades.change_then_errors")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no rollout incident; incidents: {:#?}\nlog:\n{}\nagent log:\n{}",
+            d.incidents(),
+            read(&log),
+            read(&agent_log)
+        )
+    });
+    let cause = &inc["root_causes"][0];
+    assert_eq!(cause["entity"]["kind"], "workload", "{cause:#}");
+    assert_eq!(
+        cause["entity"]["attributes"]["k8s.deployment.name"], "checkout",
+        "{cause:#}"
+    );
+    let explanation = cause["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("registry.example/shop/checkout:v2.0")
+            && explanation.contains("registry.example/shop/checkout:v2.1"),
+        "{explanation}"
+    );
+    // The container's own rule is a lesser hypothesis of the same incident, not a second page.
+    assert!(
+        inc["root_causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["rule"] == "kubernetes.crash_loop_back_off"),
+        "{inc:#}"
+    );
+    let names: Vec<&str> = inc["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"daytwo.k8s.change") && names.contains(&"daytwo.k8s.container.waiting"),
+        "{names:?}"
+    );
+    drop(agent);
     drop(d);
 }
