@@ -46,6 +46,7 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     let ccfg = config::collector_config(&args.common, &args.collector, &file)?;
     let mut acfg = config::agent_config(&args.common, None, &args.agent, &file)?;
     acfg.kube = config::agent_kube(&args.kube, &file)?;
+    config::host_is_node(&mut acfg, &args.agent, &file);
     let kube = config::collector_kube(&args.kube, &file)?;
     runtime()?.block_on(async move {
         let registry = prometheus::Registry::new();
@@ -96,6 +97,7 @@ pub fn agent(args: AgentArgs) -> Result<ExitCode> {
     let file = config::load_file(args.common.config.as_deref())?;
     let mut acfg = config::agent_config(&args.common, args.collector.clone(), &args.agent, &file)?;
     acfg.kube = config::agent_kube(&args.kube, &file)?;
+    config::host_is_node(&mut acfg, &args.agent, &file);
     let http_addr = args
         .http_addr
         .or(file.agent.http_addr)

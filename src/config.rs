@@ -95,6 +95,19 @@ pub fn agent_kube(flags: &KubeFlags, file: &FileConfig) -> Result<daytwo_agent::
     })
 }
 
+/// On a Kubernetes node the machine is its node: without an explicit `--host-name`, the agent
+/// reports `host.name` = `--node-name`, so its kernel, node and pod signals and the
+/// collector's Node signals name one machine (a hostname that differs from the node name, as
+/// on some clouds, would otherwise split them).
+pub fn host_is_node(cfg: &mut daytwo_agent::AgentConfig, flags: &AgentFlags, file: &FileConfig) {
+    if flags.host_name.is_some() || file.agent.host_name.is_some() {
+        return;
+    }
+    if let Some(n) = &cfg.kube.node_name {
+        cfg.host_name = n.clone();
+    }
+}
+
 /// The collector's Kubernetes settings.
 pub fn collector_kube(
     flags: &KubeFlags,

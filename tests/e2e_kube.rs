@@ -5,11 +5,11 @@
 //!
 //! * a pod of this node going into CrashLoopBackOff → an incident from
 //!   `kubernetes.crash_loop_back_off` naming the container;
-//! * the node turning NotReady → an incident from `kubernetes.node_not_ready` on the node
-//!   (reported by the agent and the collector, stored once);
 //! * a FailedScheduling Warning event (collector) → `kubernetes.pod_unschedulable`;
 //! * a bad rollout (the Deployment's image changed) followed by CrashLoopBackOff of its new
 //!   pod → one incident naming the rollout through `cascades.change_then_errors`;
+//! * a node turning NotReady (reported by the agent and the collector, stored once) and its
+//!   pod crash-looping after it → one incident on the node, the pod's failure part of it;
 //! * the API server unreachable → the agent still starts and is ready, and the failures are
 //!   counted in `daytwo_agent_kube_errors_total`;
 //! * a standalone `daytwo agent` ships its node's Kubernetes signals over OTLP, and the raw
@@ -90,18 +90,7 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
         "/api/v1/pods",
         WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
     );
-    api.push_list(
-        "/api/v1/nodes",
-        list("Node", "v1", "203001", vec![fixture("nodes.json", "ready")]),
-    );
-    // The agent (metadata.name=node-1) and the collector (all nodes) each watch nodes; both
-    // see the node go NotReady and report it with one id.
-    for _ in 0..2 {
-        api.push_watch(
-            "/api/v1/nodes",
-            WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("nodes.json", "not_ready")),
-        );
-    }
+    // (A node going NotReady, and its pods with it, is the cascade test below.)
     // The collector's cluster-wide Events watch: a pending pod of another node that the
     // scheduler cannot place, happening now.
     let mut event = fixture("events.json", "failed_scheduling");
@@ -125,7 +114,6 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
 
     let rules = [
         "kubernetes.crash_loop_back_off",
-        "kubernetes.node_not_ready",
         "kubernetes.pod_unschedulable",
     ];
     let incidents = wait_for(Duration::from_secs(30), || {
@@ -164,19 +152,6 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
             .contains("(Deployment checkout)"),
         "{cause:#}"
     );
-
-    let node = find_incident(&incidents, "kubernetes.node_not_ready").unwrap();
-    assert_eq!(node["severity"], "critical");
-    assert_eq!(node["root_causes"][0]["entity"]["kind"], "node");
-    assert_eq!(node["root_causes"][0]["entity"]["name"], "node-1");
-    // The agent's and the collector's report of the transition are one signal.
-    let ready_signals: Vec<&Value> = node["signals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["name"] == "daytwo.k8s.node.condition")
-        .collect();
-    assert_eq!(ready_signals.len(), 1, "{node:#}");
 
     let pending = find_incident(&incidents, "kubernetes.pod_unschedulable").unwrap();
     assert_eq!(
@@ -479,30 +454,7 @@ fn a_bad_rollout_followed_by_crash_loop_names_the_rollout() {
         WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("deployments.json", "v2_1")),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
-    let otlp_port = free_port();
-    // No --node-name: `up`'s own agent watches no pods; the collector watches the cluster.
-    let mut args = up_args(&tmp.path().join("data"), &kubeconfig);
-    let i = args.iter().position(|a| a == "--node-name").unwrap();
-    args.drain(i..i + 2);
-    let i = args.iter().position(|a| a == "--otlp-addr").unwrap();
-    args[i + 1] = format!("127.0.0.1:{otlp_port}");
-    let log = tmp.path().join("daytwo.log");
-    let d = Daytwo::start(&args, &log, true);
-    let change_seen = || -> bool {
-        get(&format!("{}/metrics", d.server())).is_some_and(|(_, body)| {
-            body.lines().any(|l| {
-                l.starts_with("daytwo_collector_kube_signals_total")
-                    && l.contains("resource=\"deployments\"")
-                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
-            })
-        })
-    };
-    assert!(
-        wait_until(Duration::from_secs(30), change_seen),
-        "the collector did not report the rollout; log:\n{}",
-        read(&log)
-    );
+    let (d, otlp_port, log) = collector_only_up(&api, tmp.path(), "deployments");
     assert!(
         d.incidents().is_empty(),
         "a change alone opens nothing: {:#?}",
@@ -518,35 +470,8 @@ fn a_bad_rollout_followed_by_crash_loop_names_the_rollout() {
         "/api/v1/pods",
         WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
     );
-    let agent_args: Vec<String> = [
-        "agent",
-        "--collector",
-        &format!("http://127.0.0.1:{otlp_port}"),
-        "--data-dir",
-        tmp.path().join("agent").to_str().unwrap(),
-        "--http-addr",
-        "127.0.0.1:0",
-        "--no-kmsg",
-        "--no-node-metrics",
-        "--no-logs",
-        "--retry-initial-ms",
-        "50",
-        "--retry-max-ms",
-        "300",
-        "--kube",
-        "on",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--node-name",
-        "node-1",
-        "--cluster-name",
-        "e2e",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent_log = tmp.path().join("agent.log");
-    let agent = Daytwo::start(&agent_args, &agent_log, true);
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let (agent, agent_log) = node_1_agent(tmp.path(), &kubeconfig, otlp_port);
 
     let inc = wait_for(Duration::from_secs(30), || {
         d.incidents()
@@ -592,6 +517,167 @@ fn a_bad_rollout_followed_by_crash_loop_names_the_rollout() {
         names.contains(&"daytwo.k8s.change") && names.contains(&"daytwo.k8s.container.waiting"),
         "{names:?}"
     );
+    drop(agent);
+    drop(d);
+}
+
+/// `daytwo up` whose collector watches the cluster through the fake while its own agent
+/// watches no pods (no `--node-name`), on a known OTLP port for a node's agent started later;
+/// returns once the collector reported a signal from `resource`'s watch.
+fn collector_only_up(
+    api: &FakeApiServer,
+    dir: &Path,
+    resource: &str,
+) -> (Daytwo, u16, std::path::PathBuf) {
+    let kubeconfig = api.write_kubeconfig(dir).unwrap();
+    let otlp_port = free_port();
+    let mut args = up_args(&dir.join("data"), &kubeconfig);
+    let i = args.iter().position(|a| a == "--node-name").unwrap();
+    args.drain(i..i + 2);
+    let i = args.iter().position(|a| a == "--otlp-addr").unwrap();
+    args[i + 1] = format!("127.0.0.1:{otlp_port}");
+    let log = dir.join("daytwo.log");
+    let d = Daytwo::start(&args, &log, true);
+    let label = format!("resource=\"{resource}\"");
+    let seen = || -> bool {
+        get(&format!("{}/metrics", d.server())).is_some_and(|(_, body)| {
+            body.lines().any(|l| {
+                l.starts_with("daytwo_collector_kube_signals_total")
+                    && l.contains(&label)
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), seen),
+        "the collector reported nothing from {resource}; log:\n{}",
+        read(&log)
+    );
+    (d, otlp_port, log)
+}
+
+/// A standalone agent for node-1 shipping to the collector on `otlp_port`.
+fn node_1_agent(dir: &Path, kubeconfig: &Path, otlp_port: u16) -> (Daytwo, std::path::PathBuf) {
+    let agent_args: Vec<String> = [
+        "agent",
+        "--collector",
+        &format!("http://127.0.0.1:{otlp_port}"),
+        "--data-dir",
+        dir.join("agent").to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--no-kmsg",
+        "--no-node-metrics",
+        "--no-logs",
+        "--retry-initial-ms",
+        "50",
+        "--retry-max-ms",
+        "300",
+        "--kube",
+        "on",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+        "--cluster-name",
+        "e2e",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let agent_log = dir.join("agent.log");
+    let agent = Daytwo::start(&agent_args, &agent_log, true);
+    (agent, agent_log)
+}
+
+/// The recorded cascade "a node NotReady with its pods": the collector sees node-1 go NotReady,
+/// then node-1's agent sees its pod crash-looping; the pod's failure joins the node's incident
+/// (one incident, the node its root cause), it does not page on its own.
+#[test]
+fn a_node_not_ready_with_its_pods_failing_is_one_incident_on_the_node() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    let mut not_ready = fixture("nodes.json", "not_ready");
+    let recent = rfc3339_now_plus(-60);
+    for c in not_ready["status"]["conditions"].as_array_mut().unwrap() {
+        if c["type"] == "Ready" {
+            c["lastTransitionTime"] = Value::from(recent.clone());
+        }
+    }
+    api.push_list(
+        "/api/v1/nodes",
+        list("Node", "v1", "203001", vec![fixture("nodes.json", "ready")]),
+    );
+    api.push_watch(
+        "/api/v1/nodes",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", not_ready.clone()),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, otlp_port, log) = collector_only_up(&api, tmp.path(), "nodes");
+    let node_incident = wait_for(Duration::from_secs(30), || {
+        d.incidents()
+            .into_iter()
+            .find(|i| i["root_causes"][0]["entity"]["name"] == "node-1")
+    })
+    .unwrap_or_else(|| panic!("no node incident; log:\n{}", read(&log)));
+
+    // node-1's agent: its Node (still NotReady) and its pod crash-looping.
+    api.push_list(
+        "/api/v1/nodes",
+        list("Node", "v1", "203002", vec![not_ready]),
+    );
+    api.push_list(
+        "/api/v1/pods",
+        list("Pod", "v1", "104211", vec![fixture("pods.json", "running")]),
+    );
+    api.push_watch(
+        "/api/v1/pods",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
+    );
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let (agent, agent_log) = node_1_agent(tmp.path(), &kubeconfig, otlp_port);
+    let id = node_incident["id"].as_str().unwrap().to_string();
+    let inc = wait_for(Duration::from_secs(30), || {
+        d.incidents().into_iter().find(|i| {
+            i["id"] == id.as_str()
+                && i["signals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["name"] == "daytwo.k8s.container.waiting")
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the pod's failure did not join the node's incident; incidents: {:#?}\nlog:\n{}\nagent log:\n{}",
+            d.incidents(),
+            read(&log),
+            read(&agent_log)
+        )
+    });
+    assert_eq!(inc["root_causes"][0]["entity"]["kind"], "node", "{inc:#}");
+    assert_eq!(inc["root_causes"][0]["entity"]["name"], "node-1", "{inc:#}");
+    assert!(
+        inc["root_causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["rule"] == "cascades.node_not_ready" && h["entity"]["name"] == "node-1"),
+        "{inc:#}"
+    );
+    assert_eq!(inc["severity"], "critical");
+    // The agent's report of its NotReady node (from its own list) and the collector's are one
+    // signal: ids come from the object and its state, not from who saw it.
+    let conditions = inc["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "daytwo.k8s.node.condition")
+        .count();
+    assert_eq!(conditions, 1, "{inc:#}");
+    // No second incident for the crash.
+    let all = d.incidents();
+    assert_eq!(all.len(), 1, "{all:#?}");
     drop(agent);
     drop(d);
 }

@@ -522,7 +522,14 @@ fn agent_unprivileged(tmp: &Path, args: &[String], log: &Path) -> Daytwo {
         .append(true)
         .open(log)
         .unwrap();
-    let mut cmd = Command::new(bin());
+    // The unprivileged user may not be able to reach the build directory (a 0700 checkout,
+    // as a fresh clone under `mktemp -d` is): run a copy from the opened-up temp dir.
+    let exe = tmp.join("daytwo-unprivileged");
+    if !exe.exists() {
+        std::fs::copy(bin(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = Command::new(&exe);
     cmd.args(args)
         .env("DAYTWO_LOG_LEVEL", "info,daytwo=debug")
         .stdout(Stdio::piped())

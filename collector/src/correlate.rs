@@ -409,6 +409,13 @@ pub fn fingerprint(rule: &str, entity: &Entity) -> String {
     ])
 }
 
+/// The key under which an active incident answers for its root causes' entities: a rule that
+/// blames another entity for a signal (a cascade naming a node for its pod's crash) joins the
+/// incident already open for that entity, whichever rule opened it.
+fn cause_key(entity: &Entity) -> String {
+    fingerprint("daytwo.cause", entity)
+}
+
 /// The generic ranker's hypothesis for a critical signal no rule explains.
 pub fn generic_hypothesis(s: &Signal) -> Hypothesis {
     Hypothesis {
@@ -479,10 +486,11 @@ impl Correlator {
             if h.rule == GENERIC_RULE {
                 continue;
             }
-            let fp = fingerprint(&h.rule, &h.entity);
-            if fp != a.fingerprint && !self.by_fingerprint.contains_key(&fp) {
-                self.by_fingerprint.insert(fp.clone(), inc.id.clone());
-                a.aliases.push(fp);
+            for fp in [fingerprint(&h.rule, &h.entity), cause_key(&h.entity)] {
+                if fp != a.fingerprint && !self.by_fingerprint.contains_key(&fp) {
+                    self.by_fingerprint.insert(fp.clone(), inc.id.clone());
+                    a.aliases.push(fp);
+                }
             }
         }
         for k in topology_keys(&a) {
@@ -561,6 +569,15 @@ impl Correlator {
                     self.active_for(&fingerprint(&m.rule, &m.hypothesis.entity))
                         .map(str::to_string)
                 })
+            });
+            // A rule that blames another entity than the signal's own: the incident already
+            // open for that cause takes the signal.
+            let active = active.or_else(|| {
+                matches
+                    .iter()
+                    .filter(|m| m.hypothesis.entity.key() != s.entity.key())
+                    .find_map(|m| self.active_for(&cause_key(&m.hypothesis.entity)))
+                    .map(str::to_string)
             });
             if let Some(id) = active {
                 return Decision::Join {

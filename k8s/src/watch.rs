@@ -182,7 +182,9 @@ pub async fn run<M, F>(
                 continue;
             }
         };
-        if failing {
+        // `Init` only says a (re)list is starting, not that the API server answered: the
+        // outage ends with the first object or the end of a list.
+        if failing && !matches!(event, Event::Init) {
             failing = false;
             if FAILING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
                 info!(resource, "Kubernetes watches recovered.");
