@@ -169,9 +169,15 @@ pub fn table(incidents: &[Incident]) -> String {
         "RULE",
         "TITLE",
     ];
+    columns(&header, &rows)
+}
+
+/// A kubectl-style table: a header row, then one row per item, columns padded to their widest
+/// cell and two spaces apart, the last column unpadded.
+pub(crate) fn columns<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()) {
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r.as_ref()) {
             *w = (*w).max(c.chars().count());
         }
     }
@@ -188,8 +194,8 @@ pub fn table(incidents: &[Incident]) -> String {
         out.push('\n');
     };
     line(header.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
+    for r in rows {
+        line(r.as_ref().iter().map(String::as_str).collect());
     }
     out
 }

@@ -270,17 +270,25 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A blocking HTTP GET with std only: (status, body).
 pub fn get(url: &str) -> Option<(u16, String)> {
-    http("GET", url, None)
+    http("GET", url, None, None)
 }
 
 /// A blocking HTTP POST of a JSON body with std only: (status, body).
 pub fn post_json(url: &str, body: &str) -> Option<(u16, String)> {
-    http("POST", url, Some(body))
+    http("POST", url, Some(body), None)
+}
+
+/// Any method with a JSON body (empty when `None`) and an optional bearer token; panics when
+/// the server cannot be reached: (status, body).
+#[allow(dead_code)] // not every test binary uses it
+pub fn request(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
+    http(method, url, Some(body.unwrap_or("")), token)
+        .unwrap_or_else(|| panic!("{method} {url}: no HTTP answer"))
 }
 
 /// One HTTP/1.1 request over a fresh connection, std only (tests must not depend on the code
 /// under test to talk to it).
-fn http(method: &str, url: &str, body: Option<&str>) -> Option<(u16, String)> {
+fn http(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest
@@ -288,8 +296,11 @@ fn http(method: &str, url: &str, body: Option<&str>) -> Option<(u16, String)> {
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
