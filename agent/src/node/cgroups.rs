@@ -308,8 +308,33 @@ impl<'a> Dirs<'a> {
     }
 }
 
+/// The counters of a cgroup that cannot move while it uses no CPU: its tasks must run to fork,
+/// exit, be throttled or die of an OOM kill. [`Sampler`] keeps them from the last sample and
+/// does not read their files again while the CPU counter stands still (an idle cgroup: a pod's
+/// pause container, an empty slice), until the limits are re-read.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Still {
+    cpu_usage_nanos: u64,
+    cpu: Option<CpuStat>,
+    oom_kills: Option<u64>,
+    pids_current: Option<u64>,
+}
+
+impl Still {
+    fn of(s: &CgroupStats) -> Option<Still> {
+        Some(Still {
+            cpu_usage_nanos: s.cpu_usage_nanos?,
+            cpu: s.cpu,
+            oom_kills: s.oom_kills,
+            pids_current: s.pids_current,
+        })
+    }
+}
+
 struct Cached {
     limits: Limits,
+    /// The last sample's counters (see [`Still`]).
+    still: Option<Still>,
     /// The cgroup directories' inodes folded together: a recreated cgroup has new ones.
     ino: u64,
     read_at: u64,
@@ -319,7 +344,8 @@ struct Cached {
 /// opens each cgroup directory once per hierarchy it exists in, lists only directories that
 /// have subdirectories (kernfs gives a directory `2 + subdirectories` links), reads the files
 /// relative to the directory fd into one reused buffer, skips `memory.stat` when usage is 0 (the
-/// working set is 0 either way) and re-reads limits only every [`LIMITS_EVERY`] samples.
+/// working set is 0 either way), re-reads limits only every [`LIMITS_EVERY`] samples, and
+/// skips the counters an idle cgroup cannot move (see [`Still`]) between those re-reads.
 pub struct Sampler {
     /// Each distinct hierarchy root, opened once, with the controllers it serves.
     roots: Vec<(OwnedFd, u8)>,
@@ -432,18 +458,24 @@ impl Sampler {
             let path = format!("/{rel}");
             let cached = self.cache.get(&path).and_then(|c| {
                 (c.ino == ino && self.samples.saturating_sub(c.read_at) < LIMITS_EVERY)
-                    .then_some(c.limits)
+                    .then_some((c.limits, c.still))
             });
-            let (stats, limits) = read_dirs(&dirs, &path, &mut self.buf, cached);
-            if cached.is_none() {
-                self.cache.insert(
-                    path,
-                    Cached {
-                        limits,
-                        ino,
-                        read_at: self.samples,
-                    },
-                );
+            let (limits, still) = cached.map_or((None, None), |(l, s)| (Some(l), s));
+            let (stats, limits) = read_dirs(&dirs, &path, &mut self.buf, limits, still);
+            let still = Still::of(&stats);
+            match self.cache.get_mut(&path) {
+                Some(c) if cached.is_some() => c.still = still,
+                _ => {
+                    self.cache.insert(
+                        path,
+                        Cached {
+                            limits,
+                            still,
+                            ino,
+                            read_at: self.samples,
+                        },
+                    );
+                }
             }
             out.push(stats);
             children.sort();
@@ -611,12 +643,14 @@ fn pressure_at(dir: At, buf: &mut Bufs) -> Pressure {
 }
 
 /// One cgroup's values from its directories; `limits`: the cached limits, or `None` to read
-/// them. Returns the limits it used.
+/// them; `still`: the last sample's counters, kept when the CPU counter has not moved since.
+/// Returns the limits it used.
 fn read_dirs(
     d: &Dirs,
     path: &str,
     buf: &mut Bufs,
     limits: Option<Limits>,
+    still: Option<Still>,
 ) -> (CgroupStats, Limits) {
     let fresh = limits.is_none();
     let mut lim = limits.unwrap_or_default();
@@ -628,6 +662,8 @@ fn read_dirs(
     if let Some(d) = d.cpuacct {
         s.cpu_usage_nanos = number_at(d, c"cpuacct.usage", buf);
     }
+    // v1: cpuacct.usage says whether the cgroup ran; v2 learns it from cpu.stat below.
+    let mut idle = still.filter(|p| s.cpu_usage_nanos == Some(p.cpu_usage_nanos));
     let mut v1_cpu_limit = false;
     if let Some(d) = d.cpu {
         if fresh {
@@ -642,6 +678,8 @@ fn read_dirs(
         }
         if lim.cpu_limit_cores.is_none() && lim.unlimited_cpu_stat.is_some() && !fresh {
             s.cpu = lim.unlimited_cpu_stat;
+        } else if let Some(p) = idle {
+            s.cpu = p.cpu;
         } else if let Some(t) = read_at(d, c"cpu.stat", buf) {
             let [p, t, ns] = keyed(t, ["nr_periods", "nr_throttled", "throttled_time"]);
             if let (Some(nr_periods), Some(nr_throttled)) = (p, t) {
@@ -674,11 +712,16 @@ fn read_dirs(
                 .unwrap_or(0)
         };
         s.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
-        s.oom_kills =
-            read_at(d, c"memory.oom_control", buf).and_then(|t| keyed(t, ["oom_kill"])[0]);
+        s.oom_kills = match idle {
+            Some(p) => p.oom_kills,
+            None => read_at(d, c"memory.oom_control", buf).and_then(|t| keyed(t, ["oom_kill"])[0]),
+        };
     }
     if let Some(d) = d.pids {
-        s.pids_current = number_at(d, c"pids.current", buf);
+        s.pids_current = match idle {
+            Some(p) => p.pids_current,
+            None => number_at(d, c"pids.current", buf),
+        };
         if fresh {
             lim.pids_max = read_at(d, c"pids.max", buf).and_then(limit);
         }
@@ -692,6 +735,7 @@ fn read_dirs(
             );
             if s.cpu_usage_nanos.is_none() {
                 s.cpu_usage_nanos = usage.map(|u| u * 1000);
+                idle = still.filter(|p| s.cpu_usage_nanos == Some(p.cpu_usage_nanos));
             }
             if s.cpu.is_none()
                 && let (Some(nr_periods), Some(nr_throttled)) = (p, t)
@@ -722,10 +766,16 @@ fn read_dirs(
                     .unwrap_or(0)
             };
             s.memory_working_set_bytes = Some(usage.saturating_sub(inactive));
-            s.oom_kills = read_at(d, c"memory.events", buf).and_then(|t| keyed(t, ["oom_kill"])[0]);
+            s.oom_kills = match idle {
+                Some(p) => p.oom_kills,
+                None => read_at(d, c"memory.events", buf).and_then(|t| keyed(t, ["oom_kill"])[0]),
+            };
         }
         if s.pids_current.is_none() {
-            s.pids_current = number_at(d, c"pids.current", buf);
+            s.pids_current = match idle {
+                Some(p) => p.pids_current,
+                None => number_at(d, c"pids.current", buf),
+            };
             if s.pids_current.is_some() {
                 if fresh {
                     lim.pids_max = read_at(d, c"pids.max", buf).and_then(limit);
@@ -981,6 +1031,60 @@ mod tests {
             Sampler::new(&Hierarchies::default()).sample(10),
             (Vec::new(), 0)
         );
+    }
+
+    #[test]
+    fn an_idle_cgroup_keeps_its_counters_until_it_runs_or_the_limits_are_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        hybrid(tmp.path());
+        let h = Hierarchies::detect(tmp.path());
+        let mut sampler = Sampler::new(&h);
+        let counters = |s: &[CgroupStats]| {
+            let app = s.iter().find(|s| s.path == "/app").unwrap();
+            (
+                app.pids_current,
+                app.oom_kills,
+                app.cpu.map(|c| c.nr_throttled),
+                app.memory_usage_bytes,
+            )
+        };
+        assert_eq!(
+            counters(&sampler.sample(100).0),
+            (Some(12), Some(2), Some(90), Some(104_857_600))
+        );
+        // The files move but cpuacct.usage does not: the counters are not read again (a
+        // real cgroup cannot do this; the test shows the files are skipped). Memory usage
+        // can fall without the cgroup running (reclaim): always read.
+        let set = |rel: &str, text: &str| fs::write(tmp.path().join(rel), text).unwrap();
+        set("pids/app/pids.current", "13\n");
+        set(
+            "memory/app/memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        );
+        set(
+            "cpu/app/cpu.stat",
+            "nr_periods 130\nnr_throttled 91\nthrottled_time 4600000000\n",
+        );
+        set("memory/app/memory.usage_in_bytes", "4096\n");
+        assert_eq!(
+            counters(&sampler.sample(100).0),
+            (Some(12), Some(2), Some(90), Some(4096))
+        );
+        // It ran: everything is read.
+        set("cpuacct/app/cpuacct.usage", "1500000001\n");
+        assert_eq!(
+            counters(&sampler.sample(100).0),
+            (Some(13), Some(3), Some(91), Some(4096))
+        );
+        // Idle again: at the latest with the limits (every LIMITS_EVERY samples) the files
+        // are read anyway, so a task moved out of an idle cgroup shows within that bound.
+        set("pids/app/pids.current", "1\n");
+        let mut seen = Vec::new();
+        for _ in 0..LIMITS_EVERY {
+            seen.push(counters(&sampler.sample(100).0).0);
+        }
+        assert_eq!(seen.first(), Some(&Some(13)));
+        assert_eq!(seen.last(), Some(&Some(1)));
     }
 
     #[test]
