@@ -21,7 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
@@ -59,6 +59,9 @@ struct Sink {
     hold: Arc<AtomicBool>,
     /// The bodies of the held request, once one is held.
     held: Arc<Mutex<Option<Vec<String>>>>,
+    /// A process SIGKILLed the moment a request is held (0: none): the agent dies with the
+    /// request on the wire, right after its previous request was answered.
+    kill_on_hold: Arc<AtomicU32>,
 }
 
 #[tonic::async_trait]
@@ -99,6 +102,13 @@ impl LogsService for Sink {
             && self.held.lock().unwrap().is_none();
         if hold {
             *self.held.lock().unwrap() = Some(recs.iter().map(|r| r.body.clone()).collect());
+            let pid = self.kill_on_hold.load(Ordering::SeqCst);
+            if pid != 0 {
+                // SAFETY: kill(2) on the pid of a child process this test started.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
         }
         self.records.lock().unwrap().extend(recs);
         self.events.lock().unwrap().extend(events);
@@ -696,7 +706,7 @@ fn bad_input_is_counted_never_fatal_and_nothing_readable_is_lost() {
 /// reason; under CI=true it fails.
 /// The delivery bound after `kill -9`: a request the collector received but whose answer the
 /// agent never saw is sent again (at-least-once), and nothing else is: every request the
-/// agent saw acknowledged stays acknowledged.
+/// agent saw answered OK stays acknowledged, even when it dies the moment the next one is out.
 #[test]
 fn kill_9_while_a_request_awaits_its_answer_resends_exactly_that_request() {
     let tmp = tempfile::tempdir().unwrap();
@@ -721,8 +731,12 @@ fn kill_9_while_a_request_awaits_its_answer_resends_exactly_that_request() {
             }
         })
     };
-    // Many requests delivered and acknowledged first.
+    // Many requests delivered and acknowledged first; then the agent dies the moment its next
+    // request arrives, just after the previous one was answered OK.
     wait_count(&otlp, "bound-", 1500, &log1);
+    otlp.sink
+        .kill_on_hold
+        .store(agent1.child.id(), Ordering::SeqCst);
     otlp.sink.hold.store(true, Ordering::SeqCst);
     assert!(
         wait_until(Duration::from_secs(30), || otlp
