@@ -1129,7 +1129,8 @@ pub(crate) fn json_line(line: &str, out: &mut String) -> bool {
         let Some(kend) = json_string_end(b, i + 1) else {
             return false;
         };
-        let key = &b[i + 1..kend];
+        let i_key = i + 1;
+        let key = &b[i_key..kend];
         i = kend + 1;
         skip_ws(&mut i);
         if b.get(i) != Some(&b':') {
@@ -1153,9 +1154,15 @@ pub(crate) fn json_line(line: &str, out: &mut String) -> bool {
         if out.len() > 1 {
             out.push(',');
         }
-        // Keys are mined as one token: whitespace in one would split it.
-        for c in String::from_utf8_lossy(key).chars() {
-            out.push(if c.is_whitespace() { '_' } else { c });
+        // Keys are mined as one token: whitespace in one would split it. (The slice is
+        // bounded by ASCII quotes, so it is whole UTF-8.)
+        let key_str = &line.trim_ascii()[i_key..kend];
+        if key.iter().any(|c| c.is_ascii_whitespace()) || !key.is_ascii() {
+            for c in key_str.chars() {
+                out.push(if c.is_whitespace() { '_' } else { c });
+            }
+        } else {
+            out.push_str(key_str);
         }
         if is_string {
             if let Some(p) = JSON_MESSAGE_KEYS.iter().position(|k| *k == key)
