@@ -197,6 +197,8 @@ struct Rec {
     resource: BTreeMap<String, String>,
     event: String,
     attrs: BTreeMap<String, String>,
+    /// OTLP severity_number and severity_text.
+    severity: (i32, String),
 }
 
 fn text(v: &Option<AnyValue>) -> String {
@@ -245,6 +247,7 @@ impl LogsService for Sink {
                     resource: resource.clone(),
                     event: r.event_name.clone(),
                     attrs: map(&r.attributes),
+                    severity: (r.severity_number, r.severity_text.clone()),
                 });
             }
         }
@@ -386,6 +389,11 @@ fn journal_entries_arrive_once_through_a_dying_journalctl_and_kill_9() {
     let t = r.iter().find(|r| r.body == trace).unwrap();
     assert_eq!(t.resource["systemd.unit"], "worker.service");
     assert_eq!(t.resource["daytwo.journald.priority"], "3");
+    assert_eq!(
+        t.severity,
+        (17, "err".to_string()),
+        "PRIORITY 3 is OTLP ERROR"
+    );
     assert!(!t.resource["host.name"].is_empty());
     assert_eq!(
         count(&r, "\u{1b}[31mERROR\u{1b}[0m lost connection"),
@@ -398,6 +406,11 @@ fn journal_entries_arrive_once_through_a_dying_journalctl_and_kill_9() {
         .expect("the manager's lines about the unit are the unit's");
     assert_eq!(exit.resource["systemd.unit"], "worker.service");
     assert_eq!(exit.resource["daytwo.journald.priority"], "5");
+    assert_eq!(
+        exit.severity,
+        (10, "notice".to_string()),
+        "PRIORITY 5 is OTLP INFO2"
+    );
     let failed: Vec<&Rec> = r
         .iter()
         .filter(|r| r.event == "daytwo.systemd.unit_failed")

@@ -21,7 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
@@ -54,6 +54,14 @@ struct Sink {
     events: Arc<Mutex<Vec<Rec>>>,
     fail: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
+    /// While set, the next request with raw records is recorded and then not answered
+    /// until it is cleared (the agent sees no OK: a request on the wire).
+    hold: Arc<AtomicBool>,
+    /// The bodies of the held request, once one is held.
+    held: Arc<Mutex<Option<Vec<String>>>>,
+    /// A process SIGKILLed the moment a request is held (0: none): the agent dies with the
+    /// request on the wire, right after its previous request was answered.
+    kill_on_hold: Arc<AtomicU32>,
 }
 
 #[tonic::async_trait]
@@ -89,8 +97,24 @@ impl LogsService for Sink {
                 }
             }
         }
+        let hold = !recs.is_empty()
+            && self.hold.load(Ordering::SeqCst)
+            && self.held.lock().unwrap().is_none();
+        if hold {
+            *self.held.lock().unwrap() = Some(recs.iter().map(|r| r.body.clone()).collect());
+            let pid = self.kill_on_hold.load(Ordering::SeqCst);
+            if pid != 0 {
+                // SAFETY: kill(2) on the pid of a child process this test started.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+        }
         self.records.lock().unwrap().extend(recs);
         self.events.lock().unwrap().extend(events);
+        while hold && self.hold.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -680,6 +704,109 @@ fn bad_input_is_counted_never_fatal_and_nothing_readable_is_lost() {
 
 /// Root is needed to mount a small tmpfs. Outside CI the test is skipped with a printed
 /// reason; under CI=true it fails.
+/// The delivery bound after `kill -9`: a request the collector received but whose answer the
+/// agent never saw is sent again (at-least-once), and nothing else is: every request the
+/// agent saw answered OK stays acknowledged, even when it dies the moment the next one is out.
+#[test]
+fn kill_9_while_a_request_awaits_its_answer_resends_exactly_that_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let otlp = Otlp::start();
+    let glob = format!("{}/*.log", logs.display());
+    let app = logs.join("app.log");
+    let n = 6000;
+    let want: Vec<String> = (0..n).map(|i| line("bound", i)).collect();
+    let log1 = tmp.path().join("agent1.log");
+    let mut agent1 = agent(tmp.path(), &otlp, &[&glob], "agent1.log");
+    let writer = {
+        let want = want.clone();
+        let app = app.clone();
+        std::thread::spawn(move || {
+            for (i, l) in want.iter().enumerate() {
+                append(&app, &format!("{l}\n"));
+                if i % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    // Many requests delivered and acknowledged first; then the agent dies the moment its next
+    // request arrives, just after the previous one was answered OK.
+    wait_count(&otlp, "bound-", 1500, &log1);
+    otlp.sink
+        .kill_on_hold
+        .store(agent1.child.id(), Ordering::SeqCst);
+    otlp.sink.hold.store(true, Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(30), || otlp
+            .sink
+            .held
+            .lock()
+            .unwrap()
+            .is_some()),
+        "no request was held; agent log:\n{}",
+        tail_of(&read(&log1))
+    );
+    agent1.kill9();
+    otlp.sink.hold.store(false, Ordering::SeqCst);
+    let held: Vec<String> = otlp.sink.held.lock().unwrap().clone().unwrap();
+    assert!(!held.is_empty());
+    let log2 = tmp.path().join("agent2.log");
+    let _agent2 = agent(tmp.path(), &otlp, &[&glob], "agent2.log");
+    writer.join().unwrap();
+    let distinct = || {
+        otlp.bodies()
+            .into_iter()
+            .filter(|b| b.starts_with("bound-"))
+            .collect::<std::collections::HashSet<String>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || distinct() >= n),
+        "only {} of {n} lines arrived; agent log:\n{}",
+        distinct(),
+        tail_of(&read(&log2))
+    );
+    // A duplicate would arrive right behind.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for b in otlp
+        .bodies()
+        .into_iter()
+        .filter(|b| b.starts_with("bound-"))
+    {
+        *counts.entry(b).or_default() += 1;
+    }
+    let mut dups: Vec<&String> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(b, _)| b)
+        .collect();
+    dups.sort();
+    let mut held_sorted: Vec<&String> = held.iter().collect();
+    held_sorted.sort();
+    assert!(
+        counts.values().all(|c| *c <= 2),
+        "a line arrived three times or more"
+    );
+    assert_eq!(
+        dups.len(),
+        held_sorted.len(),
+        "duplicates beyond the request on the wire: {} duplicated, {} held (first duplicated {:?}); agent log:\n{}",
+        dups.len(),
+        held_sorted.len(),
+        dups.iter().take(3).collect::<Vec<_>>(),
+        tail_of(&read(&log2))
+    );
+    assert_eq!(
+        dups, held_sorted,
+        "the duplicates are exactly the held request"
+    );
+    let got: Vec<String> = counts.keys().cloned().collect();
+    assert_exactly_once(&got, &want, "bound-", &log2);
+}
+
 fn need_root(test: &str, why: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;

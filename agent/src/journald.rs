@@ -31,6 +31,7 @@ pub mod store;
 pub mod systemd;
 
 use crate::logs::detect::WorkloadRef;
+use crate::logs::encode::LogSeverity;
 use crate::logs::multiline::{Multiline, Record};
 use crate::logs::parse::Stream;
 use crate::logs::pipeline::Pipeline;
@@ -377,7 +378,9 @@ impl JournaldReader {
             id,
         });
         let wl = self.workload(key, priority);
-        self.pipeline.register_source(id, &self.journal_path, wl);
+        let severity = priority.and_then(LogSeverity::from_syslog);
+        self.pipeline
+            .register_source_with_severity(id, &self.journal_path, wl, severity);
         if let Some(u) = self.units.get_mut(key) {
             u.ids.insert(priority, info.clone());
         }
@@ -948,6 +951,83 @@ mod tests {
             ..JournaldConfig::default()
         };
         assert!(on.check().is_ok());
+    }
+
+    /// Records as (resource, body, severity_number, severity_text).
+    fn decode_with_severity(
+        batches: &[crate::logs::encode::EncodedBatch],
+    ) -> Vec<(Attributes, String, i32, String)> {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use prost::Message;
+        let mut out = Vec::new();
+        for b in batches {
+            let req = ExportLogsServiceRequest::decode(b.body()).unwrap();
+            for rl in req.resource_logs {
+                let res =
+                    daytwo_model::otlp::attributes_from(&rl.resource.as_ref().unwrap().attributes);
+                for sl in rl.scope_logs {
+                    for r in sl.log_records {
+                        let Some(Value::StringValue(s)) = r.body.unwrap().value else {
+                            panic!("string body")
+                        };
+                        out.push((res.clone(), s, r.severity_number, r.severity_text));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn priority_is_the_records_severity_and_err_counts_as_error_level() {
+        let logs = LogsConfig {
+            multiline: false,
+            detect: Some(crate::logs::detect::DetectConfig {
+                burst_min_count: 3,
+                ..Default::default()
+            }),
+            ..LogsConfig::default()
+        };
+        let mut r = JournaldReader::new(&JournaldConfig::default(), &logs, "node-1").unwrap();
+        let entry = |i: usize, prio: &str, msg: &str| {
+            format!(
+                r#"{{"__CURSOR":"c{i}","__REALTIME_TIMESTAMP":"{}","_SYSTEMD_UNIT":"db.service","PRIORITY":"{prio}","MESSAGE":"{msg}","_PID":"7"}}"#,
+                1_700_000_000_000_000u64 + i as u64
+            )
+        };
+        // Text that no error word marks: only PRIORITY says these are errors.
+        let mut lines = Vec::new();
+        for i in 0..4 {
+            lines.push(entry(i, "3", &format!("replica {i} lost its lease")));
+            lines.push(entry(10 + i, "6", &format!("checkpoint {i} written")));
+        }
+        lines.push(entry(20, "0", "node going down"));
+        lines.push(entry(21, "5", "config reloaded"));
+        for (i, l) in lines.iter().enumerate() {
+            r.entry(&parse_line(l.as_bytes()).unwrap(), 1, i as u64);
+        }
+        let p = r.take_pending(2);
+        let recs = decode_with_severity(&p.batches);
+        assert_eq!(recs.len(), lines.len());
+        let sev = |body: &str| {
+            let (_, _, n, t) = recs.iter().find(|(_, b, _, _)| b == body).unwrap();
+            (*n, t.clone())
+        };
+        assert_eq!(sev("replica 0 lost its lease"), (17, "err".to_string()));
+        assert_eq!(sev("checkpoint 3 written"), (9, "info".to_string()));
+        assert_eq!(sev("node going down"), (21, "emerg".to_string()));
+        assert_eq!(sev("config reloaded"), (10, "notice".to_string()));
+        let bursts: Vec<&Signal> = p
+            .signals
+            .iter()
+            .filter(|s| s.name == "daytwo.log.error_burst")
+            .collect();
+        assert_eq!(bursts.len(), 1, "{:?}", p.signals);
+        assert_eq!(
+            bursts[0].attributes["daytwo.log.template"],
+            "replica <*> lost its lease"
+        );
     }
 
     fn decode(batches: &[crate::logs::encode::EncodedBatch]) -> Vec<(Attributes, String)> {

@@ -91,6 +91,10 @@ pub struct MinerConfig {
     pub max_clusters: usize,
     /// Tokens of a line that are considered; the rest of a longer line is one `<*>`.
     pub max_tokens: usize,
+    /// A line that is one JSON object with a message field (`msg`, `message`, `@message`,
+    /// `log`) is mined as `{its keys} [level] message` (see [`json_line`]) instead of as
+    /// JSON text.
+    pub json_message: bool,
 }
 
 impl Default for MinerConfig {
@@ -101,6 +105,7 @@ impl Default for MinerConfig {
             min_sibling_values: 3,
             max_clusters: 50_000,
             max_tokens: 512,
+            json_message: true,
         }
     }
 }
@@ -179,6 +184,8 @@ struct Scratch {
     stage: String,
     raw: String,
     general: String,
+    /// The line to mine of a JSON line ([`json_line`]).
+    json: String,
 }
 
 /// Masked lines longer than this are not remembered (long lines rarely repeat exactly).
@@ -421,7 +428,14 @@ impl Miner {
     pub fn add(&mut self, line: &str) -> Assignment {
         self.tick += 1;
         let mut scratch = self.scratch.take().unwrap_or_default();
-        tokenize(line, self.config.max_tokens, &mut scratch);
+        let mut json = std::mem::take(&mut scratch.json);
+        let text = if self.config.json_message && json_line(line, &mut json) {
+            json.as_str()
+        } else {
+            line
+        };
+        tokenize(text, self.config.max_tokens, &mut scratch);
+        scratch.json = json;
         // Long lines are not remembered; skip hashing them.
         let hash = (scratch.buf.len() <= MEMO_MAX_BYTES && self.memo.active())
             .then(|| line_hash(&scratch));
@@ -1025,6 +1039,167 @@ impl Iterator for Letters<'_> {
 /// Tokens that masking keeps as they are (most words) are not copied one by one: `buf` takes
 /// unchanged stretches of the line, spaces included, in one go (`copied` is how far the line
 /// has been written), so only the spans say where tokens are.
+/// Fields holding a JSON line's message, by preference.
+const JSON_MESSAGE_KEYS: [&[u8]; 4] = [b"msg", b"message", b"@message", b"log"];
+/// Fields holding a JSON line's level.
+const JSON_LEVEL_KEYS: [&[u8]; 5] = [b"level", b"lvl", b"severity", b"levelname", b"loglevel"];
+
+/// End of the JSON string starting after the opening quote at `i` (the index of the closing
+/// quote), or `None` if it does not end.
+fn json_string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let j = i + b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+        if b[j] == b'"' {
+            return Some(j);
+        }
+        i = j + 2;
+        if i > b.len() {
+            return None;
+        }
+    }
+}
+
+/// End (exclusive) of the JSON value starting at `i` (not a string): a nested object or array,
+/// or a number / literal; `None` when it does not end inside `b`.
+fn json_value_end(b: &[u8], mut i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => i = json_string_end(b, i + 1)?,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let n = b[i..]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n'))?;
+            (n > 0).then_some(i + n)
+        }
+    }
+}
+
+/// The line to mine for a JSON object line with a message field: `{k1,k2,…} [level] message`,
+/// the keys in the order the line has them (its top-level key list is part of the template's
+/// identity), the level's value when it has one, then the message (as written, escapes
+/// included). Written into `out`; false (and `out` unspecified) when `line` is not one JSON
+/// object, or has no string message field. Only scans: no allocation beyond `out`.
+///
+/// Why: a structured line's payload is mostly fields whose values vary (trace ids, durations,
+/// paths); mined as text it is a long line of mostly `<*>` whose template splits on whichever
+/// values happen to look constant, and masking it is most of the miner's cost. The message
+/// is what a person reads as "the kind of line".
+pub(crate) fn json_line(line: &str, out: &mut String) -> bool {
+    let b = line.trim_ascii().as_bytes();
+    if b.len() < 2 || b[0] != b'{' || b[b.len() - 1] != b'}' {
+        return false;
+    }
+    out.clear();
+    out.push('{');
+    let mut message: Option<(usize, usize, usize)> = None; // (preference, start, end)
+    let mut level: Option<(usize, usize)> = None;
+    let mut i = 1;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        if i >= b.len() {
+            return false;
+        }
+        if b[i] == b'}' && i == b.len() - 1 && out.len() == 1 {
+            return false; // {}
+        }
+        if b[i] != b'"' {
+            return false;
+        }
+        let Some(kend) = json_string_end(b, i + 1) else {
+            return false;
+        };
+        let i_key = i + 1;
+        let key = &b[i_key..kend];
+        i = kend + 1;
+        skip_ws(&mut i);
+        if b.get(i) != Some(&b':') {
+            return false;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let vstart = i;
+        let is_string = b.get(i) == Some(&b'"');
+        let vend = if is_string {
+            match json_string_end(b, i + 1) {
+                Some(e) => e + 1,
+                None => return false,
+            }
+        } else {
+            match json_value_end(b, i) {
+                Some(e) => e,
+                None => return false,
+            }
+        };
+        if out.len() > 1 {
+            out.push(',');
+        }
+        // Keys are mined as one token: whitespace in one would split it. (The slice is
+        // bounded by ASCII quotes, so it is whole UTF-8.)
+        let key_str = &line.trim_ascii()[i_key..kend];
+        if key.iter().any(|c| c.is_ascii_whitespace()) || !key.is_ascii() {
+            for c in key_str.chars() {
+                out.push(if c.is_whitespace() { '_' } else { c });
+            }
+        } else {
+            out.push_str(key_str);
+        }
+        if is_string {
+            if let Some(p) = JSON_MESSAGE_KEYS.iter().position(|k| *k == key)
+                && message.is_none_or(|m| p < m.0)
+            {
+                message = Some((p, vstart + 1, vend - 1));
+            }
+            if level.is_none() && JSON_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+                level = Some((vstart + 1, vend - 1));
+            }
+        } else if level.is_none() && JSON_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            level = Some((vstart, vend));
+        }
+        i = vend;
+        skip_ws(&mut i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') if i == b.len() - 1 => break,
+            _ => return false,
+        }
+    }
+    let Some((_, ms, me)) = message else {
+        return false;
+    };
+    out.push('}');
+    // `b` is `line` trimmed: its slices at these offsets are whole UTF-8 sequences (they are
+    // bounded by ASCII quotes), so the str slices below cannot split a character.
+    let text = line.trim_ascii();
+    if let Some((ls, le)) = level {
+        out.push(' ');
+        out.push_str(&text[ls..le]);
+    }
+    out.push(' ');
+    out.push_str(&text[ms..me]);
+    true
+}
+
 fn tokenize(line: &str, max_tokens: usize, s: &mut Scratch) {
     s.buf.clear();
     s.spans.clear();

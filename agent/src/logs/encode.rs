@@ -10,8 +10,10 @@
 //! Record shape (docs/logs.md): body = the message; attributes `log.file.path`,
 //! `log.iostream` (container logs), `daytwo.log.template_id` (16 hex digits, the id
 //! `daytwo logs templates` prints), `daytwo.log.truncated` (only when true); time = the line's
-//! own timestamp when it has one; observed time = when it was read. No event name: these are
-//! plain logs, not signals. Invariant: the output decodes with opentelemetry-proto (tested).
+//! own timestamp when it has one; observed time = when it was read; `severity_number` and
+//! `severity_text` when the source states a level (journald's `PRIORITY`, see
+//! [`LogSeverity::from_syslog`]). No event name: these are plain logs, not signals. Invariant:
+//! the output decodes with opentelemetry-proto (tested).
 
 use daytwo_model::Attributes;
 
@@ -75,6 +77,41 @@ fn iostream_kv(s: &str) -> Vec<u8> {
     v
 }
 
+/// A record's level as OTLP states it (`severity_number`, `severity_text`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LogSeverity {
+    /// OTLP `SeverityNumber` (1 TRACE … 24 FATAL4).
+    pub number: u8,
+    /// The level as the source names it.
+    pub text: &'static str,
+}
+
+impl LogSeverity {
+    /// A syslog / journald `PRIORITY` (0 emerg … 7 debug), mapped as OpenTelemetry's log data
+    /// model does (appendix B, "Syslog"): emerg FATAL, alert ERROR3, crit ERROR2, err ERROR,
+    /// warning WARN, notice INFO2, info INFO, debug DEBUG. The text is the syslog keyword
+    /// (what `journalctl -p` accepts). `None` above 7.
+    pub fn from_syslog(priority: u8) -> Option<LogSeverity> {
+        let (number, text) = match priority {
+            0 => (21, "emerg"),
+            1 => (19, "alert"),
+            2 => (18, "crit"),
+            3 => (17, "err"),
+            4 => (13, "warning"),
+            5 => (10, "notice"),
+            6 => (9, "info"),
+            7 => (5, "debug"),
+            _ => return None,
+        };
+        Some(LogSeverity { number, text })
+    }
+
+    /// ERROR (17) or worse: counts as an error-level line for the detectors.
+    pub fn is_error(self) -> bool {
+        self.number >= 17
+    }
+}
+
 /// Hex digits of a template id.
 const ID_HEX: usize = 16;
 
@@ -95,6 +132,8 @@ pub struct FileBatch {
     truncated_kv: Vec<u8>,
     /// `daytwo.log.template_id` attribute without its 16 hex digits (they come last).
     template_kv_head: Vec<u8>,
+    /// `severity_number` and `severity_text` fields of every record (empty: none).
+    severity: Vec<u8>,
     head: usize,
     /// `head` reserved bytes, then concatenated `ScopeLogs.log_records` fields.
     buf: Vec<u8>,
@@ -177,10 +216,22 @@ impl FileBatch {
             stderr_kv: iostream_kv("stderr"),
             truncated_kv,
             template_kv_head,
+            severity: Vec::new(),
             head,
             buf,
             count: 0,
         }
+    }
+
+    /// Every record of this batch gets `severity`.
+    pub fn with_severity(mut self, severity: Option<LogSeverity>) -> FileBatch {
+        self.severity.clear();
+        if let Some(s) = severity {
+            self.severity.push(0x10); // severity_number, field 2, varint
+            put_varint(&mut self.severity, s.number as u64);
+            put_bytes(&mut self.severity, 0x1A, s.text.as_bytes()); // severity_text, field 3
+        }
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -209,6 +260,7 @@ impl FileBatch {
         };
         let any = any_string_len(body.len());
         let len = if time_ns.is_some() { 9 } else { 0 }
+            + self.severity.len()
             + 1
             + varint_len(any as u64)
             + any
@@ -231,6 +283,7 @@ impl FileBatch {
             r.push(0x09);
             r.extend_from_slice(&(t.max(0) as u64).to_le_bytes());
         }
+        r.extend_from_slice(&self.severity);
         // body: AnyValue{string_value}
         r.push(0x2A);
         put_varint(r, any as u64);
@@ -337,6 +390,7 @@ mod tests {
         assert_eq!(a["log.iostream"], "stderr");
         assert_eq!(a["daytwo.log.template_id"], "0123456789abcdef");
         assert_eq!(a["daytwo.log.truncated"], true);
+        assert_eq!((r.severity_number, r.severity_text.as_str()), (0, ""));
         let r = &sl.log_records[1];
         assert_eq!(r.time_unix_nano, 0);
         let a = daytwo_model::otlp::attributes_from(&r.attributes);
@@ -350,5 +404,48 @@ mod tests {
                 .value,
             Some(Value::StringValue("second batch".into()))
         );
+    }
+
+    #[test]
+    fn severity_is_encoded_on_every_record_of_a_batch() {
+        let mut b = FileBatch::new(&Attributes::new(), "journald")
+            .with_severity(LogSeverity::from_syslog(3));
+        b.push(None, 1, "", b"disk failed", 7, false);
+        b.push(Some(2), 3, "", b"again", 7, true);
+        let req = ExportLogsServiceRequest::decode(b.finish(Vec::new()).body()).unwrap();
+        let recs = &req.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(recs.len(), 2);
+        for r in recs {
+            assert_eq!(r.severity_number, 17);
+            assert_eq!(r.severity_text, "err");
+        }
+        assert_eq!(recs[1].time_unix_nano, 2);
+    }
+
+    #[test]
+    fn syslog_priorities_map_like_opentelemetry() {
+        let got: Vec<(i32, &str)> = (0..8)
+            .map(|p| {
+                let s = LogSeverity::from_syslog(p).unwrap();
+                (s.number as i32, s.text)
+            })
+            .collect();
+        use opentelemetry_proto::tonic::logs::v1::SeverityNumber as N;
+        assert_eq!(
+            got,
+            vec![
+                (N::Fatal as i32, "emerg"),
+                (N::Error3 as i32, "alert"),
+                (N::Error2 as i32, "crit"),
+                (N::Error as i32, "err"),
+                (N::Warn as i32, "warning"),
+                (N::Info2 as i32, "notice"),
+                (N::Info as i32, "info"),
+                (N::Debug as i32, "debug"),
+            ]
+        );
+        assert_eq!(LogSeverity::from_syslog(8), None);
+        assert!(LogSeverity::from_syslog(3).unwrap().is_error());
+        assert!(!LogSeverity::from_syslog(4).unwrap().is_error());
     }
 }

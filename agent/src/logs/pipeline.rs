@@ -9,7 +9,7 @@
 //! through the [`Redactor`]; templates are mined from the redacted first line of a record.
 
 use super::detect::{DetectConfig, LogDetector, WorkloadRef, is_error_template};
-use super::encode::{EncodedBatch, FileBatch};
+use super::encode::{EncodedBatch, FileBatch, LogSeverity};
 use super::mine::TemplateMiner;
 use super::multiline::Record;
 use super::parse::Stream;
@@ -61,6 +61,8 @@ use std::sync::Arc;
 struct FileState {
     wl: WorkloadRef,
     batch: FileBatch,
+    /// The source states ERROR or worse for all its records (journald `PRIORITY` ≤ 3).
+    error_level: bool,
 }
 
 /// Counters the shell turns into metrics.
@@ -162,6 +164,20 @@ impl Pipeline {
     /// of that id uses them instead of what a path would say. Ids must not collide with the
     /// tailer's (each source has its own pipeline). [`RecordSink::released`] forgets it.
     pub fn register_source(&mut self, id: u64, path: &str, wl: WorkloadRef) {
+        self.register_source_with_severity(id, path, wl, None);
+    }
+
+    /// [`Pipeline::register_source`] for a source whose records all have one level (journald
+    /// keeps a source per unit and `PRIORITY`): raw records carry it as OTLP
+    /// `severity_number` / `severity_text`, and at ERROR or worse every record counts as
+    /// error-level for `error_burst`, whatever its text says.
+    pub fn register_source_with_severity(
+        &mut self,
+        id: u64,
+        path: &str,
+        wl: WorkloadRef,
+        severity: Option<LogSeverity>,
+    ) {
         if self.files.contains_key(&id) {
             return;
         }
@@ -169,8 +185,9 @@ impl Pipeline {
         self.files.insert(
             id,
             FileState {
-                batch: FileBatch::new(&wl.resource, path),
+                batch: FileBatch::new(&wl.resource, path).with_severity(severity),
                 wl,
+                error_level: severity.is_some_and(LogSeverity::is_error),
             },
         );
     }
@@ -247,6 +264,7 @@ impl Pipeline {
             *workload_files.entry(key.clone()).or_default() += 1;
             FileState {
                 batch: FileBatch::new(&resource, &o.path),
+                error_level: false,
                 wl: WorkloadRef {
                     key,
                     entity: o.entity(host),
@@ -289,11 +307,12 @@ impl RecordSink for Pipeline {
         let f = Self::file_state(&mut self.files, &mut self.workload_files, &self.host, file);
         if let Some(d) = &mut self.detector {
             let miner = &self.miner;
-            let is_error = *self.error_templates.entry(template).or_insert_with(|| {
-                miner
-                    .template(template)
-                    .is_some_and(|t| is_error_template(&t))
-            });
+            let is_error = f.error_level
+                || *self.error_templates.entry(template).or_insert_with(|| {
+                    miner
+                        .template(template)
+                        .is_some_and(|t| is_error_template(&t))
+                });
             let t = rec.time.unwrap_or(observed_ns);
             let text_of = || miner.template(template).unwrap_or_default();
             let out = d.line(&f.wl, t, template, &text_of, is_error, first);

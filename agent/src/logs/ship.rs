@@ -12,8 +12,10 @@
 //! signal shipper: a batch leaves the disk only after the collector answered OK
 //! (at-least-once), INVALID_ARGUMENT drops it (counted in
 //! `daytwo_agent_logs_dropped_total{reason="rejected"}`), anything else retries the same
-//! request with backoff. One request body is held in memory at a time (the one on the wire);
-//! deletes of delivered batches are committed in groups while the next requests go out.
+//! request with backoff. One request body is held in memory at a time (the one on the wire).
+//! Each delivered request is acknowledged in the store (its read position moves, one `pwrite`)
+//! before the next one goes out, so after a `kill -9` only the request on the wire, whose
+//! answer had not been recorded, is sent again.
 
 use super::store::{LogStore, Request};
 use crate::metrics::{DROP_REJECTED, LOG_STAGE_EXPORT, Metrics};
@@ -28,10 +30,6 @@ use tonic::transport::Channel;
 use tracing::{debug, error, info, warn};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-
-/// Delivered batches whose delete has not started yet, at most: past this the shipper waits
-/// for the delete in progress (bounds what a restart sends again).
-const MAX_UNDELETED: usize = 16;
 
 /// Whether raw-log exports are gzipped (`--log-compression`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -193,13 +191,9 @@ impl LogShipper {
         }
     }
 
-    /// Ships until `shutdown`. Deleting what was delivered (a durable commit) overlaps the
-    /// next exports: keys delivered while one delete commits are deleted together in the next
-    /// one. A failed export is retried with the same request.
+    /// Ships until `shutdown`: one request at a time, acknowledged in the store before the
+    /// next is sent. A failed export is retried with the same request.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut acking: Option<tokio::task::JoinHandle<()>> = None;
-        // Delivered, not yet being deleted.
-        let mut delivered: Vec<u64> = Vec::new();
         // The last key delivered.
         let mut after: Option<u64> = None;
         // A request that failed with a retryable error, sent again next.
@@ -207,17 +201,6 @@ impl LogShipper {
         loop {
             if shutdown.is_cancelled() {
                 break;
-            }
-            // Start deleting what was delivered once the previous delete is done; wait for it
-            // when many requests are delivered and not deleted (a restart sends them again).
-            if acking.as_ref().is_some_and(|h| h.is_finished())
-                || (acking.is_some() && delivered.len() >= MAX_UNDELETED)
-            {
-                let _ = acking.take().expect("acking").await;
-                self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
-            }
-            if acking.is_none() && !delivered.is_empty() {
-                acking = Some(self.ack(std::mem::take(&mut delivered), &shutdown));
             }
             let req = match retry.take() {
                 Some(r) => r,
@@ -233,13 +216,6 @@ impl LogShipper {
                 },
             };
             if req.is_empty() {
-                if let Some(h) = acking.take() {
-                    let _ = h.await;
-                    self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
-                }
-                if !delivered.is_empty() {
-                    continue;
-                }
                 // notify_one keeps a permit when nobody waits: a commit between the read and
                 // here still wakes us.
                 let store = self.store.clone();
@@ -288,39 +264,32 @@ impl LogShipper {
                 }
             }
             after = req.keys.last().copied().or(after);
-            delivered.extend_from_slice(&req.keys);
+            if !self.ack(&req.keys, &shutdown).await {
+                break;
+            }
+            self.metrics.logs_queue_bytes.set(self.store.bytes() as i64);
             // The body is no longer needed: its buffers go back to the pipeline.
             self.store.recycle(req);
         }
-        // A delete in progress finishes (or gives up at shutdown) before we return; what was
-        // delivered and not deleted is sent again after a restart.
-        if let Some(h) = acking.take() {
-            let _ = h.await;
-        }
     }
 
-    /// Deletes delivered batches (blocking pool), retrying until it works or `shutdown`.
-    fn ack(&self, keys: Vec<u64>, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
-        let store = self.store.clone();
-        let token = shutdown.clone();
-        let mut backoff = self.backoff.clone();
-        let keys = Arc::new(keys);
-        tokio::spawn(async move {
-            loop {
-                let (s, k) = (store.clone(), keys.clone());
-                match tokio::task::spawn_blocking(move || s.ack(&k)).await {
-                    Ok(Ok(())) => return,
-                    Ok(Err(e)) => {
-                        error!(error = %e, "Cannot remove delivered logs from the queue; retrying.")
-                    }
-                    Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
+    /// Acknowledges delivered batches (blocking pool), retrying until it works; `false` at
+    /// `shutdown` (they are sent again after a restart).
+    async fn ack(&mut self, keys: &[u64], shutdown: &CancellationToken) -> bool {
+        let keys: Arc<Vec<u64>> = Arc::new(keys.to_vec());
+        loop {
+            let (s, k) = (self.store.clone(), keys.clone());
+            match tokio::task::spawn_blocking(move || s.ack(&k)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(e)) => {
+                    error!(error = %e, "Cannot record delivered logs in the queue; retrying.")
                 }
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                }
+                Err(e) => error!(error = %e, "Log queue ack task failed; retrying."),
             }
-        })
+            if !self.wait(shutdown).await {
+                return false;
+            }
+        }
     }
 
     /// One export; Ok(rejected records) on success.

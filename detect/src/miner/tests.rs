@@ -115,6 +115,70 @@ fn bad_state_is_an_error() {
     ));
 }
 
+#[test]
+fn json_lines_are_mined_by_their_message_with_their_keys() {
+    let mut m = Miner::default();
+    let a = m.add(r#"{"ts":"2024-06-01T00:00:01.5Z","level":"info","msg":"request completed","path":"/api/v1/users/17","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","duration_ms":12.5}"#);
+    let b = m.add(r#"  {"ts": "2024-06-01T00:00:02Z", "level": "info", "msg": "request completed", "path": "/login", "trace_id": "00f067aa0ba902b7", "duration_ms": 3}  "#);
+    assert_eq!(a.id, b.id);
+    assert_eq!(
+        m.template(a.id).unwrap(),
+        "{ts,level,msg,path,trace_id,duration_ms} info request completed"
+    );
+    // Another level, message or key list is another template.
+    let c = m.add(r#"{"ts":"x","level":"error","msg":"request completed","path":"/","trace_id":"1","duration_ms":1}"#);
+    let d = m.add(
+        r#"{"ts":"x","level":"info","msg":"cache miss","path":"/","trace_id":"1","duration_ms":1}"#,
+    );
+    let e = m.add(r#"{"ts":"x","level":"info","msg":"request completed","path":"/","trace_id":"1","duration_ms":1,"attrs":{"region":"eu","n":[1,{"a":"}"}]}}"#);
+    for x in [c, d, e] {
+        assert!(x.is_new, "{:?}", m.template(x.id));
+    }
+    // The message is masked like any line.
+    let f = m.add(r#"{"message":"order 4711 failed: upstream returned 503","lvl":3}"#);
+    let g = m.add(r#"{"message":"order 99 failed: upstream returned 500","lvl":3}"#);
+    assert_eq!(f.id, g.id);
+    assert_eq!(
+        m.template(f.id).unwrap(),
+        "{message,lvl} <*> order <*> failed: upstream returned <*>"
+    );
+}
+
+#[test]
+fn only_whole_json_objects_with_a_string_message_are_mined_as_json() {
+    let mut out = String::new();
+    for not in [
+        r#"{"level":"info"}"#,
+        r#"{"msg":42}"#,
+        r#"{"msg":"a" "b"}"#,
+        r#"{"msg":"unterminated}"#,
+        r#"{"msg":"a",}"#,
+        r#"{"msg":"a"} trailing"#,
+        r#"{}"#,
+        r#"{"#,
+        r#"["msg","a"]"#,
+        "plain text {\"msg\":\"a\"}",
+        r#"{"msg":"a","n":}"#,
+        r#"{"msg":"a","o":{"x":[1,2}"#,
+    ] {
+        assert!(!json_line(not, &mut out), "{not}");
+    }
+    assert!(json_line(r#"{"log":"a","msg":"b \"quoted\" é"}"#, &mut out));
+    assert_eq!(out, r#"{log,msg} b \"quoted\" é"#);
+    assert!(json_line(r#"{"my key":"v","message":""}"#, &mut out));
+    assert_eq!(out, "{my_key,message} ");
+}
+
+#[test]
+fn json_mining_can_be_turned_off() {
+    let mut m = Miner::new(MinerConfig {
+        json_message: false,
+        ..MinerConfig::default()
+    });
+    let a = m.add(r#"{"level":"info","msg":"request completed"}"#);
+    assert!(m.template(a.id).unwrap().starts_with("{\"level\""));
+}
+
 fn corpus() -> Vec<String> {
     let mut v = Vec::new();
     for i in 0..300u32 {
