@@ -202,23 +202,58 @@ struct Anomaly<'a> {
     signal: &'a Signal,
     metric: String,
     sigma: f64,
+    /// The series went up (the direction of the raw change, for the explanation).
     up: bool,
+    /// The change is in the direction faults push a series: up, except for a ratio of good
+    /// outcomes (a success ratio), where a fall means more failures; and any change of a
+    /// service's fan-out (its own code took another path).
+    worse: bool,
     onset: Timestamp,
 }
 
 impl Anomaly<'_> {
-    /// Strength on a log scale: ln(1 + |z|), lower for drops (a fault adds load, latency and
-    /// errors far more often than it removes them).
+    /// Strength on a log scale: ln(1 + |z|), lower for a change in the benign direction (a
+    /// fault adds load, latency and errors far more often than it removes them).
     fn strength(&self) -> f64 {
         let s = (1.0 + self.sigma.abs()).ln();
-        if self.up { s } else { s * DOWN_WEIGHT }
+        if self.worse { s } else { s * DOWN_WEIGHT }
+    }
+
+    /// Whether this change travels upstream, to the callers of its service: latency, errors or
+    /// load going up, or a changed fan-out (the service's own code took another path). A
+    /// service whose traffic or latency *fell* is more likely the victim of a caller that
+    /// stopped calling it than the cause of anything its callers see.
+    fn propagates_up(&self) -> bool {
+        self.worse
+    }
+
+    /// The family of its metric: the name without a quantile suffix, so p90, p95 and p99 of
+    /// one latency count as one piece of evidence.
+    fn family(&self) -> &str {
+        match self.metric.rsplit_once('.') {
+            Some((head, q))
+                if q.len() >= 2
+                    && q.starts_with('p')
+                    && q[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                head
+            }
+            _ => &self.metric,
+        }
     }
 }
 
-/// Drops count this much of a rise of the same size.
+/// Changes in the benign direction count this much of one in the faulty direction.
 const DOWN_WEIGHT: f64 = 0.7;
 /// Anomalies within this much of a candidate's strongest one count for its onset.
 const STRONG_SHARE: f64 = 0.5;
+/// Each further metric family that moved adds this share of its strength to the candidate's.
+const CORROBORATION: f64 = 0.3;
+
+/// Whether a metric counts good outcomes, so that its fall is the faulty direction.
+fn counts_success(metric: &str) -> bool {
+    metric.to_ascii_lowercase().contains("success")
+}
 
 fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
     if !DETECTION_SIGNALS.contains(&s.name.as_str()) {
@@ -239,11 +274,13 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         .and_then(|v| v.as_str())
         .unwrap_or(&s.name)
         .to_string();
+    let up = sigma >= 0.0;
     Some(Anomaly {
         signal: s,
+        worse: s.name == crate::detect::FANOUT_ANOMALY || up != counts_success(&metric),
         metric,
         sigma,
-        up: sigma >= 0.0,
+        up,
         onset: s.time,
     })
 }
@@ -281,9 +318,63 @@ pub fn service_of(s: &Signal) -> String {
 
 struct Candidate<'a> {
     service: String,
+    /// Strongest first.
     anomalies: Vec<Anomaly<'a>>,
+    /// Its strongest anomaly's strength.
+    top: f64,
+    /// The strongest, plus [`CORROBORATION`] of the strongest of every other metric family.
     strength: f64,
     onset: Timestamp,
+    /// The strength and onset of its strongest change that propagates upstream, if any.
+    rise: Option<(f64, Timestamp)>,
+}
+
+/// The earliest onset among `anomalies` (strongest first) at least [`STRONG_SHARE`] as strong
+/// as the first, with that first strength.
+fn strength_onset<'a, 'b>(
+    anomalies: impl Iterator<Item = &'b Anomaly<'a>>,
+) -> Option<(f64, Timestamp)>
+where
+    'a: 'b,
+{
+    let mut top: Option<f64> = None;
+    let mut onset: Option<Timestamp> = None;
+    for a in anomalies {
+        let s = a.strength();
+        let t = *top.get_or_insert(s);
+        if s >= t * STRONG_SHARE {
+            onset = Some(onset.map_or(a.onset, |o| o.min(a.onset)));
+        }
+    }
+    Some((top?, onset?))
+}
+
+fn candidate<'a>(service: String, mut anomalies: Vec<Anomaly<'a>>) -> Candidate<'a> {
+    anomalies.sort_by(|a, b| b.strength().total_cmp(&a.strength()));
+    let (top, onset) = strength_onset(anomalies.iter()).expect("a candidate has an anomaly");
+    // Corroboration: one more family of metrics that moved with it (its CPU and its latency,
+    // its memory and its request rate) makes a change more credible than one series alone;
+    // quantiles of one latency are one family.
+    let mut families: BTreeSet<&str> = BTreeSet::new();
+    let mut strength = 0.0;
+    for a in &anomalies {
+        if families.insert(a.family()) {
+            strength += if families.len() == 1 {
+                a.strength()
+            } else {
+                CORROBORATION * a.strength()
+            };
+        }
+    }
+    let rise = strength_onset(anomalies.iter().filter(|a| a.propagates_up()));
+    Candidate {
+        service,
+        anomalies,
+        top,
+        strength,
+        onset,
+        rise,
+    }
 }
 
 /// Ranks the services behind an incident's anomaly signals. Returns at most
@@ -317,47 +408,40 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
     }
     let cands: Vec<Candidate> = by_service
         .into_iter()
-        .map(|(service, mut anomalies)| {
-            anomalies.sort_by(|a, b| b.strength().total_cmp(&a.strength()));
-            let strength = anomalies[0].strength();
-            let onset = anomalies
-                .iter()
-                .filter(|a| a.strength() >= strength * STRONG_SHARE)
-                .map(|a| a.onset)
-                .min()
-                .unwrap_or(anomalies[0].onset);
-            Candidate {
-                service,
-                anomalies,
-                strength,
-                onset,
-            }
-        })
+        .map(|(service, anomalies)| candidate(service, anomalies))
         .collect();
     if cands.is_empty() {
         return Vec::new();
     }
     let anomalous: BTreeSet<String> = cands.iter().map(|c| c.service.clone()).collect();
-    let by_name: HashMap<String, (f64, Timestamp)> = cands
+    let rises: HashMap<&str, (f64, Timestamp)> = cands
         .iter()
-        .map(|c| (c.service.clone(), (c.strength, c.onset)))
+        .filter_map(|c| c.rise.map(|r| (c.service.as_str(), r)))
         .collect();
     let mut scored: Vec<(f64, &Candidate, usize, Option<String>)> = cands
         .iter()
         .map(|c| {
             // Strength, absolute: ln(1+z) of 2.5 (z≈11) → 0.55, 9.2 (z=10⁴) → 0.95.
             let strength = 1.0 - (-c.strength / 3.0).exp();
-            let reach = graph
-                .upstream_of(&c.service)
-                .iter()
-                .filter(|s| anomalous.contains(*s))
-                .count();
+            // Only a change that travels upstream reaches the callers: a service that merely
+            // got quieter reaches nobody.
+            let reach = if c.rise.is_some() {
+                graph
+                    .upstream_of(&c.service)
+                    .iter()
+                    .filter(|s| anomalous.contains(*s))
+                    .count()
+            } else {
+                0
+            };
             let reach_score = reach as f64 / (anomalous.len().max(2) - 1) as f64;
-            // A callee that went wrong no later and at least as strongly explains this one.
+            // A callee whose latency, errors, load or fan-out went up no later and at least
+            // about as strongly as this candidate's strongest change explains it. A callee that
+            // only got quieter does not: that is what a broken caller does to its callees.
             let explained_by = graph
                 .callees(&c.service)
-                .filter_map(|d| by_name.get(d).map(|v| (d, v)))
-                .filter(|(_, (s, t))| *s >= c.strength * 0.8 && *t <= c.onset)
+                .filter_map(|d| rises.get(d).map(|v| (d, v)))
+                .filter(|(_, (s, t))| *s >= c.top * 0.8 && *t <= c.onset)
                 .map(|(d, _)| d.to_string())
                 .min();
             let mut score = 0.85 * strength + 0.15 * reach_score;

@@ -7,7 +7,7 @@ fn anomaly_signal(svc: &str, metric: &str, sigma: f64, t: i64) -> Signal {
     attributes.insert("daytwo.anomaly.sigma".into(), sigma.into());
     Signal {
         id: format!("{svc}-{metric}-{t}"),
-        name: crate::detect::METRIC_ANOMALY.into(),
+        name: crate::detect::anomaly_signal_name(metric).into(),
         time: Timestamp::from_unix_secs(t),
         severity: Severity::Warning,
         entity: Entity::new(EntityKind::Service, svc)
@@ -74,4 +74,124 @@ fn upstream_is_transitive_and_excludes_itself() {
     g.add("c", "a", Timestamp(0));
     let up: Vec<String> = g.upstream_of("c").into_iter().collect();
     assert_eq!(up, ["a", "b"]);
+}
+
+fn edges(pairs: &[(&str, &str)]) -> CallGraph {
+    let mut g = CallGraph::new();
+    for (a, b) in pairs {
+        g.add(a, b, Timestamp(0));
+    }
+    g
+}
+
+fn position(h: &[Hypothesis], svc: &str) -> usize {
+    h.iter()
+        .position(|h| h.entity.name == svc)
+        .unwrap_or_else(|| panic!("{svc} not ranked: {h:#?}"))
+}
+
+#[test]
+fn a_callee_failing_under_a_healthy_caller_is_named_and_the_caller_is_its_symptom() {
+    let g = edges(&[("frontend", "cart")]);
+    // The callee's CPU and latency went up; the caller's latency followed, as strongly.
+    let sigs = vec![
+        anomaly_signal("cart", "container.cpu.usage", 40.0, 100),
+        anomaly_signal("cart", "span.server.duration.p50", 30.0, 100),
+        anomaly_signal("frontend", "span.server.duration.p50", 45.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "cart", "{h:#?}");
+    let fe = &h[position(&h, "frontend")];
+    assert!(fe.explanation.contains("symptom"), "{}", fe.explanation);
+}
+
+#[test]
+fn a_caller_failing_with_a_healthy_callee_is_not_explained_by_the_callee_going_quiet() {
+    let g = edges(&[("frontend", "cart")]);
+    // The caller's own code broke: errors and latency up, fewer child calls per request.
+    // Its callee only got less traffic, a fall as large as the caller's strongest change.
+    let sigs = vec![
+        anomaly_signal("frontend", "span.server.error.ratio", 40.0, 100),
+        anomaly_signal("frontend", "span.server.duration.p50", 30.0, 100),
+        anomaly_signal("frontend", "span.server.children", -25.0, 100),
+        anomaly_signal("cart", "span.server.call.rate", -70.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    assert!(
+        !h[0].explanation.contains("symptom"),
+        "{}",
+        h[0].explanation
+    );
+}
+
+#[test]
+fn a_traffic_drop_propagated_downstream_explains_nothing_upstream() {
+    let g = edges(&[("frontend", "cart"), ("cart", "db")]);
+    // The entry service fails; every service below it sees fewer calls at the same time.
+    let sigs = vec![
+        anomaly_signal("frontend", "span.server.error.ratio", 30.0, 100),
+        anomaly_signal("cart", "span.server.call.rate", -50.0, 100),
+        anomaly_signal("db", "span.server.call.rate", -50.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    // db's drop does not make cart a symptom, nor does cart's make frontend one.
+    for x in &h {
+        assert!(!x.explanation.contains("symptom"), "{}", x.explanation);
+    }
+}
+
+#[test]
+fn a_fan_out_change_in_a_callee_explains_its_caller() {
+    let g = edges(&[("frontend", "ads")]);
+    // The callee's handler took another path (half its child calls gone); the caller's
+    // latency moved a little more at the same time.
+    let sigs = vec![
+        anomaly_signal("ads", "span.server.children", -30.0, 100),
+        anomaly_signal("frontend", "span.server.duration.p50", 35.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let fe = &h[position(&h, "frontend")];
+    assert!(fe.explanation.contains("symptom"), "{}", fe.explanation);
+}
+
+#[test]
+fn two_corroborating_weak_anomalies_beat_one_strong_one() {
+    // a: CPU, latency and memory all moved, each moderately; b: one latency, strongly.
+    let sigs = vec![
+        anomaly_signal("a", "container.cpu.usage", 20.0, 100),
+        anomaly_signal("a", "span.server.duration.p50", 15.0, 100),
+        anomaly_signal("a", "container.memory.usage", 12.0, 100),
+        anomaly_signal("b", "span.server.duration.p50", 60.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "a", "{h:#?}");
+    // Quantiles of one latency are one piece of evidence, not three.
+    let sigs = vec![
+        anomaly_signal("c", "http.server.request.duration.p90", 20.0, 100),
+        anomaly_signal("c", "http.server.request.duration.p95", 20.0, 100),
+        anomaly_signal("c", "http.server.request.duration.p99", 20.0, 100),
+        anomaly_signal("b", "span.server.duration.p50", 60.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "b", "{h:#?}");
+}
+
+#[test]
+fn a_falling_success_ratio_counts_as_a_rise_in_failures() {
+    // Equal |z|: fewer successes is the faulty direction, less CPU the benign one.
+    let sigs = vec![
+        anomaly_signal("a", "container.cpu.usage", -20.0, 100),
+        anomaly_signal("b", "sli.request.success_ratio", -20.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "b", "{h:#?}");
+    assert!(h[0].score > h[1].score, "{h:#?}");
+    // The explanation still reports the raw direction.
+    assert!(
+        h[0].explanation.contains("success_ratio down"),
+        "{}",
+        h[0].explanation
+    );
 }
