@@ -209,13 +209,19 @@ struct Anomaly<'a> {
     /// service's fan-out (its own code took another path).
     worse: bool,
     onset: Timestamp,
+    /// The calling service's share of a client-side latency change counted for the caller
+    /// (see [`CALLER_SHARE`]): the service called, or `None` for the anomaly itself.
+    via: Option<String>,
 }
 
 impl Anomaly<'_> {
     /// Strength on a log scale: ln(1 + |z|), lower for a change in the benign direction (a
     /// fault adds load, latency and errors far more often than it removes them).
     fn strength(&self) -> f64 {
-        let s = (1.0 + self.sigma.abs()).ln();
+        let mut s = (1.0 + self.sigma.abs()).ln();
+        if self.via.is_some() {
+            s *= CALLER_SHARE;
+        }
         if self.worse { s } else { s * DOWN_WEIGHT }
     }
 
@@ -282,11 +288,16 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         sigma,
         up,
         onset: s.time,
+        via: None,
     })
 }
 
 /// Client-side anomalies towards this many distinct services are the caller's.
 const FAN_OUT: usize = 3;
+/// A client-side latency change counts for the service called, and this share of it for the
+/// caller: the time a caller measures includes its own (a starved CPU, its network, its
+/// connection pool), so the caller is a candidate too, though a weaker one.
+const CALLER_SHARE: f64 = 0.5;
 
 /// The calling service of a client-side latency anomaly (span-derived, or an `rpc.client.*`
 /// metric reported by the caller about `peer.service`).
@@ -402,6 +413,12 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
             {
                 c
             }
+            Some(c) if c != service_of(a.signal) => {
+                let mut share = a.clone();
+                share.via = Some(service_of(a.signal));
+                by_service.entry(c).or_default().push(share);
+                service_of(a.signal)
+            }
             _ => service_of(a.signal),
         };
         by_service.entry(svc).or_default().push(a);
@@ -482,8 +499,13 @@ fn hypothesis(c: &Candidate, score: f64, reach: usize, explained_by: Option<Stri
         .iter()
         .take(3)
         .map(|a| {
+            let via = a
+                .via
+                .as_ref()
+                .map(|d| format!(" (its calls to {d})"))
+                .unwrap_or_default();
             format!(
-                "{} {} {:.1}σ from {}",
+                "{}{via} {} {:.1}σ from {}",
                 a.metric,
                 if a.up { "up" } else { "down" },
                 a.sigma.abs(),

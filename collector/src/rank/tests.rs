@@ -195,3 +195,41 @@ fn a_falling_success_ratio_counts_as_a_rise_in_failures() {
         h[0].explanation
     );
 }
+
+fn client_latency(caller: &str, callee: &str, sigma: f64, t: i64) -> Signal {
+    let mut s = anomaly_signal(callee, "span.client.duration.p50", sigma, t);
+    s.attributes
+        .insert(crate::detect::CALLER.into(), caller.into());
+    s
+}
+
+#[test]
+fn a_caller_whose_calls_got_slow_is_a_candidate_behind_the_callee() {
+    // One caller saw its calls to one service slow down, and nothing else moved: the
+    // callee is the likelier cause, but the caller's own delays are in that time too.
+    let sigs = vec![
+        client_latency("checkout", "currency", 20.0, 100),
+        anomaly_signal("ads", "span.server.duration.p50", 15.0, 100),
+    ];
+    let h = rank(&sigs, &edges(&[("checkout", "currency")]));
+    assert_eq!(h[0].entity.name, "currency", "{h:#?}");
+    let co = &h[position(&h, "checkout")];
+    assert!(co.score < h[0].score, "{h:#?}");
+    assert!(
+        co.explanation.contains("its calls to currency"),
+        "{}",
+        co.explanation
+    );
+}
+
+#[test]
+fn a_caller_whose_calls_to_many_services_got_slow_is_the_cause() {
+    let sigs = vec![
+        client_latency("frontend", "a", 20.0, 100),
+        client_latency("frontend", "b", 20.0, 100),
+        client_latency("frontend", "c", 20.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    assert_eq!(h.len(), 1, "{h:#?}");
+}
