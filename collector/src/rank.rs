@@ -212,6 +212,8 @@ struct Anomaly<'a> {
     /// The calling service's share of a client-side latency change counted for the caller
     /// (see [`CALLER_SHARE`]): the service called, or `None` for the anomaly itself.
     via: Option<String>,
+    /// For a client-side latency change: the service that measured it (the caller).
+    caller: Option<String>,
 }
 
 impl Anomaly<'_> {
@@ -289,6 +291,7 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         up,
         onset: s.time,
         via: None,
+        caller: caller_of(s),
     })
 }
 
@@ -431,10 +434,8 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
         return Vec::new();
     }
     let anomalous: BTreeSet<String> = cands.iter().map(|c| c.service.clone()).collect();
-    let rises: HashMap<&str, (f64, Timestamp)> = cands
-        .iter()
-        .filter_map(|c| c.rise.map(|r| (c.service.as_str(), r)))
-        .collect();
+    let by_name: HashMap<&str, &Candidate> =
+        cands.iter().map(|c| (c.service.as_str(), c)).collect();
     let mut scored: Vec<(f64, &Candidate, usize, Option<String>)> = cands
         .iter()
         .map(|c| {
@@ -454,10 +455,18 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
             let reach_score = reach as f64 / (anomalous.len().max(2) - 1) as f64;
             // A callee whose latency, errors, load or fan-out went up no later and at least
             // about as strongly as this candidate's strongest change explains it. A callee that
-            // only got quieter does not: that is what a broken caller does to its callees.
+            // only got quieter does not: that is what a broken caller does to its callees. Nor
+            // does what this candidate measured itself on its calls to the callee: that time
+            // holds the candidate's own delays too, so it cannot tell the two apart.
             let explained_by = graph
                 .callees(&c.service)
-                .filter_map(|d| rises.get(d).map(|v| (d, v)))
+                .filter_map(|d| by_name.get(d).map(|v| (d, v)))
+                .filter_map(|(d, callee)| {
+                    let own = callee.anomalies.iter().filter(|a| {
+                        a.propagates_up() && a.caller.as_deref() != Some(c.service.as_str())
+                    });
+                    strength_onset(own).map(|r| (d, r))
+                })
                 .filter(|(_, (s, t))| *s >= c.top * 0.8 && *t <= c.onset)
                 .map(|(d, _)| d.to_string())
                 .min();

@@ -233,3 +233,26 @@ fn a_caller_whose_calls_to_many_services_got_slow_is_the_cause() {
     assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
     assert_eq!(h.len(), 1, "{h:#?}");
 }
+
+#[test]
+fn what_a_caller_measured_on_its_calls_does_not_make_the_callee_its_cause() {
+    let g = edges(&[("checkout", "email")]);
+    // checkout's CPU went up and, with it, the time it measures on its calls to email;
+    // email itself shows nothing. checkout's own measurement cannot blame email.
+    let sigs = vec![
+        anomaly_signal("checkout", "container.cpu.usage", 30.0, 100),
+        anomaly_signal("checkout", "container.memory.usage", 8.0, 100),
+        client_latency("checkout", "email", 60.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(!co.explanation.contains("symptom"), "{}", co.explanation);
+    // The same slowness seen by email's own server spans does explain checkout.
+    let sigs = vec![
+        anomaly_signal("checkout", "container.cpu.usage", 30.0, 100),
+        anomaly_signal("email", "span.server.duration.p50", 60.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(co.explanation.contains("symptom"), "{}", co.explanation);
+}
