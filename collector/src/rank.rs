@@ -5,17 +5,24 @@
 //! with `peer.service`) and [`rank`], which turns an incident's signals into scored
 //! [`Hypothesis`] values with rule [`GENERIC_RULE`].
 //!
-//! A candidate is a service (an anomaly on a pod counts for the pod's `service.name`). Its score
-//! in 0..1 combines, for its strongest anomalies:
+//! A candidate is a service (an anomaly on a pod counts for the pod's `service.name`; a
+//! client-side latency change counts for the service called and half for the caller). Its
+//! score in 0..1 combines:
 //!
-//! * **strength**: the robust z-score of the change, on a log scale (a 10 000σ jump of a CPU hog
-//!   and a 20σ latency shift are both unusual, but not equally);
-//! * **onset**: how early it went wrong compared with the other candidates;
+//! * **strength**: the robust z-score of its strongest change, on a log scale (a 10 000σ jump
+//!   of a CPU hog and a 20σ latency shift are both unusual, but not equally), plus a share of
+//!   the strongest change of every other metric family that moved with it (corroboration);
+//!   changes in the benign direction (less load, lower latency, more successes) count less;
+//! * **onset**: how early it went wrong (the earliest of its strong changes), which decides
+//!   which change can explain which, and breaks ties;
 //! * **reach**: how many other anomalous services call it, directly or through others (a fault
-//!   propagates from a callee to its callers);
-//! * **explanation**: a candidate whose own callees went wrong as early and as strongly is a
-//!   symptom of them and is scored down, so the upstream end of a chain of slow services is not
-//!   named as the cause.
+//!   propagates from a callee to its callers), for a candidate with a change that can travel
+//!   upstream at all;
+//! * **explanation**: a candidate whose own callees went wrong in the faulty direction as early
+//!   and as strongly (by evidence other than what the candidate measured on its calls to them)
+//!   is a symptom of them and is scored down, so the upstream end of a chain of slow services
+//!   is not named as the cause, while a callee that only got quieter because its caller broke
+//!   explains nothing.
 //!
 //! Pure: no I/O, no clock reads; the same signals and graph give the same hypotheses.
 
