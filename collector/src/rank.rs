@@ -243,9 +243,10 @@ impl Anomaly<'_> {
     }
 
     /// The family of its metric: the name without a quantile suffix, so p90, p95 and p99 of
-    /// one latency count as one piece of evidence.
-    fn family(&self) -> &str {
-        match self.metric.rsplit_once('.') {
+    /// one latency count as one piece of evidence; for a client-side latency, also the service
+    /// called, so a caller's slower calls to three services are three pieces of evidence.
+    fn family(&self) -> (&str, Option<String>) {
+        let name = match self.metric.rsplit_once('.') {
             Some((head, q))
                 if q.len() >= 2
                     && q.starts_with('p')
@@ -254,7 +255,8 @@ impl Anomaly<'_> {
                 head
             }
             _ => &self.metric,
-        }
+        };
+        (name, self.caller.as_ref().map(|_| service_of(self.signal)))
     }
 }
 
@@ -376,7 +378,7 @@ fn candidate<'a>(service: String, mut anomalies: Vec<Anomaly<'a>>) -> Candidate<
     // Corroboration: one more family of metrics that moved with it (its CPU and its latency,
     // its memory and its request rate) makes a change more credible than one series alone;
     // quantiles of one latency are one family.
-    let mut families: BTreeSet<&str> = BTreeSet::new();
+    let mut families: BTreeSet<(&str, Option<String>)> = BTreeSet::new();
     let mut strength = 0.0;
     for a in &anomalies {
         if families.insert(a.family()) {

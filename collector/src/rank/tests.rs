@@ -256,3 +256,19 @@ fn what_a_caller_measured_on_its_calls_does_not_make_the_callee_its_cause() {
     let co = &h[position(&h, "checkout")];
     assert!(co.explanation.contains("symptom"), "{}", co.explanation);
 }
+
+#[test]
+fn a_callers_slower_calls_to_several_services_corroborate_each_other() {
+    // frontend's calls to three services all slowed (its CPU, say): three pieces of evidence,
+    // against one callee whose own latency moved more than any one of them and which also
+    // shows a second family.
+    let sigs = vec![
+        client_latency("frontend", "a", 40.0, 100),
+        client_latency("frontend", "b", 30.0, 100),
+        client_latency("frontend", "c", 30.0, 100),
+        anomaly_signal("d", "span.server.duration.p50", 50.0, 100),
+        anomaly_signal("d", "container.memory.usage", 10.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+}
