@@ -35,6 +35,23 @@ done
 total=$(echo "$(date +%s.%N) - $start" | bc)
 echo "== rca_score"
 "$score" "${data}${system:+/$system}" "$out" | tee "$out/score.txt"
+# Halves by case number (odd / even): a ranker change that helps one half and hurts the other
+# is fitted to cases, not general.
+for half in odd even; do
+  hdir=$(mktemp -d)
+  for d in "$data"/${system:-*}/*/; do
+    [ -f "$d/truth.json" ] || continue
+    c=$(basename "$d")
+    n=$((10#$(echo "$c" | grep -o '[0-9]*$')))
+    if { [ "$half" = odd ] && (( n % 2 == 1 )); } || { [ "$half" = even ] && (( n % 2 == 0 )); }; then
+      mkdir -p "$hdir/$(basename "$(dirname "$d")")/$c"
+      cp "$d/truth.json" "$hdir/$(basename "$(dirname "$d")")/$c/"
+    fi
+  done
+  echo "== $half half"
+  "$score" "$hdir" "$out" | grep -E '^system=[a-z]+ ' | grep -v fault= || true
+  rm -rf "$hdir"
+done
 echo
 echo "== references (same data; see ../shared/data/rca/README.md)"
 echo "Sock Shop        BARO Avg@5 0.98 (told the time within 60 s); NSigma z-score with true time 0.99"

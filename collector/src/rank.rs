@@ -5,17 +5,24 @@
 //! with `peer.service`) and [`rank`], which turns an incident's signals into scored
 //! [`Hypothesis`] values with rule [`GENERIC_RULE`].
 //!
-//! A candidate is a service (an anomaly on a pod counts for the pod's `service.name`). Its score
-//! in 0..1 combines, for its strongest anomalies:
+//! A candidate is a service (an anomaly on a pod counts for the pod's `service.name`; a
+//! client-side latency change counts for the service called and half for the caller). Its
+//! score in 0..1 combines:
 //!
-//! * **strength**: the robust z-score of the change, on a log scale (a 10 000σ jump of a CPU hog
-//!   and a 20σ latency shift are both unusual, but not equally);
-//! * **onset**: how early it went wrong compared with the other candidates;
+//! * **strength**: the robust z-score of its strongest change, on a log scale (a 10 000σ jump
+//!   of a CPU hog and a 20σ latency shift are both unusual, but not equally), plus a share of
+//!   the strongest change of every other metric family that moved with it (corroboration);
+//!   changes in the benign direction (less load, lower latency, more successes) count less;
+//! * **onset**: how early it went wrong (the earliest of its strong changes), which decides
+//!   which change can explain which, and breaks ties;
 //! * **reach**: how many other anomalous services call it, directly or through others (a fault
-//!   propagates from a callee to its callers);
-//! * **explanation**: a candidate whose own callees went wrong as early and as strongly is a
-//!   symptom of them and is scored down, so the upstream end of a chain of slow services is not
-//!   named as the cause.
+//!   propagates from a callee to its callers), for a candidate with a change that can travel
+//!   upstream at all;
+//! * **explanation**: a candidate whose own callees went wrong in the faulty direction as early
+//!   and as strongly (by evidence other than what the candidate measured on its calls to them)
+//!   is a symptom of them and is scored down, so the upstream end of a chain of slow services
+//!   is not named as the cause, while a callee that only got quieter because its caller broke
+//!   explains nothing.
 //!
 //! Pure: no I/O, no clock reads; the same signals and graph give the same hypotheses.
 
@@ -202,23 +209,68 @@ struct Anomaly<'a> {
     signal: &'a Signal,
     metric: String,
     sigma: f64,
+    /// The series went up (the direction of the raw change, for the explanation).
     up: bool,
+    /// The change is in the direction faults push a series: up, except for a ratio of good
+    /// outcomes (a success ratio), where a fall means more failures; and any change of a
+    /// service's fan-out (its own code took another path).
+    worse: bool,
     onset: Timestamp,
+    /// The calling service's share of a client-side latency change counted for the caller
+    /// (see [`CALLER_SHARE`]): the service called, or `None` for the anomaly itself.
+    via: Option<String>,
+    /// For a client-side latency change: the service that measured it (the caller).
+    caller: Option<String>,
 }
 
 impl Anomaly<'_> {
-    /// Strength on a log scale: ln(1 + |z|), lower for drops (a fault adds load, latency and
-    /// errors far more often than it removes them).
+    /// Strength on a log scale: ln(1 + |z|), lower for a change in the benign direction (a
+    /// fault adds load, latency and errors far more often than it removes them).
     fn strength(&self) -> f64 {
-        let s = (1.0 + self.sigma.abs()).ln();
-        if self.up { s } else { s * DOWN_WEIGHT }
+        let mut s = (1.0 + self.sigma.abs()).ln();
+        if self.via.is_some() {
+            s *= CALLER_SHARE;
+        }
+        if self.worse { s } else { s * DOWN_WEIGHT }
+    }
+
+    /// Whether this change travels upstream, to the callers of its service: latency, errors or
+    /// load going up, or a changed fan-out (the service's own code took another path). A
+    /// service whose traffic or latency *fell* is more likely the victim of a caller that
+    /// stopped calling it than the cause of anything its callers see.
+    fn propagates_up(&self) -> bool {
+        self.worse
+    }
+
+    /// The family of its metric: the name without a quantile suffix, so p90, p95 and p99 of
+    /// one latency count as one piece of evidence; for a client-side latency, also the service
+    /// called, so a caller's slower calls to three services are three pieces of evidence.
+    fn family(&self) -> (&str, Option<String>) {
+        let name = match self.metric.rsplit_once('.') {
+            Some((head, q))
+                if q.len() >= 2
+                    && q.starts_with('p')
+                    && q[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                head
+            }
+            _ => &self.metric,
+        };
+        (name, self.caller.as_ref().map(|_| service_of(self.signal)))
     }
 }
 
-/// Drops count this much of a rise of the same size.
+/// Changes in the benign direction count this much of one in the faulty direction.
 const DOWN_WEIGHT: f64 = 0.7;
 /// Anomalies within this much of a candidate's strongest one count for its onset.
 const STRONG_SHARE: f64 = 0.5;
+/// Each further metric family that moved adds this share of its strength to the candidate's.
+const CORROBORATION: f64 = 0.3;
+
+/// Whether a metric counts good outcomes, so that its fall is the faulty direction.
+fn counts_success(metric: &str) -> bool {
+    metric.to_ascii_lowercase().contains("success")
+}
 
 fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
     if !DETECTION_SIGNALS.contains(&s.name.as_str()) {
@@ -239,17 +291,25 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         .and_then(|v| v.as_str())
         .unwrap_or(&s.name)
         .to_string();
+    let up = sigma >= 0.0;
     Some(Anomaly {
         signal: s,
+        worse: s.name == crate::detect::FANOUT_ANOMALY || up != counts_success(&metric),
         metric,
         sigma,
-        up: sigma >= 0.0,
+        up,
         onset: s.time,
+        via: None,
+        caller: caller_of(s),
     })
 }
 
 /// Client-side anomalies towards this many distinct services are the caller's.
 const FAN_OUT: usize = 3;
+/// A client-side latency change counts for the service called, and this share of it for the
+/// caller: the time a caller measures includes its own (a starved CPU, its network, its
+/// connection pool), so the caller is a candidate too, though a weaker one.
+const CALLER_SHARE: f64 = 0.5;
 
 /// The calling service of a client-side latency anomaly (span-derived, or an `rpc.client.*`
 /// metric reported by the caller about `peer.service`).
@@ -281,9 +341,63 @@ pub fn service_of(s: &Signal) -> String {
 
 struct Candidate<'a> {
     service: String,
+    /// Strongest first.
     anomalies: Vec<Anomaly<'a>>,
+    /// Its strongest anomaly's strength.
+    top: f64,
+    /// The strongest, plus [`CORROBORATION`] of the strongest of every other metric family.
     strength: f64,
     onset: Timestamp,
+    /// The strength and onset of its strongest change that propagates upstream, if any.
+    rise: Option<(f64, Timestamp)>,
+}
+
+/// The earliest onset among `anomalies` (strongest first) at least [`STRONG_SHARE`] as strong
+/// as the first, with that first strength.
+fn strength_onset<'a, 'b>(
+    anomalies: impl Iterator<Item = &'b Anomaly<'a>>,
+) -> Option<(f64, Timestamp)>
+where
+    'a: 'b,
+{
+    let mut top: Option<f64> = None;
+    let mut onset: Option<Timestamp> = None;
+    for a in anomalies {
+        let s = a.strength();
+        let t = *top.get_or_insert(s);
+        if s >= t * STRONG_SHARE {
+            onset = Some(onset.map_or(a.onset, |o| o.min(a.onset)));
+        }
+    }
+    Some((top?, onset?))
+}
+
+fn candidate<'a>(service: String, mut anomalies: Vec<Anomaly<'a>>) -> Candidate<'a> {
+    anomalies.sort_by(|a, b| b.strength().total_cmp(&a.strength()));
+    let (top, onset) = strength_onset(anomalies.iter()).expect("a candidate has an anomaly");
+    // Corroboration: one more family of metrics that moved with it (its CPU and its latency,
+    // its memory and its request rate) makes a change more credible than one series alone;
+    // quantiles of one latency are one family.
+    let mut families: BTreeSet<(&str, Option<String>)> = BTreeSet::new();
+    let mut strength = 0.0;
+    for a in &anomalies {
+        if families.insert(a.family()) {
+            strength += if families.len() == 1 {
+                a.strength()
+            } else {
+                CORROBORATION * a.strength()
+            };
+        }
+    }
+    let rise = strength_onset(anomalies.iter().filter(|a| a.propagates_up()));
+    Candidate {
+        service,
+        anomalies,
+        top,
+        strength,
+        onset,
+        rise,
+    }
 }
 
 /// Ranks the services behind an incident's anomaly signals. Returns at most
@@ -311,53 +425,58 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
             {
                 c
             }
+            Some(c) if c != service_of(a.signal) => {
+                let mut share = a.clone();
+                share.via = Some(service_of(a.signal));
+                by_service.entry(c).or_default().push(share);
+                service_of(a.signal)
+            }
             _ => service_of(a.signal),
         };
         by_service.entry(svc).or_default().push(a);
     }
     let cands: Vec<Candidate> = by_service
         .into_iter()
-        .map(|(service, mut anomalies)| {
-            anomalies.sort_by(|a, b| b.strength().total_cmp(&a.strength()));
-            let strength = anomalies[0].strength();
-            let onset = anomalies
-                .iter()
-                .filter(|a| a.strength() >= strength * STRONG_SHARE)
-                .map(|a| a.onset)
-                .min()
-                .unwrap_or(anomalies[0].onset);
-            Candidate {
-                service,
-                anomalies,
-                strength,
-                onset,
-            }
-        })
+        .map(|(service, anomalies)| candidate(service, anomalies))
         .collect();
     if cands.is_empty() {
         return Vec::new();
     }
     let anomalous: BTreeSet<String> = cands.iter().map(|c| c.service.clone()).collect();
-    let by_name: HashMap<String, (f64, Timestamp)> = cands
-        .iter()
-        .map(|c| (c.service.clone(), (c.strength, c.onset)))
-        .collect();
+    let by_name: HashMap<&str, &Candidate> =
+        cands.iter().map(|c| (c.service.as_str(), c)).collect();
     let mut scored: Vec<(f64, &Candidate, usize, Option<String>)> = cands
         .iter()
         .map(|c| {
             // Strength, absolute: ln(1+z) of 2.5 (z≈11) → 0.55, 9.2 (z=10⁴) → 0.95.
             let strength = 1.0 - (-c.strength / 3.0).exp();
-            let reach = graph
-                .upstream_of(&c.service)
-                .iter()
-                .filter(|s| anomalous.contains(*s))
-                .count();
+            // Only a change that travels upstream reaches the callers: a service that merely
+            // got quieter reaches nobody.
+            let reach = if c.rise.is_some() {
+                graph
+                    .upstream_of(&c.service)
+                    .iter()
+                    .filter(|s| anomalous.contains(*s))
+                    .count()
+            } else {
+                0
+            };
             let reach_score = reach as f64 / (anomalous.len().max(2) - 1) as f64;
-            // A callee that went wrong no later and at least as strongly explains this one.
+            // A callee whose latency, errors, load or fan-out went up no later and at least
+            // about as strongly as this candidate's strongest change explains it. A callee that
+            // only got quieter does not: that is what a broken caller does to its callees. Nor
+            // does what this candidate measured itself on its calls to the callee: that time
+            // holds the candidate's own delays too, so it cannot tell the two apart.
             let explained_by = graph
                 .callees(&c.service)
                 .filter_map(|d| by_name.get(d).map(|v| (d, v)))
-                .filter(|(_, (s, t))| *s >= c.strength * 0.8 && *t <= c.onset)
+                .filter_map(|(d, callee)| {
+                    let own = callee.anomalies.iter().filter(|a| {
+                        a.propagates_up() && a.caller.as_deref() != Some(c.service.as_str())
+                    });
+                    strength_onset(own).map(|r| (d, r))
+                })
+                .filter(|(_, (s, t))| *s >= c.top * 0.8 && *t <= c.onset)
                 .map(|(d, _)| d.to_string())
                 .min();
             let mut score = 0.85 * strength + 0.15 * reach_score;
@@ -398,8 +517,13 @@ fn hypothesis(c: &Candidate, score: f64, reach: usize, explained_by: Option<Stri
         .iter()
         .take(3)
         .map(|a| {
+            let via = a
+                .via
+                .as_ref()
+                .map(|d| format!(" (its calls to {d})"))
+                .unwrap_or_default();
             format!(
-                "{} {} {:.1}σ from {}",
+                "{}{via} {} {:.1}σ from {}",
                 a.metric,
                 if a.up { "up" } else { "down" },
                 a.sigma.abs(),

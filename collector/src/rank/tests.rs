@@ -7,7 +7,7 @@ fn anomaly_signal(svc: &str, metric: &str, sigma: f64, t: i64) -> Signal {
     attributes.insert("daytwo.anomaly.sigma".into(), sigma.into());
     Signal {
         id: format!("{svc}-{metric}-{t}"),
-        name: crate::detect::METRIC_ANOMALY.into(),
+        name: crate::detect::anomaly_signal_name(metric).into(),
         time: Timestamp::from_unix_secs(t),
         severity: Severity::Warning,
         entity: Entity::new(EntityKind::Service, svc)
@@ -74,4 +74,201 @@ fn upstream_is_transitive_and_excludes_itself() {
     g.add("c", "a", Timestamp(0));
     let up: Vec<String> = g.upstream_of("c").into_iter().collect();
     assert_eq!(up, ["a", "b"]);
+}
+
+fn edges(pairs: &[(&str, &str)]) -> CallGraph {
+    let mut g = CallGraph::new();
+    for (a, b) in pairs {
+        g.add(a, b, Timestamp(0));
+    }
+    g
+}
+
+fn position(h: &[Hypothesis], svc: &str) -> usize {
+    h.iter()
+        .position(|h| h.entity.name == svc)
+        .unwrap_or_else(|| panic!("{svc} not ranked: {h:#?}"))
+}
+
+#[test]
+fn a_callee_failing_under_a_healthy_caller_is_named_and_the_caller_is_its_symptom() {
+    let g = edges(&[("frontend", "cart")]);
+    // The callee's CPU and latency went up; the caller's latency followed, as strongly.
+    let sigs = vec![
+        anomaly_signal("cart", "container.cpu.usage", 40.0, 100),
+        anomaly_signal("cart", "span.server.duration.p50", 30.0, 100),
+        anomaly_signal("frontend", "span.server.duration.p50", 45.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "cart", "{h:#?}");
+    let fe = &h[position(&h, "frontend")];
+    assert!(fe.explanation.contains("symptom"), "{}", fe.explanation);
+}
+
+#[test]
+fn a_caller_failing_with_a_healthy_callee_is_not_explained_by_the_callee_going_quiet() {
+    let g = edges(&[("frontend", "cart")]);
+    // The caller's own code broke: errors and latency up, fewer child calls per request.
+    // Its callee only got less traffic, a fall as large as the caller's strongest change.
+    let sigs = vec![
+        anomaly_signal("frontend", "span.server.error.ratio", 40.0, 100),
+        anomaly_signal("frontend", "span.server.duration.p50", 30.0, 100),
+        anomaly_signal("frontend", "span.server.children", -25.0, 100),
+        anomaly_signal("cart", "span.server.call.rate", -70.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    assert!(
+        !h[0].explanation.contains("symptom"),
+        "{}",
+        h[0].explanation
+    );
+}
+
+#[test]
+fn a_traffic_drop_propagated_downstream_explains_nothing_upstream() {
+    let g = edges(&[("frontend", "cart"), ("cart", "db")]);
+    // The entry service fails; every service below it sees fewer calls at the same time.
+    let sigs = vec![
+        anomaly_signal("frontend", "span.server.error.ratio", 30.0, 100),
+        anomaly_signal("cart", "span.server.call.rate", -50.0, 100),
+        anomaly_signal("db", "span.server.call.rate", -50.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    // db's drop does not make cart a symptom, nor does cart's make frontend one.
+    for x in &h {
+        assert!(!x.explanation.contains("symptom"), "{}", x.explanation);
+    }
+}
+
+#[test]
+fn a_fan_out_change_in_a_callee_explains_its_caller() {
+    let g = edges(&[("frontend", "ads")]);
+    // The callee's handler took another path (half its child calls gone); the caller's
+    // latency moved a little more at the same time.
+    let sigs = vec![
+        anomaly_signal("ads", "span.server.children", -30.0, 100),
+        anomaly_signal("frontend", "span.server.duration.p50", 35.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let fe = &h[position(&h, "frontend")];
+    assert!(fe.explanation.contains("symptom"), "{}", fe.explanation);
+}
+
+#[test]
+fn two_corroborating_weak_anomalies_beat_one_strong_one() {
+    // a: CPU, latency and memory all moved, each moderately; b: one latency, strongly.
+    let sigs = vec![
+        anomaly_signal("a", "container.cpu.usage", 20.0, 100),
+        anomaly_signal("a", "span.server.duration.p50", 15.0, 100),
+        anomaly_signal("a", "container.memory.usage", 12.0, 100),
+        anomaly_signal("b", "span.server.duration.p50", 60.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "a", "{h:#?}");
+    // Quantiles of one latency are one piece of evidence, not three.
+    let sigs = vec![
+        anomaly_signal("c", "http.server.request.duration.p90", 20.0, 100),
+        anomaly_signal("c", "http.server.request.duration.p95", 20.0, 100),
+        anomaly_signal("c", "http.server.request.duration.p99", 20.0, 100),
+        anomaly_signal("b", "span.server.duration.p50", 60.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "b", "{h:#?}");
+}
+
+#[test]
+fn a_falling_success_ratio_counts_as_a_rise_in_failures() {
+    // Equal |z|: fewer successes is the faulty direction, less CPU the benign one.
+    let sigs = vec![
+        anomaly_signal("a", "container.cpu.usage", -20.0, 100),
+        anomaly_signal("b", "sli.request.success_ratio", -20.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "b", "{h:#?}");
+    assert!(h[0].score > h[1].score, "{h:#?}");
+    // The explanation still reports the raw direction.
+    assert!(
+        h[0].explanation.contains("success_ratio down"),
+        "{}",
+        h[0].explanation
+    );
+}
+
+fn client_latency(caller: &str, callee: &str, sigma: f64, t: i64) -> Signal {
+    let mut s = anomaly_signal(callee, "span.client.duration.p50", sigma, t);
+    s.attributes
+        .insert(crate::detect::CALLER.into(), caller.into());
+    s
+}
+
+#[test]
+fn a_caller_whose_calls_got_slow_is_a_candidate_behind_the_callee() {
+    // One caller saw its calls to one service slow down, and nothing else moved: the
+    // callee is the likelier cause, but the caller's own delays are in that time too.
+    let sigs = vec![
+        client_latency("checkout", "currency", 20.0, 100),
+        anomaly_signal("ads", "span.server.duration.p50", 15.0, 100),
+    ];
+    let h = rank(&sigs, &edges(&[("checkout", "currency")]));
+    assert_eq!(h[0].entity.name, "currency", "{h:#?}");
+    let co = &h[position(&h, "checkout")];
+    assert!(co.score < h[0].score, "{h:#?}");
+    assert!(
+        co.explanation.contains("its calls to currency"),
+        "{}",
+        co.explanation
+    );
+}
+
+#[test]
+fn a_caller_whose_calls_to_many_services_got_slow_is_the_cause() {
+    let sigs = vec![
+        client_latency("frontend", "a", 20.0, 100),
+        client_latency("frontend", "b", 20.0, 100),
+        client_latency("frontend", "c", 20.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    assert_eq!(h.len(), 1, "{h:#?}");
+}
+
+#[test]
+fn what_a_caller_measured_on_its_calls_does_not_make_the_callee_its_cause() {
+    let g = edges(&[("checkout", "email")]);
+    // checkout's CPU went up and, with it, the time it measures on its calls to email;
+    // email itself shows nothing. checkout's own measurement cannot blame email.
+    let sigs = vec![
+        anomaly_signal("checkout", "container.cpu.usage", 30.0, 100),
+        anomaly_signal("checkout", "container.memory.usage", 8.0, 100),
+        client_latency("checkout", "email", 60.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(!co.explanation.contains("symptom"), "{}", co.explanation);
+    // The same slowness seen by email's own server spans does explain checkout.
+    let sigs = vec![
+        anomaly_signal("checkout", "container.cpu.usage", 30.0, 100),
+        anomaly_signal("email", "span.server.duration.p50", 60.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(co.explanation.contains("symptom"), "{}", co.explanation);
+}
+
+#[test]
+fn a_callers_slower_calls_to_several_services_corroborate_each_other() {
+    // frontend's calls to three services all slowed (its CPU, say): three pieces of evidence,
+    // against one callee whose own latency moved more than any one of them and which also
+    // shows a second family.
+    let sigs = vec![
+        client_latency("frontend", "a", 40.0, 100),
+        client_latency("frontend", "b", 30.0, 100),
+        client_latency("frontend", "c", 30.0, 100),
+        anomaly_signal("d", "span.server.duration.p50", 50.0, 100),
+        anomaly_signal("d", "container.memory.usage", 10.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
 }
