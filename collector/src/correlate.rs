@@ -1141,6 +1141,208 @@ mod tests {
         }
     }
 
+    /// The reference the fast path is held to: every signal so far, searched in full, with
+    /// no index, no kept variables and no armed-trigger lists (the trait's defaults), and the
+    /// same topology.
+    struct Reference<'a> {
+        signals: &'a [Signal],
+        topology: &'a Topology,
+    }
+
+    impl JoinSource for Reference<'_> {
+        fn signals(&self, event: &str, from: Timestamp, to: Timestamp) -> Vec<&Signal> {
+            self.signals
+                .iter()
+                .filter(|s| s.name == event && s.time >= from && s.time <= to)
+                .collect()
+        }
+        fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+            self.topology.machines(s, at)
+        }
+        fn workloads(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+            self.topology.workloads(s, at)
+        }
+        fn calls(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
+            self.topology.calls_at(caller, callee, at)
+        }
+        fn reaches(&self, from: &str, to: &str, at: Timestamp) -> bool {
+            self.topology.reaches(from, to, at)
+        }
+    }
+
+    static RULES: std::sync::LazyLock<RuleSet> = std::sync::LazyLock::new(RuleSet::builtin);
+
+    /// One signal of a small world (3 nodes, 4 pods on them, 3 services calling each other, 2
+    /// workloads) that the shipped rules with joins listen for: kind `k`, on thing `n`, with
+    /// variant `v`, at `secs`.
+    fn world_signal(i: usize, k: u8, n: u8, v: u8, secs: i64) -> Signal {
+        use serde_json::json;
+        let node = format!("n{}", n % 3);
+        let pod = n % 4;
+        let svc = format!("svc{}", n % 3);
+        let w = format!("w{}", pod % 2);
+        let pod_resource = || -> daytwo_model::Attributes {
+            [
+                ("k8s.cluster.name", json!("c")),
+                ("k8s.namespace.name", json!("ns")),
+                ("k8s.pod.uid", json!(format!("uid{pod}"))),
+                ("k8s.pod.name", json!(format!("{w}-{pod}"))),
+                ("k8s.node.name", json!(format!("n{}", pod % 3))),
+                ("k8s.deployment.name", json!(w.clone())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        let attrs = |pairs: &[(&str, serde_json::Value)]| -> daytwo_model::Attributes {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        let (name, entity, resource, attributes) = match k % 7 {
+            0 | 1 => (
+                if k.is_multiple_of(7) {
+                    "daytwo.k8s.container.waiting"
+                } else {
+                    "daytwo.k8s.container.terminated"
+                },
+                Entity::new(EntityKind::Container, format!("{w}-{pod}/app"))
+                    .with_attr("k8s.pod.uid", format!("uid{pod}"))
+                    .with_attr("k8s.container.name", "app"),
+                pod_resource(),
+                attrs(&[
+                    ("k8s.container.status.reason", json!("CrashLoopBackOff")),
+                    (
+                        "k8s.container.status.last_terminated_reason",
+                        json!(if v.is_multiple_of(2) { "OOMKilled" } else { "Error" }),
+                    ),
+                ]),
+            ),
+            2 => (
+                "daytwo.k8s.node.condition",
+                Entity::new(EntityKind::Node, node.clone()).with_attr("k8s.node.name", node),
+                Default::default(),
+                attrs(&[
+                    (
+                        "k8s.node.condition.type",
+                        json!(["Ready", "MemoryPressure", "DiskPressure"][v as usize % 3]),
+                    ),
+                    (
+                        "k8s.node.condition.status",
+                        json!(if v.is_multiple_of(2) { "False" } else { "True" }),
+                    ),
+                ]),
+            ),
+            3 => (
+                ["daytwo.kernel.io_error", "daytwo.kernel.hung_task"][v as usize % 2],
+                Entity::new(EntityKind::Host, node.clone()).with_attr("host.name", node.clone()),
+                attrs(&[("host.name", json!(node))]),
+                Default::default(),
+            ),
+            4 => (
+                if v.is_multiple_of(2) {
+                    "daytwo.service.latency_anomaly"
+                } else {
+                    "daytwo.service.error_anomaly"
+                },
+                Entity::new(EntityKind::Service, svc.clone()).with_attr("service.name", svc),
+                Default::default(),
+                attrs(&[("daytwo.anomaly.sigma", json!(v as f64 - 1.0))]),
+            ),
+            5 => (
+                "daytwo.log.error_burst",
+                Entity::new(EntityKind::Workload, w.clone())
+                    .with_attr("k8s.namespace.name", "ns")
+                    .with_attr("k8s.deployment.name", w.clone()),
+                attrs(&[("k8s.cluster.name", json!("c"))]),
+                attrs(&[(
+                    "daytwo.log.template",
+                    json!(if v.is_multiple_of(3) {
+                        "dial tcp: lookup <*> on <*>:53: no such host"
+                    } else {
+                        "ERROR request <*> failed"
+                    }),
+                )]),
+            ),
+            _ => (
+                "daytwo.k8s.change",
+                Entity::new(EntityKind::Workload, w.clone())
+                    .with_attr("k8s.namespace.name", "ns")
+                    .with_attr("k8s.deployment.name", w.clone()),
+                attrs(&[("k8s.cluster.name", json!("c"))]),
+                attrs(&[
+                    (
+                        "daytwo.change.kind",
+                        json!(["rollout", "scale", "config"][v as usize % 3]),
+                    ),
+                    ("daytwo.change.memory_limit_bytes.before", json!(512)),
+                    (
+                        "daytwo.change.memory_limit_bytes.after",
+                        json!(if v.is_multiple_of(2) { 256 } else { 1024 }),
+                    ),
+                ]),
+            ),
+        };
+        Signal {
+            id: format!("s{i}"),
+            name: name.into(),
+            time: Timestamp::from_unix_secs(secs),
+            severity: Severity::Warning,
+            entity,
+            resource,
+            attributes,
+            message: format!("m{i}"),
+            evidence: vec![],
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The fast path (held signals indexed by event, machine, workload, service and armed
+        /// rule; CEL variables and conditions cached per signal) yields exactly the matches of
+        /// the reference, which searches every signal so far, for any sequence of signals,
+        /// in or out of event-time order.
+        #[test]
+        fn the_fast_path_matches_exactly_what_a_full_search_matches(
+            steps in proptest::collection::vec((0u8..7, 0u8..12, 0u8..6, -120i64..300), 1..40)
+        ) {
+            let rules = &*RULES;
+            let mut topology = Topology::new(Duration::from_secs(3 * 3600), Duration::from_secs(300));
+            let t0 = 1_795_617_015;
+            for (a, b) in [("svc0", "svc1"), ("svc1", "svc2"), ("svc2", "svc0")] {
+                topology.add_call(a, b, Timestamp::from_unix_secs(t0));
+            }
+            let mut held = Held::new(Duration::from_secs(6 * 3600));
+            let mut all: Vec<Signal> = Vec::new();
+            let mut t = t0;
+            for (i, (k, n, v, dt)) in steps.into_iter().enumerate() {
+                t += dt;
+                // Services keep calling each other, so `calls` holds whenever they are checked.
+                for (a, b) in [("svc0", "svc1"), ("svc1", "svc2"), ("svc2", "svc0")] {
+                    topology.add_call(a, b, Timestamp::from_unix_secs(t));
+                }
+                let s = world_signal(i, k, n, v, t);
+                topology.observe(&s);
+                held.insert(rules, &s);
+                if rules.held_events().contains(&s.name) {
+                    all.push(s.clone());
+                }
+                let fast = match_rules(rules, &held, &topology, &s);
+                let reference = Reference { signals: &all, topology: &topology };
+                let mut slow = rules.evaluate_with(&s, &reference);
+                slow.extend(rules.evaluate_joined(&s, &reference));
+                slow.sort_by(|a, b| {
+                    b.hypothesis
+                        .score
+                        .total_cmp(&a.hypothesis.score)
+                        .then_with(|| a.rule.cmp(&b.rule))
+                });
+                proptest::prop_assert_eq!(fast, slow, "signal {} ({})", i, s.name);
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Whatever the order of signals, opens and resolves: a join names an active incident,
         /// no two active incidents share a fingerprint, and a rule match never opens a second
