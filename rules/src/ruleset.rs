@@ -527,6 +527,7 @@ impl RuleSet {
             return out;
         };
         let joined_vars = Vars::of(joined, source);
+        let mut anchors = Anchors::default();
         for &i in rules {
             let rule = &self.rules[i];
             // The joins `joined` can fill (with a chain, any join listening for its event) whose
@@ -582,7 +583,12 @@ impl RuleSet {
                         let (from, to) = j.order.range(t.time, j.within);
                         joined.time >= from
                             && joined.time <= to
-                            && crate::join::related(j.relation, t, joined, source)
+                            && crate::join::related_to(
+                                j.relation,
+                                &anchors.get(j.relation, t, source),
+                                joined,
+                                source,
+                            )
                     })
                 });
             }
@@ -595,6 +601,7 @@ impl RuleSet {
                         &tv,
                         source,
                         Some((slot, &joined_vars)),
+                        &mut anchors,
                     ) {
                         out.push(m);
                         break;
@@ -664,9 +671,10 @@ impl RuleSet {
             return (matches, misses);
         };
         let tv = Vars::of(trigger, source);
+        let mut anchors = Anchors::default();
         for &i in candidates {
             let rule = &self.rules[i];
-            match rule.apply(&self.cel, self.generation, &tv, source, None) {
+            match rule.apply(&self.cel, self.generation, &tv, source, None, &mut anchors) {
                 Ok(m) => matches.push(m),
                 Err(miss) => misses.push((rule.id.as_str(), miss)),
             }
@@ -696,6 +704,7 @@ impl Rule {
         tv: &Vars<'s>,
         source: &'s dyn JoinSource,
         force: Option<(usize, &Vars<'s>)>,
+        anchors: &mut Anchors,
     ) -> Result<RuleMatch, Miss> {
         let trigger = tv.signal;
         if let Some(cond) = &self.condition {
@@ -703,7 +712,8 @@ impl Rule {
         }
         let mut chosen: Vec<Vars<'s>> = Vec::with_capacity(self.joins.len());
         if !self.joins.is_empty()
-            && let Err(j) = self.join_from(0, cel, generation, tv, source, force, &mut chosen)
+            && let Err(j) =
+                self.join_from(0, cel, generation, tv, source, force, &mut chosen, anchors)
         {
             let join = &self.joins[j];
             return Err(Miss::JoinUnmatched {
@@ -796,6 +806,7 @@ impl Rule {
         source: &'s dyn JoinSource,
         force: Option<(usize, &Vars<'s>)>,
         chosen: &mut Vec<Vars<'s>>,
+        anchors: &mut Anchors,
     ) -> Result<(), usize> {
         let Some(join) = self.joins.get(j) else {
             return Ok(());
@@ -806,7 +817,7 @@ impl Rule {
             Some(a) => chosen[a].signal,
         };
         let (from, to) = join.order.range(anchor.time, join.within);
-        let facts = crate::join::Anchor::new(join.relation, anchor, source);
+        let facts = anchors.get(join.relation, anchor, source);
         let forced = match force {
             Some((fj, fv)) if fj == j => Some(fv),
             _ => None,
@@ -849,13 +860,57 @@ impl Rule {
                 continue;
             }
             chosen.push(cv);
-            match self.join_from(j + 1, cel, generation, tv, source, force, chosen) {
+            match self.join_from(j + 1, cel, generation, tv, source, force, chosen, anchors) {
                 Ok(()) => return Ok(()),
                 Err(failed) => deepest = deepest.max(failed),
             }
             chosen.pop();
         }
         Err(deepest)
+    }
+}
+
+/// What relations need to know about their anchors ([`crate::join::Anchor`]: the machines and
+/// workloads the topology says a signal's entity had), computed once per anchor during one
+/// evaluation (the source does not change meanwhile) rather than once per rule and per join.
+#[derive(Default)]
+struct Anchors {
+    /// (address of the anchor signal, machines?) → its machines or workloads.
+    memo: HashMap<(usize, bool), Vec<String>>,
+}
+
+impl Anchors {
+    fn get<'a>(
+        &mut self,
+        relation: Relation,
+        signal: &'a Signal,
+        source: &dyn JoinSource,
+    ) -> crate::join::Anchor<'a> {
+        let machines = match relation {
+            Relation::SameHost | Relation::RunsOn => true,
+            Relation::OwnedBy => false,
+            _ => return crate::join::Anchor::new(relation, signal, source),
+        };
+        let key = (std::ptr::from_ref(signal) as usize, machines);
+        let facts = match self.memo.get(&key) {
+            Some(f) => f.clone(),
+            None => {
+                let a = crate::join::Anchor::new(relation, signal, source);
+                let f = if machines { a.machines } else { a.workloads };
+                self.memo.insert(key, f.clone());
+                f
+            }
+        };
+        let (machines, workloads) = if machines {
+            (facts, Vec::new())
+        } else {
+            (Vec::new(), facts)
+        };
+        crate::join::Anchor {
+            signal,
+            machines,
+            workloads,
+        }
     }
 }
 
