@@ -635,7 +635,9 @@ impl Correlator {
         matches: &[RuleMatch],
         topology: Option<&Topology>,
     ) -> Decision {
-        let hosts: Vec<String> = topology.map(|t| t.machines(s, s.time)).unwrap_or_default();
+        // Asked of the topology only when a related incident is looked for.
+        let hosts =
+            || -> Vec<String> { topology.map(|t| t.machines(s, s.time)).unwrap_or_default() };
         if let Some(top) = matches.first() {
             let fp = fingerprint(&top.rule, &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
@@ -647,7 +649,7 @@ impl Correlator {
             if self.active_for(&fp).is_none()
                 && s.host().is_none()
                 && matches.iter().all(|m| m.severity < Severity::Critical)
-                && let Some(id) = self.related_active(s, &hosts)
+                && let Some(id) = self.related_active(s, &hosts())
             {
                 return Decision::Join {
                     incident_id: id,
@@ -690,7 +692,7 @@ impl Correlator {
                 context: self.context_for(s),
             };
         }
-        if let Some(id) = self.related_active(s, &hosts) {
+        if let Some(id) = self.related_active(s, &hosts()) {
             return Decision::Join {
                 incident_id: id,
                 hypotheses: Vec::new(),
@@ -1215,7 +1217,11 @@ mod tests {
                     ("k8s.container.status.reason", json!("CrashLoopBackOff")),
                     (
                         "k8s.container.status.last_terminated_reason",
-                        json!(if v.is_multiple_of(2) { "OOMKilled" } else { "Error" }),
+                        json!(if v.is_multiple_of(2) {
+                            "OOMKilled"
+                        } else {
+                            "Error"
+                        }),
                     ),
                 ]),
             ),
