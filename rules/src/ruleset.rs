@@ -563,6 +563,15 @@ impl RuleSet {
             for e in &rule.events {
                 if all_direct {
                     for j in &direct {
+                        // Only triggers whose window for this join can hold `joined` (the
+                        // check below keeps exactly those): `before` means `joined` is at most
+                        // `within` earlier than the trigger, so the trigger is at most `within`
+                        // later than `joined`.
+                        let (from, to) = match j.order {
+                            Order::Before => (joined.time, joined.time.plus(j.within)),
+                            Order::After => (joined.time.minus(j.within), joined.time),
+                            Order::Any => (joined.time.minus(j.within), joined.time.plus(j.within)),
+                        };
                         triggers.extend(source.triggers(&rule.id, e, from, to, j.relation, joined));
                     }
                 } else {
