@@ -187,9 +187,10 @@ pub struct Prepared {
     vars: [OnceLock<Box<dyn Val>>; 7],
     /// The signal as one map ([`signal_value`]): `trigger` and `join.NAME`.
     whole: OnceLock<Box<dyn Val>>,
-    /// Outcomes of the conditions that depend on this signal alone, by the slot a
+    /// Outcomes of the conditions that depend on this signal alone, with the slot a
     /// [`crate::RuleSet`] gave each, for the rule set of generation `.0` (a reload starts over).
-    outcomes: Mutex<(u64, Vec<Option<Outcome>>)>,
+    /// A signal meets a handful of conditions, so a short list, not a table of every slot.
+    outcomes: Mutex<(u64, Vec<(usize, Outcome)>)>,
 }
 
 /// A cached condition outcome: `Ok` when it returned `true`, else why not.
@@ -293,7 +294,7 @@ impl<'a> Vars<'a> {
         {
             let c = cache.lock().unwrap_or_else(|e| e.into_inner());
             if c.0 == generation
-                && let Some(Some(o)) = c.1.get(slot)
+                && let Some((_, o)) = c.1.iter().find(|(s, _)| *s == slot)
             {
                 return o.clone();
             }
@@ -303,10 +304,9 @@ impl<'a> Vars<'a> {
         if c.0 != generation {
             *c = (generation, Vec::new());
         }
-        if c.1.len() <= slot {
-            c.1.resize(slot + 1, None);
+        if !c.1.iter().any(|(s, _)| *s == slot) {
+            c.1.push((slot, o.clone()));
         }
-        c.1[slot] = Some(o.clone());
         o
     }
 
