@@ -30,7 +30,7 @@
 
 use crate::topology::Topology;
 use daytwo_model::{Entity, Hypothesis, Incident, Severity, Signal, Timestamp, stable_id};
-use daytwo_rules::{Anchor, JoinSource, Relation, RuleMatch, RuleSet};
+use daytwo_rules::{Anchor, JoinSource, Prepared, Relation, RuleMatch, RuleSet};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,27 +43,40 @@ const HELD_PER_EVENT: usize = 20_000;
 /// (or triggers with joins), for as long as the longest join reaches (at least the
 /// correlation window), bounded in count. Indexed by event name and, within it, by what
 /// relations look up (machine, workload, service, entity), so a join looks at its related
-/// candidates, not at every signal of the window.
+/// candidates, not at every signal of the window; the triggers that armed a rule are indexed
+/// again per rule, so a late joined signal looks only at the triggers it may complete. Each
+/// held signal keeps its CEL variables ([`Prepared`]), converted once.
 #[derive(Debug, Default)]
 pub struct Held {
     by_event: HashMap<String, EventQueue>,
+    /// Signal id → the held entry with that id (the newest, when ids repeat).
+    by_id: HashMap<String, Arc<Entry>>,
     len: usize,
     horizon: Duration,
     newest: Timestamp,
     dropped: u64,
 }
 
+/// One held signal: the signal, its CEL variables, and the rules with joins it armed as a
+/// trigger ([`RuleSet::armed_prepared`]).
+#[derive(Debug)]
+struct Entry {
+    signal: Signal,
+    prepared: Prepared,
+    /// Every key it is found under ([`entry_keys`]).
+    keys: Vec<String>,
+}
+
+/// Held entries in event-time order, with their times inline so that a search by time reads
+/// one contiguous array.
+type Queue = VecDeque<(Timestamp, Arc<Entry>)>;
+
 /// One event name's held signals, in event-time order, and the same by lookup key.
 #[derive(Debug, Default)]
 struct EventQueue {
-    all: VecDeque<Arc<Signal>>,
-    by_key: HashMap<String, VecDeque<Arc<Signal>>>,
-    /// Signal id → the rules with joins it armed as a trigger ([`RuleSet::armed`]).
-    armed: HashMap<String, Vec<String>>,
+    all: Queue,
+    by_key: HashMap<String, Queue>,
 }
-
-/// The key of the queue of held signals that armed some rule as a trigger.
-const ARMED: &str = "armed";
 
 /// The keys a held signal is found under: `m:` machine, `w:` workload, `s:` service, `e:`
 /// entity.
@@ -75,40 +88,86 @@ fn held_keys(s: &Signal) -> Vec<String> {
     keys
 }
 
-fn insert_ordered(q: &mut VecDeque<Arc<Signal>>, s: Arc<Signal>) {
-    let at = q.partition_point(|x| x.time <= s.time);
-    q.insert(at, s);
+/// The prefix of the [`held_keys`] a late joined signal looks triggers up by for `relation`
+/// (see [`JoinView::triggers`]), or `None` when it looks at every armed trigger.
+fn key_prefix(relation: Relation) -> Option<&'static str> {
+    match relation {
+        Relation::SameHost | Relation::RunsOn => Some("m:"),
+        Relation::OwnedBy => Some("w:"),
+        Relation::SameEntity => Some("e:"),
+        Relation::Calls => Some("s:"),
+        Relation::UpstreamOf | Relation::SameCluster => None,
+    }
 }
 
-fn in_range(
-    q: &VecDeque<Arc<Signal>>,
-    from: Timestamp,
-    to: Timestamp,
-) -> impl Iterator<Item = &Signal> {
-    let start = q.partition_point(|x| x.time < from);
+/// The key of the queue of held triggers that armed `rule`, under `key` (one of
+/// [`held_keys`]) or, for relations with no key, under all of them.
+fn armed_key(rule: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) => format!("t:{rule}\u{0}{k}"),
+        None => format!("t:{rule}"),
+    }
+}
+
+/// Every key a signal that armed the rules `armed` is found under: its [`held_keys`], and
+/// for each rule the keys its trigger relations look up ([`key_prefix`]).
+fn entry_keys(rules: &RuleSet, s: &Signal, armed: &[&str]) -> Vec<String> {
+    let keys = held_keys(s);
+    let mut all = Vec::with_capacity(keys.len() * (1 + armed.len()) + armed.len());
+    for r in armed {
+        let relations: Vec<Relation> = rules
+            .get(r)
+            .map(|rule| rule.trigger_relations().collect())
+            .unwrap_or_default();
+        if relations.iter().any(|&rel| key_prefix(rel).is_none()) {
+            all.push(armed_key(r, None));
+        }
+        all.extend(
+            keys.iter()
+                .filter(|k| {
+                    relations
+                        .iter()
+                        .any(|&rel| key_prefix(rel).is_some_and(|p| k.starts_with(p)))
+                })
+                .map(|k| armed_key(r, Some(k))),
+        );
+    }
+    all.extend(keys);
+    all
+}
+
+fn insert_ordered(q: &mut Queue, e: Arc<Entry>) {
+    let t = e.signal.time;
+    // Most signals arrive in event-time order: an append.
+    if q.back().is_none_or(|(last, _)| *last <= t) {
+        q.push_back((t, e));
+        return;
+    }
+    let at = q.partition_point(|(x, _)| *x <= t);
+    q.insert(at, (t, e));
+}
+
+fn in_range(q: &Queue, from: Timestamp, to: Timestamp) -> impl Iterator<Item = &Signal> {
+    let start = q.partition_point(|(t, _)| *t < from);
     q.range(start..)
-        .take_while(move |x| x.time <= to)
-        .map(|x| x.as_ref())
+        .take_while(move |(t, _)| *t <= to)
+        .map(|(_, e)| &e.signal)
 }
 
 impl EventQueue {
-    fn pop_front(&mut self) -> Option<Arc<Signal>> {
-        let s = self.all.pop_front()?;
-        let mut keys = held_keys(&s);
-        if self.armed.remove(&s.id).is_some() {
-            keys.push(ARMED.to_string());
-        }
-        for k in keys {
-            if let Some(q) = self.by_key.get_mut(&k) {
-                if let Some(i) = q.iter().position(|x| Arc::ptr_eq(x, &s)) {
+    fn pop_front(&mut self) -> Option<Arc<Entry>> {
+        let (_, e) = self.all.pop_front()?;
+        for k in &e.keys {
+            if let Some(q) = self.by_key.get_mut(k) {
+                if let Some(i) = q.iter().position(|(_, x)| Arc::ptr_eq(x, &e)) {
                     q.remove(i);
                 }
                 if q.is_empty() {
-                    self.by_key.remove(&k);
+                    self.by_key.remove(k);
                 }
             }
         }
-        Some(s)
+        Some(e)
     }
 }
 
@@ -132,24 +191,31 @@ impl Held {
         }
         self.newest = self.newest.max(s.time);
         let cutoff = self.newest.minus(self.horizon);
-        let armed: Vec<String> = rules.armed(s).into_iter().map(str::to_string).collect();
+        let prepared = Prepared::new();
+        let keys = entry_keys(rules, s, &rules.armed_prepared(s, &prepared));
+        let e = Arc::new(Entry {
+            signal: s.clone(),
+            prepared,
+            keys,
+        });
         let q = self.by_event.entry(s.name.clone()).or_default();
-        let is_armed = !armed.is_empty();
-        if is_armed {
-            q.armed.insert(s.id.clone(), armed);
+        for k in &e.keys {
+            match q.by_key.get_mut(k) {
+                Some(kq) => insert_ordered(kq, e.clone()),
+                None => {
+                    q.by_key
+                        .insert(k.clone(), VecDeque::from([(e.signal.time, e.clone())]));
+                }
+            }
         }
-        let s = Arc::new(s.clone());
-        if is_armed {
-            insert_ordered(q.by_key.entry(ARMED.to_string()).or_default(), s.clone());
-        }
-        for k in held_keys(&s) {
-            insert_ordered(q.by_key.entry(k).or_default(), s.clone());
-        }
+        self.by_id.insert(s.id.clone(), e.clone());
         // Most signals arrive in event-time order, so this is an append.
-        insert_ordered(&mut q.all, s);
+        insert_ordered(&mut q.all, e);
         self.len += 1;
-        while q.all.front().is_some_and(|x| x.time < cutoff) || q.all.len() > HELD_PER_EVENT {
-            q.pop_front();
+        while q.all.front().is_some_and(|(t, _)| *t < cutoff) || q.all.len() > HELD_PER_EVENT {
+            if let Some(e) = q.pop_front() {
+                forget_id(&mut self.by_id, &e);
+            }
             self.len -= 1;
             self.dropped += 1;
         }
@@ -162,20 +228,32 @@ impl Held {
     fn shrink(&mut self) {
         let cutoff = self.newest.minus(self.horizon);
         for q in self.by_event.values_mut() {
-            while q.all.front().is_some_and(|x| x.time < cutoff) {
-                q.pop_front();
+            while q.all.front().is_some_and(|(t, _)| *t < cutoff) {
+                if let Some(e) = q.pop_front() {
+                    forget_id(&mut self.by_id, &e);
+                }
                 self.len -= 1;
                 self.dropped += 1;
             }
         }
         if let Some(q) = self.by_event.values_mut().max_by_key(|q| q.all.len()) {
             for _ in 0..q.all.len() / 2 {
-                q.pop_front();
+                if let Some(e) = q.pop_front() {
+                    forget_id(&mut self.by_id, &e);
+                }
                 self.len -= 1;
                 self.dropped += 1;
             }
         }
         self.by_event.retain(|_, q| !q.all.is_empty());
+    }
+
+    /// The held copy of `s` (same id and same contents), if `s` is held.
+    fn held_copy(&self, s: &Signal) -> Option<&Signal> {
+        self.by_id
+            .get(&s.id)
+            .map(|e| &e.signal)
+            .filter(|h| std::ptr::eq(*h, s) || *h == s)
     }
 
     pub fn len(&self) -> usize {
@@ -192,6 +270,13 @@ impl Held {
     }
 }
 
+/// Forgets the id of a dropped entry, unless a newer entry took the id over.
+fn forget_id(by_id: &mut HashMap<String, Arc<Entry>>, e: &Arc<Entry>) {
+    if by_id.get(&e.signal.id).is_some_and(|x| Arc::ptr_eq(x, e)) {
+        by_id.remove(&e.signal.id);
+    }
+}
+
 /// What a rule's joins see: the held signals and the topology.
 pub struct JoinView<'a> {
     pub held: &'a Held,
@@ -204,6 +289,15 @@ impl JoinSource for JoinView<'_> {
             return Vec::new();
         };
         in_range(&q.all, from, to).collect()
+    }
+
+    fn prepared(&self, s: &Signal) -> Option<&Prepared> {
+        // Only for the very signal held: the variables belong to that one.
+        self.held
+            .by_id
+            .get(&s.id)
+            .filter(|e| std::ptr::eq(&e.signal, s))
+            .map(|e| &e.prepared)
     }
 
     fn candidates(
@@ -223,11 +317,13 @@ impl JoinSource for JoinView<'_> {
             }
             Relation::OwnedBy => anchor.workloads.iter().map(|w| format!("w:{w}")).collect(),
             Relation::SameEntity => vec![format!("e:{}", anchor.signal.entity.key())],
+            // Only the services it called at the anchor's time: the relation asks no more.
             Relation::Calls => match daytwo_rules::join::service_of(anchor.signal) {
                 Some(svc) => self
                     .topology
                     .calls()
                     .callees(svc)
+                    .filter(|c| self.topology.calls_at(svc, c, anchor.signal.time))
                     .map(|c| format!("s:{c}"))
                     .collect(),
                 None => Vec::new(),
@@ -271,25 +367,19 @@ impl JoinSource for JoinView<'_> {
             }),
             Relation::UpstreamOf | Relation::SameCluster => None,
         };
-        let armed = |s: &&Signal| {
-            q.armed
-                .get(&s.id)
-                .is_some_and(|r| r.iter().any(|x| x == rule))
-        };
         // Triggers are indexed by their own attributes (machine, workload, service): a late
         // cause finds the triggers that name its machine or workload themselves, as every
         // pod-scoped signal does (k8s.node.name, owner attributes).
         match keys {
             Some(keys) => keys
                 .iter()
-                .filter_map(|k| q.by_key.get(k))
+                .filter_map(|k| q.by_key.get(&armed_key(rule, Some(k))))
                 .flat_map(|kq| in_range(kq, from, to))
-                .filter(armed)
                 .collect(),
             _ => q
                 .by_key
-                .get(ARMED)
-                .map(|kq| in_range(kq, from, to).filter(armed).collect())
+                .get(&armed_key(rule, None))
+                .map(|kq| in_range(kq, from, to).collect())
                 .unwrap_or_default(),
         }
     }
@@ -321,6 +411,8 @@ pub fn match_rules(
     s: &Signal,
 ) -> Vec<RuleMatch> {
     let view = JoinView { held, topology };
+    // The held copy carries the variables converted when it was held.
+    let s = held.held_copy(s).unwrap_or(s);
     let mut matches = rules.evaluate_with(s, &view);
     if !held.is_empty() {
         let late = rules.evaluate_joined(s, &view);
@@ -543,7 +635,9 @@ impl Correlator {
         matches: &[RuleMatch],
         topology: Option<&Topology>,
     ) -> Decision {
-        let hosts: Vec<String> = topology.map(|t| t.machines(s, s.time)).unwrap_or_default();
+        // Asked of the topology only when a related incident is looked for.
+        let hosts =
+            || -> Vec<String> { topology.map(|t| t.machines(s, s.time)).unwrap_or_default() };
         if let Some(top) = matches.first() {
             let fp = fingerprint(&top.rule, &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
@@ -555,7 +649,7 @@ impl Correlator {
             if self.active_for(&fp).is_none()
                 && s.host().is_none()
                 && matches.iter().all(|m| m.severity < Severity::Critical)
-                && let Some(id) = self.related_active(s, &hosts)
+                && let Some(id) = self.related_active(s, &hosts())
             {
                 return Decision::Join {
                     incident_id: id,
@@ -598,7 +692,7 @@ impl Correlator {
                 context: self.context_for(s),
             };
         }
-        if let Some(id) = self.related_active(s, &hosts) {
+        if let Some(id) = self.related_active(s, &hosts()) {
             return Decision::Join {
                 incident_id: id,
                 hypotheses: Vec::new(),
@@ -1046,6 +1140,212 @@ mod tests {
         match c.decide(&a, &[]) {
             Decision::Open { hypotheses, .. } => assert_eq!(hypotheses[0].rule, GENERIC_RULE),
             d => panic!("{d:?}"),
+        }
+    }
+
+    /// The reference the fast path is held to: every signal so far, searched in full, with
+    /// no index, no kept variables and no armed-trigger lists (the trait's defaults), and the
+    /// same topology.
+    struct Reference<'a> {
+        signals: &'a [Signal],
+        topology: &'a Topology,
+    }
+
+    impl JoinSource for Reference<'_> {
+        fn signals(&self, event: &str, from: Timestamp, to: Timestamp) -> Vec<&Signal> {
+            self.signals
+                .iter()
+                .filter(|s| s.name == event && s.time >= from && s.time <= to)
+                .collect()
+        }
+        fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+            self.topology.machines(s, at)
+        }
+        fn workloads(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+            self.topology.workloads(s, at)
+        }
+        fn calls(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
+            self.topology.calls_at(caller, callee, at)
+        }
+        fn reaches(&self, from: &str, to: &str, at: Timestamp) -> bool {
+            self.topology.reaches(from, to, at)
+        }
+    }
+
+    static RULES: std::sync::LazyLock<RuleSet> = std::sync::LazyLock::new(RuleSet::builtin);
+
+    /// One signal of a small world (3 nodes, 4 pods on them, 3 services calling each other, 2
+    /// workloads) that the shipped rules with joins listen for: kind `k`, on thing `n`, with
+    /// variant `v`, at `secs`.
+    fn world_signal(i: usize, k: u8, n: u8, v: u8, secs: i64) -> Signal {
+        use serde_json::json;
+        let node = format!("n{}", n % 3);
+        let pod = n % 4;
+        let svc = format!("svc{}", n % 3);
+        let w = format!("w{}", pod % 2);
+        let pod_resource = || -> daytwo_model::Attributes {
+            [
+                ("k8s.cluster.name", json!("c")),
+                ("k8s.namespace.name", json!("ns")),
+                ("k8s.pod.uid", json!(format!("uid{pod}"))),
+                ("k8s.pod.name", json!(format!("{w}-{pod}"))),
+                ("k8s.node.name", json!(format!("n{}", pod % 3))),
+                ("k8s.deployment.name", json!(w.clone())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        let attrs = |pairs: &[(&str, serde_json::Value)]| -> daytwo_model::Attributes {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        let (name, entity, resource, attributes) = match k % 7 {
+            0 | 1 => (
+                if k.is_multiple_of(7) {
+                    "daytwo.k8s.container.waiting"
+                } else {
+                    "daytwo.k8s.container.terminated"
+                },
+                Entity::new(EntityKind::Container, format!("{w}-{pod}/app"))
+                    .with_attr("k8s.pod.uid", format!("uid{pod}"))
+                    .with_attr("k8s.container.name", "app"),
+                pod_resource(),
+                attrs(&[
+                    ("k8s.container.status.reason", json!("CrashLoopBackOff")),
+                    (
+                        "k8s.container.status.last_terminated_reason",
+                        json!(if v.is_multiple_of(2) {
+                            "OOMKilled"
+                        } else {
+                            "Error"
+                        }),
+                    ),
+                ]),
+            ),
+            2 => (
+                "daytwo.k8s.node.condition",
+                Entity::new(EntityKind::Node, node.clone()).with_attr("k8s.node.name", node),
+                Default::default(),
+                attrs(&[
+                    (
+                        "k8s.node.condition.type",
+                        json!(["Ready", "MemoryPressure", "DiskPressure"][v as usize % 3]),
+                    ),
+                    (
+                        "k8s.node.condition.status",
+                        json!(if v.is_multiple_of(2) { "False" } else { "True" }),
+                    ),
+                ]),
+            ),
+            3 => (
+                ["daytwo.kernel.io_error", "daytwo.kernel.hung_task"][v as usize % 2],
+                Entity::new(EntityKind::Host, node.clone()).with_attr("host.name", node.clone()),
+                attrs(&[("host.name", json!(node))]),
+                Default::default(),
+            ),
+            4 => (
+                if v.is_multiple_of(2) {
+                    "daytwo.service.latency_anomaly"
+                } else {
+                    "daytwo.service.error_anomaly"
+                },
+                Entity::new(EntityKind::Service, svc.clone()).with_attr("service.name", svc),
+                Default::default(),
+                attrs(&[("daytwo.anomaly.sigma", json!(v as f64 - 1.0))]),
+            ),
+            5 => (
+                "daytwo.log.error_burst",
+                Entity::new(EntityKind::Workload, w.clone())
+                    .with_attr("k8s.namespace.name", "ns")
+                    .with_attr("k8s.deployment.name", w.clone()),
+                attrs(&[("k8s.cluster.name", json!("c"))]),
+                attrs(&[(
+                    "daytwo.log.template",
+                    json!(if v.is_multiple_of(3) {
+                        "dial tcp: lookup <*> on <*>:53: no such host"
+                    } else {
+                        "ERROR request <*> failed"
+                    }),
+                )]),
+            ),
+            _ => (
+                "daytwo.k8s.change",
+                Entity::new(EntityKind::Workload, w.clone())
+                    .with_attr("k8s.namespace.name", "ns")
+                    .with_attr("k8s.deployment.name", w.clone()),
+                attrs(&[("k8s.cluster.name", json!("c"))]),
+                attrs(&[
+                    (
+                        "daytwo.change.kind",
+                        json!(["rollout", "scale", "config"][v as usize % 3]),
+                    ),
+                    ("daytwo.change.memory_limit_bytes.before", json!(512)),
+                    (
+                        "daytwo.change.memory_limit_bytes.after",
+                        json!(if v.is_multiple_of(2) { 256 } else { 1024 }),
+                    ),
+                ]),
+            ),
+        };
+        Signal {
+            id: format!("s{i}"),
+            name: name.into(),
+            time: Timestamp::from_unix_secs(secs),
+            severity: Severity::Warning,
+            entity,
+            resource,
+            attributes,
+            message: format!("m{i}"),
+            evidence: vec![],
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The fast path (held signals indexed by event, machine, workload, service and armed
+        /// rule; CEL variables and conditions cached per signal) yields exactly the matches of
+        /// the reference, which searches every signal so far, for any sequence of signals,
+        /// in or out of event-time order.
+        #[test]
+        fn the_fast_path_matches_exactly_what_a_full_search_matches(
+            steps in proptest::collection::vec((0u8..7, 0u8..12, 0u8..6, -120i64..300), 1..40)
+        ) {
+            let rules = &*RULES;
+            let mut topology = Topology::new(Duration::from_secs(3 * 3600), Duration::from_secs(300));
+            let t0 = 1_795_617_015;
+            for (a, b) in [("svc0", "svc1"), ("svc1", "svc2"), ("svc2", "svc0")] {
+                topology.add_call(a, b, Timestamp::from_unix_secs(t0));
+            }
+            let mut held = Held::new(Duration::from_secs(6 * 3600));
+            let mut all: Vec<Signal> = Vec::new();
+            let mut t = t0;
+            for (i, (k, n, v, dt)) in steps.into_iter().enumerate() {
+                t += dt;
+                // Services keep calling each other, so `calls` holds whenever they are checked.
+                for (a, b) in [("svc0", "svc1"), ("svc1", "svc2"), ("svc2", "svc0")] {
+                    topology.add_call(a, b, Timestamp::from_unix_secs(t));
+                }
+                let s = world_signal(i, k, n, v, t);
+                topology.observe(&s);
+                held.insert(rules, &s);
+                if rules.held_events().contains(&s.name) {
+                    all.push(s.clone());
+                }
+                let fast = match_rules(rules, &held, &topology, &s);
+                let reference = Reference { signals: &all, topology: &topology };
+                let mut slow = rules.evaluate_with(&s, &reference);
+                slow.extend(rules.evaluate_joined(&s, &reference));
+                slow.sort_by(|a, b| {
+                    b.hypothesis
+                        .score
+                        .total_cmp(&a.hypothesis.score)
+                        .then_with(|| a.rule.cmp(&b.rule))
+                });
+                proptest::prop_assert_eq!(fast, slow, "signal {} ({})", i, s.name);
+            }
         }
     }
 

@@ -3,19 +3,23 @@
 //!
 //! Entry points: [`Cel::new`] (the environment: the CEL standard library plus the `strings`
 //! extension), [`Cel::compile`] (parse, then reject variables that do not exist so typos
-//! fail at load time, not silently at 3 a.m.) and [`Cel::context`] (a signal's variables:
-//! `name`, `severity`, `attributes`, `resource`, `entity`, `message`).
+//! fail at load time, not silently at 3 a.m.) and [`Cel::context`] (the variables a [`Scope`]
+//! resolves: a signal's `name`, `severity`, `attributes`, `resource`, `entity`, `message`,
+//! `time`, plus `trigger` or `join`). A signal's variables are converted to CEL once, when an
+//! expression first reads them, and kept in its [`Prepared`].
 //!
 //! The cel crate has no type checker, so "returns a bool" is only known when a condition
 //! runs; a condition that errors or returns something else does not match (see
 //! [`crate::RuleSet::evaluate`]).
 
 use cel::common::ast::{EntryExpr, Expr, IdedEntryExpr, IdedExpr};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::objects::{Key, Map};
 use cel::{Context, Env, Program, Value};
 use daytwo_model::{Attributes, Signal};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The variables a rule expression can use, in the order docs/rules.md lists them.
 pub const VARIABLES: &[&str] = &[
@@ -164,56 +168,226 @@ impl Cel {
             .and_then(|(start, _)| char_to_byte(source, start as usize))
     }
 
-    /// A context binding `signal`'s variables. Build it once per signal and reuse it for
-    /// every rule: the conversion to CEL values is the costly part.
-    pub(crate) fn context(&self, signal: &Signal) -> Context<'static, 'static> {
+    /// A context whose variables `scope` resolves: nothing is converted to CEL until an
+    /// expression reads it, and what a [`Prepared`] converted once is borrowed, not copied.
+    pub(crate) fn context<'v>(&self, scope: &'v Scope<'_>) -> Context<'v, 'v> {
         let mut ctx = Context::with_env(Arc::clone(&self.env));
-        ctx.add_variable_from_value("name", signal.name.clone());
-        ctx.add_variable_from_value("severity", signal.severity.as_str());
-        ctx.add_variable_from_value("attributes", map_value(&signal.attributes));
-        ctx.add_variable_from_value("resource", map_value(&signal.resource));
-        let mut entity: HashMap<Key, Value> = HashMap::new();
-        entity.insert(
-            Key::from("kind".to_string()),
-            signal.entity.kind.as_str().into(),
-        );
-        entity.insert(
-            Key::from("name".to_string()),
-            signal.entity.name.clone().into(),
-        );
-        entity.insert(
-            Key::from("attributes".to_string()),
-            map_value(&signal.entity.attributes),
-        );
-        ctx.add_variable_from_value(
-            "entity",
-            Value::Map(Map {
-                map: Arc::new(entity),
-            }),
-        );
-        ctx.add_variable_from_value("message", signal.message.clone());
-        ctx.add_variable_from_value("time", signal.time.to_string());
+        ctx.set_variable_resolver(scope);
         ctx
     }
 }
 
-/// A signal as one CEL map (`name`, `severity`, `attributes`, `resource`, `entity`,
-/// `message`, `time`): how `trigger` and `join.NAME` appear to expressions.
-pub(crate) fn signal_value(signal: &Signal) -> Value {
-    let mut m: HashMap<Key, Value> = HashMap::new();
-    m.insert(Key::from("name".to_string()), signal.name.clone().into());
-    m.insert(
-        Key::from("severity".to_string()),
-        signal.severity.as_str().into(),
-    );
-    m.insert(
-        Key::from("attributes".to_string()),
-        map_value(&signal.attributes),
-    );
-    m.insert(
-        Key::from("resource".to_string()),
-        map_value(&signal.resource),
-    );
+/// A signal's CEL variables, each converted once, on first use, and kept: a held signal is a
+/// join candidate or a late trigger many times, and converting its attributes to CEL values is
+/// the costly part of evaluating a condition on it. Pair one `Prepared` with one signal for
+/// its whole life (see [`crate::JoinSource::prepared`]); it starts empty.
+#[derive(Default)]
+pub struct Prepared {
+    /// One per [`VARIABLES`] entry, in that order.
+    vars: [OnceLock<Box<dyn Val>>; 7],
+    /// The signal as one map ([`signal_value`]): `trigger` and `join.NAME`.
+    whole: OnceLock<Box<dyn Val>>,
+    /// Outcomes of the conditions that depend on this signal alone, with the slot a
+    /// [`crate::RuleSet`] gave each, for the rule set of generation `.0` (a reload starts over).
+    /// A signal meets a handful of conditions, so a short list, not a table of every slot.
+    outcomes: Mutex<(u64, Vec<(usize, Outcome)>)>,
+}
+
+/// A cached condition outcome: `Ok` when it returned `true`, else why not.
+pub(crate) type Outcome = Result<(), crate::ruleset::Miss>;
+
+impl Prepared {
+    pub fn new() -> Self {
+        Prepared::default()
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let built = self.vars.iter().filter(|v| v.get().is_some()).count();
+        f.debug_struct("Prepared")
+            .field("variables_built", &built)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_val(v: Value) -> Box<dyn Val> {
+    // What `Context::add_variable_from_value` does; maps, strings and numbers always convert.
+    v.try_into()
+        .expect("a signal's variables are maps, strings and numbers, which CEL always converts")
+}
+
+/// Variable `i` of [`VARIABLES`] for `signal`.
+fn variable(i: usize, signal: &Signal) -> Value {
+    match i {
+        0 => signal.name.clone().into(),
+        1 => signal.severity.as_str().into(),
+        2 => map_value(&signal.attributes),
+        3 => map_value(&signal.resource),
+        4 => entity_value(signal),
+        5 => signal.message.clone().into(),
+        _ => signal.time.to_string().into(),
+    }
+}
+
+/// A signal with its [`Prepared`] variables, borrowed from a caller that keeps them (a held
+/// signal) or made for one evaluation.
+#[derive(Clone)]
+pub(crate) struct Vars<'a> {
+    pub(crate) signal: &'a Signal,
+    prepared: Prep<'a>,
+}
+
+#[derive(Clone)]
+enum Prep<'a> {
+    Borrowed(&'a Prepared),
+    Owned(Arc<Prepared>),
+}
+
+impl<'a> Vars<'a> {
+    /// `signal` with the variables `source` keeps for it, else fresh ones.
+    pub(crate) fn of(signal: &'a Signal, source: &'a dyn crate::JoinSource) -> Self {
+        match source.prepared(signal) {
+            Some(p) => Vars::with(signal, p),
+            None => Vars::fresh(signal),
+        }
+    }
+
+    pub(crate) fn with(signal: &'a Signal, prepared: &'a Prepared) -> Self {
+        Vars {
+            signal,
+            prepared: Prep::Borrowed(prepared),
+        }
+    }
+
+    pub(crate) fn fresh(signal: &'a Signal) -> Self {
+        Vars {
+            signal,
+            prepared: Prep::Owned(Arc::new(Prepared::default())),
+        }
+    }
+
+    fn prepared(&self) -> &Prepared {
+        match &self.prepared {
+            Prep::Borrowed(p) => p,
+            Prep::Owned(p) => p,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&dyn Val> {
+        let i = VARIABLES.iter().position(|v| *v == name)?;
+        Some(
+            self.prepared().vars[i]
+                .get_or_init(|| to_val(variable(i, self.signal)))
+                .as_ref(),
+        )
+    }
+
+    /// The outcome in `slot` for rule set `generation`, computed by `f` the first time.
+    pub(crate) fn outcome(
+        &self,
+        generation: u64,
+        slot: usize,
+        f: impl FnOnce() -> Outcome,
+    ) -> Outcome {
+        let cache = &self.prepared().outcomes;
+        {
+            let c = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if c.0 == generation
+                && let Some((_, o)) = c.1.iter().find(|(s, _)| *s == slot)
+            {
+                return o.clone();
+            }
+        }
+        let o = f();
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.0 != generation {
+            *c = (generation, Vec::new());
+        }
+        if !c.1.iter().any(|(s, _)| *s == slot) {
+            c.1.push((slot, o.clone()));
+        }
+        o
+    }
+
+    fn whole(&self) -> &dyn Val {
+        self.prepared()
+            .whole
+            .get_or_init(|| to_val(signal_value(self.signal)))
+            .as_ref()
+    }
+}
+
+/// What an expression sees: a signal's variables, plus `trigger` in a join's condition and
+/// `join` (with `join.NAME`) in the templates of a rule with joins.
+pub(crate) struct Scope<'a> {
+    vars: Vars<'a>,
+    trigger: Option<Vars<'a>>,
+    joins: Vec<(&'a str, Vars<'a>)>,
+}
+
+impl<'a> Scope<'a> {
+    /// A signal's own variables.
+    pub(crate) fn of(vars: Vars<'a>) -> Self {
+        Scope {
+            vars,
+            trigger: None,
+            joins: Vec::new(),
+        }
+    }
+
+    /// A join candidate's variables and `trigger`.
+    pub(crate) fn with_trigger(vars: Vars<'a>, trigger: Vars<'a>) -> Self {
+        Scope {
+            vars,
+            trigger: Some(trigger),
+            joins: Vec::new(),
+        }
+    }
+
+    /// The trigger's variables and `join.NAME` for each chosen signal.
+    pub(crate) fn with_joins(vars: Vars<'a>, joins: Vec<(&'a str, Vars<'a>)>) -> Self {
+        Scope {
+            vars,
+            trigger: None,
+            joins,
+        }
+    }
+}
+
+impl VariableResolver for Scope<'_> {
+    fn resolve<'b>(&'b self, name: &str) -> Option<CowVal<'b, 'b>> {
+        if let Some(t) = &self.trigger
+            && name == "trigger"
+        {
+            return Some(CowVal::Borrowed(t.whole()));
+        }
+        if !self.joins.is_empty() {
+            // `join.node.entity.name` is looked up as `join.node.entity.name`, `join.node.entity`,
+            // `join.node`, then `join`: answer `join.node` with that signal's map, borrowed.
+            if let Some(rest) = name.strip_prefix("join.") {
+                return self
+                    .joins
+                    .iter()
+                    .find(|(n, _)| *n == rest)
+                    .map(|(_, v)| CowVal::Borrowed(v.whole()));
+            }
+            if name == "join" {
+                let map: HashMap<Key, Value> = self
+                    .joins
+                    .iter()
+                    .map(|(n, v)| (Key::from(n.to_string()), signal_value(v.signal)))
+                    .collect();
+                return Some(CowVal::Owned(to_val(Value::Map(Map {
+                    map: Arc::new(map),
+                }))));
+            }
+        }
+        self.vars.get(name).map(CowVal::Borrowed)
+    }
+}
+
+fn entity_value(signal: &Signal) -> Value {
     let mut entity: HashMap<Key, Value> = HashMap::new();
     entity.insert(
         Key::from("kind".to_string()),
@@ -227,20 +401,18 @@ pub(crate) fn signal_value(signal: &Signal) -> Value {
         Key::from("attributes".to_string()),
         map_value(&signal.entity.attributes),
     );
-    m.insert(
-        Key::from("entity".to_string()),
-        Value::Map(Map {
-            map: Arc::new(entity),
-        }),
-    );
-    m.insert(
-        Key::from("message".to_string()),
-        signal.message.clone().into(),
-    );
-    m.insert(
-        Key::from("time".to_string()),
-        signal.time.to_string().into(),
-    );
+    Value::Map(Map {
+        map: Arc::new(entity),
+    })
+}
+
+/// A signal as one CEL map (`name`, `severity`, `attributes`, `resource`, `entity`,
+/// `message`, `time`): how `trigger` and `join.NAME` appear to expressions.
+pub(crate) fn signal_value(signal: &Signal) -> Value {
+    let mut m: HashMap<Key, Value> = HashMap::new();
+    for (i, name) in VARIABLES.iter().enumerate() {
+        m.insert(Key::from(name.to_string()), variable(i, signal));
+    }
     Value::Map(Map { map: Arc::new(m) })
 }
 
@@ -329,7 +501,7 @@ fn ast_depth(root: &IdedExpr) -> usize {
 }
 
 /// The direct subexpressions of `e`.
-fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+pub(crate) fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
     fn entries(entries: &[IdedEntryExpr]) -> Vec<&IdedExpr> {
         let mut out = Vec::new();
         for entry in entries {

@@ -172,6 +172,14 @@ pub trait JoinSource {
         self.signals(event, from, to)
     }
 
+    /// The CEL variables kept for `s`, a signal this source handed out or the trigger being
+    /// evaluated, if it keeps them ([`crate::Prepared`]: one per held signal, for that exact
+    /// signal and no other). The default keeps none: the engine converts the variables for
+    /// each evaluation, which gives the same results more slowly.
+    fn prepared(&self, _s: &Signal) -> Option<&crate::Prepared> {
+        None
+    }
+
     /// Machines (see [`machine_of`]) the entity of `s` ran on at `at`, from the topology.
     fn machines(&self, _s: &Signal, _at: Timestamp) -> Vec<String> {
         Vec::new()

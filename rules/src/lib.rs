@@ -28,7 +28,7 @@ mod testing;
 mod yaml;
 
 pub use error::{Location, RuleParseFailed};
-pub use expr::VARIABLES;
+pub use expr::{Prepared, VARIABLES};
 pub use join::{Anchor, JoinSource, NoJoins, Order, Relation};
 pub use ruleset::{BUILTIN_PACKS, BUILTIN_TESTS, Rule, RuleMatch, RuleSet, SourceFile};
 pub use spec::{EntitySelector, EvidenceSelector};

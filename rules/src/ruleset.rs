@@ -12,7 +12,7 @@
 //! so the order in which a cause and its symptoms arrive does not matter.
 
 use crate::error::{Location, RuleParseFailed};
-use crate::expr::{Cel, ExprError};
+use crate::expr::{Cel, ExprError, Prepared, Scope, Vars};
 use crate::join::{JoinSource, NoJoins, Order, Relation};
 use crate::spec::{EntitySelector, EntitySpec, EvidenceSelector, JoinSpec, RuleFileSpec, RuleSpec};
 use crate::template::{Template, TemplateError};
@@ -80,7 +80,103 @@ struct Join {
     of: Option<usize>,
     order: Order,
     within: Duration,
-    condition: Option<Program>,
+    condition: Option<Condition>,
+}
+
+/// A compiled condition, with what evaluation can reuse: its top-level `&&` operands split
+/// into those that read `trigger` and those that depend on the signal alone, whose outcome a
+/// signal's [`Prepared`] caches (a held signal is tested against the same join many times).
+/// `a && b` is `true` exactly when both are `true` (CEL's `&&` is `false` or an error
+/// otherwise), so testing the operands apart decides the same.
+struct Condition {
+    program: Program,
+    /// This condition's slot in [`Prepared`]'s outcome cache.
+    slot: usize,
+    /// Operands that read `trigger`; empty for a trigger's own condition.
+    dependent: Vec<cel::common::ast::IdedExpr>,
+    /// The other operands (all of them when `dependent` is empty).
+    local: Vec<cel::common::ast::IdedExpr>,
+}
+
+impl Condition {
+    fn new(program: Program) -> Self {
+        let mut operands = Vec::new();
+        conjuncts(program.expression(), &mut operands);
+        let (dependent, local) = operands
+            .into_iter()
+            .partition(|e| reads_ident(e, "trigger"));
+        Condition {
+            program,
+            slot: 0,
+            dependent,
+            local,
+        }
+    }
+
+    /// Whether the condition holds for `v` on its own (a trigger's condition), or, for a join's
+    /// condition, whether the operands that do not read `trigger` hold for the candidate `v`.
+    /// Cached in `v`'s [`Prepared`].
+    fn local(&self, cel: &Cel, generation: u64, v: &Vars<'_>) -> Result<(), Miss> {
+        v.outcome(generation, self.slot, || {
+            let scope = Scope::of(v.clone());
+            let ctx = cel.context(&scope);
+            if self.dependent.is_empty() {
+                return check(&self.program, &ctx);
+            }
+            for e in &self.local {
+                if !matches!(ctx.resolve(e), Ok(Value::Bool(true))) {
+                    return Err(Miss::ConditionFalse);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether a join's condition holds for candidate `c` with trigger `t`.
+    fn holds(&self, cel: &Cel, generation: u64, c: &Vars<'_>, t: &Vars<'_>) -> bool {
+        if self.local(cel, generation, c).is_err() {
+            return false;
+        }
+        if self.dependent.is_empty() {
+            return true;
+        }
+        let scope = Scope::with_trigger(c.clone(), t.clone());
+        let ctx = cel.context(&scope);
+        self.dependent
+            .iter()
+            .all(|e| matches!(ctx.resolve(e), Ok(Value::Bool(true))))
+    }
+}
+
+/// The operands of a chain of `&&`, left to right.
+fn conjuncts(e: &cel::common::ast::IdedExpr, out: &mut Vec<cel::common::ast::IdedExpr>) {
+    use cel::common::ast::Expr;
+    match &e.expr {
+        Expr::Call(c)
+            if c.func_name == cel::common::ast::operators::LOGICAL_AND
+                && c.target.is_none()
+                && c.args.len() == 2 =>
+        {
+            conjuncts(&c.args[0], out);
+            conjuncts(&c.args[1], out);
+        }
+        _ => out.push(e.clone()),
+    }
+}
+
+/// Whether `e` names the identifier `name` anywhere (also where a comprehension shadows it:
+/// that only costs a cache hit).
+fn reads_ident(e: &cel::common::ast::IdedExpr, name: &str) -> bool {
+    let mut stack = vec![e];
+    while let Some(e) = stack.pop() {
+        if let cel::common::ast::Expr::Ident(n) = &e.expr
+            && n == name
+        {
+            return true;
+        }
+        stack.extend(crate::expr::children(e));
+    }
+    false
 }
 
 /// One compiled rule.
@@ -90,7 +186,7 @@ pub struct Rule {
     severity: Severity,
     title: Template,
     events: Vec<String>,
-    condition: Option<Program>,
+    condition: Option<Condition>,
     condition_source: Option<String>,
     entity: EntitySelector,
     score: f64,
@@ -128,6 +224,14 @@ impl Rule {
     /// The names of the rule's joins, in evaluation order.
     pub fn join_names(&self) -> impl Iterator<Item = &str> {
         self.joins.iter().map(|j| j.name.as_str())
+    }
+    /// The relations of the joins measured from the trigger: those a late joined signal asks
+    /// [`JoinSource::triggers`] about.
+    pub fn trigger_relations(&self) -> impl Iterator<Item = Relation> {
+        self.joins
+            .iter()
+            .filter(|j| j.of.is_none())
+            .map(|j| j.relation)
     }
     pub fn score(&self) -> f64 {
         self.score
@@ -217,7 +321,12 @@ pub struct RuleSet {
     /// Event names a caller must hold for joins: join events and triggers of rules with joins.
     held_events: HashSet<String>,
     horizon: Duration,
+    /// Distinguishes this rule set's condition slots from another's in a [`Prepared`].
+    generation: u64,
 }
+
+/// The generation of the next rule set compiled.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -310,6 +419,14 @@ impl RuleSet {
                 }
             }
         }
+        let mut slot = 0;
+        for r in &mut rules {
+            let joins = r.joins.iter_mut().filter_map(|j| j.condition.as_mut());
+            for c in r.condition.iter_mut().chain(joins) {
+                c.slot = slot;
+                slot += 1;
+            }
+        }
         let mut by_event: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_join_event: HashMap<String, Vec<usize>> = HashMap::new();
         let mut held_events = HashSet::new();
@@ -341,6 +458,7 @@ impl RuleSet {
                 by_join_event,
                 held_events,
                 horizon,
+                generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             },
             errors,
         )
@@ -408,8 +526,28 @@ impl RuleSet {
         let Some(rules) = self.by_join_event.get(&joined.name) else {
             return out;
         };
+        let joined_vars = Vars::of(joined, source);
+        let mut anchors = Anchors::default();
         for &i in rules {
             let rule = &self.rules[i];
+            // The joins `joined` can fill (with a chain, any join listening for its event) whose
+            // operands that do not read `trigger` hold for it: those hold or fail whatever the
+            // trigger, so a join they fail cannot be filled by `joined` for any trigger.
+            let slots: Vec<usize> = rule
+                .joins
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.events.contains(&joined.name))
+                .filter(|(_, j)| {
+                    j.condition
+                        .as_ref()
+                        .is_none_or(|c| c.local(&self.cel, self.generation, &joined_vars).is_ok())
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if slots.is_empty() {
+                continue;
+            }
             let from = joined.time.minus(rule.reach);
             let to = joined.time.plus(rule.reach);
             let direct: Vec<&Join> = rule
@@ -425,6 +563,15 @@ impl RuleSet {
             for e in &rule.events {
                 if all_direct {
                     for j in &direct {
+                        // Only triggers whose window for this join can hold `joined` (the
+                        // check below keeps exactly those): `before` means `joined` is at most
+                        // `within` earlier than the trigger, so the trigger is at most `within`
+                        // later than `joined`.
+                        let (from, to) = match j.order {
+                            Order::Before => (joined.time, joined.time.plus(j.within)),
+                            Order::After => (joined.time.minus(j.within), joined.time),
+                            Order::Any => (joined.time.minus(j.within), joined.time.plus(j.within)),
+                        };
                         triggers.extend(source.triggers(&rule.id, e, from, to, j.relation, joined));
                     }
                 } else {
@@ -445,22 +592,26 @@ impl RuleSet {
                         let (from, to) = j.order.range(t.time, j.within);
                         joined.time >= from
                             && joined.time <= to
-                            && crate::join::related(j.relation, t, joined, source)
+                            && crate::join::related_to(
+                                j.relation,
+                                &anchors.get(j.relation, t, source),
+                                joined,
+                                source,
+                            )
                     })
                 });
             }
-            // The joins `joined` can fill; with a chain, any join listening for its event.
-            let slots: Vec<usize> = rule
-                .joins
-                .iter()
-                .enumerate()
-                .filter(|(_, j)| j.events.contains(&joined.name))
-                .map(|(i, _)| i)
-                .collect();
             for t in triggers.into_iter().take(MAX_LATE_TRIGGERS) {
-                let ctx = self.cel.context(t);
+                let tv = Vars::of(t, source);
                 for &slot in &slots {
-                    if let Ok(m) = rule.apply(&self.cel, &ctx, t, source, Some((slot, joined))) {
+                    if let Ok(m) = rule.apply(
+                        &self.cel,
+                        self.generation,
+                        &tv,
+                        source,
+                        Some((slot, &joined_vars)),
+                        &mut anchors,
+                    ) {
                         out.push(m);
                         break;
                     }
@@ -476,6 +627,12 @@ impl RuleSet {
     /// [`JoinSource::triggers`] with just these (a late joined signal then skips every held
     /// signal that could never be a trigger).
     pub fn armed(&self, s: &Signal) -> Vec<&str> {
+        self.armed_prepared(s, &Prepared::new())
+    }
+
+    /// [`RuleSet::armed`], with `s`'s CEL variables kept in `prepared` (which the caller keeps
+    /// with `s` and hands back through [`JoinSource::prepared`]).
+    pub fn armed_prepared(&self, s: &Signal, prepared: &Prepared) -> Vec<&str> {
         let Some(candidates) = self.by_event.get(&s.name) else {
             return Vec::new();
         };
@@ -487,10 +644,14 @@ impl RuleSet {
         if joining.is_empty() {
             return Vec::new();
         }
-        let ctx = self.cel.context(s);
+        let v = Vars::with(s, prepared);
         joining
             .into_iter()
-            .filter(|r| r.condition.as_ref().is_none_or(|c| check(c, &ctx).is_ok()))
+            .filter(|r| {
+                r.condition
+                    .as_ref()
+                    .is_none_or(|c| c.local(&self.cel, self.generation, &v).is_ok())
+            })
             .map(|r| r.id.as_str())
             .collect()
     }
@@ -518,10 +679,11 @@ impl RuleSet {
         let Some(candidates) = self.by_event.get(&trigger.name) else {
             return (matches, misses);
         };
-        let ctx = self.cel.context(trigger);
+        let tv = Vars::of(trigger, source);
+        let mut anchors = Anchors::default();
         for &i in candidates {
             let rule = &self.rules[i];
-            match rule.apply(&self.cel, &ctx, trigger, source, None) {
+            match rule.apply(&self.cel, self.generation, &tv, source, None, &mut anchors) {
                 Ok(m) => matches.push(m),
                 Err(miss) => misses.push((rule.id.as_str(), miss)),
             }
@@ -544,30 +706,30 @@ impl Rule {
     /// Evaluates the rule for `trigger`. `force` = (join index, signal): that join may only
     /// choose that signal (how a late joined signal completes a held trigger without the
     /// search for every other candidate).
-    fn apply(
+    fn apply<'s>(
         &self,
         cel: &Cel,
-        ctx: &Context<'_, '_>,
-        trigger: &Signal,
-        source: &dyn JoinSource,
-        force: Option<(usize, &Signal)>,
+        generation: u64,
+        tv: &Vars<'s>,
+        source: &'s dyn JoinSource,
+        force: Option<(usize, &Vars<'s>)>,
+        anchors: &mut Anchors,
     ) -> Result<RuleMatch, Miss> {
+        let trigger = tv.signal;
         if let Some(cond) = &self.condition {
-            check(cond, ctx)?;
+            cond.local(cel, generation, tv)?;
         }
-        let mut chosen: Vec<&Signal> = Vec::with_capacity(self.joins.len());
-        if !self.joins.is_empty() {
-            let trigger_value = crate::expr::signal_value(trigger);
-            if let Err(j) =
-                self.join_from(0, cel, trigger, &trigger_value, source, force, &mut chosen)
-            {
-                let join = &self.joins[j];
-                return Err(Miss::JoinUnmatched {
-                    name: join.name.clone(),
-                    events: join.events.clone(),
-                    relation: join.relation,
-                });
-            }
+        let mut chosen: Vec<Vars<'s>> = Vec::with_capacity(self.joins.len());
+        if !self.joins.is_empty()
+            && let Err(j) =
+                self.join_from(0, cel, generation, tv, source, force, &mut chosen, anchors)
+        {
+            let join = &self.joins[j];
+            return Err(Miss::JoinUnmatched {
+                name: join.name.clone(),
+                events: join.events.clone(),
+                relation: join.relation,
+            });
         }
         let entity = match &self.entity {
             EntitySelector::Signal => trigger.entity.clone(),
@@ -593,56 +755,52 @@ impl Rule {
             }
         };
         let evidence: Vec<daytwo_model::Evidence> = std::iter::once(trigger)
-            .chain(chosen.iter().copied())
+            .chain(chosen.iter().map(|v| v.signal))
             .flat_map(|s| s.evidence.iter())
             .filter(|e| self.evidence.keeps(&e.kind))
             .cloned()
             .collect();
-        let render = |ctx: &Context<'_, '_>| RuleMatch {
+        let signals: Vec<Signal> = std::iter::once(trigger)
+            .chain(chosen.iter().map(|v| v.signal))
+            .cloned()
+            .collect();
+        let scope = if self.joins.is_empty() {
+            Scope::of(tv.clone())
+        } else {
+            Scope::with_joins(
+                tv.clone(),
+                self.joins
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .zip(chosen)
+                    .collect(),
+            )
+        };
+        let ctx = cel.context(&scope);
+        Ok(RuleMatch {
             rule: self.id.clone(),
             severity: self.severity,
-            title: self.title.render(ctx),
+            title: self.title.render(&ctx),
             hypothesis: Hypothesis {
-                entity: entity.clone(),
+                entity,
                 score: self.score,
                 rule: self.id.clone(),
-                explanation: self.explanation.render(ctx),
-                remediation: self.remediation.render(ctx),
-                evidence: evidence.clone(),
+                explanation: self.explanation.render(&ctx),
+                remediation: self.remediation.render(&ctx),
+                evidence,
             },
-            signals: std::iter::once(trigger)
-                .chain(chosen.iter().copied())
-                .cloned()
-                .collect(),
-        };
-        if self.joins.is_empty() {
-            return Ok(render(ctx));
-        }
-        let mut joins: HashMap<cel::objects::Key, Value> = HashMap::new();
-        for (j, s) in self.joins.iter().zip(&chosen) {
-            joins.insert(
-                cel::objects::Key::from(j.name.clone()),
-                crate::expr::signal_value(s),
-            );
-        }
-        let mut inner = ctx.new_inner_scope();
-        inner.add_variable_from_value(
-            "join",
-            Value::Map(cel::objects::Map {
-                map: std::sync::Arc::new(joins),
-            }),
-        );
-        Ok(render(&inner))
+            signals,
+        })
     }
 
     /// The signal chosen for the join named `name`.
-    fn chosen<'s>(&self, name: &str, chosen: &[&'s Signal]) -> &'s Signal {
+    fn chosen<'s>(&self, name: &str, chosen: &[Vars<'s>]) -> &'s Signal {
         let i = self
             .joins
             .iter()
             .position(|j| j.name == name)
             .expect("root_cause.entity names a join, checked at load time");
-        chosen[i]
+        chosen[i].signal
     }
 
     /// Chooses a signal for join `j` and every later join (backtracking over candidates,
@@ -652,37 +810,44 @@ impl Rule {
         &self,
         j: usize,
         cel: &Cel,
-        trigger: &'s Signal,
-        trigger_value: &Value,
+        generation: u64,
+        tv: &Vars<'s>,
         source: &'s dyn JoinSource,
-        force: Option<(usize, &'s Signal)>,
-        chosen: &mut Vec<&'s Signal>,
+        force: Option<(usize, &Vars<'s>)>,
+        chosen: &mut Vec<Vars<'s>>,
+        anchors: &mut Anchors,
     ) -> Result<(), usize> {
         let Some(join) = self.joins.get(j) else {
             return Ok(());
         };
+        let trigger = tv.signal;
         let anchor: &Signal = match join.of {
             None => trigger,
-            Some(a) => chosen[a],
+            Some(a) => chosen[a].signal,
         };
         let (from, to) = join.order.range(anchor.time, join.within);
-        let facts = crate::join::Anchor::new(join.relation, anchor, source);
-        let mut candidates: Vec<&Signal> = match force {
-            Some((fj, fs)) if fj == j => {
+        let facts = anchors.get(join.relation, anchor, source);
+        let forced = match force {
+            Some((fj, fv)) if fj == j => Some(fv),
+            _ => None,
+        };
+        let mut candidates: Vec<&'s Signal> = match forced {
+            Some(fv) => {
+                let fs = fv.signal;
                 if join.events.contains(&fs.name) && fs.time >= from && fs.time <= to {
                     vec![fs]
                 } else {
                     Vec::new()
                 }
             }
-            _ => join
+            None => join
                 .events
                 .iter()
                 .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
                 .collect(),
         }
         .into_iter()
-        .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.id == c.id))
+        .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.signal.id == c.id))
         .filter(|c| crate::join::related_to(join.relation, &facts, c, source))
         .collect();
         candidates.sort_by(|a, b| {
@@ -694,21 +859,67 @@ impl Rule {
         candidates.dedup_by(|a, b| a.id == b.id);
         let mut deepest = j;
         for c in candidates.into_iter().take(MAX_CANDIDATES) {
-            if let Some(cond) = &join.condition {
-                let mut cctx = cel.context(c);
-                cctx.add_variable_from_value("trigger", trigger_value.clone());
-                if check(cond, &cctx).is_err() {
-                    continue;
-                }
+            let cv = match forced {
+                Some(fv) => fv.clone(),
+                None => Vars::of(c, source),
+            };
+            if let Some(cond) = &join.condition
+                && !cond.holds(cel, generation, &cv, tv)
+            {
+                continue;
             }
-            chosen.push(c);
-            match self.join_from(j + 1, cel, trigger, trigger_value, source, force, chosen) {
+            chosen.push(cv);
+            match self.join_from(j + 1, cel, generation, tv, source, force, chosen, anchors) {
                 Ok(()) => return Ok(()),
                 Err(failed) => deepest = deepest.max(failed),
             }
             chosen.pop();
         }
         Err(deepest)
+    }
+}
+
+/// What relations need to know about their anchors ([`crate::join::Anchor`]: the machines and
+/// workloads the topology says a signal's entity had), computed once per anchor during one
+/// evaluation (the source does not change meanwhile) rather than once per rule and per join.
+#[derive(Default)]
+struct Anchors {
+    /// (address of the anchor signal, machines?) → its machines or workloads.
+    memo: HashMap<(usize, bool), Vec<String>>,
+}
+
+impl Anchors {
+    fn get<'a>(
+        &mut self,
+        relation: Relation,
+        signal: &'a Signal,
+        source: &dyn JoinSource,
+    ) -> crate::join::Anchor<'a> {
+        let machines = match relation {
+            Relation::SameHost | Relation::RunsOn => true,
+            Relation::OwnedBy => false,
+            _ => return crate::join::Anchor::new(relation, signal, source),
+        };
+        let key = (std::ptr::from_ref(signal) as usize, machines);
+        let facts = match self.memo.get(&key) {
+            Some(f) => f.clone(),
+            None => {
+                let a = crate::join::Anchor::new(relation, signal, source);
+                let f = if machines { a.machines } else { a.workloads };
+                self.memo.insert(key, f.clone());
+                f
+            }
+        };
+        let (machines, workloads) = if machines {
+            (facts, Vec::new())
+        } else {
+            (Vec::new(), facts)
+        };
+        crate::join::Anchor {
+            signal,
+            machines,
+            workloads,
+        }
     }
 }
 
@@ -801,7 +1012,7 @@ fn compile_rule(
     let condition = match &spec.matcher.condition {
         None => None,
         Some(c) => match cel.compile(&c.value) {
-            Ok(p) => Some(p),
+            Ok(p) => Some(Condition::new(p)),
             Err(e) => {
                 errors.push(expr_error(file, &id, "match.condition", c, 0, e));
                 None
@@ -1087,7 +1298,7 @@ fn compile_joins(
         let condition = match &j.condition {
             None => None,
             Some(c) => match cel.compile_with(&c.value, &["trigger"]) {
-                Ok(p) => Some(p),
+                Ok(p) => Some(Condition::new(p)),
                 Err(e) => {
                     errors.push(expr_error(
                         file,

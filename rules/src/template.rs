@@ -270,7 +270,9 @@ mod tests {
     fn render(text: &str) -> String {
         let cel = Cel::new();
         let t = Template::parse(&cel, text).unwrap();
-        t.render(&cel.context(&signal()))
+        let s = signal();
+        let scope = crate::expr::Scope::of(crate::expr::Vars::fresh(&s));
+        t.render(&cel.context(&scope))
     }
 
     #[test]
