@@ -117,7 +117,10 @@ pub fn collector_kube(
 ) -> Result<daytwo_collector::kube::KubeConfig> {
     let (client, cluster_name, max_age, backoff) = kube_common(flags, file)?;
     let mut analyzer = daytwo_k8s::map::cluster::AnalyzerConfig::default();
-    if let Some(secs) = flags.kube_replicas_grace_secs.or(file.kube.replicas_grace_secs) {
+    if let Some(secs) = flags
+        .kube_replicas_grace_secs
+        .or(file.kube.replicas_grace_secs)
+    {
         analyzer.replicas_grace = Duration::from_secs(secs);
     }
     Ok(daytwo_collector::kube::KubeConfig {

@@ -536,7 +536,10 @@ mod tests {
             serde_json::json!(["n1", "n2"]),
         );
         t.observe(&svc);
-        assert!(t.seen("service:checkout", EdgeKind::RunsOn, "pod:u1").is_some());
+        assert!(
+            t.seen("service:checkout", EdgeKind::RunsOn, "pod:u1")
+                .is_some()
+        );
         assert!(
             t.seen("service:checkout", EdgeKind::RunsOn, "pod:shop/checkout-2")
                 .is_some()
