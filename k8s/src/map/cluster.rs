@@ -1051,7 +1051,7 @@ fn analyze(st: &State) -> Vec<Finding> {
             let ns = &e.meta.namespace;
             let selects = [Kind::Deployment, Kind::StatefulSet, Kind::DaemonSet]
                 .into_iter()
-                .flat_map(|k| of(k))
+                .flat_map(&of)
                 .filter(|w| &w.meta.namespace == ns)
                 .any(|w| match &w.obj {
                     Obj::Deployment {
