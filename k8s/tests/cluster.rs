@@ -396,3 +396,109 @@ fn deployment_replicas_not_ready_after_the_grace_period_only() {
     assert_eq!(out[0].severity, Severity::Info);
     assert!(a.tick(at("14:31:00")).is_empty());
 }
+
+mod replay {
+    //! Property: whatever order the watches deliver and re-list objects in, and however often
+    //! the analyzers tick, each finding's signals alternate appear, clear, appear, … (never
+    //! twice in a row), and what is active after a tick is exactly what an analyzer started
+    //! afresh over the same objects finds.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The Ingress changes to this fixture state (a watch MODIFIED).
+        Ingress(&'static str),
+        /// The Services are re-listed with or without `checkout`.
+        Services(bool),
+        /// The Ingress is re-listed as it is (a reconnect or a 410).
+        RelistIngress,
+        /// The IngressClasses are re-listed with or without a default class.
+        Classes(bool),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        prop::collection::vec(
+            prop_oneof![
+                3 => prop::sample::select(vec!["ok", "broken", "no_class", "legacy_annotation"])
+                    .prop_map(Op::Ingress),
+                2 => any::<bool>().prop_map(Op::Services),
+                2 => Just(Op::RelistIngress),
+                1 => any::<bool>().prop_map(Op::Classes),
+            ],
+            0..30,
+        )
+    }
+
+    fn active_keys(a: &Analyzer) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = a
+            .active()
+            .map(|f| (f.code.to_string(), f.detail.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn findings_alternate_and_match_a_fresh_analysis(ops in ops()) {
+            let index = ClusterIndex::new();
+            let mut a = Analyzer::new(ctx(), index.clone(), AnalyzerConfig::default());
+            let now = at("14:30:00");
+            let mut ingresses = quiet::<Ingress>(&index);
+            let mut services = quiet::<Service>(&index);
+            let mut classes = quiet::<IngressClass>(&index);
+            let mut current: Ingress = fixture("ingresses.json", "broken");
+            ingresses.list(std::slice::from_ref(&current), now);
+            services.list(&[fixture("services.json", "checkout")], now);
+            classes.list(&[fixture("ingressclasses.json", "nginx")], now);
+            let mut last: BTreeMap<(String, String), String> = BTreeMap::new();
+            for op in ops.iter().cloned().chain([Op::RelistIngress]) {
+                match op {
+                    Op::Ingress(state) => {
+                        current = fixture("ingresses.json", state);
+                        ingresses.0.apply(&current, now);
+                    }
+                    Op::Services(with) => {
+                        let list: Vec<Service> = if with {
+                            vec![fixture("services.json", "checkout")]
+                        } else {
+                            vec![]
+                        };
+                        services.list(&list, now);
+                    }
+                    Op::RelistIngress => {
+                        ingresses.list(std::slice::from_ref(&current), now);
+                    }
+                    Op::Classes(default) => {
+                        let c = if default { "nginx_default" } else { "nginx" };
+                        classes.list(&[fixture("ingressclasses.json", c)], now);
+                    }
+                }
+                for s in a.tick(now) {
+                    let key = (
+                        s.attributes[names::FINDING].as_str().unwrap().to_string(),
+                        s.attributes
+                            .get(names::FINDING_DETAIL)
+                            .and_then(|d| d.as_str())
+                            .unwrap_or("")
+                            .to_string(),
+                    );
+                    let before = last.insert(key.clone(), s.name.clone());
+                    match s.name.as_str() {
+                        M => prop_assert!(before.as_deref() != Some(M), "{key:?} appeared twice"),
+                        C => prop_assert_eq!(before.as_deref(), Some(M), "{:?} cleared unseen", key),
+                        other => prop_assert!(false, "unexpected {other}"),
+                    }
+                }
+                let mut fresh = Analyzer::new(ctx(), index.clone(), AnalyzerConfig::default());
+                fresh.tick(now);
+                prop_assert_eq!(active_keys(&a), active_keys(&fresh));
+                // A second tick with nothing changed says nothing.
+                prop_assert!(a.tick(now).is_empty());
+            }
+        }
+    }
+}
