@@ -10,6 +10,11 @@
 //!   pod → one incident naming the rollout through `cascades.change_then_errors`;
 //! * a node turning NotReady (reported by the agent and the collector, stored once) and its
 //!   pod crash-looping after it → one incident on the node, the pod's failure part of it;
+//! * a Service whose only pod crash-loops → one incident on the pod, the Service's endpoint
+//!   loss part of it (`kubernetes.service_backend_failing`);
+//! * an Ingress naming a missing Service, TLS Secret and IngressClass, and a Deployment with
+//!   no ready replica past its grace period → incidents from the configuration analyzers,
+//!   emitted once, cleared once when the Ingress is fixed;
 //! * the API server unreachable → the agent still starts and is ready, and the failures are
 //!   counted in `daytwo_agent_kube_errors_total`;
 //! * a standalone `daytwo agent` ships its node's Kubernetes signals over OTLP, and the raw
@@ -814,6 +819,14 @@ fn configuration_findings_and_unavailable_deployments_become_incidents() {
             vec![fixture("ingresses.json", "broken")],
         ),
     );
+    // Later (the test opens the gate) the Ingress is fixed: its findings clear.
+    let fixed = Gate::new();
+    api.push_watch(
+        "/apis/networking.k8s.io/v1/ingresses",
+        WatchSession::new(WatchEnd::Hold)
+            .after(&fixed)
+            .event("MODIFIED", fixture("ingresses.json", "ok")),
+    );
     api.push_list(
         "/apis/networking.k8s.io/v1/ingressclasses",
         list(
@@ -973,5 +986,21 @@ fn configuration_findings_and_unavailable_deployments_become_incidents() {
     assert_eq!(before, 4.0, "3 Ingress findings and 1 Deployment");
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(analyzer_signals(), before);
+
+    // Fixed: each finding clears once, and the clearing joins the incident that holds it.
+    fixed.open();
+    let cleared = wait_for(Duration::from_secs(30), || {
+        let n = d
+            .incidents()
+            .iter()
+            .flat_map(|i| i["signals"].as_array().unwrap().clone())
+            .filter(|s| s["name"] == "daytwo.k8s.misconfiguration_cleared")
+            .count();
+        (n >= 3).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("no cleared findings; incidents: {:#?}", d.incidents()));
+    assert_eq!(cleared, 3);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(analyzer_signals(), before + 3.0);
     drop(d);
 }
