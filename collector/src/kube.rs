@@ -10,7 +10,7 @@
 //! (each watches its own node's). For the configuration analyzers
 //! ([`daytwo_k8s::map::cluster`]) also Services, Ingresses, IngressClasses, NetworkPolicies
 //! (networking.k8s.io/v1), PodDisruptionBudgets (policy/v1), CronJobs (batch/v1) and
-//! StorageClasses (storage.k8s.io/v1); Deployments, StatefulSets, DaemonSets and Secrets feed
+//! StorageClasses (storage.k8s.io/v1); Deployments, StatefulSets, DaemonSets, Jobs and Secrets feed
 //! the same index from their own watches. The analyzers run every `analyze_interval` and
 //! report findings as they appear and clear.
 //!
@@ -195,7 +195,11 @@ pub async fn run(
         Api::all(c()),
         ReplicaSetMapper::new(ctx.clone()),
     );
-    sp.add("jobs", Api::all(c()), JobMapper::new(ctx.clone()));
+    sp.add(
+        "jobs",
+        Api::all(c()),
+        Indexing::new(JobMapper::new(ctx.clone()), index.clone()),
+    );
     sp.add(
         "horizontalpodautoscalers",
         Api::all(c()),

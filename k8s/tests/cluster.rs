@@ -8,6 +8,7 @@ use daytwo_k8s::map::cluster::{
     Analyzer, AnalyzerConfig, ClusterIndex, Indexable, Indexing, Quiet, index_only,
 };
 use daytwo_k8s::map::config::SecretMapper;
+use daytwo_k8s::map::job::JobMapper;
 use daytwo_k8s::map::workload::DeploymentMapper;
 use daytwo_k8s::{Context, Mapper, Tracker, names};
 use daytwo_model::{EntityKind, Severity, Signal, Timestamp};
@@ -211,6 +212,18 @@ fn network_policies_that_allow_everything_or_select_nothing() {
     deployments.list(&[fixture("deployments.json", "v2_0")], now);
     statefulsets.list(&[fixture("statefulsets.json", "ok")], now);
     daemonsets.list(&[], now);
+    // Jobs are watched for failures already; the index rides on that watch too.
+    let mut jobs = W(Tracker::new(Indexing::new(
+        JobMapper::new(ctx()),
+        index.clone(),
+    )));
+    jobs.list(&[fixture("jobs.json", "running")], now);
+    assert!(
+        a.tick(now).is_empty(),
+        "nothing judged until CronJobs are listed as well"
+    );
+    let mut cronjobs = quiet::<CronJob>(&index);
+    cronjobs.list(&[fixture("cronjobs.json", "ok")], now);
     let out = a.tick(now);
     assert_eq!(findings(&out), [f(M, "networkpolicy.selects_no_pods", "")]);
     assert_eq!(

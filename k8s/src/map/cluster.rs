@@ -29,7 +29,7 @@ use super::{Context, Mapper, rfc3339, signal};
 use crate::names;
 use daytwo_model::{Attributes, Entity, EntityKind, Severity, Signal, Timestamp};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -54,6 +54,7 @@ pub enum Kind {
     StatefulSet,
     Deployment,
     DaemonSet,
+    Job,
 }
 
 impl Kind {
@@ -70,6 +71,7 @@ impl Kind {
             Kind::StatefulSet => "StatefulSet",
             Kind::Deployment => "Deployment",
             Kind::DaemonSet => "DaemonSet",
+            Kind::Job => "Job",
         }
     }
 }
@@ -199,6 +201,7 @@ pub enum Obj {
         schedule: String,
         suspend: bool,
         starting_deadline_seconds: Option<i64>,
+        template_labels: BTreeMap<String, String>,
     },
     StatefulSet {
         service_name: String,
@@ -216,6 +219,9 @@ pub enum Obj {
         template_labels: BTreeMap<String, String>,
     },
     DaemonSet {
+        template_labels: BTreeMap<String, String>,
+    },
+    Job {
         template_labels: BTreeMap<String, String>,
     },
 }
@@ -450,6 +456,10 @@ impl Indexable for CronJob {
                 schedule: spec.map(|s| s.schedule.clone()).unwrap_or_default(),
                 suspend: spec.and_then(|s| s.suspend).unwrap_or(false),
                 starting_deadline_seconds: spec.and_then(|s| s.starting_deadline_seconds),
+                template_labels: labels_of(
+                    spec.and_then(|s| s.job_template.spec.as_ref())
+                        .and_then(|j| j.template.metadata.as_ref()),
+                ),
             },
         }
     }
@@ -520,6 +530,22 @@ impl Indexable for DaemonSet {
         Entry {
             meta: Meta::of(&self.metadata),
             obj: Obj::DaemonSet {
+                template_labels: labels_of(
+                    self.spec
+                        .as_ref()
+                        .and_then(|s| s.template.metadata.as_ref()),
+                ),
+            },
+        }
+    }
+}
+
+impl Indexable for Job {
+    const KIND: Kind = Kind::Job;
+    fn entry(&self) -> Entry {
+        Entry {
+            meta: Meta::of(&self.metadata),
+            obj: Obj::Job {
                 template_labels: labels_of(
                     self.spec
                         .as_ref()
@@ -739,7 +765,7 @@ impl Analyzer {
     fn entity(&self, f: &Finding) -> Entity {
         let (ns, name) = (&f.meta.namespace, &f.meta.name);
         match f.kind {
-            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::CronJob => {
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::CronJob | Kind::Job => {
                 self.ctx.workload_entity(ns, f.kind.as_str(), name)
             }
             Kind::Ingress => self
@@ -1015,8 +1041,14 @@ fn analyze(st: &State) -> Vec<Finding> {
     }
 
     // NetworkPolicy: allows all traffic; selects no pods (of any workload's pod template).
-    let workloads_listed =
-        listed(Kind::Deployment) && listed(Kind::StatefulSet) && listed(Kind::DaemonSet);
+    const WORKLOADS: [Kind; 5] = [
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::Job,
+        Kind::CronJob,
+    ];
+    let workloads_listed = WORKLOADS.iter().all(|k| listed(*k));
     for e in of(Kind::NetworkPolicy) {
         let Obj::NetworkPolicy {
             pod_selector,
@@ -1049,7 +1081,7 @@ fn analyze(st: &State) -> Vec<Finding> {
         }
         if !pod_selector.is_empty() && workloads_listed {
             let ns = &e.meta.namespace;
-            let selects = [Kind::Deployment, Kind::StatefulSet, Kind::DaemonSet]
+            let selects = WORKLOADS
                 .into_iter()
                 .flat_map(&of)
                 .filter(|w| &w.meta.namespace == ns)
@@ -1060,7 +1092,11 @@ fn analyze(st: &State) -> Vec<Finding> {
                     | Obj::StatefulSet {
                         template_labels, ..
                     }
-                    | Obj::DaemonSet { template_labels } => pod_selector.matches(template_labels),
+                    | Obj::DaemonSet { template_labels }
+                    | Obj::Job { template_labels }
+                    | Obj::CronJob {
+                        template_labels, ..
+                    } => pod_selector.matches(template_labels),
                     _ => false,
                 });
             if !selects {
@@ -1071,7 +1107,7 @@ fn analyze(st: &State) -> Vec<Finding> {
                     "",
                     Severity::Warning,
                     format!(
-                        "{who} selects no pods: no Deployment, StatefulSet or DaemonSet of {ns} has pods labelled {}, so it protects nothing.",
+                        "{who} selects no pods: no Deployment, StatefulSet, DaemonSet, Job or CronJob of {ns} has pods labelled {}, so it protects nothing.",
                         pod_selector.describe()
                     ),
                 );
@@ -1143,6 +1179,7 @@ fn analyze(st: &State) -> Vec<Finding> {
             schedule,
             suspend,
             starting_deadline_seconds,
+            ..
         } = &e.obj
         else {
             continue;
