@@ -515,3 +515,59 @@ mod replay {
         }
     }
 }
+
+/// Not a test of behaviour: the cost of one analyzer pass over a large cluster, for the
+/// sizing notes (`cargo test -p daytwo-k8s --release --test cluster -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn analyzer_tick_cost_on_a_large_cluster() {
+    let index = ClusterIndex::new();
+    let mut a = Analyzer::new(ctx(), index.clone(), AnalyzerConfig::default());
+    let now = at("14:30:00");
+    let mut ingresses = quiet::<Ingress>(&index);
+    let mut services = quiet::<Service>(&index);
+    let mut deployments = W(Tracker::new(Indexing::new(
+        DeploymentMapper::new(ctx()),
+        index.clone(),
+    )));
+    let n = 10_000;
+    let renamed = |mut v: Value, i: usize| {
+        v["metadata"]["name"] = Value::from(format!("obj-{i}"));
+        v["metadata"]["namespace"] = Value::from(format!("ns-{}", i % 500));
+        v["metadata"]["uid"] = Value::from(format!("uid-{i}"));
+        v
+    };
+    let ing: Value = fixture("ingresses.json", "ok");
+    let svc: Value = fixture("services.json", "checkout");
+    let dep: Value = fixture("deployments.json", "v2_0");
+    let t = std::time::Instant::now();
+    ingresses.list(
+        &(0..n)
+            .map(|i| serde_json::from_value(renamed(ing.clone(), i)).unwrap())
+            .collect::<Vec<Ingress>>(),
+        now,
+    );
+    services.list(
+        &(0..n)
+            .map(|i| serde_json::from_value(renamed(svc.clone(), i)).unwrap())
+            .collect::<Vec<Service>>(),
+        now,
+    );
+    deployments.list(
+        &(0..n)
+            .map(|i| serde_json::from_value(renamed(dep.clone(), i)).unwrap())
+            .collect::<Vec<k8s_openapi::api::apps::v1::Deployment>>(),
+        now,
+    );
+    let listed = t.elapsed();
+    let t = std::time::Instant::now();
+    let first = a.tick(now);
+    let first_tick = t.elapsed();
+    let t = std::time::Instant::now();
+    assert!(a.tick(now).is_empty());
+    let quiet_tick = t.elapsed();
+    println!(
+        "{n} Ingresses, Services, Deployments each: lists {listed:?}, first tick {first_tick:?} ({} findings), quiet tick {quiet_tick:?}",
+        first.len()
+    );
+}
