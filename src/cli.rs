@@ -333,6 +333,12 @@ pub struct KubeFlags {
     /// Longest wait between retries of a failed Kubernetes list or watch [default: 30000].
     #[arg(long, env = "DAYTWO_KUBE_RETRY_MAX_MS")]
     pub kube_retry_max_ms: Option<u64>,
+    /// Collector: how often the configuration analyzers (Ingress, NetworkPolicy, PodDisruptionBudget, CronJob, StatefulSet, Deployment replicas) look at the cluster [default: 30000].
+    #[arg(long, env = "DAYTWO_KUBE_ANALYZE_INTERVAL_MS")]
+    pub kube_analyze_interval_ms: Option<u64>,
+    /// Collector: how long a Deployment may have fewer ready replicas than it wants before daytwo.k8s.workload.replicas_not_ready [default: 300].
+    #[arg(long, env = "DAYTWO_KUBE_REPLICAS_GRACE_SECS")]
+    pub kube_replicas_grace_secs: Option<u64>,
 }
 
 #[derive(Args, Debug)]

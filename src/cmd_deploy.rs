@@ -351,6 +351,7 @@ pub fn manifests(o: &ManifestOptions) -> String {
                         "nodes",
                         "persistentvolumeclaims",
                         "secrets",
+                        "services",
                     ],
                 ),
                 (
@@ -358,8 +359,14 @@ pub fn manifests(o: &ManifestOptions) -> String {
                     &["daemonsets", "deployments", "replicasets", "statefulsets"],
                 ),
                 ("autoscaling", &["horizontalpodautoscalers"]),
-                ("batch", &["jobs"]),
+                ("batch", &["cronjobs", "jobs"]),
                 ("discovery.k8s.io", &["endpointslices"]),
+                (
+                    "networking.k8s.io",
+                    &["ingressclasses", "ingresses", "networkpolicies"],
+                ),
+                ("policy", &["poddisruptionbudgets"]),
+                ("storage.k8s.io", &["storageclasses"]),
             ],
         ),
     ];

@@ -43,6 +43,8 @@ pub struct KubeFile {
     pub cluster_name: Option<String>,
     pub max_age_secs: Option<u64>,
     pub retry_max_ms: Option<u64>,
+    pub analyze_interval_ms: Option<u64>,
+    pub replicas_grace_secs: Option<u64>,
 }
 
 /// The Kubernetes settings shared by agent and collector: (client, cluster, max age, backoff).
@@ -114,11 +116,26 @@ pub fn collector_kube(
     file: &FileConfig,
 ) -> Result<daytwo_collector::kube::KubeConfig> {
     let (client, cluster_name, max_age, backoff) = kube_common(flags, file)?;
+    let mut analyzer = daytwo_k8s::map::cluster::AnalyzerConfig::default();
+    if let Some(secs) = flags
+        .kube_replicas_grace_secs
+        .or(file.kube.replicas_grace_secs)
+    {
+        analyzer.replicas_grace = Duration::from_secs(secs);
+    }
     Ok(daytwo_collector::kube::KubeConfig {
         client,
         cluster_name,
         max_age,
         backoff,
+        analyze_interval: Duration::from_millis(
+            flags
+                .kube_analyze_interval_ms
+                .or(file.kube.analyze_interval_ms)
+                .unwrap_or(30_000)
+                .max(10),
+        ),
+        analyzer,
     })
 }
 

@@ -478,13 +478,20 @@ fn rbac_is_read_only_and_only_what_is_watched() {
             ("", "nodes"),
             ("", "persistentvolumeclaims"),
             ("", "secrets"),
+            ("", "services"),
             ("apps", "daemonsets"),
             ("apps", "deployments"),
             ("apps", "replicasets"),
             ("apps", "statefulsets"),
             ("autoscaling", "horizontalpodautoscalers"),
+            ("batch", "cronjobs"),
             ("batch", "jobs"),
             ("discovery.k8s.io", "endpointslices"),
+            ("networking.k8s.io", "ingressclasses"),
+            ("networking.k8s.io", "ingresses"),
+            ("networking.k8s.io", "networkpolicies"),
+            ("policy", "poddisruptionbudgets"),
+            ("storage.k8s.io", "storageclasses"),
         ])
     );
     // The collector's grants are exactly the resources its watches use, no more, no fewer.

@@ -10,6 +10,11 @@
 //!   pod → one incident naming the rollout through `cascades.change_then_errors`;
 //! * a node turning NotReady (reported by the agent and the collector, stored once) and its
 //!   pod crash-looping after it → one incident on the node, the pod's failure part of it;
+//! * a Service whose only pod crash-loops → one incident on the pod, the Service's endpoint
+//!   loss part of it (`kubernetes.service_backend_failing`);
+//! * an Ingress naming a missing Service, TLS Secret and IngressClass, and a Deployment with
+//!   no ready replica past its grace period → incidents from the configuration analyzers,
+//!   emitted once, cleared once when the Ingress is fixed;
 //! * the API server unreachable → the agent still starts and is ready, and the failures are
 //!   counted in `daytwo_agent_kube_errors_total`;
 //! * a standalone `daytwo agent` ships its node's Kubernetes signals over OTLP, and the raw
@@ -18,7 +23,7 @@
 mod common;
 
 use common::*;
-use daytwo_k8s::fake::{FakeApiServer, WatchEnd, WatchSession, list};
+use daytwo_k8s::fake::{FakeApiServer, Gate, WatchEnd, WatchSession, list};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -679,5 +684,323 @@ fn a_node_not_ready_with_its_pods_failing_is_one_incident_on_the_node() {
     let all = d.incidents();
     assert_eq!(all.len(), 1, "{all:#?}");
     drop(agent);
+    drop(d);
+}
+
+/// The recorded cascade "a Service whose only pod crash-loops": node-1's pod goes into
+/// CrashLoopBackOff (an incident on its container), then the Service's EndpointSlice loses its
+/// last ready endpoint. The Service's outage joins the pod's incident (one page, the pod its
+/// root cause), through `kubernetes.service_backend_failing` and the EndpointSlice's targets;
+/// the Service → pod → node edges are in the topology.
+#[test]
+fn a_service_whose_only_pod_crash_loops_is_one_incident_on_the_pod() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.push_list(
+        "/api/v1/pods",
+        list("Pod", "v1", "104211", vec![fixture("pods.json", "running")]),
+    );
+    api.push_watch(
+        "/api/v1/pods",
+        WatchSession::new(WatchEnd::Hold).event("MODIFIED", fixture("pods.json", "crashloop")),
+    );
+    // The collector's EndpointSlices: the Service is served at first; its slice turns
+    // not-ready only once the test opens the gate (after the pod's incident exists).
+    let gate = Gate::new();
+    api.push_list(
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        list(
+            "EndpointSlice",
+            "discovery.k8s.io/v1",
+            "104300",
+            vec![fixture("endpointslices.json", "ready")],
+        ),
+    );
+    api.push_watch(
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        WatchSession::new(WatchEnd::Hold)
+            .after(&gate)
+            .event("MODIFIED", fixture("endpointslices.json", "not_ready")),
+    );
+    api.push_list(
+        "/api/v1/services",
+        list(
+            "Service",
+            "v1",
+            "104001",
+            vec![fixture("services.json", "checkout")],
+        ),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let log = tmp.path().join("daytwo.log");
+    let d = Daytwo::start(&up_args(&tmp.path().join("data"), &kubeconfig), &log, true);
+    let crash = wait_for(Duration::from_secs(30), || {
+        find_incident(&d.incidents(), "kubernetes.crash_loop_back_off").cloned()
+    })
+    .unwrap_or_else(|| panic!("no crash-loop incident; log:\n{}", read(&log)));
+    let id = crash["id"].as_str().unwrap().to_string();
+
+    gate.open();
+    let inc = wait_for(Duration::from_secs(30), || {
+        d.incidents().into_iter().find(|i| {
+            i["id"] == id.as_str()
+                && i["signals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["name"] == "daytwo.k8s.service.no_endpoints")
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the Service's endpoint loss did not join the pod's incident; incidents: {:#?}\nlog:\n{}",
+            d.incidents(),
+            read(&log)
+        )
+    });
+    let causes = inc["root_causes"].as_array().unwrap();
+    assert_eq!(causes[0]["entity"]["kind"], "container", "{inc:#}");
+    assert_eq!(
+        causes[0]["entity"]["name"], "shop/checkout-7d4b9c8f6-x2x9k/app",
+        "{inc:#}"
+    );
+    let cascade = causes
+        .iter()
+        .find(|h| h["rule"] == "kubernetes.service_backend_failing")
+        .unwrap_or_else(|| panic!("{inc:#}"));
+    assert_eq!(
+        cascade["entity"]["name"], "shop/checkout-7d4b9c8f6-x2x9k/app",
+        "{inc:#}"
+    );
+    assert!(
+        cascade["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("Service shop/checkout has no ready endpoint"),
+        "{cascade:#}"
+    );
+    let lost = inc["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "daytwo.k8s.service.no_endpoints")
+        .unwrap();
+    assert_eq!(
+        lost["attributes"]["daytwo.k8s.endpoints.pods"],
+        serde_json::json!(["checkout-7d4b9c8f6-x2x9k"])
+    );
+    assert_eq!(
+        lost["attributes"]["daytwo.k8s.endpoints.nodes"],
+        serde_json::json!(["node-1"])
+    );
+    // One page: no incident of its own for the Service.
+    let all = d.incidents();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    // The collector watched Services (for the analyzers) once, cluster-wide.
+    assert!(!api.requests_for("/api/v1/services").is_empty());
+    drop(d);
+}
+
+/// k8sgpt's configuration analyzers end to end: an Ingress whose backend Service, TLS Secret
+/// and IngressClass do not exist, and a Deployment with no ready replica past its grace
+/// period, each become an incident through the Kubernetes rules; what is fine (the
+/// Services, classes and Secrets that do exist) does not.
+#[test]
+fn configuration_findings_and_unavailable_deployments_become_incidents() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.push_list(
+        "/apis/networking.k8s.io/v1/ingresses",
+        list(
+            "Ingress",
+            "networking.k8s.io/v1",
+            "105002",
+            vec![fixture("ingresses.json", "broken")],
+        ),
+    );
+    // Later (the test opens the gate) the Ingress is fixed: its findings clear.
+    let fixed = Gate::new();
+    api.push_watch(
+        "/apis/networking.k8s.io/v1/ingresses",
+        WatchSession::new(WatchEnd::Hold)
+            .after(&fixed)
+            .event("MODIFIED", fixture("ingresses.json", "ok")),
+    );
+    api.push_list(
+        "/apis/networking.k8s.io/v1/ingressclasses",
+        list(
+            "IngressClass",
+            "networking.k8s.io/v1",
+            "100101",
+            vec![fixture("ingressclasses.json", "nginx")],
+        ),
+    );
+    api.push_list(
+        "/api/v1/services",
+        list(
+            "Service",
+            "v1",
+            "104001",
+            vec![fixture("services.json", "checkout")],
+        ),
+    );
+    api.push_list(
+        "/api/v1/secrets",
+        list(
+            "Secret",
+            "v1",
+            "104160",
+            vec![fixture("config.json", "secret_tls")],
+        ),
+    );
+    api.push_list(
+        "/apis/apps/v1/deployments",
+        list(
+            "Deployment",
+            "apps/v1",
+            "7120",
+            vec![fixture("deployments.json", "unavailable")],
+        ),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let log = tmp.path().join("daytwo.log");
+    let mut args = up_args(&tmp.path().join("data"), &kubeconfig);
+    args.extend(
+        [
+            "--kube-analyze-interval-ms",
+            "200",
+            "--kube-replicas-grace-secs",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let d = Daytwo::start(&args, &log, true);
+    let rules = [
+        "kubernetes.ingress_misconfigured",
+        "kubernetes.deployment_unavailable",
+    ];
+    let incidents = wait_for(Duration::from_secs(30), || {
+        let all = d.incidents();
+        (rules
+            .iter()
+            .all(|r| {
+                all.iter().any(|i| {
+                    i["root_causes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|h| h["rule"] == *r)
+                })
+            })
+            // The analyzers judge each kind once its first list is in: the three Ingress
+            // findings may come in more than one tick.
+            && all
+                .iter()
+                .flat_map(|i| i["signals"].as_array().unwrap())
+                .filter(|s| s["name"] == "daytwo.k8s.misconfiguration")
+                .count()
+                >= 3)
+            .then_some(all)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no analyzer incidents; incidents: {:#?}\nlog:\n{}",
+            d.incidents(),
+            read(&log)
+        )
+    });
+    let hypotheses: Vec<&Value> = incidents
+        .iter()
+        .flat_map(|i| i["root_causes"].as_array().unwrap())
+        .collect();
+    // The Ingress's three findings are signals of one incident (one rule, one Ingress; a
+    // host-less warning may also join the namespace's open incident, here the Deployment's).
+    let with_findings: Vec<&Value> = incidents
+        .iter()
+        .filter(|i| {
+            i["signals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == "daytwo.k8s.misconfiguration")
+        })
+        .collect();
+    assert_eq!(with_findings.len(), 1, "{incidents:#?}");
+    let ingress = with_findings[0]["root_causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["rule"] == "kubernetes.ingress_misconfigured")
+        .unwrap();
+    assert_eq!(ingress["entity"]["attributes"]["k8s.ingress.name"], "shop");
+    let messages: Vec<&str> = with_findings[0]["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "daytwo.k8s.misconfiguration")
+        .filter_map(|s| s["message"].as_str())
+        .collect();
+    assert_eq!(messages.len(), 3, "{messages:#?}");
+    let all_text = messages.join("\n");
+    for want in [
+        "the Service shop/api, which does not exist",
+        "the IngressClass traefik, which does not exist",
+        "the Secret shop/shop-tls-2027",
+    ] {
+        assert!(all_text.contains(want), "{want}: {all_text}");
+    }
+    // The backend that exists (checkout) is no finding.
+    assert!(!all_text.contains("shop/checkout"), "{all_text}");
+    let dep = hypotheses
+        .iter()
+        .find(|h| h["rule"] == "kubernetes.deployment_unavailable")
+        .unwrap();
+    assert_eq!(
+        dep["entity"]["attributes"]["k8s.deployment.name"],
+        "checkout"
+    );
+    assert!(
+        dep["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("0 of 3 replicas ready"),
+        "{dep:#}"
+    );
+    // Findings are emitted once, not per tick: the analyzers' signal count stays put.
+    let analyzer_signals = || -> f64 {
+        get(&format!("{}/metrics", d.server()))
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| {
+                        l.starts_with("daytwo_collector_kube_signals_total")
+                            && l.contains("resource=\"analyzers\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    let before = analyzer_signals();
+    assert_eq!(before, 4.0, "3 Ingress findings and 1 Deployment");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(analyzer_signals(), before);
+
+    // Fixed: each finding clears once, and the clearing joins the incident that holds it.
+    fixed.open();
+    let cleared = wait_for(Duration::from_secs(30), || {
+        let n = d
+            .incidents()
+            .iter()
+            .flat_map(|i| i["signals"].as_array().unwrap().clone())
+            .filter(|s| s["name"] == "daytwo.k8s.misconfiguration_cleared")
+            .count();
+        (n >= 3).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("no cleared findings; incidents: {:#?}", d.incidents()));
+    assert_eq!(cleared, 3);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(analyzer_signals(), before + 3.0);
     drop(d);
 }

@@ -7,7 +7,12 @@
 //! Events (core/v1), Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs (batch/v1),
 //! HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims, ConfigMaps, Secrets
 //! (names and hashes only) and EndpointSlices (discovery.k8s.io/v1). Pods are the agents'
-//! (each watches its own node's).
+//! (each watches its own node's). For the configuration analyzers
+//! ([`daytwo_k8s::map::cluster`]) also Services, Ingresses, IngressClasses, NetworkPolicies
+//! (networking.k8s.io/v1), PodDisruptionBudgets (policy/v1), CronJobs (batch/v1) and
+//! StorageClasses (storage.k8s.io/v1); Deployments, StatefulSets, DaemonSets, Jobs and Secrets feed
+//! the same index from their own watches. The analyzers run every `analyze_interval` and
+//! report findings as they appear and clear.
 //!
 //! Invariants: never blocks the collector's start or `/readyz`; a resource the service
 //! account may not list (403) or an unreachable API server is logged once per outage and
@@ -15,6 +20,7 @@
 
 use crate::pipeline::Pipeline;
 use daytwo_k8s::client::{ClientOptions, connect};
+use daytwo_k8s::map::cluster::{Analyzer, AnalyzerConfig, ClusterIndex, Indexing, index_only};
 use daytwo_k8s::map::config::{ConfigMapMapper, SecretMapper};
 use daytwo_k8s::map::endpoints::EndpointSliceMapper;
 use daytwo_k8s::map::event::EventMapper;
@@ -50,6 +56,13 @@ pub const RESOURCES: &[&str] = &[
     "configmaps",
     "secrets",
     "endpointslices",
+    "services",
+    "ingresses",
+    "ingressclasses",
+    "networkpolicies",
+    "poddisruptionbudgets",
+    "cronjobs",
+    "storageclasses",
 ];
 
 /// Kubernetes settings of the collector (`--kube`, `--kubeconfig`, `--cluster-name`).
@@ -60,6 +73,9 @@ pub struct KubeConfig {
     /// Warning events older than this when first seen are history, not signals.
     pub max_age: Duration,
     pub backoff: Backoff,
+    /// How often the configuration analyzers look at the cluster (default 30 s).
+    pub analyze_interval: Duration,
+    pub analyzer: AnalyzerConfig,
 }
 
 impl Default for KubeConfig {
@@ -69,6 +85,8 @@ impl Default for KubeConfig {
             cluster_name: None,
             max_age: Duration::from_secs(15 * 60),
             backoff: Backoff::default(),
+            analyze_interval: Duration::from_secs(30),
+            analyzer: AnalyzerConfig::default(),
         }
     }
 }
@@ -153,29 +171,35 @@ pub async fn run(
     };
     let c = || client.clone();
     use kube::Api;
+    let index = ClusterIndex::new();
+    let ix = |m| Indexing::new(m, index.clone());
     sp.add("nodes", Api::all(c()), NodeMapper::new(ctx.clone()));
     sp.add("events", Api::all(c()), EventMapper::new(ctx.clone()));
     sp.add(
         "deployments",
         Api::all(c()),
-        DeploymentMapper::new(ctx.clone()),
+        Indexing::new(DeploymentMapper::new(ctx.clone()), index.clone()),
     );
     sp.add(
         "statefulsets",
         Api::all(c()),
-        StatefulSetMapper::new(ctx.clone()),
+        Indexing::new(StatefulSetMapper::new(ctx.clone()), index.clone()),
     );
     sp.add(
         "daemonsets",
         Api::all(c()),
-        DaemonSetMapper::new(ctx.clone()),
+        Indexing::new(DaemonSetMapper::new(ctx.clone()), index.clone()),
     );
     sp.add(
         "replicasets",
         Api::all(c()),
         ReplicaSetMapper::new(ctx.clone()),
     );
-    sp.add("jobs", Api::all(c()), JobMapper::new(ctx.clone()));
+    sp.add(
+        "jobs",
+        Api::all(c()),
+        Indexing::new(JobMapper::new(ctx.clone()), index.clone()),
+    );
     sp.add(
         "horizontalpodautoscalers",
         Api::all(c()),
@@ -196,14 +220,77 @@ pub async fn run(
     sp.add_with(
         "secrets",
         Api::all(c()),
-        SecretMapper::new(ctx.clone()),
+        ix(SecretMapper::new(ctx.clone())),
         watcher::Config::default().fields("type!=helm.sh/release.v1"),
     );
     sp.add(
         "endpointslices",
         Api::all(c()),
-        EndpointSliceMapper::new(ctx),
+        EndpointSliceMapper::new(ctx.clone()),
     );
+    use daytwo_k8s::k8s_openapi::api as k;
+    sp.add(
+        "services",
+        Api::all(c()),
+        index_only::<k::core::v1::Service>(&index),
+    );
+    sp.add(
+        "ingresses",
+        Api::all(c()),
+        index_only::<k::networking::v1::Ingress>(&index),
+    );
+    sp.add(
+        "ingressclasses",
+        Api::all(c()),
+        index_only::<k::networking::v1::IngressClass>(&index),
+    );
+    sp.add(
+        "networkpolicies",
+        Api::all(c()),
+        index_only::<k::networking::v1::NetworkPolicy>(&index),
+    );
+    sp.add(
+        "poddisruptionbudgets",
+        Api::all(c()),
+        index_only::<k::policy::v1::PodDisruptionBudget>(&index),
+    );
+    sp.add(
+        "cronjobs",
+        Api::all(c()),
+        index_only::<k::batch::v1::CronJob>(&index),
+    );
+    sp.add(
+        "storageclasses",
+        Api::all(c()),
+        index_only::<k::storage::v1::StorageClass>(&index),
+    );
+    // The analyzers: findings as they appear and clear, on a timer (a grace period elapses
+    // without any watch event).
+    let mut analyzer = Analyzer::new(ctx, index, config.analyzer);
+    let (atx, am, ad) = (tx.clone(), metrics.clone(), shutdown.clone());
+    let every = config.analyze_interval.max(Duration::from_millis(10));
+    sp.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ad.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let now = daytwo_model::Timestamp::from_system_time(std::time::SystemTime::now());
+            let signals = analyzer.tick(now);
+            if signals.is_empty() {
+                continue;
+            }
+            am.signals
+                .with_label_values(&["analyzers"])
+                .inc_by(signals.len() as u64);
+            if atx.send(signals).await.is_err() {
+                break;
+            }
+        }
+        "analyzers"
+    });
     let mut t = sp.tasks;
     drop(tx);
     loop {

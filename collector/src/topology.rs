@@ -189,7 +189,43 @@ impl Topology {
         }
         add(&i.process, EdgeKind::RunsOn, &i.machine);
         add(&i.cgroup, EdgeKind::RunsOn, &i.machine);
+        self.observe_backends(s, &i);
         self.advance(t);
+    }
+
+    /// A Kubernetes Service's signal that lists the pods behind it (EndpointSlices'
+    /// `targetRef`s: `daytwo.k8s.endpoints.pods`, `.pod_uids`, `.nodes`, one order) teaches
+    /// service → pod and pod → machine edges at its time.
+    fn observe_backends(&mut self, s: &Signal, i: &Ids) {
+        let (Some(service), Some(ns)) = (&i.service, attr(s, "k8s.namespace.name")) else {
+            return;
+        };
+        let list = |key: &str| -> Vec<String> {
+            s.attributes
+                .get(key)
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v.as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (names, uids, nodes) = (
+            list("daytwo.k8s.endpoints.pods"),
+            list("daytwo.k8s.endpoints.pod_uids"),
+            list("daytwo.k8s.endpoints.nodes"),
+        );
+        for (n, name) in names.iter().enumerate() {
+            let pod = match uids.get(n).filter(|u| !u.is_empty()) {
+                Some(uid) => format!("pod:{uid}"),
+                None => format!("pod:{ns}/{name}"),
+            };
+            self.add(service, EdgeKind::RunsOn, &pod, s.time);
+            if let Some(node) = nodes.get(n).filter(|n| !n.is_empty()) {
+                self.add(&pod, EdgeKind::RunsOn, &format!("machine:{node}"), s.time);
+            }
+        }
     }
 
     /// Records a service → service call seen at `t` (from traces or `rpc.*` metrics).
@@ -476,6 +512,48 @@ mod tests {
         assert!(t.reaches("frontend", "payment", at));
         assert!(!t.reaches("payment", "frontend", at));
         assert!(!t.reaches("frontend", "payment", Timestamp::from_unix_secs(5000)));
+    }
+
+    #[test]
+    fn a_services_backends_are_its_pods_on_their_nodes() {
+        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+        let mut svc = sig(
+            EntityKind::Service,
+            "shop/checkout",
+            1000,
+            &[("service.name", "checkout"), ("k8s.namespace.name", "shop")],
+        );
+        svc.attributes.insert(
+            "daytwo.k8s.endpoints.pods".into(),
+            serde_json::json!(["checkout-1", "checkout-2"]),
+        );
+        svc.attributes.insert(
+            "daytwo.k8s.endpoints.pod_uids".into(),
+            serde_json::json!(["u1", ""]),
+        );
+        svc.attributes.insert(
+            "daytwo.k8s.endpoints.nodes".into(),
+            serde_json::json!(["n1", "n2"]),
+        );
+        t.observe(&svc);
+        assert!(
+            t.seen("service:checkout", EdgeKind::RunsOn, "pod:u1")
+                .is_some()
+        );
+        assert!(
+            t.seen("service:checkout", EdgeKind::RunsOn, "pod:shop/checkout-2")
+                .is_some()
+        );
+        assert_eq!(t.machines(&svc, svc.time), ["n1", "n2"]);
+        // Another Service with no backends listed learns nothing.
+        let other = sig(
+            EntityKind::Service,
+            "shop/cart",
+            1000,
+            &[("service.name", "cart"), ("k8s.namespace.name", "shop")],
+        );
+        t.observe(&other);
+        assert!(t.machines(&other, other.time).is_empty());
     }
 
     #[test]

@@ -32,12 +32,41 @@ pub enum WatchEnd {
     Hold,
 }
 
+/// A gate a watch session waits at before sending its events, opened by the test: it orders
+/// events of different watches (first this pod's failure, then its Service's endpoints).
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets every session waiting at this gate send its events.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
 /// One scripted answer to a watch request.
 #[derive(Clone, Debug)]
 pub struct WatchSession {
     /// Raw chunks, each usually one JSON watch event followed by `\n`.
     pub chunks: Vec<String>,
     pub end: WatchEnd,
+    /// When set, the response starts (headers) at once and its events wait for the gate.
+    pub gate: Option<Gate>,
 }
 
 impl WatchSession {
@@ -45,7 +74,14 @@ impl WatchSession {
         WatchSession {
             chunks: Vec::new(),
             end,
+            gate: None,
         }
+    }
+
+    /// Holds the session's events until `gate` is opened.
+    pub fn after(mut self, gate: &Gate) -> Self {
+        self.gate = Some(gate.clone());
+        self
     }
 
     /// Adds an `ADDED`, `MODIFIED`, `DELETED` or `BOOKMARK` event for `object`.
@@ -241,12 +277,19 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
             .pop_front()
             .unwrap_or_else(|| WatchSession::new(WatchEnd::Hold));
         drop(g);
-        let chunks = futures::stream::iter(
+        let gate = session.gate.clone();
+        let wait = futures::stream::once(async move {
+            if let Some(g) = gate {
+                g.wait().await;
+            }
+        })
+        .filter_map(|_| async { None::<Result<Vec<u8>, std::io::Error>> });
+        let chunks = wait.chain(futures::stream::iter(
             session
                 .chunks
                 .into_iter()
                 .map(|c| Ok::<_, std::io::Error>(c.into_bytes())),
-        );
+        ));
         let body = match session.end {
             WatchEnd::Close => Body::from_stream(chunks),
             WatchEnd::Hold => Body::from_stream(chunks.chain(futures::stream::pending())),

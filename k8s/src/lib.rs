@@ -30,4 +30,6 @@ pub mod map;
 pub mod names;
 pub mod watch;
 
+/// The Kubernetes types the mappers take, for callers that start watches.
+pub use k8s_openapi;
 pub use map::{Context, Mapper, Tracker};

@@ -22,6 +22,7 @@
 //! Time of a signal: the occurrence's own time when the object records one (a termination's
 //! `finishedAt`, an event's last timestamp), else `now`, the time it was observed.
 
+pub mod cluster;
 pub mod config;
 pub mod endpoints;
 pub mod event;

@@ -36,6 +36,15 @@ pub const VOLUME_CLAIM_FAILED: &str = "daytwo.k8s.volume.claim_failed";
 pub const SERVICE_NO_ENDPOINTS: &str = "daytwo.k8s.service.no_endpoints";
 /// A Service that had no ready endpoint has one again.
 pub const SERVICE_ENDPOINTS_RESTORED: &str = "daytwo.k8s.service.endpoints_restored";
+/// A Deployment has had fewer ready replicas than it wants for longer than the grace period.
+pub const REPLICAS_NOT_READY: &str = "daytwo.k8s.workload.replicas_not_ready";
+/// A Deployment that had too few ready replicas has them all again (or is gone).
+pub const REPLICAS_READY: &str = "daytwo.k8s.workload.replicas_ready";
+/// A configuration finding about an object (k8sgpt's analyzers): `daytwo.k8s.finding` says
+/// which (`ingress.backend_service_not_found`, `cronjob.invalid_schedule`, …).
+pub const MISCONFIGURATION: &str = "daytwo.k8s.misconfiguration";
+/// A configuration finding went away (fixed, or the object was deleted).
+pub const MISCONFIGURATION_CLEARED: &str = "daytwo.k8s.misconfiguration_cleared";
 /// Any other Warning event.
 pub const WARNING_EVENT: &str = "daytwo.k8s.event";
 
@@ -56,6 +65,9 @@ pub const PVC: &str = "k8s.persistentvolumeclaim.name";
 pub const CONFIGMAP: &str = "k8s.configmap.name";
 pub const SECRET: &str = "k8s.secret.name";
 pub const SERVICE: &str = "service.name";
+pub const INGRESS: &str = "k8s.ingress.name";
+pub const NETWORK_POLICY: &str = "k8s.networkpolicy.name";
+pub const PDB: &str = "k8s.poddisruptionbudget.name";
 pub const HOST: &str = "host.name";
 
 pub const CONDITION_TYPE: &str = "k8s.node.condition.type";
@@ -77,6 +89,12 @@ pub const CONDITION: &str = "daytwo.k8s.condition";
 pub const SCALE_TARGET: &str = "daytwo.k8s.scale_target";
 pub const READY_ENDPOINTS: &str = "daytwo.k8s.endpoints.ready";
 pub const NOT_READY_ENDPOINTS: &str = "daytwo.k8s.endpoints.not_ready";
+/// The pods behind a Service (names, in the Service's namespace), ready or not.
+pub const ENDPOINT_PODS: &str = "daytwo.k8s.endpoints.pods";
+/// Their uids, in the same order (`""` when the endpoint has none).
+pub const ENDPOINT_POD_UIDS: &str = "daytwo.k8s.endpoints.pod_uids";
+/// Their nodes, in the same order (`""` when unknown).
+pub const ENDPOINT_NODES: &str = "daytwo.k8s.endpoints.nodes";
 pub const CHANGE_KIND: &str = "daytwo.change.kind";
 pub const CHANGE_FIELDS: &str = "daytwo.change.fields";
 pub const CHANGE_SUMMARY: &str = "daytwo.change.summary";
@@ -89,3 +107,13 @@ pub const REPLICAS_AFTER: &str = "daytwo.change.replicas.after";
 pub const CONTENT_HASH_BEFORE: &str = "daytwo.change.hash.before";
 pub const CONTENT_HASH_AFTER: &str = "daytwo.change.hash.after";
 pub const GENERATION: &str = "daytwo.k8s.generation";
+pub const FINDING: &str = "daytwo.k8s.finding";
+pub const FINDING_DETAIL: &str = "daytwo.k8s.finding.detail";
+pub const REPLICAS_DESIRED: &str = "daytwo.k8s.replicas.desired";
+pub const REPLICAS_READY_COUNT: &str = "daytwo.k8s.replicas.ready";
+pub const SELECTOR: &str = "daytwo.k8s.selector";
+pub const SCHEDULE: &str = "daytwo.k8s.schedule";
+pub const PDB_DISRUPTIONS_ALLOWED: &str = "daytwo.k8s.pdb.disruptions_allowed";
+pub const PDB_CURRENT_HEALTHY: &str = "daytwo.k8s.pdb.current_healthy";
+pub const PDB_DESIRED_HEALTHY: &str = "daytwo.k8s.pdb.desired_healthy";
+pub const PDB_EXPECTED_PODS: &str = "daytwo.k8s.pdb.expected_pods";

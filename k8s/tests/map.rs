@@ -518,6 +518,19 @@ fn service_without_ready_endpoints_and_back() {
     assert_eq!(out[0].entity.kind, EntityKind::Service);
     assert_eq!(out[0].entity.attributes[names::SERVICE], "checkout");
     assert!(out[0].message.contains("Pod/checkout-7d4b9c8f6-x2x9k"));
+    // The pods behind the Service, for rules and the collector's Service → pod topology.
+    assert_eq!(
+        out[0].attributes[names::ENDPOINT_PODS],
+        serde_json::json!(["checkout-7d4b9c8f6-x2x9k"])
+    );
+    assert_eq!(
+        out[0].attributes[names::ENDPOINT_POD_UIDS],
+        serde_json::json!(["5f0c9a8e-2b1d-4c3e-9f7a-1a2b3c4d5e6f"])
+    );
+    assert_eq!(
+        out[0].attributes[names::ENDPOINT_NODES],
+        serde_json::json!(["node-1"])
+    );
     assert!(
         t.apply(&s("empty"), now()).is_empty(),
         "still none: no repeat"

@@ -26,6 +26,16 @@ pub struct SliceSnap {
     pub resource_version: String,
     /// `Pod/NAME` of the endpoints that are not ready.
     pub not_ready_targets: Vec<String>,
+    /// The pods behind the slice's endpoints, ready or not (the Service → pod topology).
+    pub pods: Vec<Backend>,
+}
+
+/// A pod behind a Service, from an endpoint's `targetRef` and `nodeName`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Backend {
+    pub name: String,
+    pub uid: String,
+    pub node: String,
 }
 
 type Svc = (String, String);
@@ -76,7 +86,24 @@ impl EndpointSliceMapper {
             .map(|s| s.resource_version.as_str())
             .collect();
         let targets: Vec<&String> = slices.values().flat_map(|s| &s.not_ready_targets).collect();
+        let mut pods: Vec<&Backend> = slices.values().flat_map(|s| &s.pods).collect();
+        pods.sort();
+        pods.dedup();
         let mut a = Attributes::new();
+        // The Service → pod edges of the topology, at the time of the transition: the pods by
+        // name (for rules), by uid and node (for the collector's topology), in one order.
+        a.insert(
+            names::ENDPOINT_PODS.into(),
+            serde_json::json!(pods.iter().map(|p| &p.name).collect::<Vec<_>>()),
+        );
+        a.insert(
+            names::ENDPOINT_POD_UIDS.into(),
+            serde_json::json!(pods.iter().map(|p| &p.uid).collect::<Vec<_>>()),
+        );
+        a.insert(
+            names::ENDPOINT_NODES.into(),
+            serde_json::json!(pods.iter().map(|p| &p.node).collect::<Vec<_>>()),
+        );
         a.insert(names::READY_ENDPOINTS.into(), (ready as i64).into());
         a.insert(names::NOT_READY_ENDPOINTS.into(), (not_ready as i64).into());
         a.insert(
@@ -152,7 +179,18 @@ impl Mapper for EndpointSliceMapper {
         let mut ready = 0;
         let mut not_ready = 0;
         let mut not_ready_targets = Vec::new();
+        let mut pods = Vec::new();
         for e in &s.endpoints {
+            if let Some(t) = &e.target_ref
+                && t.kind.as_deref() == Some("Pod")
+                && let Some(name) = &t.name
+            {
+                pods.push(Backend {
+                    name: name.clone(),
+                    uid: t.uid.clone().unwrap_or_default(),
+                    node: e.node_name.clone().unwrap_or_default(),
+                });
+            }
             // A missing `ready` means unknown, which consumers must treat as ready.
             let r = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if r {
@@ -180,6 +218,7 @@ impl Mapper for EndpointSliceMapper {
             not_ready,
             resource_version: s.metadata.resource_version.clone().unwrap_or_default(),
             not_ready_targets,
+            pods,
         }
     }
 
