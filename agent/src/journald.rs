@@ -491,6 +491,12 @@ impl JournaldReader {
         self.pipeline.tick(now_ns);
     }
 
+    /// The earliest time (ns) at which [`Self::tick`] could decide something (a silence), when
+    /// nothing is held: the source sleeps until then.
+    pub fn next_tick_due(&self) -> Option<i64> {
+        self.pipeline.next_tick_due()
+    }
+
     /// Everything read so far, with the cursor that covers exactly it (held records are
     /// flushed first).
     pub fn take_pending(&mut self, now_ns: i64) -> Pending {
@@ -543,6 +549,18 @@ impl Pending {
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty() && self.signals.is_empty()
     }
+}
+
+/// Longest sleep of an idle journald source (no entries, no silence due): it re-checks then.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+
+/// When an idle source wakes next: when the earliest silence is due (`due_ns`, wall clock),
+/// at most [`IDLE_WAKE`] from now.
+fn idle_deadline(due_ns: Option<i64>, now_ns: i64) -> tokio::time::Instant {
+    let wait = due_ns.map_or(IDLE_WAKE, |due| {
+        Duration::from_nanos(due.saturating_sub(now_ns).max(0) as u64).min(IDLE_WAKE)
+    });
+    tokio::time::Instant::now() + wait
 }
 
 /// Lines of journalctl's output, at most `max` bytes each (a longer one is skipped to its end).
@@ -796,11 +814,20 @@ impl JournaldSource {
             let mut out = LineReader::new(out, self.max_json_bytes);
             let with_cursor = self.cursor.is_some();
             let mut entries_this_run = 0u64;
-            let mut next_commit = tokio::time::Instant::now() + self.cfg.commit_interval;
+            // Entries read since the last commit: only then is the commit timer armed at
+            // `commit_interval`; an idle journal wakes the source only when a silence could be
+            // due (or after IDLE_WAKE), not every second.
+            let mut dirty = false;
+            let mut next_commit = tokio::time::Instant::now() + IDLE_WAKE;
             let ended = loop {
                 // Backpressure, as for files: while the raw-log queue is full, stop reading
                 // (journalctl blocks on its pipe; the journal is the buffer).
                 let full = self.store.bytes() + self.reader.pending_bytes() >= self.queue_max_bytes;
+                if full {
+                    // Re-check every commit interval whether the shipper made room.
+                    next_commit =
+                        next_commit.min(tokio::time::Instant::now() + self.cfg.commit_interval);
+                }
                 let read = tokio::select! {
                     _ = shutdown.cancelled() => break false,
                     _ = tokio::time::sleep_until(next_commit) => None,
@@ -814,7 +841,8 @@ impl JournaldSource {
                         if !self.commit(&shutdown).await {
                             break false;
                         }
-                        next_commit = tokio::time::Instant::now() + self.cfg.commit_interval;
+                        dirty = false;
+                        next_commit = idle_deadline(self.reader.next_tick_due(), now_ns);
                     }
                     Some(Ok(None)) => break true,
                     Some(Err(e)) => {
@@ -836,6 +864,11 @@ impl JournaldSource {
                             backoff = self.cfg.restart_initial;
                             entries_this_run += 1;
                             self.reader.entry(&e, now_ns, now_ms);
+                            if !dirty {
+                                dirty = true;
+                                next_commit =
+                                    tokio::time::Instant::now() + self.cfg.commit_interval;
+                            }
                         }
                         Err(err) => {
                             self.jm.invalid.with_label_values(&[INVALID_JSON]).inc();

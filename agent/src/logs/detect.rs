@@ -300,29 +300,28 @@ impl LogDetector {
         }
     }
 
+    /// The earliest time (ns) at which [`Self::tick`] could decide a silence, if any workload
+    /// is logging steadily enough to be watched: a source that has nothing else to do sleeps
+    /// until then instead of ticking.
+    pub fn next_due(&self) -> Option<i64> {
+        self.workloads
+            .values()
+            .filter_map(|w| silence_deadline(&self.cfg, w).map(|(due, _, _)| due))
+            .min()
+    }
+
     /// Decides silences at time `now` (ns).
     pub fn tick(&mut self, now: i64) -> Vec<Signal> {
         let cfg = &self.cfg;
         let mut out = Vec::new();
         for (key, w) in &mut self.workloads {
-            if w.silent || !w.live || w.streak_lines < 2 {
+            let Some((due, active, per_minute)) = silence_deadline(cfg, w) else {
+                continue;
+            };
+            if now < due {
                 continue;
             }
-            let active = w.last_line.saturating_sub(w.streak_start);
-            if active < cfg.silence_min_active_secs as i64 * NANOS {
-                continue;
-            }
-            let per_minute = w.streak_lines as f64 * 60.0 * NANOS as f64 / active.max(1) as f64;
-            if per_minute < cfg.silence_min_lines_per_minute {
-                continue;
-            }
-            let mean_gap = active as f64 / (w.streak_lines - 1) as f64;
-            let after =
-                (cfg.silence_factor * mean_gap).max(cfg.silence_min_secs as f64 * NANOS as f64);
             let gap = now.saturating_sub(w.last_line);
-            if (gap as f64) < after {
-                continue;
-            }
             w.silent = true;
             let mut attrs = w.wl.attributes.clone();
             attrs.insert("daytwo.log.silent_secs".into(), (gap / NANOS).into());
@@ -355,6 +354,29 @@ impl LogDetector {
         }
         out
     }
+}
+
+/// When workload `w` counts as silent (ns), with its active span (ns) and lines per minute;
+/// `None` while it is not watched (already silent, gone, or not logging steadily enough).
+fn silence_deadline(cfg: &DetectConfig, w: &Workload) -> Option<(i64, i64, f64)> {
+    if w.silent || !w.live || w.streak_lines < 2 {
+        return None;
+    }
+    let active = w.last_line.saturating_sub(w.streak_start);
+    if active < cfg.silence_min_active_secs as i64 * NANOS {
+        return None;
+    }
+    let per_minute = w.streak_lines as f64 * 60.0 * NANOS as f64 / active.max(1) as f64;
+    if per_minute < cfg.silence_min_lines_per_minute {
+        return None;
+    }
+    let mean_gap = active as f64 / (w.streak_lines - 1) as f64;
+    let after = (cfg.silence_factor * mean_gap).max(cfg.silence_min_secs as f64 * NANOS as f64);
+    Some((
+        w.last_line.saturating_add(after.ceil() as i64),
+        active,
+        per_minute,
+    ))
 }
 
 fn threshold(cfg: &DetectConfig, baseline: f64) -> f64 {
@@ -557,6 +579,35 @@ mod tests {
             feed(&mut d, i * 60 * S, 1, false);
         }
         assert!(d.tick(10_000 * S).is_empty());
+    }
+
+    #[test]
+    fn next_due_is_exactly_when_tick_would_decide_the_silence() {
+        let c = DetectConfig {
+            silence_min_active_secs: 60,
+            silence_min_secs: 30,
+            ..cfg()
+        };
+        let mut d = LogDetector::new(c);
+        assert_eq!(d.next_due(), None, "nothing watched yet");
+        for i in 0..=120 {
+            feed(&mut d, i * S, 1, false);
+        }
+        let due = d
+            .next_due()
+            .expect("a steadily logging workload is watched");
+        assert_eq!(
+            due,
+            150 * S,
+            "30 s (silence_min_secs) after the last line at 120 s"
+        );
+        assert!(d.tick(due - 1).is_empty(), "one nanosecond early");
+        assert_eq!(d.tick(due).len(), 1);
+        assert_eq!(d.next_due(), None, "a silent workload is not watched again");
+        feed(&mut d, 400 * S, 1, false);
+        assert_eq!(d.next_due(), None, "one line is not steady logging");
+        d.gone("shop/web/nginx");
+        assert_eq!(d.next_due(), None);
     }
 
     #[test]

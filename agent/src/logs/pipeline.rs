@@ -222,6 +222,11 @@ impl Pipeline {
         std::mem::take(&mut self.signals)
     }
 
+    /// The earliest time (ns) at which [`Self::tick`] could decide something.
+    pub fn next_tick_due(&self) -> Option<i64> {
+        self.detector.as_ref().and_then(|d| d.next_due())
+    }
+
     /// Decides silences at `now_ns`.
     pub fn tick(&mut self, now_ns: i64) {
         if let Some(d) = &mut self.detector {
