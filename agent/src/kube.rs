@@ -88,6 +88,11 @@ pub fn pod_resource(uid: &str) -> Attributes {
     r
 }
 
+/// The pod cache's entry for pod `uid` (`None`: Kubernetes off, or the pod not listed yet).
+pub fn pod_meta(uid: &str) -> Option<Arc<PodMeta>> {
+    cache().read().ok().and_then(|c| c.get(uid).cloned())
+}
+
 fn observe_pod(ev: &watcher::Event<Pod>) {
     let Ok(mut c) = cache().write() else { return };
     match ev {

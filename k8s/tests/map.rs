@@ -556,3 +556,17 @@ fn a_relist_judges_a_service_after_all_its_slices() {
     let out = t.init_done(now());
     assert_eq!(names_of(&out), [names::SERVICE_NO_ENDPOINTS]);
 }
+
+#[test]
+fn pod_meta_names_containers_by_the_id_their_cgroups_carry() {
+    use daytwo_k8s::map::pod::PodMeta;
+    let pod: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "running");
+    let m = PodMeta::from_pod(&pod);
+    let id = "8c2b6f1e0d9a7c5b3e1f2d4a6c8b0e9f7d5a3c1b2e4f6a8d0c9b7e5f3a1d2c4b";
+    assert_eq!(m.container_name(id), Some("app"), "runtime prefix stripped");
+    assert_eq!(m.container_name(&format!("containerd://{id}")), None);
+    assert_eq!(m.container_name(&id[..12]), None, "ids match whole");
+    // A container that never started has no id: nothing to name.
+    let pending: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "image_pull_backoff");
+    assert!(PodMeta::from_pod(&pending).containers.is_empty());
+}

@@ -173,10 +173,38 @@ pub fn oom_signal(
         put("daytwo.process.oom_score_adj", adj.into());
     }
 
+    // A cgroup OOM in a Kubernetes container's cgroup is about that container (its id and
+    // pod UID from the path, its names from the agent's pod watch when it knows the pod), so
+    // it meets the pod's own OOMKilled status and the rest of the pod's signals.
+    let mut place = None;
     let entity = match (kill.constraint, kill.cgroup_path()) {
-        (OomConstraint::Memcg, Some(path)) => Entity::new(EntityKind::Cgroup, path)
-            .with_attr("host.name", host_name)
-            .with_attr("daytwo.cgroup.path", path),
+        (OomConstraint::Memcg, Some(path)) => {
+            let kube = crate::node::cgroups::kube_ids(path);
+            let pod = kube
+                .as_ref()
+                .and_then(|k| k.pod_uid.as_deref())
+                .and_then(crate::kube::pod_meta);
+            for (k, v) in [
+                (
+                    "k8s.pod.uid",
+                    kube.as_ref().and_then(|k| k.pod_uid.as_deref()),
+                ),
+                (
+                    "container.id",
+                    kube.as_ref().and_then(|k| k.container_id.as_deref()),
+                ),
+            ] {
+                if let Some(v) = v {
+                    put(k, v.into());
+                }
+            }
+            let (e, subject) =
+                crate::node::detect::path_entity(host_name, path, kube.as_ref(), pod.as_deref());
+            if e.kind != EntityKind::Cgroup {
+                place = Some(subject);
+            }
+            e
+        }
         _ => Entity::new(EntityKind::Host, host_name).with_attr("host.name", host_name),
     };
     let mut resource = Attributes::new();
@@ -207,12 +235,14 @@ pub fn oom_signal(
         entity,
         resource,
         attributes: a,
-        message: message(kill, cgroup),
+        message: message(kill, cgroup, place.as_deref()),
         evidence,
     }
 }
 
-fn message(kill: &OomKill, cgroup: Option<&CgroupMemory>) -> String {
+/// `place`: how the signal's entity is named when it is a container or pod ("container app
+/// of pod shop/web-1 (/kubepods/…)"), instead of the memory cgroup's path.
+fn message(kill: &OomKill, cgroup: Option<&CgroupMemory>, place: Option<&str>) -> String {
     let who = format!("Kernel OOM-killed {} (pid {})", kill.comm, kill.pid);
     // The kernel's numbers describe the moment of the OOM; the files are read after the kill.
     let numbers = match (kill.kernel_memory, cgroup) {
@@ -238,9 +268,10 @@ fn message(kill: &OomKill, cgroup: Option<&CgroupMemory>) -> String {
                 .as_deref()
                 .or(kill.task_memcg.as_deref())
                 .unwrap_or("(unknown)");
+            let place = place.map_or_else(|| format!("memory cgroup {path}"), str::to_string);
             match numbers {
-                Some(n) => format!("{who} in memory cgroup {path}: {n}."),
-                None => format!("{who} in memory cgroup {path}."),
+                Some(n) => format!("{who} in {place}: {n}."),
+                None => format!("{who} in {place}."),
             }
         }
         OomConstraint::Global => {
@@ -295,6 +326,43 @@ mod tests {
                 "memory.limit_in_bytes=67108864".into(),
             ],
         }
+    }
+
+    #[test]
+    fn an_oom_in_a_kubernetes_container_cgroup_is_about_the_container() {
+        // The same kill, in the cgroup the kubelet (cgroupfs driver, v1) gives a burstable
+        // pod's container.
+        let uid = "6b1f0c2e-3d4a-4b5c-8d6e-7f8091a2b3c4";
+        let cid = "8c2b6f1e0d9a7c5b3e1f2d4a6c8b0e9f7d5a3c1b2e4f6a8d0c9b7e5f3a1d2c4b";
+        let path = format!("/kubepods/burstable/pod{uid}/{cid}");
+        let k = kill(&MEMCG_OOM_V1.replace("/probe1", &path));
+        let s = oom_signal(&k, None, "node-1", "boot-a", CLOCK, Timestamp(0));
+        assert_eq!(s.entity.kind, EntityKind::Container);
+        assert_eq!(s.entity.name, &cid[..12]);
+        assert_eq!(s.entity.attributes["container.id"], cid);
+        assert_eq!(s.entity.attributes["k8s.pod.uid"], uid);
+        assert_eq!(s.entity.attributes["daytwo.cgroup.path"], path.as_str());
+        assert_eq!(s.attributes["k8s.pod.uid"], uid);
+        assert_eq!(s.attributes["container.id"], cid);
+        assert!(
+            s.message.starts_with(&format!(
+                "Kernel OOM-killed python3 (pid 1693) in container {} ({path}):",
+                &cid[..12]
+            )),
+            "{}",
+            s.message
+        );
+        // A cgroup outside Kubernetes keeps its path as its identity.
+        let s = oom_signal(
+            &kill(MEMCG_OOM_V1),
+            None,
+            "node-1",
+            "b",
+            CLOCK,
+            Timestamp(0),
+        );
+        assert_eq!(s.entity.kind, EntityKind::Cgroup);
+        assert!(!s.attributes.contains_key("k8s.pod.uid"));
     }
 
     #[test]

@@ -21,13 +21,14 @@
 //! read-only filesystems (ISO images, squashfs are always full) get no space detectors.
 
 use super::NodeSnapshot;
-use super::cgroups::CgroupStats;
+use super::cgroups::{CgroupStats, KubeIds};
 use super::fs::Filesystem;
 use daytwo_detect::series::{
     CpuThrottling, CpuThrottlingConfig, Detection, DetectionKind, Forecast, ForecastConfig,
     MemoryGrowth, MemoryGrowthConfig, MemoryPressure, MemoryPressureConfig, Threshold,
     ThresholdConfig,
 };
+use daytwo_k8s::map::pod::PodMeta;
 use daytwo_model::{Attributes, Entity, EntityKind, Evidence, Severity, Signal, stable_id};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -179,9 +180,20 @@ fn reading(t: daytwo_model::Timestamp, text: String) -> Evidence {
     }
 }
 
-/// The entity a cgroup's signals are about, and how a sentence names it.
-pub fn cgroup_entity(host: &str, c: &CgroupStats) -> (Entity, String) {
-    let kube = c.kube.as_ref();
+/// The entity a cgroup's signals are about, and how a sentence names it. `pod` is what the
+/// agent's pod watch knows about the cgroup's pod (namespace, pod and container names), if
+/// anything.
+pub fn cgroup_entity(host: &str, c: &CgroupStats, pod: Option<&PodMeta>) -> (Entity, String) {
+    path_entity(host, &c.path, c.kube.as_ref(), pod)
+}
+
+/// [`cgroup_entity`] for a cgroup known by its path and the Kubernetes ids in it.
+pub fn path_entity(
+    host: &str,
+    path: &str,
+    kube: Option<&KubeIds>,
+    pod: Option<&PodMeta>,
+) -> (Entity, String) {
     let e = match kube.map(|k| (k.pod_uid.as_deref(), k.container_id.as_deref())) {
         Some((pod, Some(cid))) => {
             let short = &cid[..cid.len().min(12)];
@@ -192,16 +204,39 @@ pub fn cgroup_entity(host: &str, c: &CgroupStats) -> (Entity, String) {
             e
         }
         Some((Some(pod), None)) => Entity::new(EntityKind::Pod, pod).with_attr("k8s.pod.uid", pod),
-        _ => Entity::new(EntityKind::Cgroup, c.path.as_str()),
+        _ => Entity::new(EntityKind::Cgroup, path),
     };
-    let subject = match e.kind {
-        EntityKind::Container => format!("container {} ({})", e.name, c.path),
-        EntityKind::Pod => format!("pod {} ({})", e.name, c.path),
-        _ => format!("cgroup {}", c.path),
+    let pod = pod.filter(|p| kube.and_then(|k| k.pod_uid.as_deref()) == Some(p.uid.as_str()));
+    let container_name = pod
+        .zip(kube.and_then(|k| k.container_id.as_deref()))
+        .and_then(|(p, id)| p.container_name(id));
+    let subject = match (e.kind, pod, container_name) {
+        (EntityKind::Container, Some(p), Some(n)) => {
+            format!("container {n} of pod {}/{} ({})", p.namespace, p.name, path)
+        }
+        (EntityKind::Container, Some(p), None) => {
+            format!(
+                "container {} of pod {}/{} ({})",
+                e.name, p.namespace, p.name, path
+            )
+        }
+        (EntityKind::Container, None, _) => format!("container {} ({})", e.name, path),
+        (EntityKind::Pod, Some(p), _) => format!("pod {}/{} ({})", p.namespace, p.name, path),
+        (EntityKind::Pod, None, _) => format!("pod {} ({})", e.name, path),
+        _ => format!("cgroup {}", path),
     };
+    let mut e = e;
+    if let Some(p) = pod {
+        e = e
+            .with_attr("k8s.namespace.name", p.namespace.as_str())
+            .with_attr("k8s.pod.name", p.name.as_str());
+    }
+    if let Some(n) = container_name {
+        e = e.with_attr("k8s.container.name", n);
+    }
     let e = e
         .with_attr("host.name", host)
-        .with_attr("daytwo.cgroup.path", c.path.as_str());
+        .with_attr("daytwo.cgroup.path", path);
     (e, subject)
 }
 
@@ -558,7 +593,12 @@ impl NodeDetectors {
                 continue;
             }
             let mut st = states.remove(&c.path).unwrap_or_default();
-            let (entity, subject) = cgroup_entity(&self.host, c);
+            let pod = c
+                .kube
+                .as_ref()
+                .and_then(|k| k.pod_uid.as_deref())
+                .and_then(crate::kube::pod_meta);
+            let (entity, subject) = cgroup_entity(&self.host, c, pod.as_deref());
             let mut base = Attributes::new();
             base.insert("daytwo.cgroup.path".into(), c.path.clone().into());
             if let Some(k) = &c.kube {
@@ -956,7 +996,7 @@ mod tests {
             }),
             ..CgroupStats::default()
         };
-        let (e, subject) = cgroup_entity(HOST, &c);
+        let (e, subject) = cgroup_entity(HOST, &c, None);
         assert_eq!(e.kind, EntityKind::Container);
         assert_eq!(e.name, &cid[..12]);
         assert_eq!(e.attributes["container.id"], cid);
@@ -973,7 +1013,36 @@ mod tests {
             }),
             ..CgroupStats::default()
         };
-        assert_eq!(cgroup_entity(HOST, &pod).0.kind, EntityKind::Pod);
+        assert_eq!(cgroup_entity(HOST, &pod, None).0.kind, EntityKind::Pod);
+
+        // With the pod watch's view of the pod, sentences and attributes carry names.
+        let meta = PodMeta {
+            namespace: "shop".into(),
+            name: "web-7d9f".into(),
+            uid: "U1".into(),
+            containers: vec![(cid.into(), "nginx".into())],
+            ..PodMeta::default()
+        };
+        let (e, subject) = cgroup_entity(HOST, &c, Some(&meta));
+        assert_eq!(e.name, &cid[..12], "identity stays the container id");
+        assert_eq!(e.attributes["k8s.container.name"], "nginx");
+        assert_eq!(e.attributes["k8s.pod.name"], "web-7d9f");
+        assert_eq!(e.attributes["k8s.namespace.name"], "shop");
+        assert!(
+            subject.starts_with("container nginx of pod shop/web-7d9f ("),
+            "{subject}"
+        );
+        let (e, subject) = cgroup_entity(HOST, &pod, Some(&meta));
+        assert!(subject.starts_with("pod shop/web-7d9f ("), "{subject}");
+        assert!(!e.attributes.contains_key("k8s.container.name"));
+        // Another pod's metadata is never used.
+        let other = PodMeta {
+            uid: "U2".into(),
+            ..meta.clone()
+        };
+        let (e, subject) = cgroup_entity(HOST, &c, Some(&other));
+        assert!(subject.starts_with("container 5f8e3c1a9b7d ("), "{subject}");
+        assert!(!e.attributes.contains_key("k8s.pod.name"));
     }
 
     fn psi(avg10: f64) -> Psi {

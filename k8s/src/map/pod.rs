@@ -42,6 +42,10 @@ pub struct PodMeta {
     /// `k8s.replicaset.name`, `k8s.deployment.name`, … (see [`owner_attributes`]).
     pub owner: Attributes,
     pub labels: BTreeMap<String, String>,
+    /// `(container id, container name)` of every container, init and ephemeral containers
+    /// included, as `status.*containerStatuses[].containerID` names them, without the
+    /// `containerd://` (or `docker://`, `cri-o://`) prefix: what the node's cgroup paths carry.
+    pub containers: Vec<(String, String)>,
 }
 
 impl PodMeta {
@@ -54,7 +58,32 @@ impl PodMeta {
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             owner: owner_attributes(m),
             labels: m.labels.clone().unwrap_or_default(),
+            containers: pod
+                .status
+                .iter()
+                .flat_map(|s| {
+                    let lists = [
+                        &s.init_container_statuses,
+                        &s.container_statuses,
+                        &s.ephemeral_container_statuses,
+                    ];
+                    lists.into_iter().flatten().flatten()
+                })
+                .filter_map(|c| {
+                    let id = c.container_id.as_deref()?;
+                    let id = id.split_once("://").map_or(id, |(_, id)| id);
+                    (!id.is_empty()).then(|| (id.to_string(), c.name.clone()))
+                })
+                .collect(),
         }
+    }
+
+    /// The name of the container with id `id` (no runtime prefix), if this pod has it.
+    pub fn container_name(&self, id: &str) -> Option<&str> {
+        self.containers
+            .iter()
+            .find(|(cid, _)| cid == id)
+            .map(|(_, name)| name.as_str())
     }
 
     /// The resource attributes of a signal about this pod: identity, node, owner and labels
