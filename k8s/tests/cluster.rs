@@ -18,22 +18,11 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::time::Duration;
 
-fn fixture<T: DeserializeOwned>(file: &str, name: &str) -> T {
-    let path = format!(
-        "{}/../tests/fixtures/kubernetes/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let v = all
-        .get(name)
-        .unwrap_or_else(|| panic!("{file} has no {name}"))
-        .clone();
-    serde_json::from_value(v).unwrap_or_else(|e| panic!("{file}/{name}: {e}"))
-}
+mod common;
+use common::fixture;
 
 fn at(hms: &str) -> Timestamp {
     Timestamp::parse_rfc3339(&format!("2026-11-25T{hms}Z")).unwrap()
@@ -519,7 +508,7 @@ mod replay {
 /// Not a test of behaviour: the cost of one analyzer pass over a large cluster, for the
 /// sizing notes (`cargo test -p daytwo-k8s --release --test cluster -- --ignored --nocapture`).
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a test: run it with --release -- --ignored --nocapture (docs/kubernetes.md, Sizing)"]
 fn analyzer_tick_cost_on_a_large_cluster() {
     let index = ClusterIndex::new();
     let mut a = Analyzer::new(ctx(), index.clone(), AnalyzerConfig::default());

@@ -12,21 +12,10 @@ use daytwo_k8s::map::pvc::PvcMapper;
 use daytwo_k8s::map::workload::{DeploymentMapper, ReplicaSetMapper};
 use daytwo_k8s::{Context, Tracker, names};
 use daytwo_model::{EntityKind, Severity, Signal, Timestamp};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-fn fixture<T: DeserializeOwned>(file: &str, name: &str) -> T {
-    let path = format!(
-        "{}/../tests/fixtures/kubernetes/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let v = all
-        .get(name)
-        .unwrap_or_else(|| panic!("{file} has no {name}"))
-        .clone();
-    serde_json::from_value(v).unwrap_or_else(|e| panic!("{file}/{name}: {e}"))
-}
+mod common;
+use common::fixture;
 
 /// 14:31 on the fixtures' day: every fixture occurrence is within 15 minutes or older.
 fn now() -> Timestamp {
