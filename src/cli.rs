@@ -282,6 +282,9 @@ pub struct AgentFlags {
     /// Cgroups tracked per interval; more are counted in daytwo_agent_node_cgroups_skipped [default: 2000].
     #[arg(long, env = "DAYTWO_NODE_MAX_CGROUPS")]
     pub node_max_cgroups: Option<usize>,
+    /// How long one statvfs may take before its mount counts as unresponsive (hung NFS/FUSE): signalled, left out until it answers [default: 5000].
+    #[arg(long, env = "DAYTWO_NODE_MOUNT_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_mount_timeout_ms: Option<u64>,
     /// The proc filesystem host counters and mounts are read from (a DaemonSet mounts the host's) [default: /proc].
     #[arg(long, env = "DAYTWO_PROC_ROOT")]
     pub proc_root: Option<PathBuf>,

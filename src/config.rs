@@ -255,6 +255,9 @@ pub struct NodeFile {
     pub enabled: Option<bool>,
     /// Cgroups tracked per interval (default 2000).
     pub max_cgroups: Option<usize>,
+    /// How long one statvfs may take, in ms, before the mount counts as unresponsive
+    /// (default 5000).
+    pub mount_timeout_ms: Option<u64>,
     /// The proc filesystem to read (default /proc).
     pub proc_root: Option<PathBuf>,
     /// Detector levels and durations; unset fields keep their defaults.
@@ -567,6 +570,15 @@ pub fn agent_config(
     }
     if let Some(n) = flags.node_max_cgroups.or(nf.max_cgroups) {
         cfg.node.max_cgroups = n;
+    }
+    match flags.node_mount_timeout_ms.or(nf.mount_timeout_ms) {
+        Some(0) => {
+            return Err(usage(
+                "agent.node.mount_timeout_ms: must be at least 1 (a statvfs cannot answer in 0 ms)",
+            ));
+        }
+        Some(ms) => cfg.node.mount_timeout = Duration::from_millis(ms),
+        None => {}
     }
     if let Some(p) = flags.proc_root.clone().or_else(|| nf.proc_root.clone()) {
         cfg.node.proc_root = p;

@@ -85,13 +85,27 @@ pub fn filesystems_from(fs: &[crate::node::fs::Filesystem]) -> Vec<FilesystemUsa
 /// Holds the sysinfo state between samples (CPU usage is a difference of two refreshes).
 pub struct Sampler {
     system: System,
+    /// Filesystems, when the node source does not read them (`--no-node-metrics`).
+    fs: crate::node::fs::FsReader,
 }
 
 impl Sampler {
     pub fn new() -> Option<Self> {
         let mut system = System::new().ok()?;
         system.refresh_cpu_usage();
-        Some(Sampler { system })
+        Some(Sampler {
+            system,
+            fs: crate::node::fs::FsReader::new(crate::node::fs::DEFAULT_MOUNT_TIMEOUT),
+        })
+    }
+
+    /// The filesystems of `<proc_root>/mounts`, each `statvfs` bounded (see
+    /// [`crate::node::fs::FsReader`]). Blocking.
+    pub fn read_filesystems(
+        &mut self,
+        proc_root: &std::path::Path,
+    ) -> Vec<crate::node::fs::Filesystem> {
+        self.fs.read(proc_root).filesystems
     }
 
     /// Refreshes CPU and memory and reads them, with `filesystems` (read by the caller).
@@ -361,7 +375,7 @@ impl HostMetrics {
         let mut s = sampler.take()?;
         let proc_root = self.proc_root.clone();
         let (s, snap) = tokio::task::spawn_blocking(move || {
-            let (fs, _) = crate::node::fs::read_filesystems(&proc_root);
+            let fs = s.read_filesystems(&proc_root);
             let snap = s.sample(&fs);
             (s, snap)
         })
@@ -580,7 +594,7 @@ mod tests {
     #[test]
     fn samples_this_host() {
         let mut s = Sampler::new().expect("sysinfo works on Linux");
-        let (fs, _) = crate::node::fs::read_filesystems(std::path::Path::new("/proc"));
+        let fs = s.read_filesystems(std::path::Path::new("/proc"));
         let snap = s.sample(&fs);
         assert_eq!(snap.filesystems.len(), fs.len());
         assert!(snap.memory_total_bytes > 0);

@@ -54,6 +54,9 @@ pub struct NodeConfig {
     pub proc_root: PathBuf,
     /// At most this many cgroups are tracked per interval; the rest are counted (default 2000).
     pub max_cgroups: usize,
+    /// How long one `statvfs` may take before its mount counts as unresponsive and is left
+    /// out of samples until it answers (default 5 s, as node_exporter's mount timeout).
+    pub mount_timeout: Duration,
     /// Detector levels and durations.
     pub detect: detect::DetectConfig,
 }
@@ -64,6 +67,7 @@ impl Default for NodeConfig {
             enabled: true,
             proc_root: PathBuf::from("/proc"),
             max_cgroups: DEFAULT_MAX_CGROUPS,
+            mount_timeout: fs::DEFAULT_MOUNT_TIMEOUT,
             detect: detect::DetectConfig::default(),
         }
     }
@@ -86,17 +90,24 @@ pub struct NodeSnapshot {
     /// CPU, memory, swap and load (sysinfo) with these filesystems: what the OTLP host
     /// metrics export (`None` when sysinfo cannot read this system).
     pub host_usage: Option<crate::host_metrics::HostSnapshot>,
+    /// Mounts whose `statvfs` ran past `mount_timeout` and has not returned since (left out of
+    /// `filesystems`).
+    pub filesystems_unresponsive: Vec<fs::Mount>,
+    /// `statvfs` calls that ran past the timeout, since the start.
+    pub mount_timeouts: u64,
 }
 
 /// Reads one snapshot. Blocking (procfs, sysfs and `statvfs`). `cgroups` keeps its buffers and
 /// the cgroups' limits from one sample to the next.
 pub fn sample(
     proc_root: &std::path::Path,
+    fs_reader: &mut fs::FsReader,
     cgroups: &mut cgroups::Sampler,
     max_cgroups: usize,
     system: Option<&mut crate::host_metrics::Sampler>,
 ) -> NodeSnapshot {
-    let (filesystems, _) = fs::read_filesystems(proc_root);
+    let fs_read = fs_reader.read(proc_root);
+    let filesystems = fs_read.filesystems;
     let host = procfs::read_host(proc_root);
     let (cgs, cgroups_skipped) = cgroups.sample(max_cgroups);
     let host_usage = system.map(|s| s.sample(&filesystems));
@@ -109,6 +120,8 @@ pub fn sample(
         counter_resets: resets::Resets::default(),
         read_errors: procfs::read_errors() + cgroups.read_errors(),
         host_usage,
+        filesystems_unresponsive: fs_read.unresponsive,
+        mount_timeouts: fs_reader.timeouts_total,
     }
 }
 
@@ -179,6 +192,7 @@ impl NodeSource {
         let mut warned_skipped = false;
         let proc_root = Arc::new(config.proc_root.clone());
         let mut sampler = Some(cgroups::Sampler::new(&hierarchies));
+        let mut fs_reader = Some(fs::FsReader::new(config.mount_timeout));
         // CPU and memory for the OTLP host metrics, taken in the same pass.
         let mut system = tokio::task::spawn_blocking(crate::host_metrics::Sampler::new)
             .await
@@ -196,13 +210,16 @@ impl NodeSource {
             }
             let (pr, max) = (proc_root.clone(), config.max_cgroups);
             let Some(mut s) = sampler.take() else { return };
+            let Some(mut fsr) = fs_reader.take() else {
+                return;
+            };
             let mut sys = system.take();
             let sampled = tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
-                let snap = sample(&pr, &mut s, max, sys.as_mut());
-                (snap, s, sys, started.elapsed())
+                let snap = sample(&pr, &mut fsr, &mut s, max, sys.as_mut());
+                (snap, s, fsr, sys, started.elapsed())
             });
-            let (mut snap, s, sys, took) = tokio::select! {
+            let (mut snap, s, fsr, sys, took) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = sampled => match r {
                     Ok(v) => v,
@@ -213,6 +230,7 @@ impl NodeSource {
                 },
             };
             sampler = Some(s);
+            fs_reader = Some(fsr);
             system = sys;
             metrics.node_sample_seconds.set(took.as_secs_f64());
             metrics.node_cgroups.set(snap.cgroups.len() as i64);

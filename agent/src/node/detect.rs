@@ -36,6 +36,7 @@ use std::time::Duration;
 
 pub const FILESYSTEM_FULL: &str = "daytwo.node.filesystem_full";
 pub const FILESYSTEM_FILLING: &str = "daytwo.node.filesystem_filling";
+pub const FILESYSTEM_UNRESPONSIVE: &str = "daytwo.node.filesystem_unresponsive";
 pub const CPU_THROTTLED: &str = "daytwo.container.cpu_throttled";
 pub const MEMORY_GROWTH: &str = "daytwo.container.memory_growth";
 pub const CONTAINER_MEMORY_PRESSURE: &str = "daytwo.container.memory_pressure";
@@ -146,6 +147,8 @@ pub struct NodeDetectors {
     host: String,
     cfg: DetectConfig,
     fs: HashMap<String, FsState>,
+    /// Mount points unresponsive in the last snapshot (a signal when one joins).
+    unresponsive: std::collections::HashSet<String>,
     cgroups: HashMap<String, CgState>,
     host_pressure: Option<MemoryPressure>,
     conntrack: Option<Threshold>,
@@ -272,6 +275,7 @@ impl NodeDetectors {
             host,
             cfg,
             fs: HashMap::new(),
+            unresponsive: Default::default(),
             cgroups: HashMap::new(),
         }
     }
@@ -417,8 +421,58 @@ impl NodeDetectors {
                 out.push(self.filesystem_filling(f, &d, fit));
             }
         }
+        // A mount that does not answer keeps its detectors' state for when it answers again.
+        let mut now_stuck = std::collections::HashSet::new();
+        for m in &snap.filesystems_unresponsive {
+            seen.push(m.mountpoint.as_str());
+            now_stuck.insert(m.mountpoint.clone());
+            if !self.unresponsive.contains(&m.mountpoint) {
+                out.push(self.filesystem_unresponsive(m, snap));
+            }
+        }
+        self.unresponsive = now_stuck;
         let seen: std::collections::HashSet<&str> = seen.into_iter().collect();
         self.fs.retain(|k, _| seen.contains(k.as_str()));
+    }
+
+    fn filesystem_unresponsive(&self, m: &super::fs::Mount, snap: &NodeSnapshot) -> Signal {
+        let mp = &m.mountpoint;
+        let mut a = Attributes::new();
+        a.insert("mount.point".into(), mp.clone().into());
+        a.insert("system.device".into(), m.device.clone().into());
+        a.insert("daytwo.fs.type".into(), m.fs_type.clone().into());
+        let entity = Entity::new(EntityKind::Filesystem, mp.as_str())
+            .with_attr("host.name", self.host.as_str())
+            .with_attr("mount.point", mp.as_str())
+            .with_attr("system.device", m.device.as_str());
+        let mut resource = Attributes::new();
+        resource.insert("host.name".into(), self.host.clone().into());
+        Signal {
+            id: stable_id(&[
+                "node",
+                &self.host,
+                FILESYSTEM_UNRESPONSIVE,
+                &entity.key(),
+                &snap.time.unix_nanos().to_string(),
+            ]),
+            name: FILESYSTEM_UNRESPONSIVE.into(),
+            time: snap.time,
+            severity: Severity::Critical,
+            entity,
+            resource,
+            attributes: a,
+            message: format!(
+                "Filesystem {mp} ({}, {}) on {} does not answer: statvfs did not return within the mount timeout; processes that touch it hang.",
+                m.device, m.fs_type, self.host
+            ),
+            evidence: vec![reading(
+                snap.time,
+                format!(
+                    "statvfs({mp}): no answer (device {}, type {})",
+                    m.device, m.fs_type
+                ),
+            )],
+        }
     }
 
     fn fs_attributes(f: &Filesystem) -> Attributes {
@@ -775,6 +829,38 @@ mod tests {
             cgroups,
             ..NodeSnapshot::default()
         }
+    }
+
+    #[test]
+    fn an_unresponsive_mount_is_signalled_once_per_hang() {
+        let nfs = Mount {
+            device: "nfs1:/export".into(),
+            mountpoint: "/mnt/nfs".into(),
+            fs_type: "nfs4".into(),
+            read_only: false,
+        };
+        let hung = |secs| NodeSnapshot {
+            filesystems_unresponsive: vec![nfs.clone()],
+            ..snap(secs, vec![], vec![])
+        };
+        let mut d = NodeDetectors::new(HOST.into(), cfg());
+        assert!(d.observe(&snap(0, vec![], vec![])).is_empty());
+        let s = d.observe(&hung(10));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].name, FILESYSTEM_UNRESPONSIVE);
+        assert_eq!(s[0].severity, Severity::Critical);
+        assert_eq!(s[0].entity.kind, EntityKind::Filesystem);
+        assert_eq!(s[0].entity.name, "/mnt/nfs");
+        assert_eq!(s[0].attributes["system.device"], "nfs1:/export");
+        assert!(s[0].message.contains("/mnt/nfs"), "{}", s[0].message);
+        assert!(d.observe(&hung(20)).is_empty(), "still the same hang");
+        assert!(
+            d.observe(&snap(30, vec![], vec![])).is_empty(),
+            "it answers again"
+        );
+        let again = d.observe(&hung(40));
+        assert_eq!(again.len(), 1, "a new hang is a new signal");
+        assert_ne!(again[0].id, s[0].id);
     }
 
     #[test]

@@ -54,6 +54,7 @@ families! {
     FS_FILES: "daytwo_node_filesystem_files", gauge, FS, "Inodes in total.";
     FS_FILES_FREE: "daytwo_node_filesystem_files_free", gauge, FS, "Free inodes.";
     FS_READONLY: "daytwo_node_filesystem_readonly", gauge, FS, "1 when the filesystem is mounted read-only.";
+    FS_UNRESPONSIVE: "daytwo_node_filesystem_unresponsive", gauge, FS, "1 while statvfs on the mount has not returned within the mount timeout (a hung NFS or FUSE server); its space series are absent meanwhile.";
     DISK_READS: "daytwo_node_disk_reads_completed_total", counter, DEV, "Reads completed.";
     DISK_READ_BYTES: "daytwo_node_disk_read_bytes_total", counter, DEV, "Bytes read.";
     DISK_READ_TIME: "daytwo_node_disk_read_time_seconds_total", counter, DEV, "Time spent reading.";
@@ -97,6 +98,7 @@ families! {
     CG_PSI_IO_STALL: "daytwo_container_pressure_io_stalled_seconds_total", counter, CG, "Time all tasks of the cgroup stalled on I/O (PSI full).";
     NODE_RESETS: "daytwo_agent_node_resets_total", counter, SOURCE, "Cgroups, disks and interfaces whose kernel counters went backwards between two samples (recreated or reloaded); never a negative rate.";
     NODE_READ_ERRORS: "daytwo_agent_node_read_errors_total", counter, NONE, "Kernel files (procfs, cgroup) that existed but could not be read or were not text; the value is left out of that sample.";
+    NODE_MOUNT_TIMEOUTS: "daytwo_agent_node_mount_timeouts_total", counter, NONE, "statvfs calls that did not return within the mount timeout (each hang counts once).";
     PROC_CPU: "process_cpu_seconds_total", counter, NONE, "Total user and system CPU time spent in seconds.";
     PROC_RSS: "process_resident_memory_bytes", gauge, NONE, "Resident memory size in bytes.";
     PROC_VSZ: "process_virtual_memory_bytes", gauge, NONE, "Virtual memory size in bytes.";
@@ -189,6 +191,10 @@ pub fn families(snap: Option<&NodeSnapshot>, me: Option<&procfs::SelfHealth>) ->
             o.put(&FS_FILES, &l, f.files as f64);
             o.put(&FS_FILES_FREE, &l, f.files_free as f64);
             o.put(&FS_READONLY, &l, if f.mount.read_only { 1.0 } else { 0.0 });
+        }
+        for m in &s.filesystems_unresponsive {
+            let l = [m.device.as_str(), m.mountpoint.as_str(), m.fs_type.as_str()];
+            o.put(&FS_UNRESPONSIVE, &l, 1.0);
         }
         for d in &s.host.disks {
             let l = [d.device.as_str()];
@@ -289,6 +295,7 @@ pub fn families(snap: Option<&NodeSnapshot>, me: Option<&procfs::SelfHealth>) ->
         o.put(&NODE_RESETS, &["disk"], r.disk as f64);
         o.put(&NODE_RESETS, &["network"], r.network as f64);
         o.put(&NODE_READ_ERRORS, &[], s.read_errors as f64);
+        o.put(&NODE_MOUNT_TIMEOUTS, &[], s.mount_timeouts as f64);
     }
     if let Some(me) = me {
         o.put(&PROC_CPU, &[], me.cpu_seconds);
@@ -398,6 +405,13 @@ mod tests {
                 files: 10,
                 files_free: 4,
             }],
+            filesystems_unresponsive: vec![Mount {
+                device: "nfs1:/export".into(),
+                mountpoint: "/mnt/nfs".into(),
+                fs_type: "nfs4".into(),
+                read_only: false,
+            }],
+            mount_timeouts: 1,
             host: HostCounters {
                 interfaces: vec![NetDev {
                     device: "eth0".into(),
@@ -442,6 +456,8 @@ mod tests {
         for want in [
             "daytwo_node_filesystem_avail_bytes{device=\"/dev/vda\",mountpoint=\"/\",fstype=\"ext4\"} 250",
             "daytwo_node_filesystem_files_free{device=\"/dev/vda\",mountpoint=\"/\",fstype=\"ext4\"} 4",
+            "daytwo_node_filesystem_unresponsive{device=\"nfs1:/export\",mountpoint=\"/mnt/nfs\",fstype=\"nfs4\"} 1",
+            "daytwo_agent_node_mount_timeouts_total 1",
             "daytwo_node_network_receive_bytes_total{device=\"eth0\"} 5",
             "daytwo_node_filefd_maximum 1000",
             "daytwo_node_pressure_memory_waiting_seconds_total 2",

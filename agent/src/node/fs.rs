@@ -1,7 +1,8 @@
 //! Filesystems: space and inodes of every real mounted filesystem.
 //!
 //! Entry points: [`parse_mounts`] (pure: `/proc/mounts` text → the mounts worth watching) and
-//! [`read_filesystems`], which calls `statvfs(2)` on each.
+//! [`FsReader`], which calls `statvfs(2)` on each, bounded by a timeout (a hung network mount
+//! is left out and reported, never stalls the samples).
 //!
 //! Which mounts count, as node_exporter decides by default: pseudo filesystems (proc, sysfs,
 //! cgroup, overlay, squashfs, …) and mounts under `/proc`, `/sys` and `/dev` (except
@@ -9,13 +10,14 @@
 //! the container runtimes mount by the hundred (their space is the node filesystem's); a mount
 //! point seen twice (stacked mounts) is kept once, the last (the visible one). At most
 //! [`MAX_FILESYSTEMS`] are kept, so labels stay bounded.
-//!
-//! Not done here: a timeout around `statvfs` on a hung network mount (the caller runs this on
-//! the blocking pool, so a hang delays node samples but never the runtime).
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tracing::warn;
 
 /// At most this many filesystems per sample.
 pub const MAX_FILESYSTEMS: usize = 256;
@@ -204,37 +206,203 @@ pub fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     }
 }
 
-// The statvfs and rlimit field types are u32 or u64 depending on the target.
+/// Space and inodes as `statvfs(2)` reports them, in bytes and counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Space {
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+    pub avail_bytes: u64,
+    pub files: u64,
+    pub files_free: u64,
+}
+
+// The statvfs field types are u32 or u64 depending on the target.
 #[allow(clippy::unnecessary_cast)]
-/// Reads `<proc_root>/mounts` and `statvfs`es every mount worth watching; a mount that
-/// cannot be stat-ed (gone, no permission) is left out and counted in the second value.
-pub fn read_filesystems(proc_root: &Path) -> (Vec<Filesystem>, u64) {
-    let Ok(text) = std::fs::read_to_string(proc_root.join("mounts")) else {
-        return (Vec::new(), 1);
+/// [`statvfs`] of `path` as [`Space`].
+pub fn space(path: &Path) -> std::io::Result<Space> {
+    let st = statvfs(path)?;
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize as u64
+    } else {
+        st.f_bsize as u64
     };
-    let mut errors = 0;
-    let mut out = Vec::new();
-    for m in parse_mounts(&text) {
-        match statvfs(Path::new(&m.mountpoint)) {
-            Ok(st) => {
-                let frsize = if st.f_frsize > 0 {
-                    st.f_frsize as u64
-                } else {
-                    st.f_bsize as u64
-                };
-                out.push(Filesystem {
-                    size_bytes: st.f_blocks as u64 * frsize,
-                    free_bytes: st.f_bfree as u64 * frsize,
-                    avail_bytes: st.f_bavail as u64 * frsize,
-                    files: st.f_files as u64,
-                    files_free: st.f_ffree as u64,
-                    mount: m,
-                });
-            }
-            Err(_) => errors += 1,
+    Ok(Space {
+        size_bytes: st.f_blocks as u64 * frsize,
+        free_bytes: st.f_bfree as u64 * frsize,
+        avail_bytes: st.f_bavail as u64 * frsize,
+        files: st.f_files as u64,
+        files_free: st.f_ffree as u64,
+    })
+}
+
+/// How a mount point's space is read (a test replaces [`space`]).
+pub type StatFn = Arc<dyn Fn(&Path) -> std::io::Result<Space> + Send + Sync>;
+
+/// Default bound on one `statvfs` (node_exporter's `--collector.filesystem.mount-timeout`).
+pub const DEFAULT_MOUNT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one [`FsReader::read`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FsRead {
+    pub filesystems: Vec<Filesystem>,
+    /// Mounts that could not be stat-ed this time (gone, no permission).
+    pub errors: u64,
+    /// Mounts whose `statvfs` did not return within the timeout and has not returned since
+    /// (a hung NFS or FUSE server): left out of samples until it does.
+    pub unresponsive: Vec<Mount>,
+}
+
+/// Reads the space of every mount worth watching, with a bound on each `statvfs`.
+///
+/// A `statvfs` on a network filesystem whose server is gone blocks, uninterruptibly, for as
+/// long as the mount's own timeouts say (forever for a hard NFS mount). The calls run on a
+/// worker thread; when one takes longer than the timeout, the sample goes on without that
+/// mount, the mount is marked unresponsive and skipped by later samples, and a new worker
+/// takes the rest. The stuck thread stays blocked in the kernel; when its call finally
+/// returns it clears the mark and exits, so each hung mount costs at most one parked thread
+/// and one timeout, however many samples pass.
+pub struct FsReader {
+    timeout: Duration,
+    stat: StatFn,
+    worker: Option<Worker>,
+    /// Mount points whose `statvfs` has not returned yet, shared with the stuck threads.
+    stuck: Arc<Mutex<HashSet<String>>>,
+    /// Calls that ran past the timeout since the start.
+    pub timeouts_total: u64,
+}
+
+struct Worker {
+    jobs: mpsc::Sender<Vec<Mount>>,
+    results: mpsc::Receiver<std::io::Result<Space>>,
+}
+
+impl FsReader {
+    pub fn new(timeout: Duration) -> Self {
+        Self::with_stat(timeout, Arc::new(space))
+    }
+
+    pub fn with_stat(timeout: Duration, stat: StatFn) -> Self {
+        FsReader {
+            timeout,
+            stat,
+            worker: None,
+            stuck: Arc::default(),
+            timeouts_total: 0,
         }
     }
-    (out, errors)
+
+    fn spawn(&self) -> Option<Worker> {
+        let (jobs, job_rx) = mpsc::channel::<Vec<Mount>>();
+        let (res_tx, results) = mpsc::channel();
+        let stat = self.stat.clone();
+        let stuck = self.stuck.clone();
+        let spawned = std::thread::Builder::new()
+            .name("daytwo-statvfs".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                while let Ok(batch) = job_rx.recv() {
+                    for m in batch {
+                        let r = stat(Path::new(&m.mountpoint));
+                        if res_tx.send(r).is_err() {
+                            // Given up on while blocked in this mount: it answers again.
+                            if let Ok(mut s) = stuck.lock() {
+                                s.remove(&m.mountpoint);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Worker { jobs, results }),
+            Err(e) => {
+                warn!(error = %e, "Cannot start a thread for statvfs; filesystems are left out of this sample.");
+                None
+            }
+        }
+    }
+
+    /// Reads `<proc_root>/mounts` and the space of every mount worth watching.
+    pub fn read(&mut self, proc_root: &Path) -> FsRead {
+        let Ok(text) = std::fs::read_to_string(proc_root.join("mounts")) else {
+            return FsRead {
+                errors: 1,
+                ..FsRead::default()
+            };
+        };
+        self.read_mounts(parse_mounts(&text))
+    }
+
+    /// [`Self::read`] of these mounts.
+    pub fn read_mounts(&mut self, mounts: Vec<Mount>) -> FsRead {
+        let mut out = FsRead::default();
+        let stuck: HashSet<String> = self.stuck.lock().map(|s| s.clone()).unwrap_or_default();
+        let (mut todo, skipped): (Vec<Mount>, Vec<Mount>) = mounts
+            .into_iter()
+            .partition(|m| !stuck.contains(&m.mountpoint));
+        out.unresponsive = skipped;
+        while !todo.is_empty() {
+            let Some(w) = self.worker.take().or_else(|| self.spawn()) else {
+                return out;
+            };
+            if w.jobs.send(todo.clone()).is_err() {
+                continue; // the worker is gone (it panicked): a new one takes the batch
+            }
+            let mut done = 0;
+            let mut lost = false;
+            while done < todo.len() {
+                match w.results.recv_timeout(self.timeout) {
+                    Ok(Ok(space)) => out
+                        .filesystems
+                        .push(Filesystem::new(todo[done].clone(), space)),
+                    Ok(Err(_)) => out.errors += 1,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let m = &todo[done];
+                        if let Ok(mut s) = self.stuck.lock() {
+                            s.insert(m.mountpoint.clone());
+                        }
+                        self.timeouts_total += 1;
+                        warn!(
+                            mountpoint = %m.mountpoint,
+                            device = %m.device,
+                            fs_type = %m.fs_type,
+                            timeout = ?self.timeout,
+                            "statvfs did not return: the filesystem does not answer (a hung NFS or FUSE server?). It is left out of node samples until it answers."
+                        );
+                        out.unresponsive.push(m.clone());
+                        lost = true;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        // The stat function panicked on this mount: count it, go on.
+                        out.errors += 1;
+                        lost = true;
+                    }
+                }
+                done += 1;
+                if lost {
+                    break;
+                }
+            }
+            todo.drain(..done);
+            if !lost {
+                self.worker = Some(w);
+            }
+        }
+        out
+    }
+}
+
+impl Filesystem {
+    fn new(mount: Mount, s: Space) -> Filesystem {
+        Filesystem {
+            mount,
+            size_bytes: s.size_bytes,
+            free_bytes: s.free_bytes,
+            avail_bytes: s.avail_bytes,
+            files: s.files,
+            files_free: s.files_free,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -295,10 +463,113 @@ tmpfs /tmp/daytwo-e2e tmpfs rw,relatime,size=8192k 0 0
 
     #[test]
     fn reads_this_hosts_root() {
-        let (fss, _) = read_filesystems(Path::new("/proc"));
-        let root = fss.iter().find(|f| f.mount.mountpoint == "/");
+        let r = FsReader::new(DEFAULT_MOUNT_TIMEOUT).read(Path::new("/proc"));
+        assert!(r.unresponsive.is_empty());
+        let root = r.filesystems.iter().find(|f| f.mount.mountpoint == "/");
         let root = root.expect("/ is mounted");
         assert!(root.size_bytes > 0 && root.files > 0);
+    }
+
+    fn mount(p: &str) -> Mount {
+        Mount {
+            device: format!("server:{p}"),
+            mountpoint: p.into(),
+            fs_type: "nfs4".into(),
+            read_only: false,
+        }
+    }
+
+    /// A stat function that blocks on `/hung` until released, answers everything else, and
+    /// records which paths it was asked for.
+    fn hanging_stat() -> (StatFn, Arc<Mutex<Vec<String>>>, mpsc::Sender<()>) {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let answered = Mutex::new(false);
+        let log = asked.clone();
+        let stat: StatFn = Arc::new(move |p: &Path| {
+            let p = p.to_string_lossy().to_string();
+            log.lock().unwrap().push(p.clone());
+            if p == "/hung" {
+                // Blocks until released; once released, answers at once (the lock is held
+                // by the blocked call, so a second call waits for the release too).
+                let rx = released.lock().unwrap();
+                let _ = rx.recv_timeout(Duration::from_secs(if *answered.lock().unwrap() {
+                    0
+                } else {
+                    60
+                }));
+                *answered.lock().unwrap() = true;
+            }
+            if p == "/gone" {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            Ok(Space {
+                size_bytes: 100,
+                avail_bytes: 50,
+                free_bytes: 60,
+                files: 10,
+                files_free: 5,
+            })
+        });
+        (stat, asked, release)
+    }
+
+    fn names(fss: &[Filesystem]) -> Vec<&str> {
+        fss.iter().map(|f| f.mount.mountpoint.as_str()).collect()
+    }
+
+    #[test]
+    fn a_hung_mount_is_left_out_once_timed_out_and_back_when_it_answers() {
+        let (stat, asked, release) = hanging_stat();
+        let mut r = FsReader::with_stat(Duration::from_millis(200), stat);
+        let mounts = || ["/", "/hung", "/gone", "/data"].map(mount).to_vec();
+
+        let first = r.read_mounts(mounts());
+        assert_eq!(
+            names(&first.filesystems),
+            ["/", "/data"],
+            "the rest is still read"
+        );
+        assert_eq!(first.errors, 1, "/gone");
+        assert_eq!(first.unresponsive, [mount("/hung")]);
+        assert_eq!(r.timeouts_total, 1);
+
+        // While it hangs, later samples do not ask it again (no new thread, no new wait).
+        asked.lock().unwrap().clear();
+        let second = r.read_mounts(mounts());
+        assert_eq!(names(&second.filesystems), ["/", "/data"]);
+        assert_eq!(second.unresponsive, [mount("/hung")]);
+        assert_eq!(*asked.lock().unwrap(), ["/", "/gone", "/data"]);
+        assert_eq!(r.timeouts_total, 1, "counted once per hang");
+
+        // The server answers again: the stuck call returns and the mount is back.
+        release.send(()).unwrap();
+        let mut back = FsRead::default();
+        for _ in 0..100 {
+            back = r.read_mounts(mounts());
+            if back.unresponsive.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(names(&back.filesystems), ["/", "/hung", "/data"]);
+        assert_eq!(back.filesystems[1].avail_bytes, 50);
+    }
+
+    #[test]
+    fn a_panicking_stat_counts_as_an_error_and_the_next_mount_is_read() {
+        let stat: StatFn = Arc::new(|p: &Path| {
+            if p == Path::new("/bad") {
+                panic!("test: stat panics");
+            }
+            Ok(Space::default())
+        });
+        let mut r = FsReader::with_stat(Duration::from_secs(5), stat);
+        let out = r.read_mounts(["/bad", "/ok"].map(mount).to_vec());
+        assert_eq!(out.errors, 1);
+        assert_eq!(names(&out.filesystems), ["/ok"]);
+        assert!(out.unresponsive.is_empty());
     }
 
     proptest::proptest! {
