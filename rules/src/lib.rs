@@ -21,6 +21,7 @@
 mod error;
 mod expr;
 pub mod join;
+mod native;
 mod ruleset;
 mod spec;
 mod template;

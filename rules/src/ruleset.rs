@@ -14,6 +14,7 @@
 use crate::error::{Location, RuleParseFailed};
 use crate::expr::{Cel, ExprError, Prepared, Scope, Vars};
 use crate::join::{JoinSource, NoJoins, Order, Relation};
+use crate::native::{self, Native};
 use crate::spec::{EntitySelector, EntitySpec, EvidenceSelector, JoinSpec, RuleFileSpec, RuleSpec};
 use crate::template::{Template, TemplateError};
 use crate::yaml;
@@ -90,22 +91,36 @@ struct Join {
 /// otherwise), so testing the operands apart decides the same.
 struct Condition {
     program: Program,
+    /// The whole condition evaluated natively, when it is a trigger's and in the native subset.
+    native: Option<Native>,
     /// This condition's slot in [`Prepared`]'s outcome cache.
     slot: usize,
     /// Operands that read `trigger`; empty for a trigger's own condition.
-    dependent: Vec<cel::common::ast::IdedExpr>,
+    dependent: Vec<Operand>,
     /// The other operands (all of them when `dependent` is empty).
-    local: Vec<cel::common::ast::IdedExpr>,
+    local: Vec<Operand>,
+}
+
+/// One `&&` operand of a condition, and its native form when it has one.
+struct Operand {
+    expr: cel::common::ast::IdedExpr,
+    native: Option<Native>,
 }
 
 impl Condition {
-    fn new(program: Program) -> Self {
+    /// `trigger`: whether the condition may read `trigger` (a join's).
+    fn new(program: Program, trigger: bool) -> Self {
         let mut operands = Vec::new();
         conjuncts(program.expression(), &mut operands);
-        let (dependent, local) = operands
+        let (dependent, local): (Vec<_>, Vec<_>) = operands
             .into_iter()
-            .partition(|e| reads_ident(e, "trigger"));
+            .map(|expr| Operand {
+                native: Native::compile(&expr, trigger),
+                expr,
+            })
+            .partition(|o| reads_ident(&o.expr, "trigger"));
         Condition {
+            native: Native::compile(program.expression(), trigger),
             program,
             slot: 0,
             dependent,
@@ -115,16 +130,44 @@ impl Condition {
 
     /// Whether the condition holds for `v` on its own (a trigger's condition), or, for a join's
     /// condition, whether the operands that do not read `trigger` hold for the candidate `v`.
-    /// Cached in `v`'s [`Prepared`].
+    /// Cached in `v`'s [`Prepared`]. Natively where it can ([`Native`]), else by the CEL
+    /// interpreter, whose context is only built when needed.
     fn local(&self, cel: &Cel, generation: u64, v: &Vars<'_>) -> Result<(), Miss> {
         v.outcome(generation, self.slot, || {
-            let scope = Scope::of(v.clone());
-            let ctx = cel.context(&scope);
+            let env = native::Env {
+                this: v.signal,
+                trigger: None,
+                joins: &[],
+            };
             if self.dependent.is_empty() {
-                return check(&self.program, &ctx);
+                if let Some(b) = self
+                    .native
+                    .as_ref()
+                    .filter(|_| cel.native)
+                    .and_then(|n| native::truth_of(n, &env))
+                {
+                    return if b { Ok(()) } else { Err(Miss::ConditionFalse) };
+                }
+                let scope = Scope::of(v.clone());
+                return check(&self.program, &cel.context(&scope));
             }
-            for e in &self.local {
-                if !matches!(ctx.resolve(e), Ok(Value::Bool(true))) {
+            let scope = Scope::of(v.clone());
+            let mut ctx = None;
+            for o in &self.local {
+                let holds = match o
+                    .native
+                    .as_ref()
+                    .filter(|_| cel.native)
+                    .and_then(|n| native::truth_of(n, &env))
+                {
+                    Some(b) => b,
+                    None => matches!(
+                        ctx.get_or_insert_with(|| cel.context(&scope))
+                            .resolve(&o.expr),
+                        Ok(Value::Bool(true))
+                    ),
+                };
+                if !holds {
                     return Err(Miss::ConditionFalse);
                 }
             }
@@ -140,11 +183,28 @@ impl Condition {
         if self.dependent.is_empty() {
             return true;
         }
+        let env = native::Env {
+            this: c.signal,
+            trigger: Some(t.signal),
+            joins: &[],
+        };
         let scope = Scope::with_trigger(c.clone(), t.clone());
-        let ctx = cel.context(&scope);
-        self.dependent
-            .iter()
-            .all(|e| matches!(ctx.resolve(e), Ok(Value::Bool(true))))
+        let mut ctx = None;
+        self.dependent.iter().all(|o| {
+            match o
+                .native
+                .as_ref()
+                .filter(|_| cel.native)
+                .and_then(|n| native::truth_of(n, &env))
+            {
+                Some(b) => b,
+                None => matches!(
+                    ctx.get_or_insert_with(|| cel.context(&scope))
+                        .resolve(&o.expr),
+                    Ok(Value::Bool(true))
+                ),
+            }
+        })
     }
 }
 
@@ -464,6 +524,15 @@ impl RuleSet {
         )
     }
 
+    /// The same rules evaluated by the CEL interpreter alone, without the native fast path for
+    /// simple conditions and template holes: what tests hold the fast path to (the results
+    /// are the same, only slower).
+    pub fn interpreted(mut self) -> RuleSet {
+        self.cel.native = false;
+        self.generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
     /// The packs shipped with daytwo ([`BUILTIN_PACKS`]).
     ///
     /// # Panics
@@ -764,6 +833,17 @@ impl Rule {
             .chain(chosen.iter().map(|v| v.signal))
             .cloned()
             .collect();
+        let joined: Vec<(&str, &Signal)> = self
+            .joins
+            .iter()
+            .map(|j| j.name.as_str())
+            .zip(chosen.iter().map(|v| v.signal))
+            .collect();
+        let env = native::Env {
+            this: trigger,
+            trigger: None,
+            joins: &joined,
+        };
         let scope = if self.joins.is_empty() {
             Scope::of(tv.clone())
         } else {
@@ -772,21 +852,21 @@ impl Rule {
                 self.joins
                     .iter()
                     .map(|j| j.name.as_str())
-                    .zip(chosen)
+                    .zip(chosen.iter().cloned())
                     .collect(),
             )
         };
-        let ctx = cel.context(&scope);
+        let mut ctx = None;
         Ok(RuleMatch {
             rule: self.id.clone(),
             severity: self.severity,
-            title: self.title.render(&ctx),
+            title: self.title.render(&env, cel, &scope, &mut ctx),
             hypothesis: Hypothesis {
                 entity,
                 score: self.score,
                 rule: self.id.clone(),
-                explanation: self.explanation.render(&ctx),
-                remediation: self.remediation.render(&ctx),
+                explanation: self.explanation.render(&env, cel, &scope, &mut ctx),
+                remediation: self.remediation.render(&env, cel, &scope, &mut ctx),
                 evidence,
             },
             signals,
@@ -1012,7 +1092,7 @@ fn compile_rule(
     let condition = match &spec.matcher.condition {
         None => None,
         Some(c) => match cel.compile(&c.value) {
-            Ok(p) => Some(Condition::new(p)),
+            Ok(p) => Some(Condition::new(p, false)),
             Err(e) => {
                 errors.push(expr_error(file, &id, "match.condition", c, 0, e));
                 None
@@ -1298,7 +1378,7 @@ fn compile_joins(
         let condition = match &j.condition {
             None => None,
             Some(c) => match cel.compile_with(&c.value, &["trigger"]) {
-                Ok(p) => Some(Condition::new(p)),
+                Ok(p) => Some(Condition::new(p, true)),
                 Err(e) => {
                     errors.push(expr_error(
                         file,
