@@ -169,9 +169,9 @@ impl Native {
         Some(Native { root, joins })
     }
 
-    /// The value of the expression, or `None` when the interpreter must decide (see the module
-    /// documentation).
-    pub(crate) fn eval<'a>(&'a self, env: &Env<'a>) -> Option<V<'a>> {
+    /// The value of the expression; [`Bail::Error`] when the interpreter certainly fails on it
+    /// too, [`Bail::Unsure`] when only the interpreter can tell (see the module documentation).
+    pub(crate) fn eval<'a>(&'a self, env: &Env<'a>) -> Result<V<'a>, Bail> {
         let mut locals = Vec::new();
         eval(&self.root, env, &self.joins, &mut locals)
     }
@@ -372,21 +372,34 @@ fn signal_var<'a>(s: &'a Signal, v: Var) -> V<'a> {
     }
 }
 
-/// `container[key]` (also `container.key`) for a map; `None` for a missing key or anything
-/// that is not a map with string keys.
-fn index<'a>(container: V<'a>, key: &str) -> Option<V<'a>> {
-    match container {
+/// Why native evaluation stopped without a value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Bail {
+    /// The interpreter fails on this too, for certain: a key the map does not have, read
+    /// where nothing can absorb the error (see [`eval`]).
+    Error,
+    /// Only the interpreter can tell (a type mix, an overflow, an unsupported case).
+    Unsure,
+}
+
+type R<'a> = Result<V<'a>, Bail>;
+
+/// `container[key]` (also `container.key`): a map without that key is an error, as in the
+/// interpreter; anything but a map with string keys is for the interpreter to judge.
+fn index<'a>(container: V<'a>, key: &str) -> R<'a> {
+    let found = match container {
         V::Attrs(m) => m.get(key).map(json),
         V::JsonMap(m) => m.get(key).map(json),
-        V::Entity(s) => Some(match key {
-            "kind" => V::Str(Cow::Borrowed(s.entity.kind.as_str())),
-            "name" => V::Str(Cow::Borrowed(&s.entity.name)),
-            "attributes" => V::Attrs(&s.entity.attributes),
-            _ => return None,
-        }),
-        V::Signal(s) => Some(signal_var(s, var(key)?)),
-        _ => None,
-    }
+        V::Entity(s) => match key {
+            "kind" => Some(V::Str(Cow::Borrowed(s.entity.kind.as_str()))),
+            "name" => Some(V::Str(Cow::Borrowed(&s.entity.name))),
+            "attributes" => Some(V::Attrs(&s.entity.attributes)),
+            _ => None,
+        },
+        V::Signal(s) => var(key).map(|v| signal_var(s, v)),
+        _ => return Err(Bail::Unsure),
+    };
+    found.ok_or(Bail::Error)
 }
 
 /// Whether the map `container` has `key`; `None` when it is not a map with string keys.
@@ -424,16 +437,54 @@ fn in_list<'a>(needle: &V<'_>, items: impl Iterator<Item = V<'a>>) -> Option<boo
     Some(found)
 }
 
-fn truth(v: Option<V<'_>>) -> Option<bool> {
-    match v? {
-        V::Bool(b) => Some(b),
-        _ => None,
+/// Both operands of a strict operator (the interpreter evaluates both, in order, and fails
+/// when either fails): a certain error in either is certain, whatever the other does.
+fn both<'a>(x: R<'a>, y: impl FnOnce() -> R<'a>) -> Result<(V<'a>, V<'a>), Bail> {
+    let y = y();
+    match (x, y) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(Bail::Error), _) | (_, Err(Bail::Error)) => Err(Bail::Error),
+        _ => Err(Bail::Unsure),
     }
 }
 
-fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) -> Option<V<'a>> {
-    let ev = |n: &'a N, locals: &mut Vec<V<'a>>| eval(n, env, joins, locals);
-    Some(match n {
+/// `x && y` (`and`) or `x || y`, as the interpreter decides them: the left operand first;
+/// when it does not decide, the right one, whose failure is the result's; an error on the
+/// left is absorbed when the right one decides.
+fn logic<'a>(and: bool, x: R<'a>, y: impl FnOnce() -> R<'a>) -> R<'a> {
+    // The value that decides: false for `&&`, true for `||`.
+    let decisive = !and;
+    match x {
+        Ok(V::Bool(b)) if b == decisive => return Ok(V::Bool(b)),
+        Ok(V::Bool(_)) => {
+            return match y()? {
+                V::Bool(b) => Ok(V::Bool(b)),
+                _ => Err(Bail::Error),
+            };
+        }
+        _ => {}
+    }
+    // The left operand failed (or is not a bool, which the interpreter treats as failing), or
+    // native evaluation could not tell what it is.
+    let left_failed = matches!(x, Ok(_) | Err(Bail::Error));
+    match y() {
+        // The right operand decides whatever the left one was.
+        Ok(V::Bool(b)) if b == decisive => Ok(V::Bool(b)),
+        Ok(_) if left_failed => Err(Bail::Error),
+        Err(Bail::Error) if left_failed => Err(Bail::Error),
+        _ => Err(Bail::Unsure),
+    }
+}
+
+/// Evaluates `n`. See [`Bail`] for what a failure means.
+fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) -> R<'a> {
+    use Bail::{Error, Unsure};
+    macro_rules! ev {
+        ($n:expr) => {
+            eval($n, env, joins, locals)
+        };
+    }
+    Ok(match n {
         N::Lit(l) => match l {
             Lit::Null => V::Null,
             Lit::Bool(b) => V::Bool(*b),
@@ -445,46 +496,49 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
         N::Var(who, v) => {
             let s = match who {
                 Who::This => env.this,
-                Who::Trigger => env.trigger?,
+                Who::Trigger => env.trigger.ok_or(Unsure)?,
                 Who::Join(i) => {
-                    let name = joins.get(*i)?;
-                    env.joins.iter().find(|(n, _)| *n == name)?.1
+                    let name = joins.get(*i).ok_or(Unsure)?;
+                    env.joins.iter().find(|(n, _)| *n == name).ok_or(Unsure)?.1
                 }
             };
             signal_var(s, *v)
         }
-        N::Local(i) => locals.get(*i)?.clone(),
+        N::Local(i) => locals.get(*i).ok_or(Unsure)?.clone(),
         N::Index(c, k) => {
-            let c = ev(c, locals)?;
-            match ev(k, locals)? {
+            let c = ev!(c);
+            let (c, k) = both(c, || ev!(k))?;
+            match k {
                 V::Str(k) => index(c, &k)?,
-                _ => return None,
+                _ => return Err(Unsure),
             }
         }
-        N::Field(c, f) => index(ev(c, locals)?, f)?,
-        N::Has(c, f) => V::Bool(has_key(&ev(c, locals)?, f)?),
-        N::Not(x) => V::Bool(!truth(ev(x, locals))?),
-        N::And(x, y) => match truth(ev(x, locals))? {
-            false => V::Bool(false),
-            true => V::Bool(truth(ev(y, locals))?),
+        N::Field(c, f) => index(ev!(c)?, f)?,
+        N::Has(c, f) => V::Bool(has_key(&ev!(c)?, f).ok_or(Unsure)?),
+        N::Not(x) => match ev!(x)? {
+            V::Bool(b) => V::Bool(!b),
+            _ => return Err(Unsure),
         },
-        N::Or(x, y) => match truth(ev(x, locals))? {
-            true => V::Bool(true),
-            false => V::Bool(truth(ev(y, locals))?),
-        },
-        N::Cond(c, x, y) => {
-            if truth(ev(c, locals))? {
-                ev(x, locals)?
-            } else {
-                ev(y, locals)?
-            }
+        N::And(x, y) => {
+            let x = ev!(x);
+            logic(true, x, || ev!(y))?
         }
+        N::Or(x, y) => {
+            let x = ev!(x);
+            logic(false, x, || ev!(y))?
+        }
+        N::Cond(c, x, y) => match ev!(c)? {
+            V::Bool(true) => ev!(x)?,
+            V::Bool(false) => ev!(y)?,
+            _ => return Err(Unsure),
+        },
         N::Cmp(op, x, y) => {
-            let (a, b) = (ev(x, locals)?, ev(y, locals)?);
+            let x = ev!(x);
+            let (a, b) = both(x, || ev!(y))?;
             if matches!(a, V::Bool(_)) && !matches!(op, Cmp::Eq | Cmp::Ne) {
-                return None;
+                return Err(Unsure);
             }
-            let o = compare(&a, &b)?;
+            let o = compare(&a, &b).ok_or(Unsure)?;
             V::Bool(match op {
                 Cmp::Eq => o.is_eq(),
                 Cmp::Ne => o.is_ne(),
@@ -495,30 +549,42 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
             })
         }
         N::In(x, c) => {
-            let needle = ev(x, locals)?;
-            let hay = ev(c, locals)?;
-            V::Bool(match &hay {
-                V::List(items) => in_list(&needle, items.iter().cloned())?,
-                V::JsonList(items) => in_list(&needle, items.iter().map(json))?,
-                map => match &needle {
-                    V::Str(k) => has_key(map, k)?,
-                    _ => return None,
-                },
-            })
+            let x = ev!(x);
+            let (needle, hay) = both(x, || ev!(c))?;
+            V::Bool(
+                match &hay {
+                    V::List(items) => in_list(&needle, items.iter().cloned()),
+                    V::JsonList(items) => in_list(&needle, items.iter().map(json)),
+                    map => match &needle {
+                        V::Str(k) => has_key(map, k),
+                        _ => None,
+                    },
+                }
+                .ok_or(Unsure)?,
+            )
         }
-        N::Add(x, y) => match (ev(x, locals)?, ev(y, locals)?) {
-            (V::Str(a), V::Str(b)) => V::Str(Cow::Owned(format!("{a}{b}"))),
-            _ => return None,
-        },
+        N::Add(x, y) => {
+            let x = ev!(x);
+            match both(x, || ev!(y))? {
+                (V::Str(a), V::Str(b)) => V::Str(Cow::Owned(format!("{a}{b}"))),
+                _ => return Err(Unsure),
+            }
+        }
         N::Str(f, t, arg) => {
-            let V::Str(t) = ev(t, locals)? else {
-                return None;
+            let t = ev!(t);
+            let (t, arg) = match arg {
+                Some(a) => {
+                    let (t, a) = both(t, || ev!(a))?;
+                    (t, Some(a))
+                }
+                None => (t?, None),
+            };
+            let V::Str(t) = t else {
+                return Err(Unsure);
             };
             let arg = match arg {
-                Some(a) => match ev(a, locals)? {
-                    V::Str(a) => Some(a),
-                    _ => return None,
-                },
+                Some(V::Str(a)) => Some(a),
+                Some(_) => return Err(Unsure),
                 None => None,
             };
             match (f, arg) {
@@ -539,23 +605,42 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
                         V::Str(t)
                     }
                 }
-                _ => return None,
+                _ => return Err(Unsure),
             }
         }
-        N::Conv(c, x) => match (c, ev(x, locals)?) {
+        N::Conv(c, x) => match (c, ev!(x)?) {
             (Conv::Int, V::Int(i)) => V::Int(i),
-            (Conv::Int, V::UInt(u)) => V::Int(i64::try_from(u).ok()?),
+            (Conv::Int, V::UInt(u)) => V::Int(i64::try_from(u).map_err(|_| Unsure)?),
             (Conv::Double, V::Int(i)) => V::Double(i as f64),
             (Conv::Double, V::UInt(u)) => V::Double(u as f64),
             (Conv::Double, V::Double(d)) => V::Double(d),
             (Conv::String, V::Str(s)) => V::Str(s),
             (Conv::String, V::Int(i)) => V::Str(Cow::Owned(i.to_string())),
             (Conv::String, V::UInt(u)) => V::Str(Cow::Owned(u.to_string())),
-            _ => return None,
+            _ => return Err(Unsure),
         },
-        N::List(items) => V::List(items.iter().map(|x| ev(x, locals)).collect::<Option<_>>()?),
+        N::List(items) => {
+            // Every element is evaluated, in order; the first failure is the list's.
+            let mut out = Vec::with_capacity(items.len());
+            let mut failed = None;
+            for x in items {
+                match ev!(x) {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        failed = Some(match (failed, e) {
+                            (Some(Error), _) | (_, Error) => Error,
+                            _ => Unsure,
+                        })
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            V::List(out)
+        }
         N::Quant(exists, range, body) => {
-            let range = ev(range, locals)?;
+            let range = ev!(range)?;
             // Map keys iterate in a different order in the interpreter (a hash map): evaluate
             // every key so that the result cannot depend on the order.
             let (items, ordered): (Vec<V<'a>>, bool) = match range {
@@ -563,14 +648,18 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
                 V::JsonList(items) => (items.iter().map(json).collect(), true),
                 V::Attrs(m) => (m.keys().map(|k| V::Str(Cow::Borrowed(k))).collect(), false),
                 V::JsonMap(m) => (m.keys().map(|k| V::Str(Cow::Borrowed(k))).collect(), false),
-                _ => return None,
+                _ => return Err(Unsure),
             };
             let mut decided = false;
             for item in items {
                 locals.push(item);
-                let r = truth(eval(body, env, joins, locals));
+                let r = eval(body, env, joins, locals);
                 locals.pop();
-                if r? == *exists {
+                // Any failure inside: the interpreter decides how it propagates.
+                let Ok(V::Bool(b)) = r else {
+                    return Err(Unsure);
+                };
+                if b == *exists {
                     decided = true;
                     if ordered {
                         break;
@@ -583,9 +672,24 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
     })
 }
 
-/// The expression's value as a bool: `None` when it bails out or is not a bool.
-pub(crate) fn truth_of(n: &Native, env: &Env<'_>) -> Option<bool> {
-    truth(n.eval(env))
+/// What a condition operand tested as "returns `true`" gives: `Some(true)` when it does,
+/// `Some(false)` when it certainly does not (false, not a bool, or a certain error), `None`
+/// when only the interpreter can tell.
+pub(crate) fn is_true(n: &Native, env: &Env<'_>) -> Option<bool> {
+    match n.eval(env) {
+        Ok(v) => Some(matches!(v, V::Bool(true))),
+        Err(Bail::Error) => Some(false),
+        Err(Bail::Unsure) => None,
+    }
+}
+
+/// A whole condition's outcome when native evaluation is certain of it and it is a bool;
+/// `None` otherwise (the interpreter then also says why it failed).
+pub(crate) fn bool_of(n: &Native, env: &Env<'_>) -> Option<bool> {
+    match n.eval(env) {
+        Ok(V::Bool(b)) => Some(b),
+        _ => None,
+    }
 }
 
 impl V<'_> {
@@ -875,9 +979,7 @@ mod tests {
             trigger,
             joins: &joins,
         };
-        let Some(fast) = n.eval(&env) else {
-            return;
-        };
+        let fast = n.eval(&env);
         let vars = Vars::fresh(this);
         let scope = match (trigger, join) {
             (Some(t), _) => Scope::with_trigger(vars, Vars::fresh(t)),
@@ -885,10 +987,18 @@ mod tests {
             _ => Scope::of(vars),
         };
         let slow = program.execute(&cel.context(&scope));
-        match (fast.to_cel(), slow) {
-            (Some(f), Ok(s)) => assert_eq!(f, s, "{source}"),
-            (None, Ok(_)) => {} // a map or list: only its uses are compared
-            (f, Err(e)) => panic!("{source}: native {f:?}, interpreter error {e}"),
+        match (fast, slow) {
+            (Ok(f), Ok(s)) => {
+                // A map or list: only its uses are compared.
+                if let Some(f) = f.to_cel() {
+                    assert_eq!(f, s, "{source}");
+                }
+            }
+            (Ok(f), Err(e)) => panic!("{source}: native {f:?}, interpreter error {e}"),
+            (Err(Bail::Error), Ok(s)) => {
+                panic!("{source}: native says it fails, the interpreter returns {s:?}")
+            }
+            (Err(_), _) => {}
         }
     }
 

@@ -144,7 +144,7 @@ impl Condition {
                     .native
                     .as_ref()
                     .filter(|_| cel.native)
-                    .and_then(|n| native::truth_of(n, &env))
+                    .and_then(|n| native::bool_of(n, &env))
                 {
                     return if b { Ok(()) } else { Err(Miss::ConditionFalse) };
                 }
@@ -158,7 +158,7 @@ impl Condition {
                     .native
                     .as_ref()
                     .filter(|_| cel.native)
-                    .and_then(|n| native::truth_of(n, &env))
+                    .and_then(|n| native::is_true(n, &env))
                 {
                     Some(b) => b,
                     None => matches!(
@@ -195,7 +195,7 @@ impl Condition {
                 .native
                 .as_ref()
                 .filter(|_| cel.native)
-                .and_then(|n| native::truth_of(n, &env))
+                .and_then(|n| native::is_true(n, &env))
             {
                 Some(b) => b,
                 None => matches!(

@@ -179,13 +179,15 @@ impl Template {
                     filters,
                     ..
                 } => {
-                    let fast = native
-                        .as_ref()
-                        .filter(|_| cel.native)
-                        .and_then(|n| n.eval(env))
-                        .and_then(|v| v.to_cel());
+                    // Natively when it can; a certain error renders as missing without
+                    // asking the interpreter.
+                    let fast = match native.as_ref().filter(|_| cel.native).map(|n| n.eval(env)) {
+                        Some(Ok(v)) => v.to_cel().map(Some),
+                        Some(Err(native::Bail::Error)) => Some(None),
+                        _ => None,
+                    };
                     let value = match fast {
-                        Some(v) => Some(v),
+                        Some(v) => v,
                         None => program
                             .execute(ctx.get_or_insert_with(|| cel.context(scope)))
                             .ok(),
