@@ -578,10 +578,10 @@ pub struct Correlator {
     window: Duration,
     /// Distinct warning symptoms on one entity within the window that open an incident.
     quorum: usize,
-    active: HashMap<String, Active>,
-    by_fingerprint: HashMap<String, String>,
+    active: HashMap<String, Active, FastHash>,
+    by_fingerprint: HashMap<String, String, FastHash>,
     /// `entity:<key>` and `host:<name>` → active incident ids.
-    by_topology: HashMap<String, BTreeSet<String>>,
+    by_topology: HashMap<String, BTreeSet<String>, FastHash>,
     /// Held signals by host (or entity key when there is no host), oldest first.
     recent: HashMap<String, VecDeque<Signal>>,
     recent_len: usize,
@@ -629,9 +629,9 @@ impl Correlator {
         Correlator {
             window,
             quorum: DEFAULT_QUORUM,
-            active: HashMap::new(),
-            by_fingerprint: HashMap::new(),
-            by_topology: HashMap::new(),
+            active: HashMap::default(),
+            by_fingerprint: HashMap::default(),
+            by_topology: HashMap::default(),
             recent: HashMap::new(),
             recent_len: 0,
         }

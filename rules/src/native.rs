@@ -693,6 +693,29 @@ pub(crate) fn bool_of(n: &Native, env: &Env<'_>) -> Option<bool> {
 }
 
 impl V<'_> {
+    /// Appends the value as [`crate::expr::to_text`] writes it (and a null as
+    /// [`crate::template::UNKNOWN`], as a template hole does); `false`, writing nothing, for
+    /// maps and lists.
+    pub(crate) fn write_text(&self, out: &mut String) -> bool {
+        use std::fmt::Write;
+        match self {
+            V::Null => out.push_str(crate::template::UNKNOWN),
+            V::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            V::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            V::UInt(u) => {
+                let _ = write!(out, "{u}");
+            }
+            V::Double(d) => {
+                let _ = write!(out, "{d}");
+            }
+            V::Str(s) => out.push_str(s),
+            _ => return false,
+        }
+        true
+    }
+
     /// The value as the interpreter would return it, for scalars (what a template hole prints
     /// or a filter reads); `None` for maps and lists.
     pub(crate) fn to_cel(&self) -> Option<cel::Value> {
@@ -990,8 +1013,13 @@ mod tests {
         match (fast, slow) {
             (Ok(f), Ok(s)) => {
                 // A map or list: only its uses are compared.
-                if let Some(f) = f.to_cel() {
-                    assert_eq!(f, s, "{source}");
+                if let Some(c) = f.to_cel() {
+                    assert_eq!(c, s, "{source}");
+                    // And a template hole prints it as the interpreter's value prints.
+                    let mut text = String::new();
+                    assert!(f.write_text(&mut text));
+                    let want = crate::expr::to_text(&s);
+                    assert_eq!(text, want.as_deref().unwrap_or(crate::template::UNKNOWN));
                 }
             }
             (Ok(f), Err(e)) => panic!("{source}: native {f:?}, interpreter error {e}"),

@@ -925,20 +925,35 @@ impl Rule {
                 .iter()
                 .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
                 .collect(),
-        }
-        .into_iter()
-        .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.signal.id == c.id))
-        .filter(|c| crate::join::related_to(join.relation, &facts, c, source))
-        .collect();
+        };
+        // Nearest first (ties: by id); the relation is then checked lazily, in that order, so
+        // that a join satisfied by its nearest candidates does not test all the others. The
+        // order, the duplicates dropped and the first MAX_CANDIDATES are those of filtering
+        // first: a stable sort keeps the related candidates in the same relative order, and
+        // `chosen` is the same at every check (what a try pushes, it pops).
         candidates.sort_by(|a, b| {
             a.time
                 .abs_diff(anchor.time)
                 .cmp(&b.time.abs_diff(anchor.time))
                 .then_with(|| a.id.cmp(&b.id))
         });
-        candidates.dedup_by(|a, b| a.id == b.id);
         let mut deepest = j;
-        for c in candidates.into_iter().take(MAX_CANDIDATES) {
+        let mut previous: Option<&str> = None;
+        let mut tried = 0;
+        for c in candidates {
+            if tried == MAX_CANDIDATES {
+                break;
+            }
+            if c.id == trigger.id
+                || chosen.iter().any(|x| x.signal.id == c.id)
+                || !crate::join::related_to(join.relation, &facts, c, source)
+                // `dedup_by` on the related candidates: a run of one id keeps its first.
+                || previous == Some(c.id.as_str())
+            {
+                continue;
+            }
+            previous = Some(c.id.as_str());
+            tried += 1;
             let cv = match forced {
                 Some(fv) => fv.clone(),
                 None => Vars::of(c, source),

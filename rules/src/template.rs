@@ -84,6 +84,8 @@ enum Part {
 /// A parsed template.
 pub(crate) struct Template {
     parts: Vec<Part>,
+    /// What a rendering usually needs: the text plus a little per hole.
+    len_hint: usize,
 }
 
 impl Template {
@@ -156,7 +158,14 @@ impl Template {
         if rest < text.len() {
             parts.push(Part::Text(text[rest..].to_string()));
         }
-        Ok(Template { parts })
+        let len_hint = parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Hole { .. } => 24,
+            })
+            .sum();
+        Ok(Template { parts, len_hint })
     }
 
     /// Renders against a signal's variables (`env` natively, `scope` through the CEL
@@ -169,7 +178,7 @@ impl Template {
         scope: &'v Scope<'_>,
         ctx: &mut Option<Context<'v, 'v>>,
     ) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.len_hint);
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
@@ -182,6 +191,7 @@ impl Template {
                     // Natively when it can; a certain error renders as missing without
                     // asking the interpreter.
                     let fast = match native.as_ref().filter(|_| cel.native).map(|n| n.eval(env)) {
+                        Some(Ok(v)) if filters.is_empty() && v.write_text(&mut out) => continue,
                         Some(Ok(v)) => v.to_cel().map(Some),
                         Some(Err(native::Bail::Error)) => Some(None),
                         _ => None,
