@@ -169,6 +169,34 @@ impl Native {
         Some(Native { root, joins })
     }
 
+    /// Whether evaluating it costs about as little as looking a cached outcome up: no
+    /// comprehension, no string built (`lowerAscii`, `+`, `string()`), at most a few reads.
+    pub(crate) fn cheap(&self) -> bool {
+        fn walk(n: &N, budget: &mut usize) -> bool {
+            if *budget == 0 {
+                return false;
+            }
+            *budget -= 1;
+            match n {
+                N::Lit(_) | N::Var(..) | N::Local(_) => true,
+                N::Quant(..) | N::Add(..) => false,
+                N::Str(f, t, a) => {
+                    !matches!(f, StrFn::LowerAscii | StrFn::UpperAscii)
+                        && walk(t, budget)
+                        && a.as_deref().is_none_or(|a| walk(a, budget))
+                }
+                N::Conv(Conv::String, _) => false,
+                N::Conv(_, x) | N::Not(x) | N::Field(x, _) | N::Has(x, _) => walk(x, budget),
+                N::Index(x, y) | N::And(x, y) | N::Or(x, y) | N::Cmp(_, x, y) | N::In(x, y) => {
+                    walk(x, budget) && walk(y, budget)
+                }
+                N::Cond(c, x, y) => walk(c, budget) && walk(x, budget) && walk(y, budget),
+                N::List(items) => items.iter().all(|x| walk(x, budget)),
+            }
+        }
+        walk(&self.root, &mut 24)
+    }
+
     /// The value of the expression; [`Bail::Error`] when the interpreter certainly fails on it
     /// too, [`Bail::Unsure`] when only the interpreter can tell (see the module documentation).
     pub(crate) fn eval<'a>(&'a self, env: &Env<'a>) -> Result<V<'a>, Bail> {

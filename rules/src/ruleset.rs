@@ -13,6 +13,7 @@
 
 use crate::error::{Location, RuleParseFailed};
 use crate::expr::{Cel, ExprError, Prepared, Scope, Vars};
+use crate::hash::FastHash;
 use crate::join::{JoinSource, NoJoins, Order, Relation};
 use crate::native::{self, Native};
 use crate::spec::{EntitySelector, EntitySpec, EvidenceSelector, JoinSpec, RuleFileSpec, RuleSpec};
@@ -99,6 +100,10 @@ struct Condition {
     dependent: Vec<Operand>,
     /// The other operands (all of them when `dependent` is empty).
     local: Vec<Operand>,
+    /// Whether the part that depends on the signal alone runs natively and cheaply, so that
+    /// it is evaluated each time rather than cached in [`Prepared`] (looking the outcome up
+    /// would cost as much).
+    cheap: bool,
 }
 
 /// One `&&` operand of a condition, and its native form when it has one.
@@ -119,13 +124,41 @@ impl Condition {
                 expr,
             })
             .partition(|o| reads_ident(&o.expr, "trigger"));
+        let native = Native::compile(program.expression(), trigger);
+        let cheap = if dependent.is_empty() {
+            native.as_ref().is_some_and(Native::cheap)
+        } else {
+            local
+                .iter()
+                .all(|o| o.native.as_ref().is_some_and(Native::cheap))
+        };
         Condition {
-            native: Native::compile(program.expression(), trigger),
+            native,
             program,
             slot: 0,
             dependent,
             local,
+            cheap,
         }
+    }
+
+    /// [`Condition::local`] natively, when native evaluation decides it.
+    fn local_native(&self, v: &Vars<'_>) -> Option<Result<(), Miss>> {
+        let env = native::Env {
+            this: v.signal,
+            trigger: None,
+            joins: &[],
+        };
+        if self.dependent.is_empty() {
+            let b = native::bool_of(self.native.as_ref()?, &env)?;
+            return Some(if b { Ok(()) } else { Err(Miss::ConditionFalse) });
+        }
+        for o in &self.local {
+            if !native::is_true(o.native.as_ref()?, &env)? {
+                return Some(Err(Miss::ConditionFalse));
+            }
+        }
+        Some(Ok(()))
     }
 
     /// Whether the condition holds for `v` on its own (a trigger's condition), or, for a join's
@@ -133,6 +166,12 @@ impl Condition {
     /// Cached in `v`'s [`Prepared`]. Natively where it can ([`Native`]), else by the CEL
     /// interpreter, whose context is only built when needed.
     fn local(&self, cel: &Cel, generation: u64, v: &Vars<'_>) -> Result<(), Miss> {
+        if self.cheap
+            && cel.native
+            && let Some(r) = self.local_native(v)
+        {
+            return r;
+        }
         v.outcome(generation, self.slot, || {
             let env = native::Env {
                 this: v.signal,
@@ -375,11 +414,11 @@ impl std::fmt::Display for Miss {
 pub struct RuleSet {
     cel: Cel,
     rules: Vec<Rule>,
-    by_event: HashMap<String, Vec<usize>>,
+    by_event: HashMap<String, Vec<usize>, FastHash>,
     /// Join event name → rules with a join listening for it.
-    by_join_event: HashMap<String, Vec<usize>>,
+    by_join_event: HashMap<String, Vec<usize>, FastHash>,
     /// Event names a caller must hold for joins: join events and triggers of rules with joins.
-    held_events: HashSet<String>,
+    held_events: HashSet<String, FastHash>,
     horizon: Duration,
     /// Distinguishes this rule set's condition slots from another's in a [`Prepared`].
     generation: u64,
@@ -487,9 +526,9 @@ impl RuleSet {
                 slot += 1;
             }
         }
-        let mut by_event: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_join_event: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut held_events = HashSet::new();
+        let mut by_event: HashMap<String, Vec<usize>, FastHash> = HashMap::default();
+        let mut by_join_event: HashMap<String, Vec<usize>, FastHash> = HashMap::default();
+        let mut held_events = HashSet::default();
         let mut horizon = Duration::ZERO;
         for (i, r) in rules.iter().enumerate() {
             for e in &r.events {
@@ -727,7 +766,7 @@ impl RuleSet {
 
     /// Event names a caller should hold for joins (the join events, and the triggers of rules
     /// with joins so that a late joined signal finds them). Empty when no rule joins.
-    pub fn held_events(&self) -> &HashSet<String> {
+    pub fn held_events(&self) -> &HashSet<String, FastHash> {
         &self.held_events
     }
 
@@ -980,7 +1019,7 @@ impl Rule {
 #[derive(Default)]
 struct Anchors {
     /// (address of the anchor signal, machines?) → its machines or workloads.
-    memo: HashMap<(usize, bool), Vec<String>>,
+    memo: HashMap<(usize, bool), Vec<String>, FastHash>,
 }
 
 impl Anchors {
