@@ -15,6 +15,11 @@
 //! runs-on, owned-by, calls, upstream-of) within a window; the caller hands them in through
 //! [`JoinSource`] ([`join`]).
 //!
+//! Speed: conditions and template holes within a native subset of CEL run on the signal as it
+//! is, without the CEL interpreter (`native`, private; the interpreter remains the reference
+//! and the fallback, and property tests hold the two equal); [`RuleSet::interpreted`] turns
+//! the fast path off.
+//!
 //! Deliberately not here: I/O (callers read files and pass [`SourceFile`]s), clocks, async,
 //! and the topology itself (the collector's; [`JoinSource`] is how rules ask it).
 
