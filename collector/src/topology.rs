@@ -25,6 +25,7 @@
 
 use crate::rank::CallGraph;
 use daytwo_model::{EntityKind, Signal, Timestamp};
+use daytwo_rules::FastHash;
 use daytwo_rules::join::{machine_of, workload_of};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -55,7 +56,7 @@ pub struct Seen {
 /// The entity graph. Node ids are `KIND:identity` strings (`pod:UID`, `machine:NAME`, …).
 #[derive(Debug)]
 pub struct Topology {
-    out: HashMap<String, HashMap<(EdgeKind, String), Seen>>,
+    out: HashMap<String, HashMap<(EdgeKind, String), Seen, FastHash>, FastHash>,
     edges: usize,
     calls: CallGraph,
     horizon: Duration,
@@ -156,7 +157,7 @@ pub fn entity_id(s: &Signal) -> Option<String> {
 impl Topology {
     pub fn new(horizon: Duration, slack: Duration) -> Self {
         Topology {
-            out: HashMap::new(),
+            out: HashMap::default(),
             edges: 0,
             calls: CallGraph::new(),
             horizon,
@@ -337,7 +338,7 @@ impl Topology {
     /// Every node reachable from `start` over `kinds` edges that held at `at`, up to `depth`
     /// hops, `start` excluded.
     fn reach(&self, start: &str, at: Timestamp, kinds: &[EdgeKind], depth: usize) -> Vec<&str> {
-        let mut seen: HashSet<&str> = HashSet::new();
+        let mut seen: HashSet<&str, FastHash> = HashSet::default();
         let mut frontier: Vec<&str> = vec![start];
         for _ in 0..depth {
             let mut next = Vec::new();

@@ -69,6 +69,9 @@ pub(crate) enum ExprError {
 /// The CEL environment every rule is compiled against and executed in.
 pub(crate) struct Cel {
     env: Arc<Env>,
+    /// Whether conditions and template holes in the native subset run natively
+    /// ([`crate::native`]); off only for the reference in tests ([`crate::RuleSet::interpreted`]).
+    pub(crate) native: bool,
 }
 
 impl Cel {
@@ -77,7 +80,10 @@ impl Cel {
         // Declaring a standard extension on a fresh stdlib cannot conflict.
         env.add_extension(cel::extensions::strings)
             .expect("the cel strings extension declares on a fresh stdlib environment");
-        Cel { env: Arc::new(env) }
+        Cel {
+            env: Arc::new(env),
+            native: true,
+        }
     }
 
     /// Parses `source` and checks that it only names known variables and stays within the

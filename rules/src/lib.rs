@@ -15,12 +15,19 @@
 //! runs-on, owned-by, calls, upstream-of) within a window; the caller hands them in through
 //! [`JoinSource`] ([`join`]).
 //!
+//! Speed: conditions and template holes within a native subset of CEL run on the signal as it
+//! is, without the CEL interpreter (`native`, private; the interpreter remains the reference
+//! and the fallback, and property tests hold the two equal); [`RuleSet::interpreted`] turns
+//! the fast path off.
+//!
 //! Deliberately not here: I/O (callers read files and pass [`SourceFile`]s), clocks, async,
 //! and the topology itself (the collector's; [`JoinSource`] is how rules ask it).
 
 mod error;
 mod expr;
+mod hash;
 pub mod join;
+mod native;
 mod ruleset;
 mod spec;
 mod template;
@@ -29,6 +36,7 @@ mod yaml;
 
 pub use error::{Location, RuleParseFailed};
 pub use expr::{Prepared, VARIABLES};
+pub use hash::{FastHash, FastHasher};
 pub use join::{Anchor, JoinSource, NoJoins, Order, Relation};
 pub use ruleset::{BUILTIN_PACKS, BUILTIN_TESTS, Rule, RuleMatch, RuleSet, SourceFile};
 pub use spec::{EntitySelector, EvidenceSelector};

@@ -13,7 +13,9 @@
 
 use crate::error::{Location, RuleParseFailed};
 use crate::expr::{Cel, ExprError, Prepared, Scope, Vars};
+use crate::hash::FastHash;
 use crate::join::{JoinSource, NoJoins, Order, Relation};
+use crate::native::{self, Native};
 use crate::spec::{EntitySelector, EntitySpec, EvidenceSelector, JoinSpec, RuleFileSpec, RuleSpec};
 use crate::template::{Template, TemplateError};
 use crate::yaml;
@@ -90,41 +92,121 @@ struct Join {
 /// otherwise), so testing the operands apart decides the same.
 struct Condition {
     program: Program,
+    /// The whole condition evaluated natively, when it is a trigger's and in the native subset.
+    native: Option<Native>,
     /// This condition's slot in [`Prepared`]'s outcome cache.
     slot: usize,
     /// Operands that read `trigger`; empty for a trigger's own condition.
-    dependent: Vec<cel::common::ast::IdedExpr>,
+    dependent: Vec<Operand>,
     /// The other operands (all of them when `dependent` is empty).
-    local: Vec<cel::common::ast::IdedExpr>,
+    local: Vec<Operand>,
+    /// Whether the part that depends on the signal alone runs natively and cheaply, so that
+    /// it is evaluated each time rather than cached in [`Prepared`] (looking the outcome up
+    /// would cost as much).
+    cheap: bool,
+}
+
+/// One `&&` operand of a condition, and its native form when it has one.
+struct Operand {
+    expr: cel::common::ast::IdedExpr,
+    native: Option<Native>,
 }
 
 impl Condition {
-    fn new(program: Program) -> Self {
+    /// `trigger`: whether the condition may read `trigger` (a join's).
+    fn new(program: Program, trigger: bool) -> Self {
         let mut operands = Vec::new();
         conjuncts(program.expression(), &mut operands);
-        let (dependent, local) = operands
+        let (dependent, local): (Vec<_>, Vec<_>) = operands
             .into_iter()
-            .partition(|e| reads_ident(e, "trigger"));
+            .map(|expr| Operand {
+                native: Native::compile(&expr, trigger),
+                expr,
+            })
+            .partition(|o| reads_ident(&o.expr, "trigger"));
+        let native = Native::compile(program.expression(), trigger);
+        let cheap = if dependent.is_empty() {
+            native.as_ref().is_some_and(Native::cheap)
+        } else {
+            local
+                .iter()
+                .all(|o| o.native.as_ref().is_some_and(Native::cheap))
+        };
         Condition {
+            native,
             program,
             slot: 0,
             dependent,
             local,
+            cheap,
         }
+    }
+
+    /// [`Condition::local`] natively, when native evaluation decides it.
+    fn local_native(&self, v: &Vars<'_>) -> Option<Result<(), Miss>> {
+        let env = native::Env {
+            this: v.signal,
+            trigger: None,
+            joins: &[],
+        };
+        if self.dependent.is_empty() {
+            let b = native::bool_of(self.native.as_ref()?, &env)?;
+            return Some(if b { Ok(()) } else { Err(Miss::ConditionFalse) });
+        }
+        for o in &self.local {
+            if !native::is_true(o.native.as_ref()?, &env)? {
+                return Some(Err(Miss::ConditionFalse));
+            }
+        }
+        Some(Ok(()))
     }
 
     /// Whether the condition holds for `v` on its own (a trigger's condition), or, for a join's
     /// condition, whether the operands that do not read `trigger` hold for the candidate `v`.
-    /// Cached in `v`'s [`Prepared`].
+    /// Cached in `v`'s [`Prepared`]. Natively where it can ([`Native`]), else by the CEL
+    /// interpreter, whose context is only built when needed.
     fn local(&self, cel: &Cel, generation: u64, v: &Vars<'_>) -> Result<(), Miss> {
+        if self.cheap
+            && cel.native
+            && let Some(r) = self.local_native(v)
+        {
+            return r;
+        }
         v.outcome(generation, self.slot, || {
-            let scope = Scope::of(v.clone());
-            let ctx = cel.context(&scope);
+            let env = native::Env {
+                this: v.signal,
+                trigger: None,
+                joins: &[],
+            };
             if self.dependent.is_empty() {
-                return check(&self.program, &ctx);
+                if let Some(b) = self
+                    .native
+                    .as_ref()
+                    .filter(|_| cel.native)
+                    .and_then(|n| native::bool_of(n, &env))
+                {
+                    return if b { Ok(()) } else { Err(Miss::ConditionFalse) };
+                }
+                let scope = Scope::of(v.clone());
+                return check(&self.program, &cel.context(&scope));
             }
-            for e in &self.local {
-                if !matches!(ctx.resolve(e), Ok(Value::Bool(true))) {
+            let scope = Scope::of(v.clone());
+            let mut ctx = None;
+            for o in &self.local {
+                let holds = match o
+                    .native
+                    .as_ref()
+                    .filter(|_| cel.native)
+                    .and_then(|n| native::is_true(n, &env))
+                {
+                    Some(b) => b,
+                    None => matches!(
+                        ctx.get_or_insert_with(|| cel.context(&scope))
+                            .resolve(&o.expr),
+                        Ok(Value::Bool(true))
+                    ),
+                };
+                if !holds {
                     return Err(Miss::ConditionFalse);
                 }
             }
@@ -140,11 +222,28 @@ impl Condition {
         if self.dependent.is_empty() {
             return true;
         }
+        let env = native::Env {
+            this: c.signal,
+            trigger: Some(t.signal),
+            joins: &[],
+        };
         let scope = Scope::with_trigger(c.clone(), t.clone());
-        let ctx = cel.context(&scope);
-        self.dependent
-            .iter()
-            .all(|e| matches!(ctx.resolve(e), Ok(Value::Bool(true))))
+        let mut ctx = None;
+        self.dependent.iter().all(|o| {
+            match o
+                .native
+                .as_ref()
+                .filter(|_| cel.native)
+                .and_then(|n| native::is_true(n, &env))
+            {
+                Some(b) => b,
+                None => matches!(
+                    ctx.get_or_insert_with(|| cel.context(&scope))
+                        .resolve(&o.expr),
+                    Ok(Value::Bool(true))
+                ),
+            }
+        })
     }
 }
 
@@ -315,11 +414,11 @@ impl std::fmt::Display for Miss {
 pub struct RuleSet {
     cel: Cel,
     rules: Vec<Rule>,
-    by_event: HashMap<String, Vec<usize>>,
+    by_event: HashMap<String, Vec<usize>, FastHash>,
     /// Join event name → rules with a join listening for it.
-    by_join_event: HashMap<String, Vec<usize>>,
+    by_join_event: HashMap<String, Vec<usize>, FastHash>,
     /// Event names a caller must hold for joins: join events and triggers of rules with joins.
-    held_events: HashSet<String>,
+    held_events: HashSet<String, FastHash>,
     horizon: Duration,
     /// Distinguishes this rule set's condition slots from another's in a [`Prepared`].
     generation: u64,
@@ -427,9 +526,9 @@ impl RuleSet {
                 slot += 1;
             }
         }
-        let mut by_event: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_join_event: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut held_events = HashSet::new();
+        let mut by_event: HashMap<String, Vec<usize>, FastHash> = HashMap::default();
+        let mut by_join_event: HashMap<String, Vec<usize>, FastHash> = HashMap::default();
+        let mut held_events = HashSet::default();
         let mut horizon = Duration::ZERO;
         for (i, r) in rules.iter().enumerate() {
             for e in &r.events {
@@ -462,6 +561,15 @@ impl RuleSet {
             },
             errors,
         )
+    }
+
+    /// The same rules evaluated by the CEL interpreter alone, without the native fast path for
+    /// simple conditions and template holes: what tests hold the fast path to (the results
+    /// are the same, only slower).
+    pub fn interpreted(mut self) -> RuleSet {
+        self.cel.native = false;
+        self.generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// The packs shipped with daytwo ([`BUILTIN_PACKS`]).
@@ -658,7 +766,7 @@ impl RuleSet {
 
     /// Event names a caller should hold for joins (the join events, and the triggers of rules
     /// with joins so that a late joined signal finds them). Empty when no rule joins.
-    pub fn held_events(&self) -> &HashSet<String> {
+    pub fn held_events(&self) -> &HashSet<String, FastHash> {
         &self.held_events
     }
 
@@ -764,6 +872,17 @@ impl Rule {
             .chain(chosen.iter().map(|v| v.signal))
             .cloned()
             .collect();
+        let joined: Vec<(&str, &Signal)> = self
+            .joins
+            .iter()
+            .map(|j| j.name.as_str())
+            .zip(chosen.iter().map(|v| v.signal))
+            .collect();
+        let env = native::Env {
+            this: trigger,
+            trigger: None,
+            joins: &joined,
+        };
         let scope = if self.joins.is_empty() {
             Scope::of(tv.clone())
         } else {
@@ -772,21 +891,21 @@ impl Rule {
                 self.joins
                     .iter()
                     .map(|j| j.name.as_str())
-                    .zip(chosen)
+                    .zip(chosen.iter().cloned())
                     .collect(),
             )
         };
-        let ctx = cel.context(&scope);
+        let mut ctx = None;
         Ok(RuleMatch {
             rule: self.id.clone(),
             severity: self.severity,
-            title: self.title.render(&ctx),
+            title: self.title.render(&env, cel, &scope, &mut ctx),
             hypothesis: Hypothesis {
                 entity,
                 score: self.score,
                 rule: self.id.clone(),
-                explanation: self.explanation.render(&ctx),
-                remediation: self.remediation.render(&ctx),
+                explanation: self.explanation.render(&env, cel, &scope, &mut ctx),
+                remediation: self.remediation.render(&env, cel, &scope, &mut ctx),
                 evidence,
             },
             signals,
@@ -845,20 +964,35 @@ impl Rule {
                 .iter()
                 .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
                 .collect(),
-        }
-        .into_iter()
-        .filter(|c| c.id != trigger.id && !chosen.iter().any(|x| x.signal.id == c.id))
-        .filter(|c| crate::join::related_to(join.relation, &facts, c, source))
-        .collect();
+        };
+        // Nearest first (ties: by id); the relation is then checked lazily, in that order, so
+        // that a join satisfied by its nearest candidates does not test all the others. The
+        // order, the duplicates dropped and the first MAX_CANDIDATES are those of filtering
+        // first: a stable sort keeps the related candidates in the same relative order, and
+        // `chosen` is the same at every check (what a try pushes, it pops).
         candidates.sort_by(|a, b| {
             a.time
                 .abs_diff(anchor.time)
                 .cmp(&b.time.abs_diff(anchor.time))
                 .then_with(|| a.id.cmp(&b.id))
         });
-        candidates.dedup_by(|a, b| a.id == b.id);
         let mut deepest = j;
-        for c in candidates.into_iter().take(MAX_CANDIDATES) {
+        let mut previous: Option<&str> = None;
+        let mut tried = 0;
+        for c in candidates {
+            if tried == MAX_CANDIDATES {
+                break;
+            }
+            if c.id == trigger.id
+                || chosen.iter().any(|x| x.signal.id == c.id)
+                || !crate::join::related_to(join.relation, &facts, c, source)
+                // `dedup_by` on the related candidates: a run of one id keeps its first.
+                || previous == Some(c.id.as_str())
+            {
+                continue;
+            }
+            previous = Some(c.id.as_str());
+            tried += 1;
             let cv = match forced {
                 Some(fv) => fv.clone(),
                 None => Vars::of(c, source),
@@ -885,7 +1019,7 @@ impl Rule {
 #[derive(Default)]
 struct Anchors {
     /// (address of the anchor signal, machines?) → its machines or workloads.
-    memo: HashMap<(usize, bool), Vec<String>>,
+    memo: HashMap<(usize, bool), Vec<String>, FastHash>,
 }
 
 impl Anchors {
@@ -1012,7 +1146,7 @@ fn compile_rule(
     let condition = match &spec.matcher.condition {
         None => None,
         Some(c) => match cel.compile(&c.value) {
-            Ok(p) => Some(Condition::new(p)),
+            Ok(p) => Some(Condition::new(p, false)),
             Err(e) => {
                 errors.push(expr_error(file, &id, "match.condition", c, 0, e));
                 None
@@ -1298,7 +1432,7 @@ fn compile_joins(
         let condition = match &j.condition {
             None => None,
             Some(c) => match cel.compile_with(&c.value, &["trigger"]) {
-                Ok(p) => Some(Condition::new(p)),
+                Ok(p) => Some(Condition::new(p, true)),
                 Err(e) => {
                     errors.push(expr_error(
                         file,

@@ -7,7 +7,8 @@
 //!
 //! There is no escaping syntax: to write a literal `{{`, use a CEL string, `{{ "{{" }}`.
 
-use crate::expr::{self, Cel, ExprError, outside_literals};
+use crate::expr::{self, Cel, ExprError, Scope, outside_literals};
+use crate::native::{self, Native};
 use cel::{Context, Program};
 
 /// What a hole renders as when its value is missing.
@@ -71,6 +72,8 @@ enum Part {
     Text(String),
     Hole {
         program: Program,
+        /// The expression evaluated natively, when it is in the native subset.
+        native: Option<Box<Native>>,
         filters: Vec<Filter>,
         /// Byte offset of the expression in the template, and its source.
         offset: usize,
@@ -81,6 +84,8 @@ enum Part {
 /// A parsed template.
 pub(crate) struct Template {
     parts: Vec<Part>,
+    /// What a rendering usually needs: the text plus a little per hole.
+    len_hint: usize,
 }
 
 impl Template {
@@ -142,6 +147,7 @@ impl Template {
                 filters.push(filter);
             }
             parts.push(Part::Hole {
+                native: Native::compile(program.expression(), false).map(Box::new),
                 program,
                 filters,
                 offset: inner_start + expr_start,
@@ -152,34 +158,62 @@ impl Template {
         if rest < text.len() {
             parts.push(Part::Text(text[rest..].to_string()));
         }
-        Ok(Template { parts })
+        let len_hint = parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Hole { .. } => 24,
+            })
+            .sum();
+        Ok(Template { parts, len_hint })
     }
 
-    /// Renders against a signal's context; missing values become [`UNKNOWN`].
-    pub(crate) fn render(&self, ctx: &Context<'_, '_>) -> String {
-        let mut out = String::new();
+    /// Renders against a signal's variables (`env` natively, `scope` through the CEL
+    /// interpreter, whose context is built in `ctx` the first time a hole needs it); missing
+    /// values become [`UNKNOWN`].
+    pub(crate) fn render<'v>(
+        &self,
+        env: &native::Env<'_>,
+        cel: &Cel,
+        scope: &'v Scope<'_>,
+        ctx: &mut Option<Context<'v, 'v>>,
+    ) -> String {
+        let mut out = String::with_capacity(self.len_hint);
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
                 Part::Hole {
-                    program, filters, ..
+                    program,
+                    native,
+                    filters,
+                    ..
                 } => {
-                    let text =
-                        program
-                            .execute(ctx)
-                            .ok()
-                            .and_then(|v| match filters.split_first() {
-                                None => expr::to_text(&v),
-                                // Filters turn a value into text, so only the first can see the value;
-                                // later ones see that text as a string value.
-                                Some((first, more)) => {
-                                    let mut s = first.apply(&v)?;
-                                    for f in more {
-                                        s = f.apply(&cel::Value::from(s))?;
-                                    }
-                                    Some(s)
-                                }
-                            });
+                    // Natively when it can; a certain error renders as missing without
+                    // asking the interpreter.
+                    let fast = match native.as_ref().filter(|_| cel.native).map(|n| n.eval(env)) {
+                        Some(Ok(v)) if filters.is_empty() && v.write_text(&mut out) => continue,
+                        Some(Ok(v)) => v.to_cel().map(Some),
+                        Some(Err(native::Bail::Error)) => Some(None),
+                        _ => None,
+                    };
+                    let value = match fast {
+                        Some(v) => v,
+                        None => program
+                            .execute(ctx.get_or_insert_with(|| cel.context(scope)))
+                            .ok(),
+                    };
+                    let text = value.and_then(|v| match filters.split_first() {
+                        None => expr::to_text(&v),
+                        // Filters turn a value into text, so only the first can see the value;
+                        // later ones see that text as a string value.
+                        Some((first, more)) => {
+                            let mut s = first.apply(&v)?;
+                            for f in more {
+                                s = f.apply(&cel::Value::from(s))?;
+                            }
+                            Some(s)
+                        }
+                    });
                     out.push_str(text.as_deref().unwrap_or(UNKNOWN));
                 }
             }
@@ -272,7 +306,12 @@ mod tests {
         let t = Template::parse(&cel, text).unwrap();
         let s = signal();
         let scope = crate::expr::Scope::of(crate::expr::Vars::fresh(&s));
-        t.render(&cel.context(&scope))
+        let env = native::Env {
+            this: &s,
+            trigger: None,
+            joins: &[],
+        };
+        t.render(&env, &cel, &scope, &mut None)
     }
 
     #[test]

@@ -523,3 +523,34 @@ fn mismatches(e: &ExpectSpec, r: &Ranked) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every signal of every shipped test case yields the same matches (titles, explanations,
+    /// remediations, evidence) and the same reasons for each miss whether conditions and
+    /// template holes run natively or in the CEL interpreter alone.
+    #[test]
+    fn native_evaluation_changes_nothing_in_the_shipped_tests() {
+        let native = RuleSet::builtin();
+        let interpreted = RuleSet::builtin().interpreted();
+        let mut compared = 0;
+        for test in crate::BUILTIN_TESTS {
+            let tf = parse_test_file(test.path, test.text).unwrap_or_else(|e| panic!("{e}"));
+            for t in &tf.tests {
+                let pool = Pool {
+                    signals: &t.signals,
+                    calls: &t.calls,
+                };
+                for s in &t.signals {
+                    let fast = native.evaluate_traced(s, &pool);
+                    let slow = interpreted.evaluate_traced(s, &pool);
+                    assert_eq!(fast, slow, "{}: {} ({})", test.path, t.name, s.name);
+                    compared += fast.0.len() + fast.1.len();
+                }
+            }
+        }
+        assert!(compared > 100, "{compared}");
+    }
+}
