@@ -12,7 +12,8 @@
 //! * **strength**: the robust z-score of its strongest change, on a log scale (a 10 000σ jump
 //!   of a CPU hog and a 20σ latency shift are both unusual, but not equally), plus a share of
 //!   the strongest change of every other metric family that moved with it (corroboration);
-//!   changes in the benign direction (less load, lower latency, more successes) count less;
+//!   changes in the benign direction (less load, lower latency, more successes) count less,
+//!   and so does the latency of its own calls out (it includes its callees' time);
 //! * **onset**: how early it went wrong (the earliest of its strong changes), which decides
 //!   which change can explain which, and breaks ties;
 //! * **reach**: how many other anomalous services call it, directly or through others (a fault
@@ -221,6 +222,9 @@ struct Anomaly<'a> {
     via: Option<String>,
     /// For a client-side latency change: the service that measured it (the caller).
     caller: Option<String>,
+    /// A client-side latency that names no service called (`http.client.*` without
+    /// `peer.service`): the time the service waited on its dependencies, whichever they are.
+    outbound: bool,
 }
 
 impl Anomaly<'_> {
@@ -228,7 +232,7 @@ impl Anomaly<'_> {
     /// fault adds load, latency and errors far more often than it removes them).
     fn strength(&self) -> f64 {
         let mut s = (1.0 + self.sigma.abs()).ln();
-        if self.via.is_some() {
+        if self.via.is_some() || self.outbound {
             s *= CALLER_SHARE;
         }
         if self.worse { s } else { s * DOWN_WEIGHT }
@@ -300,6 +304,7 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         up,
         onset: s.time,
         via: None,
+        outbound: is_outbound(s),
         caller: caller_of(s),
     })
 }
@@ -326,6 +331,19 @@ fn caller_of(s: &Signal) -> Option<String> {
         return s.resource.get("service.name")?.as_str().map(str::to_string);
     }
     None
+}
+
+/// Whether a signal is a client-side latency of the service that measured it with no service
+/// called named: what it waited on its calls, so its own share of it is the caller's
+/// ([`CALLER_SHARE`]), as for a client-side latency that names the callee.
+fn is_outbound(s: &Signal) -> bool {
+    let Some(metric) = s.attributes.get("metric.name").and_then(|v| v.as_str()) else {
+        return false;
+    };
+    (metric.starts_with("http.client") || metric.starts_with("rpc.client"))
+        && metric.contains("duration")
+        && caller_of(s).is_none()
+        && !s.attributes.contains_key("peer.service")
 }
 
 /// The service a signal is about: `service.name` of its entity or resource, else the entity name.
@@ -517,11 +535,11 @@ fn hypothesis(c: &Candidate, score: f64, reach: usize, explained_by: Option<Stri
         .iter()
         .take(3)
         .map(|a| {
-            let via = a
-                .via
-                .as_ref()
-                .map(|d| format!(" (its calls to {d})"))
-                .unwrap_or_default();
+            let via = match &a.via {
+                Some(d) => format!(" (its calls to {d})"),
+                None if a.outbound => " (its calls out)".to_string(),
+                None => String::new(),
+            };
             format!(
                 "{}{via} {} {:.1}σ from {}",
                 a.metric,

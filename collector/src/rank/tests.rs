@@ -272,3 +272,27 @@ fn a_callers_slower_calls_to_several_services_corroborate_each_other() {
     let h = rank(&sigs, &CallGraph::new());
     assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
 }
+
+#[test]
+fn the_latency_of_a_services_calls_out_counts_at_the_callers_share() {
+    // `http.client.*` without `peer.service`: the time a service waited on its calls, which
+    // holds its callees' time too. A service whose own server latency moved beats one whose
+    // calls out moved somewhat more.
+    let sigs = vec![
+        anomaly_signal("a", "http.client.request.duration.p99", 40.0, 100),
+        anomaly_signal("b", "http.server.request.duration.p99", 20.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "b", "{h:#?}");
+    assert!(
+        h[1].explanation.contains("(its calls out)"),
+        "{}",
+        h[1].explanation
+    );
+    // Naming the callee, it is about the callee (and half about the caller), as before.
+    let mut named = anomaly_signal("a", "http.client.request.duration.p99", 40.0, 100);
+    named.attributes.insert("peer.service".into(), "c".into());
+    assert!(!is_outbound(&named));
+    assert!(is_outbound(&sigs[0]));
+    assert!(!is_outbound(&sigs[1]));
+}
