@@ -491,7 +491,14 @@ pub struct Correlator {
     /// Held signals by host (or entity key when there is no host), oldest first.
     recent: HashMap<String, VecDeque<Signal>>,
     recent_len: usize,
+    /// Entity key → the most recently resolved incident that held it, and when it resolved
+    /// (at most [`RESOLVED_MAX`]): a late rule match that would have joined it opens a new
+    /// incident linked to it ([`Correlator::resolved_related`]).
+    resolved: HashMap<String, (String, Timestamp)>,
 }
+
+/// How many entities of resolved incidents are remembered for `related` links.
+const RESOLVED_MAX: usize = 4096;
 
 /// The fingerprint of an incident: rule + root entity + cluster, never text.
 pub fn fingerprint(rule: &str, entity: &Entity) -> String {
@@ -540,6 +547,7 @@ impl Correlator {
             by_topology: HashMap::new(),
             recent: HashMap::new(),
             recent_len: 0,
+            resolved: HashMap::new(),
         }
     }
 
@@ -554,6 +562,7 @@ impl Correlator {
     pub fn track(&mut self, inc: &Incident) {
         self.forget(&inc.id);
         if !inc.status.is_active() {
+            self.remember_resolved(inc);
             return;
         }
         let mut a = Active {
@@ -775,6 +784,49 @@ impl Correlator {
                     .cmp(&b.last_signal_at)
                     .then_with(|| ib.cmp(ia))
             })
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Remembers the entities of a resolved incident, for [`Correlator::resolved_related`].
+    fn remember_resolved(&mut self, inc: &Incident) {
+        let at = inc.resolved_at.unwrap_or(inc.updated_at);
+        let keys = inc
+            .root_causes
+            .iter()
+            .map(|h| h.entity.key())
+            .chain(inc.signals.iter().map(|s| s.entity.key()));
+        for k in keys {
+            self.resolved.insert(k, (inc.id.clone(), at));
+        }
+        while self.resolved.len() > RESOLVED_MAX {
+            let Some(oldest) = self
+                .resolved
+                .iter()
+                .min_by(|a, b| a.1.1.cmp(&b.1.1).then_with(|| a.0.cmp(b.0)))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.resolved.remove(&oldest);
+        }
+    }
+
+    /// The resolved incident a late rule match would have joined had it still been open (the
+    /// one that held its earlier signals' entities or the entity it blames, most recently
+    /// resolved first): the new incident the match opens links to it (`related`).
+    pub fn resolved_related(&self, s: &Signal, matches: &[RuleMatch]) -> Option<String> {
+        matches
+            .iter()
+            .filter(|m| m.signals.iter().any(|x| x.id != s.id))
+            .flat_map(|m| {
+                m.signals
+                    .iter()
+                    .filter(|x| x.id != s.id)
+                    .map(|x| x.entity.key())
+                    .chain([m.hypothesis.entity.key()])
+            })
+            .filter_map(|k| self.resolved.get(&k))
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
             .map(|(id, _)| id.clone())
     }
 
@@ -1212,7 +1264,15 @@ mod tests {
         c.track(&inc);
         let cause = sig("c", "node-1", "/pod", 130, Severity::Warning);
         let late = joined_match(&trigger, &cause, "backend_failing");
-        assert!(matches!(c.decide(&cause, &[late]), Decision::Open { .. }));
+        assert!(matches!(
+            c.decide(&cause, &[late.clone()]),
+            Decision::Open { .. }
+        ));
+        // The new incident is linked to the resolved one.
+        assert_eq!(c.resolved_related(&cause, &[late]).as_deref(), Some("i1"));
+        // A match on one signal alone is not a late match: no link.
+        let alone = rule_match(&cause, "crash_loop");
+        assert_eq!(c.resolved_related(&cause, &[alone]), None);
     }
 
     #[test]

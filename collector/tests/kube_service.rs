@@ -177,6 +177,15 @@ fn a_resolved_service_incident_does_not_take_the_late_pod_failure() {
     let now = active(&p);
     assert_eq!(now.len(), 1, "{now:#?}");
     assert_ne!(now[0].id, resolved.id);
+    // Linked to the resolved one, whose signal (the endpoint loss) it holds too.
+    assert!(
+        now[0]
+            .links
+            .iter()
+            .any(|l| l.relation == "related" && l.incident_id == resolved.id),
+        "{:#?}",
+        now[0].links
+    );
     assert_eq!(
         now[0].root_causes[0].entity.name,
         "shop/checkout-7d4b9c8f6-x2x9k/app"
