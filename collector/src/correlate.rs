@@ -1265,7 +1265,7 @@ mod tests {
         let cause = sig("c", "node-1", "/pod", 130, Severity::Warning);
         let late = joined_match(&trigger, &cause, "backend_failing");
         assert!(matches!(
-            c.decide(&cause, &[late.clone()]),
+            c.decide(&cause, std::slice::from_ref(&late)),
             Decision::Open { .. }
         ));
         // The new incident is linked to the resolved one.
