@@ -225,6 +225,9 @@ struct Anomaly<'a> {
     /// A client-side latency that names no service called (`http.client.*` without
     /// `peer.service`): the time the service waited on its dependencies, whichever they are.
     outbound: bool,
+    /// A server-side latency on the calls from one caller only, while the service has other
+    /// callers whose calls did not move: about what that caller sends as much as about it.
+    one_edge: bool,
 }
 
 impl Anomaly<'_> {
@@ -232,7 +235,7 @@ impl Anomaly<'_> {
     /// fault adds load, latency and errors far more often than it removes them).
     fn strength(&self) -> f64 {
         let mut s = (1.0 + self.sigma.abs()).ln();
-        if self.via.is_some() || self.outbound {
+        if self.via.is_some() || self.outbound || self.one_edge {
             s *= CALLER_SHARE;
         }
         if self.worse { s } else { s * DOWN_WEIGHT }
@@ -305,6 +308,7 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         onset: s.time,
         via: None,
         outbound: is_outbound(s),
+        one_edge: false,
         caller: caller_of(s),
     })
 }
@@ -344,6 +348,16 @@ fn is_outbound(s: &Signal) -> bool {
         && metric.contains("duration")
         && caller_of(s).is_none()
         && !s.attributes.contains_key("peer.service")
+}
+
+/// The calling service named on a server-side call metric (`rpc.server.*` with
+/// `peer.service`).
+fn server_peer(s: &Signal) -> Option<&str> {
+    let metric = s.attributes.get("metric.name")?.as_str()?;
+    if !metric.starts_with("rpc.server") {
+        return None;
+    }
+    s.attributes.get("peer.service")?.as_str()
 }
 
 /// The service a signal is about: `service.name` of its entity or resource, else the entity name.
@@ -433,8 +447,31 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
                 .insert(service_of(a.signal));
         }
     }
+    // Server-side latency per calling service (`rpc.server.*` with `peer.service`): when only
+    // one of a service's callers saw it move, the caller's calls changed as much as the
+    // service did.
+    let mut server_edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in &anomalies {
+        if let Some(p) = server_peer(a.signal) {
+            server_edges
+                .entry(service_of(a.signal))
+                .or_default()
+                .insert(p.to_string());
+        }
+    }
     let mut by_service: BTreeMap<String, Vec<Anomaly>> = BTreeMap::new();
-    for a in anomalies {
+    for mut a in anomalies {
+        let me = service_of(a.signal);
+        if let Some(p) = server_peer(a.signal)
+            && p != me
+            && server_edges.get(&me).is_some_and(|e| e.len() == 1)
+            && graph.callers(&me).filter(|c| *c != p).count() >= 1
+        {
+            let mut share = a.clone();
+            share.via = Some(me.clone());
+            by_service.entry(p.to_string()).or_default().push(share);
+            a.one_edge = true;
+        }
         let svc = match caller_of(a.signal) {
             Some(c)
                 if callees_by_caller
@@ -538,6 +575,7 @@ fn hypothesis(c: &Candidate, score: f64, reach: usize, explained_by: Option<Stri
             let via = match &a.via {
                 Some(d) => format!(" (its calls to {d})"),
                 None if a.outbound => " (its calls out)".to_string(),
+                None if a.one_edge => " (calls from one caller only)".to_string(),
                 None => String::new(),
             };
             format!(

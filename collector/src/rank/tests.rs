@@ -296,3 +296,31 @@ fn the_latency_of_a_services_calls_out_counts_at_the_callers_share() {
     assert!(is_outbound(&sigs[0]));
     assert!(!is_outbound(&sigs[1]));
 }
+
+#[test]
+fn a_server_latency_on_one_callers_calls_only_is_shared_with_that_caller() {
+    // `rpc.server.*` with `peer.service`: the service's own time on the calls from one
+    // caller. It has two callers; only the calls from `checkout` got slower, so checkout's
+    // calls changed as much as the service did.
+    let mut g = CallGraph::new();
+    g.add("checkout", "currency", Timestamp(0));
+    g.add("frontend", "currency", Timestamp(0));
+    let mut edge = anomaly_signal("currency", "rpc.server.duration.p50", 100.0, 100);
+    edge.attributes
+        .insert("peer.service".into(), "checkout".into());
+    let own = anomaly_signal("checkout", "container.memory.usage", 30.0, 100);
+    let h = rank(&[edge.clone(), own.clone()], &g);
+    assert_eq!(h[0].entity.name, "checkout", "{h:#?}");
+    let currency = h.iter().find(|h| h.entity.name == "currency").unwrap();
+    assert!(
+        currency
+            .explanation
+            .contains("(calls from one caller only)"),
+        "{}",
+        currency.explanation
+    );
+    // With one caller only (nothing to compare with), it is the service's own, as before.
+    let mut single = CallGraph::new();
+    single.add("checkout", "currency", Timestamp(0));
+    assert_eq!(rank(&[edge, own], &single)[0].entity.name, "currency");
+}
