@@ -34,7 +34,26 @@ for d in "$data"/${system:-*}/*/; do
 done
 total=$(echo "$(date +%s.%N) - $start" | bc)
 echo "== rca_score"
-"$score" "${data}${system:+/$system}" "$out" | tee "$out/score.txt"
+"$score" "${data}${system:+/$system}" "$out" --json "$out/score.json" | tee "$out/score.txt"
+# Exact counts (the scorer rounds to two decimals: 53/56 prints as 0.95) and every case whose
+# root cause is not ranked first, to see where the ranker stands.
+python3 - "$out/score.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+cases = d["cases"].items() if isinstance(d["cases"], dict) else d["cases"]
+by_sys = {}
+for name, c in cases:
+    by_sys.setdefault(c["system"], []).append((name, c))
+print("== exact")
+for system, cs in sorted(by_sys.items()):
+    hit = lambda k: sum(1 for _, c in cs if c.get("rank") and c["rank"] <= k)
+    print(f"{system:16} AC@1 {hit(1)}/{len(cs)}  AC@3 {hit(3)}/{len(cs)}  AC@5 {hit(5)}/{len(cs)}")
+print("== not at rank 1 (case fault truth rank: top 3)")
+for system, cs in sorted(by_sys.items()):
+    for name, c in cs:
+        if c.get("rank") != 1:
+            print(f"{name} {c.get('fault')} {c.get('truth')} {c.get('rank') or '-'}: {' '.join(c.get('top5', [])[:3])}")
+PY
 # Halves by case number (odd / even): a ranker change that helps one half and hurts the other
 # is fitted to cases, not general.
 for half in odd even; do

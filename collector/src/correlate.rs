@@ -24,6 +24,8 @@
 //! Rules with joins are evaluated by [`match_rules`] against the signals [`Held`] for joins
 //! and the topology ([`JoinView`]): as a trigger when a signal arrives, and again for the
 //! triggers a later signal completes, so a cause that arrives after its symptom still names it.
+//! A match completed late joins the open incident its earlier signals (or the entity it blames)
+//! are already part of, so the order of arrival does not split one outage into two incidents.
 //!
 //! Invariants: fingerprints never contain message text; a resolved incident is forgotten here
 //! and never takes new signals (the store links a reopened fingerprint to the old incident).
@@ -536,7 +538,14 @@ pub struct Correlator {
     /// Held signals by host (or entity key when there is no host), oldest first.
     recent: HashMap<String, VecDeque<Signal>>,
     recent_len: usize,
+    /// Entity key → the most recently resolved incident that held it, and when it resolved
+    /// (at most [`RESOLVED_MAX`]): a late rule match that would have joined it opens a new
+    /// incident linked to it ([`Correlator::resolved_related`]).
+    resolved: HashMap<String, (String, Timestamp)>,
 }
+
+/// How many entities of resolved incidents are remembered for `related` links.
+const RESOLVED_MAX: usize = 4096;
 
 /// The fingerprint of an incident: rule + root entity + cluster, never text.
 pub fn fingerprint(rule: &str, entity: &Entity) -> String {
@@ -585,6 +594,7 @@ impl Correlator {
             by_topology: HashMap::default(),
             recent: HashMap::new(),
             recent_len: 0,
+            resolved: HashMap::new(),
         }
     }
 
@@ -599,6 +609,7 @@ impl Correlator {
     pub fn track(&mut self, inc: &Incident) {
         self.forget(&inc.id);
         if !inc.status.is_active() {
+            self.remember_resolved(inc);
             return;
         }
         let mut a = Active {
@@ -720,6 +731,11 @@ impl Correlator {
                     .find_map(|m| self.active_for(&cause_key(&m.hypothesis.entity)))
                     .map(str::to_string)
             });
+            // A match completed late: its other signals (the trigger, or a joined signal that
+            // came first) or its root entity are already part of an open incident, which
+            // takes it (a Service's endpoint loss that opened an incident before its pod's
+            // crash arrived). Resolved incidents are forgotten, so they never take it.
+            let active = active.or_else(|| self.late_match_home(s, matches));
             if let Some(id) = active {
                 return Decision::Join {
                     incident_id: id,
@@ -810,6 +826,74 @@ impl Correlator {
             .flatten()
             .filter_map(|id| self.active.get(id).map(|a| (id, a)))
             .filter(|(_, a)| a.last_signal_at.abs_diff(s.time) <= self.window)
+            .max_by(|(ia, a), (ib, b)| {
+                a.last_signal_at
+                    .cmp(&b.last_signal_at)
+                    .then_with(|| ib.cmp(ia))
+            })
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Remembers the entities of a resolved incident, for [`Correlator::resolved_related`].
+    fn remember_resolved(&mut self, inc: &Incident) {
+        let at = inc.resolved_at.unwrap_or(inc.updated_at);
+        let keys = inc
+            .root_causes
+            .iter()
+            .map(|h| h.entity.key())
+            .chain(inc.signals.iter().map(|s| s.entity.key()));
+        for k in keys {
+            self.resolved.insert(k, (inc.id.clone(), at));
+        }
+        while self.resolved.len() > RESOLVED_MAX {
+            let Some(oldest) = self
+                .resolved
+                .iter()
+                .min_by(|a, b| a.1.1.cmp(&b.1.1).then_with(|| a.0.cmp(b.0)))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.resolved.remove(&oldest);
+        }
+    }
+
+    /// The resolved incident a late rule match would have joined had it still been open (the
+    /// one that held its earlier signals' entities or the entity it blames, most recently
+    /// resolved first): the new incident the match opens links to it (`related`).
+    pub fn resolved_related(&self, s: &Signal, matches: &[RuleMatch]) -> Option<String> {
+        matches
+            .iter()
+            .filter(|m| m.signals.iter().any(|x| x.id != s.id))
+            .flat_map(|m| {
+                m.signals
+                    .iter()
+                    .filter(|x| x.id != s.id)
+                    .map(|x| x.entity.key())
+                    .chain([m.hypothesis.entity.key()])
+            })
+            .filter_map(|k| self.resolved.get(&k))
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// The open incident a late rule match belongs to: one that already holds the entity of
+    /// another of the match's signals (they arrived before `s`) or of its root cause. The
+    /// most recently active wins; ties by id.
+    fn late_match_home(&self, s: &Signal, matches: &[RuleMatch]) -> Option<String> {
+        matches
+            .iter()
+            .filter(|m| m.signals.iter().any(|x| x.id != s.id))
+            .flat_map(|m| {
+                m.signals
+                    .iter()
+                    .filter(|x| x.id != s.id)
+                    .map(|x| x.entity.key())
+                    .chain([m.hypothesis.entity.key()])
+            })
+            .filter_map(|k| self.by_topology.get(&format!("entity:{k}")))
+            .flatten()
+            .filter_map(|id| self.active.get(id).map(|a| (id, a)))
             .max_by(|(ia, a), (ib, b)| {
                 a.last_signal_at
                     .cmp(&b.last_signal_at)
@@ -1178,6 +1262,82 @@ mod tests {
             Decision::Hold,
             "info signals never make a quorum"
         );
+    }
+
+    /// A rule with a join: `trigger` joined to `cause`, blaming `cause`'s entity.
+    fn joined_match(trigger: &Signal, cause: &Signal, rule: &str) -> RuleMatch {
+        let mut m = rule_match(cause, rule);
+        m.signals = vec![trigger.clone(), cause.clone()];
+        m
+    }
+
+    #[test]
+    fn a_late_match_joins_the_incident_its_trigger_opened() {
+        // The trigger (a Service's outage) arrives first and opens an incident under its own
+        // rule; the cause it joins to (a pod's crash) arrives later and completes the match.
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let trigger = sig("t", "svc-host", "/svc", 100, Severity::Critical);
+        let d = c.decide(&trigger, &[rule_match(&trigger, "service_down")]);
+        c.track(&open_incident("i1", &d, &trigger));
+        let cause = sig("c", "node-1", "/pod", 130, Severity::Warning);
+        let late = joined_match(&trigger, &cause, "backend_failing");
+        assert!(
+            matches!(c.decide(&cause, &[late]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
+        );
+    }
+
+    #[test]
+    fn a_match_whose_cause_came_first_joins_the_causes_incident() {
+        // The other order: the pod's crash opened its incident; the Service's outage names it.
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let cause = sig("c", "node-1", "/pod", 100, Severity::Critical);
+        let d = c.decide(&cause, &[rule_match(&cause, "crash_loop")]);
+        c.track(&open_incident("i1", &d, &cause));
+        let trigger = sig("t", "svc-host", "/svc", 130, Severity::Critical);
+        let m = joined_match(&trigger, &cause, "backend_failing");
+        assert!(
+            matches!(c.decide(&trigger, &[m]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
+        );
+    }
+
+    #[test]
+    fn a_resolved_incident_never_takes_a_late_match() {
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let trigger = sig("t", "svc-host", "/svc", 100, Severity::Critical);
+        let d = c.decide(&trigger, &[rule_match(&trigger, "service_down")]);
+        let mut inc = open_incident("i1", &d, &trigger);
+        c.track(&inc);
+        inc.status = IncidentStatus::Resolved;
+        c.track(&inc);
+        let cause = sig("c", "node-1", "/pod", 130, Severity::Warning);
+        let late = joined_match(&trigger, &cause, "backend_failing");
+        assert!(matches!(
+            c.decide(&cause, std::slice::from_ref(&late)),
+            Decision::Open { .. }
+        ));
+        // The new incident is linked to the resolved one.
+        assert_eq!(c.resolved_related(&cause, &[late]).as_deref(), Some("i1"));
+        // A match on one signal alone is not a late match: no link.
+        let alone = rule_match(&cause, "crash_loop");
+        assert_eq!(c.resolved_related(&cause, &[alone]), None);
+    }
+
+    #[test]
+    fn a_single_signal_match_on_a_symptom_entity_still_opens_its_own() {
+        // Only a match completed by earlier signals looks for their incident: a rule firing on
+        // one signal about an entity that is a symptom in an open incident keeps its own
+        // fingerprint, as before.
+        let mut c = Correlator::new(Duration::from_secs(300));
+        let a = sig("a", "h", "/x", 100, Severity::Critical);
+        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        c.track(&open_incident("i1", &d, &a));
+        let symptom = sig("s", "other", "/y", 101, Severity::Warning);
+        c.touch("i1", &symptom);
+        let b = sig("b", "other", "/y", 102, Severity::Critical);
+        assert!(matches!(
+            c.decide(&b, &[rule_match(&b, "q")]),
+            Decision::Open { .. }
+        ));
     }
 
     #[test]

@@ -294,6 +294,16 @@ impl Pipeline {
                             .into_iter()
                             .collect(),
                     };
+                    // A late rule match whose earlier signals were in an incident resolved
+                    // since: linked to it, never joined to it.
+                    if let Some(r) = self.correlator.resolved_related(&s, &matches)
+                        && inc.links.iter().all(|l| l.incident_id != r)
+                    {
+                        inc.links.push(Link {
+                            relation: "related".into(),
+                            incident_id: r,
+                        });
+                    }
                     inc.sort_root_causes();
                     self.rerank(&mut inc);
                     store::put_incident(&txn, &inc)?;

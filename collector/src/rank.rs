@@ -12,7 +12,8 @@
 //! * **strength**: the robust z-score of its strongest change, on a log scale (a 10 000σ jump
 //!   of a CPU hog and a 20σ latency shift are both unusual, but not equally), plus a share of
 //!   the strongest change of every other metric family that moved with it (corroboration);
-//!   changes in the benign direction (less load, lower latency, more successes) count less;
+//!   changes in the benign direction (less load, lower latency, more successes) count less,
+//!   and so does the latency of its own calls out (it includes its callees' time);
 //! * **onset**: how early it went wrong (the earliest of its strong changes), which decides
 //!   which change can explain which, and breaks ties;
 //! * **reach**: how many other anomalous services call it, directly or through others (a fault
@@ -221,6 +222,12 @@ struct Anomaly<'a> {
     via: Option<String>,
     /// For a client-side latency change: the service that measured it (the caller).
     caller: Option<String>,
+    /// A client-side latency that names no service called (`http.client.*` without
+    /// `peer.service`): the time the service waited on its dependencies, whichever they are.
+    outbound: bool,
+    /// A server-side latency on the calls from one caller only, while the service has other
+    /// callers whose calls did not move: about what that caller sends as much as about it.
+    one_edge: bool,
 }
 
 impl Anomaly<'_> {
@@ -228,7 +235,7 @@ impl Anomaly<'_> {
     /// fault adds load, latency and errors far more often than it removes them).
     fn strength(&self) -> f64 {
         let mut s = (1.0 + self.sigma.abs()).ln();
-        if self.via.is_some() {
+        if self.via.is_some() || self.outbound || self.one_edge {
             s *= CALLER_SHARE;
         }
         if self.worse { s } else { s * DOWN_WEIGHT }
@@ -300,6 +307,8 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         up,
         onset: s.time,
         via: None,
+        outbound: is_outbound(s),
+        one_edge: false,
         caller: caller_of(s),
     })
 }
@@ -326,6 +335,29 @@ fn caller_of(s: &Signal) -> Option<String> {
         return s.resource.get("service.name")?.as_str().map(str::to_string);
     }
     None
+}
+
+/// Whether a signal is a client-side latency of the service that measured it with no service
+/// called named: what it waited on its calls, so its own share of it is the caller's
+/// ([`CALLER_SHARE`]), as for a client-side latency that names the callee.
+fn is_outbound(s: &Signal) -> bool {
+    let Some(metric) = s.attributes.get("metric.name").and_then(|v| v.as_str()) else {
+        return false;
+    };
+    (metric.starts_with("http.client") || metric.starts_with("rpc.client"))
+        && metric.contains("duration")
+        && caller_of(s).is_none()
+        && !s.attributes.contains_key("peer.service")
+}
+
+/// The calling service named on a server-side call metric (`rpc.server.*` with
+/// `peer.service`).
+fn server_peer(s: &Signal) -> Option<&str> {
+    let metric = s.attributes.get("metric.name")?.as_str()?;
+    if !metric.starts_with("rpc.server") {
+        return None;
+    }
+    s.attributes.get("peer.service")?.as_str()
 }
 
 /// The service a signal is about: `service.name` of its entity or resource, else the entity name.
@@ -415,8 +447,31 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
                 .insert(service_of(a.signal));
         }
     }
+    // Server-side latency per calling service (`rpc.server.*` with `peer.service`): when only
+    // one of a service's callers saw it move, the caller's calls changed as much as the
+    // service did.
+    let mut server_edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in &anomalies {
+        if let Some(p) = server_peer(a.signal) {
+            server_edges
+                .entry(service_of(a.signal))
+                .or_default()
+                .insert(p.to_string());
+        }
+    }
     let mut by_service: BTreeMap<String, Vec<Anomaly>> = BTreeMap::new();
-    for a in anomalies {
+    for mut a in anomalies {
+        let me = service_of(a.signal);
+        if let Some(p) = server_peer(a.signal)
+            && p != me
+            && server_edges.get(&me).is_some_and(|e| e.len() == 1)
+            && graph.callers(&me).filter(|c| *c != p).count() >= 1
+        {
+            let mut share = a.clone();
+            share.via = Some(me.clone());
+            by_service.entry(p.to_string()).or_default().push(share);
+            a.one_edge = true;
+        }
         let svc = match caller_of(a.signal) {
             Some(c)
                 if callees_by_caller
@@ -517,11 +572,12 @@ fn hypothesis(c: &Candidate, score: f64, reach: usize, explained_by: Option<Stri
         .iter()
         .take(3)
         .map(|a| {
-            let via = a
-                .via
-                .as_ref()
-                .map(|d| format!(" (its calls to {d})"))
-                .unwrap_or_default();
+            let via = match &a.via {
+                Some(d) => format!(" (its calls to {d})"),
+                None if a.outbound => " (its calls out)".to_string(),
+                None if a.one_edge => " (calls from one caller only)".to_string(),
+                None => String::new(),
+            };
             format!(
                 "{}{via} {} {:.1}σ from {}",
                 a.metric,

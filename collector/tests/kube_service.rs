@@ -136,3 +136,62 @@ fn the_service_behind_the_pod_is_in_the_topology() {
     // The Service's signal has no host; its pod's node is where it ran.
     assert_eq!(p.topology().machines(&loss, loss.time), ["node-1"]);
 }
+
+#[test]
+fn the_endpoint_loss_first_then_the_restart_then_the_back_off() {
+    // The collector's EndpointSlice watch is faster than the node's agent: the Service's
+    // endpoint loss arrives before any signal of the pod behind it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    let (terminated, waiting) = pod_failure();
+    p.ingest(vec![endpoint_loss(at("14:10:35"))]).unwrap();
+    p.ingest(vec![terminated]).unwrap();
+    p.ingest(vec![waiting]).unwrap();
+    assert_one_incident_on_the_pod(&p);
+}
+
+#[test]
+fn the_endpoint_loss_first_then_the_back_off_then_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    let (terminated, waiting) = pod_failure();
+    p.ingest(vec![endpoint_loss(at("14:10:35"))]).unwrap();
+    p.ingest(vec![waiting]).unwrap();
+    p.ingest(vec![terminated]).unwrap();
+    assert_one_incident_on_the_pod(&p);
+}
+
+#[test]
+fn a_resolved_service_incident_does_not_take_the_late_pod_failure() {
+    // The Service's outage was resolved before the pod's crash arrived: the late match opens
+    // an incident of its own; the resolved one stays as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    let (terminated, waiting) = pod_failure();
+    p.ingest(vec![endpoint_loss(at("14:10:35"))]).unwrap();
+    let first = active(&p);
+    assert_eq!(first.len(), 1, "{first:#?}");
+    let resolved = p.resolve(&first[0].id, at("14:10:36")).unwrap();
+    p.ingest(vec![terminated]).unwrap();
+    p.ingest(vec![waiting]).unwrap();
+    let now = active(&p);
+    assert_eq!(now.len(), 1, "{now:#?}");
+    assert_ne!(now[0].id, resolved.id);
+    // Linked to the resolved one, whose signal (the endpoint loss) it holds too.
+    assert!(
+        now[0]
+            .links
+            .iter()
+            .any(|l| l.relation == "related" && l.incident_id == resolved.id),
+        "{:#?}",
+        now[0].links
+    );
+    assert_eq!(
+        now[0].root_causes[0].entity.name,
+        "shop/checkout-7d4b9c8f6-x2x9k/app"
+    );
+    assert_eq!(
+        p.store().get_incident(&resolved.id).unwrap().unwrap(),
+        resolved
+    );
+}

@@ -115,6 +115,9 @@ pub(super) struct Series {
     last_seen: Timestamp,
     /// The scale the series is scored on.
     scale: Scale,
+    /// Steps left in which a settling baseline may still drop a leading run of samples from
+    /// an earlier episode (see [`Series::settle`]); 0 once the baseline is settled.
+    settling: usize,
 }
 
 /// The scale a series is scored on, so that its z-scores are honest about its noise.
@@ -187,6 +190,7 @@ impl Series {
             episode: None,
             last_seen: Timestamp(i64::MIN),
             scale: Scale::Linear,
+            settling: 0,
         }
     }
 
@@ -237,12 +241,9 @@ impl Series {
         let window = samples(tu.window_secs, interval, tu.window_min, tu.window_max);
         let warmup = samples(tu.warmup_secs, interval, tu.warmup_min, 30).min(window);
         self.horizon = samples(tu.horizon_secs, interval, tu.horizon_min, 60);
-        let level = self.warm.iter().map(|(_, v)| v.abs()).sum::<f64>() / self.warm.len() as f64;
-        self.floor = match self.scale {
-            Scale::Linear => (level * tu.relative_floor).max(1e-12),
-            Scale::Log { .. } => tu.relative_floor,
-            Scale::Count { .. } => 1.0,
-        };
+        self.floor = self.floor_for(self.warm.iter().map(|(_, v)| *v));
+        // A baseline settles during its first `warmup` scored samples (see `settle`).
+        self.settling = warmup;
         let det = RobustAnomaly::new(RobustAnomalyConfig {
             subject: self.metric.clone(),
             unit: String::new(),
@@ -259,7 +260,81 @@ impl Series {
         self.det = Some(det);
     }
 
+    /// The σ floor for a series whose typical samples are `level_of` (see [`Scale`]).
+    fn floor_for(&self, level_of: impl Iterator<Item = f64>) -> f64 {
+        let (sum, n) = level_of.fold((0.0, 0usize), |(s, n), v| (s + v.abs(), n + 1));
+        match self.scale {
+            Scale::Linear => (sum / n.max(1) as f64 * self.tuning.relative_floor).max(1e-12),
+            Scale::Log { .. } => self.tuning.relative_floor,
+            Scale::Count { .. } => 1.0,
+        }
+    }
+
+    /// A young baseline that begins with the tail of an earlier episode drops that tail.
+    ///
+    /// While the baseline settles (its first `warmup` scored samples, before any episode),
+    /// when the window splits into an older run A and a newer run B (at least `m` samples,
+    /// more than A's, every one within `k`·σ of B's median; σ: B's robust σ with the series'
+    /// floor) such that every sample of A lies more than `k`·σ *above* B's median, A was the
+    /// end of something else (the recovery from an earlier fault) and B is the series'
+    /// normal: the baseline restarts from B, with a σ floor of at least the spread B had.
+    /// Without this, a 1-minute series whose first samples still carry an earlier fault has
+    /// those in most of its 5-sample baseline, and the next fault's samples turn the median
+    /// to their own level before they can confirm. Only the higher side is taken for a
+    /// fault's tail (faults push latency, load and errors up, as the ranker assumes); a newer
+    /// run no longer than the older one is never taken for the normal (that is a change, the
+    /// detector's business); and a settled baseline is never trimmed. The measured strength
+    /// of a later episode still counts the dropped samples in its spread floor, so a series
+    /// that has been at the fault's level before is not called a 600σ event.
+    fn settle(&mut self) {
+        if self.settling == 0 || self.episode.is_some() {
+            return;
+        }
+        let Some(det) = self.det.as_mut() else {
+            return;
+        };
+        if det.baseline().is_none() {
+            return;
+        }
+        let w: Vec<f64> = det.window().collect();
+        let cfg = det.config().clone();
+        self.settling -= 1;
+        let (k, m) = (self.tuning.k, self.tuning.m);
+        let mut cut = None;
+        for i in (1..w.len()).rev() {
+            let (a, b) = w.split_at(i);
+            if b.len() < m || b.len() <= a.len() {
+                continue;
+            }
+            let (med, mad) = median_mad(b);
+            let sigma = (1.4826 * mad).max(self.floor_for(b.iter().copied()));
+            let settled = b.iter().all(|x| (x - med).abs() <= k * sigma);
+            if settled && a.iter().all(|x| *x > med + k * sigma) {
+                cut = Some(i);
+                break;
+            }
+        }
+        let Some(i) = cut else {
+            return;
+        };
+        let b = &w[i..];
+        // A few samples' MAD is often 0: the new floor is also the spread B actually had.
+        let med = median_mad(b).0;
+        let spread = 1.2533 * b.iter().map(|x| (x - med).abs()).sum::<f64>() / b.len() as f64;
+        let floor = self.floor_for(b.iter().copied()).max(spread);
+        let mut cfg = cfg;
+        cfg.min_samples = b.len().clamp(3, cfg.window_samples);
+        cfg.min_scale = floor;
+        let Ok(fresh) = RobustAnomaly::seeded(cfg, b.iter().copied()) else {
+            return;
+        };
+        self.det = Some(fresh);
+        self.floor = floor;
+        self.recent.clear();
+    }
+
     fn step(&mut self, t: Timestamp, v: f64) -> Option<Signal> {
+        self.settle();
         let n = self.tuning.n;
         let max = self.tuning.max_sigma;
         let det = self.det.as_mut()?;
@@ -291,6 +366,7 @@ impl Series {
         if let Some(d) = fired
             && let Some((median, sigma)) = baseline
         {
+            self.settling = 0;
             if self.episode.is_some() {
                 out = self.finish();
             }
@@ -461,6 +537,23 @@ pub(super) fn spread_floor(pre: &[f64], median: f64) -> f64 {
     };
     let keep = dev.len() - drop;
     1.2533 * dev[..keep].iter().sum::<f64>() / keep as f64
+}
+
+/// The median and the median absolute deviation of a non-empty slice.
+fn median_mad(xs: &[f64]) -> (f64, f64) {
+    let mid = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let mut v = xs.to_vec();
+    let med = mid(&mut v);
+    let mut dev: Vec<f64> = xs.iter().map(|x| (x - med).abs()).collect();
+    (med, mid(&mut dev))
 }
 
 /// A number the way an operator reads it in a sentence.

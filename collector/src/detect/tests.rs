@@ -347,3 +347,67 @@ fn a_one_minute_series_with_a_flipping_level_is_not_hundreds_of_sigma() {
         assert!(z < 20.0, "{s:#?}");
     }
 }
+
+/// A one-minute series fed `values` (one per minute); every signal it gives.
+fn minutes(values: &[f64]) -> Vec<Signal> {
+    let mut d = Detect::default();
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let req = gauge(
+            "checkout",
+            "rpc.client.duration.p50",
+            vec![kv("peer.service", "email")],
+            60 * i as u64,
+            *v,
+        );
+        out.extend(d.metrics(&req));
+    }
+    out.extend(d.flush());
+    out
+}
+
+#[test]
+fn a_baseline_that_begins_in_an_earlier_faults_tail_drops_it() {
+    // The recording starts as an earlier fault ends (two slow minutes), the calls settle at
+    // 3-4 ms, and then a new fault makes them take 750 ms for three minutes. With the tail
+    // in its 5-sample baseline, the median would turn to the fault's own level by its third
+    // minute and nothing would be confirmed.
+    let out = minutes(&[
+        0.875, 1.375, 0.003, 0.0037, 0.003, 0.004, 0.75, 0.75, 0.75, 0.0035, 0.003,
+    ]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let s = &out[0];
+    assert_eq!(s.time, Timestamp::from_unix_secs(6 * 60), "{s:#?}");
+    assert_eq!(s.attributes["daytwo.anomaly.direction"], "up");
+    // Its measured strength is still honest about what the series did before (the dropped
+    // tail counts in the spread floor): well above k, far below the 1 % floor's 10⁴.
+    let sigma = s.attributes["daytwo.anomaly.sigma"].as_f64().unwrap();
+    assert!(sigma > 3.0 && sigma < 100.0, "{sigma}");
+}
+
+#[test]
+fn a_fault_early_in_a_series_is_not_taken_for_its_baseline() {
+    // Four normal minutes, then a fault that lasts: the newer run is the change, not the
+    // normal, and is detected as before.
+    let out = minutes(&[
+        0.0034, 0.0039, 0.003, 0.0035, 0.375, 0.375, 0.375, 0.375, 0.004,
+    ]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    // The fault's first minute is the warm-up's fifth sample (not scored); its second one
+    // is the onset.
+    assert_eq!(out[0].time, Timestamp::from_unix_secs(5 * 60));
+    assert_eq!(out[0].attributes["daytwo.anomaly.direction"], "up");
+}
+
+#[test]
+fn a_settled_baseline_is_never_trimmed() {
+    // Ten calm minutes fill the window; a fault of three minutes followed by calm again is
+    // one detection, and the calm after it is not a second one.
+    let mut v = vec![
+        0.003, 0.0035, 0.0032, 0.003, 0.0034, 0.0031, 0.003, 0.0033, 0.003, 0.0032,
+    ];
+    v.extend([0.5, 0.5, 0.5, 0.003, 0.0031, 0.003, 0.0032, 0.003]);
+    let out = minutes(&v);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].time, Timestamp::from_unix_secs(10 * 60));
+}

@@ -272,3 +272,55 @@ fn a_callers_slower_calls_to_several_services_corroborate_each_other() {
     let h = rank(&sigs, &CallGraph::new());
     assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
 }
+
+#[test]
+fn the_latency_of_a_services_calls_out_counts_at_the_callers_share() {
+    // `http.client.*` without `peer.service`: the time a service waited on its calls, which
+    // holds its callees' time too. A service whose own server latency moved beats one whose
+    // calls out moved somewhat more.
+    let sigs = vec![
+        anomaly_signal("a", "http.client.request.duration.p99", 40.0, 100),
+        anomaly_signal("b", "http.server.request.duration.p99", 20.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "b", "{h:#?}");
+    assert!(
+        h[1].explanation.contains("(its calls out)"),
+        "{}",
+        h[1].explanation
+    );
+    // Naming the callee, it is about the callee (and half about the caller), as before.
+    let mut named = anomaly_signal("a", "http.client.request.duration.p99", 40.0, 100);
+    named.attributes.insert("peer.service".into(), "c".into());
+    assert!(!is_outbound(&named));
+    assert!(is_outbound(&sigs[0]));
+    assert!(!is_outbound(&sigs[1]));
+}
+
+#[test]
+fn a_server_latency_on_one_callers_calls_only_is_shared_with_that_caller() {
+    // `rpc.server.*` with `peer.service`: the service's own time on the calls from one
+    // caller. It has two callers; only the calls from `checkout` got slower, so checkout's
+    // calls changed as much as the service did.
+    let mut g = CallGraph::new();
+    g.add("checkout", "currency", Timestamp(0));
+    g.add("frontend", "currency", Timestamp(0));
+    let mut edge = anomaly_signal("currency", "rpc.server.duration.p50", 100.0, 100);
+    edge.attributes
+        .insert("peer.service".into(), "checkout".into());
+    let own = anomaly_signal("checkout", "container.memory.usage", 30.0, 100);
+    let h = rank(&[edge.clone(), own.clone()], &g);
+    assert_eq!(h[0].entity.name, "checkout", "{h:#?}");
+    let currency = h.iter().find(|h| h.entity.name == "currency").unwrap();
+    assert!(
+        currency
+            .explanation
+            .contains("(calls from one caller only)"),
+        "{}",
+        currency.explanation
+    );
+    // With one caller only (nothing to compare with), it is the service's own, as before.
+    let mut single = CallGraph::new();
+    single.add("checkout", "currency", Timestamp(0));
+    assert_eq!(rank(&[edge, own], &single)[0].entity.name, "currency");
+}

@@ -112,3 +112,111 @@ proptest! {
         }
     }
 }
+
+/// One line: a gauge point of `metric` for service `svc` (namespace `shop`) at `secs`.
+fn point_line(svc: &str, metric: &str, secs: u64, v: f64) -> Line {
+    let text = serde_json::json!({"resourceMetrics": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": svc}},
+        {"key": "k8s.namespace.name", "value": {"stringValue": "shop"}}]},
+        "scopeMetrics": [{"metrics": [{"name": metric, "gauge": {"dataPoints": [
+            {"timeUnixNano": (secs * 1_000_000_000).to_string(), "asDouble": v}]}}]}]}]})
+    .to_string();
+    Line {
+        file: 0,
+        line: 0,
+        time: (secs * 1_000_000_000) as i64,
+        export: parse_line(&text).unwrap(),
+    }
+}
+
+/// Replays one-minute series of `services` × `metrics` for `minutes`, each value from `f`.
+fn replay_minutes(
+    services: &[&str],
+    metrics: &[&str],
+    minutes: u64,
+    f: impl Fn(usize, usize, u64) -> f64,
+) -> ReplayReport {
+    let mut lines = Vec::new();
+    for m in 0..minutes {
+        for (si, svc) in services.iter().enumerate() {
+            for (mi, metric) in metrics.iter().enumerate() {
+                lines.push(point_line(
+                    svc,
+                    metric,
+                    1_700_000_000 + 60 * m,
+                    f(si, mi, m),
+                ));
+            }
+        }
+    }
+    run(lines, &ReplayOptions::default()).unwrap()
+}
+
+/// Deterministic noise in [-1, 1) from a seed.
+fn unit_noise(seed: u64) -> f64 {
+    let x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    (x as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+}
+
+const SERVICES: &[&str] = &["cart", "checkout", "email", "payment"];
+const METRICS: &[&str] = &[
+    "http.server.request.duration.p99",
+    "http.server.request.rate",
+    "container.cpu.usage",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// The quorum keeps noise from paging: services whose metrics only jitter, each with one
+    /// single-minute blip as large as you like somewhere, open no incident.
+    #[test]
+    fn noise_and_single_blips_open_nothing(
+        seed in 0u64..1_000_000,
+        blips in proptest::collection::vec((0usize..4, 0usize..3, 8u64..40, 2.0f64..50.0), 0..4),
+        jitter in 0.0f64..0.05,
+    ) {
+        let r = replay_minutes(SERVICES, METRICS, 40, |s, m, t| {
+            let base = [0.2, 3.0, 0.5][m];
+            let mut v = base * (1.0 + jitter * unit_noise(seed ^ ((s as u64) << 40) ^ ((m as u64) << 32) ^ t));
+            for &(bs, bm, bt, factor) in &blips {
+                if (bs, bm, bt) == (s, m, t) {
+                    v *= factor;
+                }
+            }
+            v
+        });
+        prop_assert!(r.incidents.is_empty(), "{:#?}", r.incidents);
+    }
+}
+
+#[test]
+fn one_strong_lasting_symptom_alone_opens_nothing() {
+    // One service's request rate up 75 % for good, everything else calm: a single symptom,
+    // below the quorum of 2. A quiet service's rate moving by a request every few seconds is
+    // what normal traffic does too (docs/replay.md, "Correlation").
+    let r = replay_minutes(SERVICES, METRICS, 30, |s, m, t| {
+        let base = [0.2, 0.27, 0.5][m] * (1.0 + 0.02 * unit_noise((s * 7 + m) as u64 * 1000 + t));
+        if (s, m) == (2, 1) && t >= 15 {
+            base * 1.75
+        } else {
+            base
+        }
+    });
+    assert!(r.signals >= 1, "the change is detected: {r:?}");
+    assert!(r.incidents.is_empty(), "{:#?}", r.incidents);
+}
+
+#[test]
+fn two_services_going_wrong_together_open_one_incident() {
+    // The positive control for the two tests above: the same calm world, with a fault in one
+    // service that its caller's latency shows too, opens an incident.
+    let r = replay_minutes(SERVICES, METRICS, 30, |s, m, t| {
+        let base = [0.2, 3.0, 0.5][m] * (1.0 + 0.02 * unit_noise((s * 7 + m) as u64 * 1000 + t));
+        if m == 0 && (s == 1 || s == 2) && (15..20).contains(&t) {
+            base * 5.0
+        } else {
+            base
+        }
+    });
+    assert_eq!(r.incidents.len(), 1, "{:#?}", r.incidents);
+}

@@ -220,6 +220,20 @@ impl RobustAnomaly {
         &self.cfg
     }
 
+    /// A detector whose baseline already holds `baseline` (oldest first, at most the window's
+    /// size kept), unscored: for a caller that restarts a baseline on samples it has seen
+    /// (the settled part of a series whose first samples were the tail of an earlier episode).
+    pub fn seeded(
+        cfg: RobustAnomalyConfig,
+        baseline: impl IntoIterator<Item = f64>,
+    ) -> Result<Self, DetectorConfigInvalid> {
+        let mut d = RobustAnomaly::new(cfg)?;
+        for v in baseline.into_iter().filter(|v| v.is_finite()) {
+            d.admit(v);
+        }
+        Ok(d)
+    }
+
     /// The samples of the current window, oldest first.
     pub fn window(&self) -> impl ExactSizeIterator<Item = f64> + '_ {
         self.window.iter().copied()
