@@ -1,6 +1,10 @@
 //! The raw-log shipper: `ResourceLogs` bytes, as the pipeline encoded them → the collector's
 //! `LogsService/Export`, without decoding or copying them into one body.
 //!
+//! Uncompressed, a request goes out without tonic's codec ([`PartsBody`]: the gRPC prefix, then
+//! each part as it lies in memory), its answer read as tonic's client reads it; gzipped, through
+//! tonic (which compresses a copy anyway).
+//!
 //! Compression ([`Compression`], `--log-compression`): `auto` (the default) gzips unless the
 //! collector is on loopback (see [`is_loopback`]; there gzip only costs CPU, docs/logs.md has
 //! the measured cost), `gzip` always, `none` never.
