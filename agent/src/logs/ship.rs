@@ -443,6 +443,71 @@ async fn export_raw(channel: &mut Channel, req: &Request) -> Result<u64, tonic::
 mod tests {
     use super::*;
 
+    fn signal(n: u64) -> daytwo_model::Signal {
+        use daytwo_model::{Entity, EntityKind, Severity, Signal, Timestamp};
+        Signal {
+            id: format!("raw-{n}"),
+            name: "daytwo.kernel.oom_kill".into(),
+            time: Timestamp::from_unix_secs(1_795_617_000 + n as i64),
+            severity: Severity::Critical,
+            entity: Entity::new(EntityKind::Host, "node-1").with_attr("host.name", "node-1"),
+            resource: Default::default(),
+            attributes: Default::default(),
+            message: format!("signal {n}"),
+            evidence: vec![],
+        }
+    }
+
+    /// A request of two parts, each the `ResourceLogs` field(s) of one encoded request.
+    fn two_part_request() -> Request {
+        use prost::Message;
+        let part = |n| {
+            Part::Read(Arc::new(
+                daytwo_model::otlp::signals_to_request(&[signal(n)]).encode_to_vec(),
+            ))
+        };
+        Request {
+            keys: vec![1, 2],
+            records: 2,
+            parts: vec![part(1), part(2)],
+            from_disk: true,
+        }
+    }
+
+    fn channel(addr: std::net::SocketAddr) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// The uncompressed path (no tonic codec) delivers the parts as one request, reads an OK
+    /// and an error answer as tonic does, and fails cleanly with nobody listening.
+    #[tokio::test]
+    async fn raw_exports_reach_a_real_collector_and_read_its_answers() {
+        use crate::test_collector::{Answer, TestCollector};
+        let ok = TestCollector::start("127.0.0.1:0".parse().unwrap(), Answer::Ok).await;
+        let mut ch = channel(ok.addr);
+        assert_eq!(export_raw(&mut ch, &two_part_request()).await.unwrap(), 0);
+        let ids: Vec<String> = ok.signals().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["raw-1", "raw-2"]);
+
+        let bad =
+            TestCollector::start("127.0.0.1:0".parse().unwrap(), Answer::InvalidArgument).await;
+        let err = export_raw(&mut channel(bad.addr), &two_part_request())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = export_raw(&mut channel(addr), &two_part_request())
+            .await
+            .unwrap_err();
+        assert_ne!(err.code(), Code::InvalidArgument, "{err:?}");
+    }
+
     #[test]
     fn compression_choices() {
         use std::str::FromStr;
