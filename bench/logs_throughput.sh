@@ -8,7 +8,7 @@
 #       `--log-compression auto` skips gzip on loopback; BENCH_AGENT_FLAGS passes extra agent
 #       flags, e.g. "--log-compression gzip"): lines per second
 #       (goal >= 450,000) until the agent's daytwo_agent_logs_records_sent_total stops short of
-#       nothing, CPU-seconds and peak RSS of the agent.
+#       nothing, CPU-seconds and peak RSS of the agent, CPU-seconds of the collector.
 # Usage: bench/logs_throughput.sh [SIZE_BYTES] [WORKDIR]   (env DAYTWO_BIN: the binary to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,9 +69,11 @@ while :; do
   sleep 0.2
 done
 END=$(date +%s.%N)
+# The collector's CPU so far (utime + stime, clock ticks), read before it is stopped.
+C_CPU=$(awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) / hz}' "/proc/$CPID/stat")
 # Stop the agent itself (APID is /usr/bin/time, its parent), so time reports its usage.
 kill -TERM "$(pgrep -P "$APID")"; wait "$APID" || true
 read -r B_E B_U B_S B_M < <(tail -1 "$WORK/b.time")
 B_CPU=$(echo "$B_U + $B_S" | bc)
 WALL=$(echo "$END - $START" | bc)
-echo "(b) shipped:  lines=$LINES records_sent=$SENT wall=${WALL}s lines/s=$(echo "$LINES / $WALL" | bc) agent_cpu=${B_CPU}s peak_rss=$((B_M / 1024))MiB"
+echo "(b) shipped:  lines=$LINES records_sent=$SENT wall=${WALL}s lines/s=$(echo "$LINES / $WALL" | bc) agent_cpu=${B_CPU}s peak_rss=$((B_M / 1024))MiB collector_cpu=${C_CPU}s"

@@ -1,6 +1,8 @@
 //! OTLP/gRPC ingest: logs (signals and plain logs), metrics and traces.
 //!
-//! Entry point: [`serve`]. Log records with an event name are decoded into signals and handed
+//! Entry point: [`serve`]. A logs export of plain records only (an agent's raw logs, by far
+//! the most common request) is checked and counted without being decoded into owned messages
+//! ([`LogsServer`], `ingest/logs_scan.rs`). Log records with an event name are decoded into signals and handed
 //! to the [`Pipeline`]; the export is answered only after the pipeline committed them, so an
 //! agent that got OK may delete its copy. Records that fail to decode are rejected one by one
 //! with OTLP's partial success (a request whose every record is bad is answered
@@ -14,12 +16,12 @@
 //! per-request state, so a retried export at worst feeds samples the detectors already saw, and
 //! they ignore samples older than the last one.
 
+mod logs_scan;
+
 use crate::detect::Detect;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -42,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{error, warn};
+
+pub use logs_scan::{LogsExport, plain_records};
 
 /// The default limit on one decoded OTLP request (the OTel Collector's default is 4 MiB on
 /// the client side; we accept more so a full agent batch always fits).
@@ -134,7 +138,30 @@ impl LogsService for Ingest {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let req = request.into_inner();
+        self.export_logs(LogsExport::Full(request.into_inner()))
+            .await
+    }
+}
+
+impl Ingest {
+    /// One logs export, as [`LogsServer`] decoded it: plain records are only counted.
+    pub async fn export_logs(
+        &self,
+        export: LogsExport,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let req = match export {
+            LogsExport::Plain { records } => {
+                self.metrics.log_records.inc_by(records);
+                self.metrics
+                    .otlp_requests
+                    .with_label_values(&["logs", "ok"])
+                    .inc();
+                return Ok(Response::new(ExportLogsServiceResponse {
+                    partial_success: None,
+                }));
+            }
+            LogsExport::Full(req) => req,
+        };
         // Plain log records (agents' raw logs) are only counted: a request holding nothing
         // else is counted without decoding any record into a signal (which converts every
         // record's attributes first), the common case by far.
@@ -289,6 +316,78 @@ pub fn rewrite_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
     resp
 }
 
+/// The OTLP logs service (`LogsService/Export`): opentelemetry-proto's generated
+/// `LogsServiceServer`, with [`logs_scan::LogsCodec`] in place of the prost codec so that a
+/// request of plain log records is counted without being decoded into owned messages.
+/// Gzip is accepted; the decoded size is limited to `max_recv_bytes`.
+#[derive(Clone)]
+pub struct LogsServer {
+    ingest: Ingest,
+    max_recv_bytes: usize,
+}
+
+const LOGS_EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+impl tonic::server::NamedService for LogsServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+struct ExportLogs(Ingest);
+
+impl tonic::server::UnaryService<LogsExport> for ExportLogs {
+    type Response = ExportLogsServiceResponse;
+    type Future = tonic::codegen::BoxFuture<Response<ExportLogsServiceResponse>, Status>;
+    fn call(&mut self, request: Request<LogsExport>) -> Self::Future {
+        let ingest = self.0.clone();
+        Box::pin(async move { ingest.export_logs(request.into_inner()).await })
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for LogsServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != LOGS_EXPORT_PATH {
+            return Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(
+                    Status::GRPC_STATUS,
+                    (tonic::Code::Unimplemented as i32).into(),
+                );
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(response)
+            });
+        }
+        let ingest = self.ingest.clone();
+        let max = self.max_recv_bytes;
+        Box::pin(async move {
+            let mut accept = tonic::codec::EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(logs_scan::LogsCodec)
+                .apply_compression_config(accept, Default::default())
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(ExportLogs(ingest), req).await)
+        })
+    }
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -296,9 +395,10 @@ pub async fn serve(
     max_recv_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let logs = LogsServiceServer::new(ingest.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_recv_bytes);
+    let logs = LogsServer {
+        ingest: ingest.clone(),
+        max_recv_bytes,
+    };
     let metrics = MetricsServiceServer::new(ingest.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_recv_bytes);
@@ -306,6 +406,12 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_recv_bytes);
     tonic::transport::Server::builder()
+        // Room for a whole agent request (3 MiB) in flight, so that sending one never waits
+        // for a WINDOW_UPDATE (hyper's default windows are 1 MiB), in frames of 256 KiB
+        // rather than 16 KiB.
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(256 << 10)
         .layer(tower::util::MapResponseLayer::new(
             rewrite_status::<tonic::body::Body>,
         ))

@@ -360,3 +360,128 @@ async fn an_incident_whose_signals_cleared_auto_resolves() {
     r.stop.cancel();
     r.task.await.unwrap();
 }
+
+/// Sends pre-encoded bytes as one logs export (to send what no generated client would).
+#[derive(Clone, Copy, Default)]
+struct RawBytes;
+struct RawEnc;
+struct RespDec;
+
+impl tonic::codec::Encoder for RawEnc {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RespDec {
+    type Item = ExportLogsServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, tonic::Status> {
+        use prost::Message;
+        Ok(Some(ExportLogsServiceResponse::decode(src).unwrap()))
+    }
+}
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = RawEnc;
+    type Decoder = RespDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RespDec {
+        RespDec
+    }
+}
+
+/// Raw log records as an agent ships them (plain and gzip) are counted without being decoded
+/// into messages; one whose body is not UTF-8 is still INVALID_ARGUMENT, as prost says; a
+/// request mixing raw records and a signal stores the signal and counts the rest.
+#[tokio::test]
+async fn plain_log_records_are_counted_and_bad_ones_still_rejected() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    let r = start(1 << 20).await;
+    let raw = |bodies: &[&str]| ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: bodies
+                    .iter()
+                    .map(|b| LogRecord {
+                        time_unix_nano: 1,
+                        body: Some(AnyValue {
+                            value: Some(Value::StringValue(b.to_string())),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut client = LogsServiceClient::connect(r.otlp.clone()).await.unwrap();
+    client.export(raw(&["a", "b", "c"])).await.unwrap();
+    let mut gz = LogsServiceClient::connect(r.otlp.clone())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    gz.export(raw(&["d", "e"])).await.unwrap();
+    let mut mixed = daytwo_model::otlp::signals_to_request(&[oom_signal("m", "/x", 100)]);
+    mixed.resource_logs.extend(raw(&["f"]).resource_logs);
+    client.export(mixed).await.unwrap();
+
+    let mut bad = raw(&["héllo"]).encode_to_vec();
+    let at = bad.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+    bad[at] = 0xff;
+    let channel = tonic::transport::Endpoint::from_shared(r.otlp.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    );
+    let err = grpc
+        .unary(tonic::Request::new(bad), path.clone(), RawBytes)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // An empty request is a valid one (no records).
+    grpc.ready().await.unwrap();
+    grpc.unary(tonic::Request::new(Vec::new()), path, RawBytes)
+        .await
+        .unwrap();
+
+    let body = reqwest::get(format!("{}/metrics", r.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("daytwo_collector_log_records_received_total 6"),
+        "{body}"
+    );
+    assert!(
+        body.contains("daytwo_collector_signals_received_total 1"),
+        "{body}"
+    );
+    r.stop.cancel();
+    r.task.await.unwrap();
+}

@@ -221,23 +221,29 @@ struct Memo {
     clock: u64,
     /// Per token count: the clock value of the last change to clusters of that length.
     changed: Vec<u64>,
-    /// Lookups and hits in the current trial window (see [`Memo::active`]).
-    probes: u32,
-    hits: u32,
-    /// Lines left to skip the memo for, after a window where it rarely hit.
-    resting: u32,
+    window: HitWindow,
 }
 
-/// Lines per trial window of the memo, and how many lines it rests after a poor window.
+/// Lines per trial window of a cache, and how many lines it rests after a poor window.
 const MEMO_WINDOW: u32 = 4096;
 const MEMO_REST: u32 = 8 * MEMO_WINDOW;
 
-impl Memo {
-    /// Whether to use the memo for this line. On logs whose masked lines are all different
-    /// (an unmasked id in each) it never hits, and hashing, probing and recording cost more
-    /// than it saves: after a window of [`MEMO_WINDOW`] lookups with fewer than 1 in 8 hits it
-    /// rests for [`MEMO_REST`] lines, then tries again. Skipping the memo never changes an
-    /// assignment (it is exact), only how fast it is found.
+/// Whether a cache ([`Memo`], [`TextMemo`]) is worth consulting. On logs where it never hits
+/// (an unmasked id in every line), hashing, probing and recording cost more than it saves:
+/// after a window of [`MEMO_WINDOW`] lookups with fewer than 1 in 8 hits it rests for
+/// [`MEMO_REST`] lines, then tries again. Both caches are exact, so skipping one never
+/// changes an assignment, only how fast it is found.
+#[derive(Clone, Debug, Default)]
+struct HitWindow {
+    /// Lookups and hits in the current trial window.
+    probes: u32,
+    hits: u32,
+    /// Lines left to skip the cache for, after a window where it rarely hit.
+    resting: u32,
+}
+
+impl HitWindow {
+    /// Whether to use the cache for this line.
     fn active(&mut self) -> bool {
         if self.resting > 0 {
             self.resting -= 1;
@@ -254,6 +260,18 @@ impl Memo {
         true
     }
 
+    fn probed(&mut self, hit: bool) {
+        self.probes += 1;
+        self.hits += hit as u32;
+    }
+}
+
+impl Memo {
+    /// Whether to use the memo for this line (see [`HitWindow`]).
+    fn active(&mut self) -> bool {
+        self.window.active()
+    }
+
     fn touch(&mut self, n: usize) {
         self.clock += 1;
         if self.changed.len() <= n {
@@ -263,7 +281,7 @@ impl Memo {
     }
 
     fn lookup(&mut self, hash: u64, s: &Scratch) -> Option<u32> {
-        self.probes += 1;
+        self.window.probes += 1;
         let e = self.entries.get(hash as usize & (MEMO_ENTRIES - 1))?;
         let n = s.spans.len();
         let fresh = e.used
@@ -275,7 +293,7 @@ impl Memo {
                 .iter()
                 .zip(&s.spans)
                 .all(|(&(a, b), sp)| a == sp.0 && b == sp.1);
-        self.hits += fresh as u32;
+        self.window.hits += fresh as u32;
         fresh.then_some(e.slot)
     }
 
@@ -295,19 +313,98 @@ impl Memo {
     }
 }
 
-/// A fast hash of a masked line (its bytes and token boundaries), for the memo.
-fn line_hash(s: &Scratch) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mix = |h: u64, w: u64| (h.rotate_left(23) ^ w).wrapping_mul(K);
-    let mut h = mix(0, s.spans.len() as u64);
-    let mut chunks = s.buf.as_bytes().chunks_exact(8);
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn hash_mix(h: u64, w: u64) -> u64 {
+    (h.rotate_left(23) ^ w).wrapping_mul(HASH_K)
+}
+
+/// Mixes `b` into `h`, 8 bytes at a time.
+fn hash_bytes(mut h: u64, b: &[u8]) -> u64 {
+    let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
-        h = mix(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        h = hash_mix(h, u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
     let mut last = [0u8; 8];
     let rest = chunks.remainder();
     last[..rest.len()].copy_from_slice(rest);
-    h = mix(h, u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+    hash_mix(h, u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59))
+}
+
+/// Lines to mine longer than this are not remembered by the [`TextMemo`].
+const TEXT_MEMO_MAX_BYTES: usize = 512;
+/// Entries of the [`TextMemo`] (a power of two; direct-mapped by the text's hash).
+const TEXT_MEMO_ENTRIES: usize = 1024;
+
+/// One remembered tokenization: `text` split and masked into `buf` / `spans`, and the memo
+/// hash of that result once computed.
+#[derive(Clone, Debug, Default)]
+struct TextEntry {
+    used: bool,
+    hash: u64,
+    text: String,
+    buf: String,
+    spans: Vec<(u32, u32, Kind)>,
+    line_hash: Option<u64>,
+}
+
+/// Remembers how recent JSON lines' texts to mine (key list, level, message; see [`json_line`])
+/// were split and masked, so that one seen before (the common case) skips tokenizing and
+/// masking, most of the cost of such a line after the JSON scan.
+///
+/// Exact: tokenizing and masking depend only on the text and the configuration
+/// (`max_tokens`), never on the clusters, so a remembered result is the result.
+#[derive(Clone, Debug, Default)]
+struct TextMemo {
+    entries: Vec<TextEntry>,
+    window: HitWindow,
+}
+
+impl TextMemo {
+    /// Writes the remembered tokenization of `text` (hash `hash`) into `s`; `None` when it is
+    /// not remembered, else the entry's index.
+    fn fill(&mut self, hash: u64, text: &str, s: &mut Scratch) -> Option<usize> {
+        let i = hash as usize & (TEXT_MEMO_ENTRIES - 1);
+        let hit = self
+            .entries
+            .get(i)
+            .is_some_and(|e| e.used && e.hash == hash && e.text == text);
+        self.window.probed(hit);
+        if !hit {
+            return None;
+        }
+        let e = &self.entries[i];
+        s.buf.clear();
+        s.buf.push_str(&e.buf);
+        s.spans.clear();
+        s.spans.extend_from_slice(&e.spans);
+        Some(i)
+    }
+
+    fn record(&mut self, hash: u64, text: &str, s: &Scratch) -> usize {
+        if self.entries.is_empty() {
+            self.entries
+                .resize_with(TEXT_MEMO_ENTRIES, TextEntry::default);
+        }
+        let i = hash as usize & (TEXT_MEMO_ENTRIES - 1);
+        let e = &mut self.entries[i];
+        e.used = true;
+        e.hash = hash;
+        e.text.clear();
+        e.text.push_str(text);
+        e.buf.clear();
+        e.buf.push_str(&s.buf);
+        e.spans.clear();
+        e.spans.extend_from_slice(&s.spans);
+        e.line_hash = None;
+        i
+    }
+}
+
+/// A fast hash of a masked line (its bytes and token boundaries), for the memo.
+fn line_hash(s: &Scratch) -> u64 {
+    let mix = hash_mix;
+    let mut h = hash_bytes(mix(0, s.spans.len() as u64), s.buf.as_bytes());
     for pair in s.spans.chunks(2) {
         let hi = pair.get(1).map_or(0, |sp| sp.0 as u64);
         h = mix(h, pair[0].0 as u64 | hi << 32);
@@ -332,6 +429,7 @@ pub struct Miner {
     /// Boxed so that taking it for a line moves a pointer, not the buffers' headers.
     scratch: Option<Box<Scratch>>,
     memo: Memo,
+    text_memo: TextMemo,
 }
 
 impl Default for Miner {
@@ -384,6 +482,7 @@ impl Miner {
             live: 0,
             scratch: None,
             memo: Memo::default(),
+            text_memo: TextMemo::default(),
         }
     }
 
@@ -429,16 +528,39 @@ impl Miner {
         self.tick += 1;
         let mut scratch = self.scratch.take().unwrap_or_default();
         let mut json = std::mem::take(&mut scratch.json);
-        let text = if self.config.json_message && json_line(line, &mut json) {
-            json.as_str()
-        } else {
-            line
+        let from_json = self.config.json_message && json_line(line, &mut json);
+        let text = if from_json { json.as_str() } else { line };
+        // Split and masked before? Only asked of a JSON line's key list, level and message,
+        // which repeat by construction; a text line rarely repeats exactly, and its masked form
+        // is what the assignment memo below remembers. (Long texts are not remembered.)
+        let text_hash =
+            (from_json && text.len() <= TEXT_MEMO_MAX_BYTES && self.text_memo.window.active())
+                .then(|| hash_bytes(text.len() as u64, text.as_bytes()));
+        let entry = match text_hash {
+            Some(th) => match self.text_memo.fill(th, text, &mut scratch) {
+                Some(i) => Some(i),
+                None => {
+                    tokenize(text, self.config.max_tokens, &mut scratch);
+                    Some(self.text_memo.record(th, text, &scratch))
+                }
+            },
+            None => {
+                tokenize(text, self.config.max_tokens, &mut scratch);
+                None
+            }
         };
-        tokenize(text, self.config.max_tokens, &mut scratch);
         scratch.json = json;
         // Long lines are not remembered; skip hashing them.
-        let hash = (scratch.buf.len() <= MEMO_MAX_BYTES && self.memo.active())
-            .then(|| line_hash(&scratch));
+        let hash = (scratch.buf.len() <= MEMO_MAX_BYTES && self.memo.active()).then(|| {
+            let e = entry.map(|i| &mut self.text_memo.entries[i]);
+            match e {
+                Some(TextEntry {
+                    line_hash: Some(h), ..
+                }) => *h,
+                Some(e) => *e.line_hash.insert(line_hash(&scratch)),
+                None => line_hash(&scratch),
+            }
+        });
         if let Some(slot) = hash.and_then(|h| self.memo.lookup(h, &scratch))
             && let Some(c) = self.slots[slot as usize].as_mut()
         {
@@ -1048,7 +1170,7 @@ const JSON_LEVEL_KEYS: [&[u8]; 5] = [b"level", b"lvl", b"severity", b"levelname"
 /// quote), or `None` if it does not end.
 fn json_string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        let j = i + b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+        let j = i + quote_or_backslash(b.get(i..)?)?;
         if b[j] == b'"' {
             return Some(j);
         }
@@ -1057,6 +1179,33 @@ fn json_string_end(b: &[u8], mut i: usize) -> Option<usize> {
             return None;
         }
     }
+}
+
+/// Index of the first `"` or `\\` in `b`, 8 bytes at a time (SWAR): JSON strings are most of a
+/// JSON line's bytes, and this search was the largest cost of mining one.
+fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = LO * b'"' as u64;
+    const BACKSLASHES: u64 = LO * b'\\' as u64;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        let (q, s) = (w ^ QUOTES, w ^ BACKSLASHES);
+        // A zero byte of q or s is a match. The lowest flagged byte is always a real one (a
+        // borrow only flags bytes above a real match), and the lowest is all we need.
+        let m = ((q.wrapping_sub(LO) & !q) | (s.wrapping_sub(LO) & !s)) & HI;
+        if m != 0 {
+            return Some(at + (m.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|p| at + p)
 }
 
 /// End (exclusive) of the JSON value starting at `i` (not a string): a nested object or array,
@@ -1101,7 +1250,8 @@ fn json_value_end(b: &[u8], mut i: usize) -> Option<usize> {
 /// values happen to look constant, and masking it is most of the miner's cost. The message
 /// is what a person reads as "the kind of line".
 pub(crate) fn json_line(line: &str, out: &mut String) -> bool {
-    let b = line.trim_ascii().as_bytes();
+    let text = line.trim_ascii();
+    let b = text.as_bytes();
     if b.len() < 2 || b[0] != b'{' || b[b.len() - 1] != b'}' {
         return false;
     }
@@ -1156,8 +1306,10 @@ pub(crate) fn json_line(line: &str, out: &mut String) -> bool {
         }
         // Keys are mined as one token: whitespace in one would split it. (The slice is
         // bounded by ASCII quotes, so it is whole UTF-8.)
-        let key_str = &line.trim_ascii()[i_key..kend];
-        if key.iter().any(|c| c.is_ascii_whitespace()) || !key.is_ascii() {
+        let key_str = &text[i_key..kend];
+        // Whitespace and non-ASCII are at most `b' '` or at least 0x80; the rare key with a
+        // control character takes the slow path too, which keeps it as it is.
+        if key.iter().any(|&c| c <= b' ' || c >= 0x80) {
             for c in key_str.chars() {
                 out.push(if c.is_whitespace() { '_' } else { c });
             }
@@ -1188,9 +1340,8 @@ pub(crate) fn json_line(line: &str, out: &mut String) -> bool {
         return false;
     };
     out.push('}');
-    // `b` is `line` trimmed: its slices at these offsets are whole UTF-8 sequences (they are
+    // `b` is `text`: its slices at these offsets are whole UTF-8 sequences (they are
     // bounded by ASCII quotes), so the str slices below cannot split a character.
-    let text = line.trim_ascii();
     if let Some((ls, le)) = level {
         out.push(' ');
         out.push_str(&text[ls..le]);

@@ -73,6 +73,22 @@ pub struct PipelineStats {
     pub redactions: HashMap<&'static str, u64>,
 }
 
+/// Spare batch buffers kept for the next batches: a commit of two read budgets makes about
+/// ten batches.
+const MAX_SPARE: usize = 8;
+
+/// What a new batch buffer starts with: a full batch and a typical record more, so that it is
+/// not grown (and copied) record by record. Not touched until written, so a batch that stays
+/// small costs no memory for the rest.
+fn batch_capacity(batch_max_bytes: usize) -> usize {
+    batch_max_bytes.min(1 << 20) + (16 << 10)
+}
+
+/// A spare buffer, or a new one of `cap` bytes.
+fn next_buf(spare: &mut Vec<Vec<u8>>, cap: usize) -> Vec<u8> {
+    spare.pop().unwrap_or_else(|| Vec::with_capacity(cap))
+}
+
 /// See the module docs.
 pub struct Pipeline {
     host: String,
@@ -134,12 +150,13 @@ impl Pipeline {
     /// order). Hand them back with [`Pipeline::recycle`] once committed.
     pub fn take_batches(&mut self) -> Vec<EncodedBatch> {
         let spare = &mut self.spare;
+        let cap = batch_capacity(self.batch_max_bytes);
         let mut out = std::mem::take(&mut self.ready);
         out.extend(
             self.files
                 .values_mut()
                 .filter(|f| !f.batch.is_empty())
-                .map(|f| f.batch.finish(spare.pop().unwrap_or_default())),
+                .map(|f| f.batch.finish(next_buf(spare, cap))),
         );
         for id in std::mem::take(&mut self.released) {
             let Some(f) = self.files.remove(&id) else {
@@ -200,7 +217,7 @@ impl Pipeline {
     /// [`Pipeline::recycle`] for buffers already taken out of their batches.
     pub fn recycle_bufs(&mut self, bufs: Vec<Vec<u8>>) {
         for buf in bufs {
-            if self.spare.len() >= 2 {
+            if self.spare.len() >= MAX_SPARE {
                 break;
             }
             // A batch is bounded by the read budget; a buffer far larger came from an
@@ -333,7 +350,7 @@ impl RecordSink for Pipeline {
                 rec.truncated,
             );
             if f.batch.bytes() >= self.batch_max_bytes {
-                let next = self.spare.pop().unwrap_or_default();
+                let next = next_buf(&mut self.spare, batch_capacity(self.batch_max_bytes));
                 self.ready.push(f.batch.finish(next));
             }
         }

@@ -1,6 +1,10 @@
 //! The raw-log shipper: `ResourceLogs` bytes, as the pipeline encoded them → the collector's
 //! `LogsService/Export`, without decoding or copying them into one body.
 //!
+//! Uncompressed, a request goes out without tonic's codec ([`PartsBody`]: the gRPC prefix, then
+//! each part as it lies in memory), its answer read as tonic's client reads it; gzipped, through
+//! tonic (which compresses a copy anyway).
+//!
 //! Compression ([`Compression`], `--log-compression`): `auto` (the default) gzips unless the
 //! collector is on loopback (see [`is_loopback`]; there gzip only costs CPU, docs/logs.md has
 //! the measured cost), `gzip` always, `none` never.
@@ -17,11 +21,15 @@
 //! before the next one goes out, so after a `kill -9` only the request on the wire, whose
 //! answer had not been recorded, is sent again.
 
-use super::store::{LogStore, Request};
+use super::store::{LogStore, Part, Request};
 use crate::metrics::{DROP_REJECTED, LOG_STAGE_EXPORT, Metrics};
 use crate::shipper::Backoff;
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -114,6 +122,69 @@ impl Codec for RawCodec {
     }
 }
 
+/// A part of a request, as the owner of a `Bytes` (shared, not copied).
+struct SharedPart(Part);
+
+impl AsRef<[u8]> for SharedPart {
+    fn as_ref(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+/// An uncompressed export request as an HTTP/2 body: the gRPC message prefix, then each part
+/// where it lies in memory. tonic's codec path copies a request into one buffer first, a fresh
+/// allocation of up to 3 MiB per request (mapped, faulted in and unmapped again).
+struct PartsBody {
+    frames: VecDeque<Bytes>,
+    left: u64,
+}
+
+impl PartsBody {
+    fn new(req: &Request) -> Result<PartsBody, tonic::Status> {
+        let len = req.len();
+        let len32 = u32::try_from(len).map_err(|_| {
+            tonic::Status::resource_exhausted(format!("export request of {len} bytes"))
+        })?;
+        let mut head = [0u8; 5]; // not compressed, then the length (big-endian)
+        head[1..].copy_from_slice(&len32.to_be_bytes());
+        let mut frames = VecDeque::with_capacity(req.parts.len() + 1);
+        frames.push_back(Bytes::copy_from_slice(&head));
+        for p in &req.parts {
+            if !p.bytes().is_empty() {
+                frames.push_back(Bytes::from_owner(SharedPart(p.clone())));
+            }
+        }
+        Ok(PartsBody {
+            frames,
+            left: len as u64 + 5,
+        })
+    }
+}
+
+impl http_body::Body for PartsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.frames.pop_front();
+        if let Some(b) = &next {
+            self.left -= b.len() as u64;
+        }
+        Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
 /// Whether the collector address names this host (`localhost`, `127.0.0.0/8`, `::1`).
 pub fn is_loopback(collector: &str) -> bool {
     let Ok(uri) = collector.parse::<tonic::codegen::http::Uri>() else {
@@ -133,6 +204,9 @@ pub fn is_loopback(collector: &str) -> bool {
 pub struct LogShipper {
     store: Arc<LogStore>,
     grpc: tonic::client::Grpc<Channel>,
+    /// Set when requests are sent uncompressed: they go out without tonic's codec
+    /// ([`PartsBody`]).
+    raw: Option<Channel>,
     collector: String,
     max_request_bytes: usize,
     backoff: Backoff,
@@ -149,6 +223,7 @@ impl LogShipper {
         backoff: Backoff,
         metrics: Metrics,
     ) -> Self {
+        let raw = (!compression.gzip_for(&collector)).then(|| channel.clone());
         let mut grpc =
             tonic::client::Grpc::new(channel).accept_compressed(CompressionEncoding::Gzip);
         if compression.gzip_for(&collector) {
@@ -161,6 +236,7 @@ impl LogShipper {
         LogShipper {
             store,
             grpc,
+            raw,
             collector,
             max_request_bytes,
             backoff,
@@ -294,6 +370,9 @@ impl LogShipper {
 
     /// One export; Ok(rejected records) on success.
     async fn export(&mut self, req: Request) -> Result<u64, tonic::Status> {
+        if let Some(channel) = &mut self.raw {
+            return export_raw(channel, &req).await;
+        }
         self.grpc
             .ready()
             .await
@@ -313,9 +392,121 @@ impl LogShipper {
     }
 }
 
+/// One uncompressed export over `channel`, the request's parts sent as they lie in memory;
+/// the answer read as tonic's own client reads it (status in the headers of a trailers-only
+/// answer, else the message then the trailers). Ok(rejected records) on success.
+async fn export_raw(channel: &mut Channel, req: &Request) -> Result<u64, tonic::Status> {
+    use tonic::codegen::Service;
+    use tonic::codegen::http;
+    let body = tonic::body::Body::new(PartsBody::new(req)?);
+    let mut request = http::Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static(EXPORT_PATH);
+    *request.version_mut() = http::Version::HTTP_2;
+    let h = request.headers_mut();
+    h.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("collector not ready: {e}")))?;
+    let response = channel
+        .call(request)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("export failed: {e}")))?;
+    if let Some(status) = tonic::Status::from_header_map(response.headers())
+        && status.code() != Code::Ok
+    {
+        return Err(status);
+    }
+    let status_code = response.status();
+    let mut answer = tonic::codec::Streaming::new_response(
+        ResponseDecoder,
+        response.into_body(),
+        status_code,
+        None,
+        None,
+    );
+    let message = answer
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::internal("the collector sent no export response"))?;
+    answer.trailers().await?;
+    Ok(message
+        .partial_success
+        .map_or(0, |p| p.rejected_log_records.max(0) as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signal(n: u64) -> daytwo_model::Signal {
+        use daytwo_model::{Entity, EntityKind, Severity, Signal, Timestamp};
+        Signal {
+            id: format!("raw-{n}"),
+            name: "daytwo.kernel.oom_kill".into(),
+            time: Timestamp::from_unix_secs(1_795_617_000 + n as i64),
+            severity: Severity::Critical,
+            entity: Entity::new(EntityKind::Host, "node-1").with_attr("host.name", "node-1"),
+            resource: Default::default(),
+            attributes: Default::default(),
+            message: format!("signal {n}"),
+            evidence: vec![],
+        }
+    }
+
+    /// A request of two parts, each the `ResourceLogs` field(s) of one encoded request.
+    fn two_part_request() -> Request {
+        use prost::Message;
+        let part = |n| {
+            Part::Read(Arc::new(
+                daytwo_model::otlp::signals_to_request(&[signal(n)]).encode_to_vec(),
+            ))
+        };
+        Request {
+            keys: vec![1, 2],
+            records: 2,
+            parts: vec![part(1), part(2)],
+            from_disk: true,
+        }
+    }
+
+    fn channel(addr: std::net::SocketAddr) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// The uncompressed path (no tonic codec) delivers the parts as one request, reads an OK
+    /// and an error answer as tonic does, and fails cleanly with nobody listening.
+    #[tokio::test]
+    async fn raw_exports_reach_a_real_collector_and_read_its_answers() {
+        use crate::test_collector::{Answer, TestCollector};
+        let ok = TestCollector::start("127.0.0.1:0".parse().unwrap(), Answer::Ok).await;
+        let mut ch = channel(ok.addr);
+        assert_eq!(export_raw(&mut ch, &two_part_request()).await.unwrap(), 0);
+        let ids: Vec<String> = ok.signals().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["raw-1", "raw-2"]);
+
+        let bad =
+            TestCollector::start("127.0.0.1:0".parse().unwrap(), Answer::InvalidArgument).await;
+        let err = export_raw(&mut channel(bad.addr), &two_part_request())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = export_raw(&mut channel(addr), &two_part_request())
+            .await
+            .unwrap_err();
+        assert_ne!(err.code(), Code::InvalidArgument, "{err:?}");
+    }
 
     #[test]
     fn compression_choices() {
