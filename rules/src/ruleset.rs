@@ -112,6 +112,32 @@ struct Operand {
     native: Option<Native>,
 }
 
+impl Operand {
+    /// Whether this operand is `true`: natively where it can, else by the CEL interpreter on
+    /// `ctx`, built from `scope` the first time an operand of the condition needs it.
+    fn holds<'v>(
+        &self,
+        cel: &Cel,
+        env: &native::Env<'_>,
+        scope: &'v Scope<'_>,
+        ctx: &mut Option<Context<'v, 'v>>,
+    ) -> bool {
+        match self
+            .native
+            .as_ref()
+            .filter(|_| cel.native)
+            .and_then(|n| native::is_true(n, env))
+        {
+            Some(b) => b,
+            None => matches!(
+                ctx.get_or_insert_with(|| cel.context(scope))
+                    .resolve(&self.expr),
+                Ok(Value::Bool(true))
+            ),
+        }
+    }
+}
+
 impl Condition {
     /// `trigger`: whether the condition may read `trigger` (a join's).
     fn new(program: Program, trigger: bool) -> Self {
@@ -193,20 +219,7 @@ impl Condition {
             let scope = Scope::of(v.clone());
             let mut ctx = None;
             for o in &self.local {
-                let holds = match o
-                    .native
-                    .as_ref()
-                    .filter(|_| cel.native)
-                    .and_then(|n| native::is_true(n, &env))
-                {
-                    Some(b) => b,
-                    None => matches!(
-                        ctx.get_or_insert_with(|| cel.context(&scope))
-                            .resolve(&o.expr),
-                        Ok(Value::Bool(true))
-                    ),
-                };
-                if !holds {
+                if !o.holds(cel, &env, &scope, &mut ctx) {
                     return Err(Miss::ConditionFalse);
                 }
             }
@@ -229,21 +242,9 @@ impl Condition {
         };
         let scope = Scope::with_trigger(c.clone(), t.clone());
         let mut ctx = None;
-        self.dependent.iter().all(|o| {
-            match o
-                .native
-                .as_ref()
-                .filter(|_| cel.native)
-                .and_then(|n| native::is_true(n, &env))
-            {
-                Some(b) => b,
-                None => matches!(
-                    ctx.get_or_insert_with(|| cel.context(&scope))
-                        .resolve(&o.expr),
-                    Ok(Value::Bool(true))
-                ),
-            }
-        })
+        self.dependent
+            .iter()
+            .all(|o| o.holds(cel, &env, &scope, &mut ctx))
     }
 }
 
