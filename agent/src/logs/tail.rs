@@ -628,9 +628,14 @@ impl Tailer {
             self.read(t, size, now_ms, now_ns, budget, sink);
         }
         t.last_size = size;
-        for i in 0..3 {
-            if let Some(rec) = t.multiline[i].flush_due(now_ms) {
-                sink.record(&t.info, stream_of(i), rec, now_ns);
+        // A held multi-line record waits for its timeout only once the file is read to its
+        // end: while reading is paused (the raw-log queue is full, or this poll's budget ran
+        // out) its next lines may be the rest of it, unread, and must not be cut off.
+        if size <= t.pos() {
+            for i in 0..3 {
+                if let Some(rec) = t.multiline[i].flush_due(now_ms) {
+                    sink.record(&t.info, stream_of(i), rec, now_ns);
+                }
             }
         }
         if let Some(fp) = t.fp
@@ -915,6 +920,36 @@ mod tests {
         for (k, e) in ch.put {
             store.insert(k, e);
         }
+    }
+
+    #[test]
+    fn a_stack_trace_is_not_cut_while_reading_is_paused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("app.log");
+        let mut c = cfg(format!("{}/*.log", tmp.path().display()));
+        c.multiline = true;
+        c.max_line_bytes = 1024;
+        let mut t = Tailer::new(c, HashMap::new()).unwrap();
+        let mut got = Collect::default();
+        append(&log, "java.lang.IllegalStateException: boom\n");
+        t.poll(0, 0, true, &mut got);
+        // The rest of the trace is written while the queue is full: nothing is read.
+        append(
+            &log,
+            "\tat a.B.c(B.java:1)\n\tat a.B.d(B.java:2)\nnext line\n",
+        );
+        t.poll(5_000, 0, false, &mut got);
+        assert!(got.lines.is_empty(), "cut while paused: {:?}", texts(&got));
+        // Reading resumes: one record, whole.
+        t.poll(5_001, 0, true, &mut got);
+        t.poll(10_000, 0, true, &mut got);
+        assert_eq!(
+            texts(&got),
+            [
+                "java.lang.IllegalStateException: boom\n\tat a.B.c(B.java:1)\n\tat a.B.d(B.java:2)",
+                "next line"
+            ]
+        );
     }
 
     #[test]
