@@ -243,11 +243,11 @@ pub fn path_entity(
     (e, subject)
 }
 
-fn fs_entity(host: &str, f: &Filesystem) -> Entity {
-    Entity::new(EntityKind::Filesystem, f.mount.mountpoint.as_str())
+fn fs_entity(host: &str, m: &super::fs::Mount) -> Entity {
+    Entity::new(EntityKind::Filesystem, m.mountpoint.as_str())
         .with_attr("host.name", host)
-        .with_attr("mount.point", f.mount.mountpoint.as_str())
-        .with_attr("system.device", f.mount.device.as_str())
+        .with_attr("mount.point", m.mountpoint.as_str())
+        .with_attr("system.device", m.device.as_str())
 }
 
 fn human_bytes(b: u64) -> String {
@@ -361,6 +361,23 @@ impl NodeDetectors {
         message: String,
         evidence: Vec<Evidence>,
     ) -> Signal {
+        self.signal_at(
+            name, severity, entity, d.time, attributes, message, evidence,
+        )
+    }
+
+    /// A signal of this host about `entity` at `time`, its id stable for that time.
+    #[allow(clippy::too_many_arguments)]
+    fn signal_at(
+        &self,
+        name: &str,
+        severity: Severity,
+        entity: Entity,
+        time: daytwo_model::Timestamp,
+        attributes: Attributes,
+        message: String,
+        evidence: Vec<Evidence>,
+    ) -> Signal {
         let mut resource = Attributes::new();
         resource.insert("host.name".into(), self.host.clone().into());
         Signal {
@@ -369,10 +386,10 @@ impl NodeDetectors {
                 &self.host,
                 name,
                 &entity.key(),
-                &d.time.unix_nanos().to_string(),
+                &time.unix_nanos().to_string(),
             ]),
             name: name.to_string(),
-            time: d.time,
+            time,
             severity,
             entity,
             resource,
@@ -441,38 +458,21 @@ impl NodeDetectors {
         a.insert("mount.point".into(), mp.clone().into());
         a.insert("system.device".into(), m.device.clone().into());
         a.insert("daytwo.fs.type".into(), m.fs_type.clone().into());
-        let entity = Entity::new(EntityKind::Filesystem, mp.as_str())
-            .with_attr("host.name", self.host.as_str())
-            .with_attr("mount.point", mp.as_str())
-            .with_attr("system.device", m.device.as_str());
-        let mut resource = Attributes::new();
-        resource.insert("host.name".into(), self.host.clone().into());
-        Signal {
-            id: stable_id(&[
-                "node",
-                &self.host,
-                FILESYSTEM_UNRESPONSIVE,
-                &entity.key(),
-                &snap.time.unix_nanos().to_string(),
-            ]),
-            name: FILESYSTEM_UNRESPONSIVE.into(),
-            time: snap.time,
-            severity: Severity::Critical,
-            entity,
-            resource,
-            attributes: a,
-            message: format!(
+        self.signal_at(
+            FILESYSTEM_UNRESPONSIVE,
+            Severity::Critical,
+            fs_entity(&self.host, m),
+            snap.time,
+            a,
+            format!(
                 "Filesystem {mp} ({}, {}) on {} does not answer: statvfs did not return within the mount timeout; processes that touch it hang.",
                 m.device, m.fs_type, self.host
             ),
-            evidence: vec![reading(
+            vec![reading(
                 snap.time,
-                format!(
-                    "statvfs({mp}): no answer (device {}, type {})",
-                    m.device, m.fs_type
-                ),
+                format!("statvfs({mp}): no answer (device {}, type {})", m.device, m.fs_type),
             )],
-        }
+        )
     }
 
     fn fs_attributes(f: &Filesystem) -> Attributes {
@@ -542,7 +542,7 @@ impl NodeDetectors {
         self.signal(
             FILESYSTEM_FULL,
             Severity::Critical,
-            fs_entity(&self.host, f),
+            fs_entity(&self.host, &f.mount),
             d,
             a,
             message,
@@ -569,7 +569,7 @@ impl NodeDetectors {
         self.signal(
             FILESYSTEM_FILLING,
             Severity::Warning,
-            fs_entity(&self.host, f),
+            fs_entity(&self.host, &f.mount),
             d,
             a,
             d.message.clone(),
