@@ -546,6 +546,11 @@ pub fn bench(cfg: &LogsConfig, host: &str) -> Result<BenchReport, LogsConfigInva
             break;
         }
     }
+    // The end of input: what multi-line joining still holds is finished, so that `records`
+    // counts every record the live agent ships (there, after the multi-line timeout).
+    let now_ns = daytwo_model::Timestamp::from_system_time(SystemTime::now()).0;
+    tailer.flush_held(now_ns, &mut pipeline);
+    pipeline.tick(now_ns);
     Ok(BenchReport {
         lines: tailer.stats.lines_read,
         records: pipeline.stats.records,

@@ -315,6 +315,19 @@ impl Tailer {
             .all(|t| t.state != State::Active || t.pos() >= t.last_size)
     }
 
+    /// Hands on every record held for multi-line joining, whatever its age: the end of input
+    /// for a run that reads its files once (`daytwo agent --log-bench`). The live agent never
+    /// calls this: a held record waits for its timeout, and its offset stays uncommitted.
+    pub fn flush_held(&mut self, now_ns: i64, sink: &mut dyn RecordSink) {
+        for t in self.files.values_mut() {
+            for i in 0..3 {
+                if let Some(rec) = t.multiline[i].flush() {
+                    sink.record(&t.info, stream_of(i), rec, now_ns);
+                }
+            }
+        }
+    }
+
     fn set_checkpoint(&mut self, key: u64, entry: CheckpointEntry) {
         if self.checkpoints.get(&key) != Some(&entry) {
             self.checkpoints.insert(key, entry);
@@ -950,6 +963,33 @@ mod tests {
                 "next line"
             ]
         );
+    }
+
+    #[test]
+    fn flush_held_finishes_what_multiline_joining_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("app.log");
+        let mut c = cfg(format!("{}/*.log", tmp.path().display()));
+        c.multiline = true;
+        c.max_line_bytes = 1024;
+        let mut t = Tailer::new(c, HashMap::new()).unwrap();
+        let mut got = Collect::default();
+        append(&log, "first\nTraceback (most recent call last):\n  File \"x.py\", line 1\n");
+        t.poll(0, 0, true, &mut got);
+        assert!(t.caught_up());
+        assert_eq!(texts(&got), ["first"], "the trace is held for its timeout");
+        t.flush_held(0, &mut got);
+        assert_eq!(
+            texts(&got),
+            [
+                "first",
+                "Traceback (most recent call last):\n  File \"x.py\", line 1"
+            ]
+        );
+        // Nothing is held any more: a second flush and a late poll add nothing.
+        t.flush_held(0, &mut got);
+        t.poll(60_000, 0, true, &mut got);
+        assert_eq!(got.lines.len(), 2);
     }
 
     #[test]
