@@ -537,6 +537,31 @@ fn a_java_stack_trace_is_one_record_and_secrets_are_redacted() {
     }
 }
 
+#[test]
+fn lines_read_are_shipped_once_durable_not_a_poll_interval_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let n = 500;
+    let want: Vec<String> = (0..n).map(|i| line("burst", i)).collect();
+    let mut text = want.join("\n");
+    // The last line is held by multi-line joining (it might continue) until a later poll
+    // sees its timeout: with one poll an hour, it is not expected here.
+    text.push_str("\nlast line of the burst\n");
+    append(&logs.join("app.log"), &text);
+    let otlp = Otlp::start();
+    let glob = format!("{}/*.log", logs.display());
+    let mut args = agent_args(tmp.path(), &otlp, &[&glob], &[]);
+    // One poll an hour: the first one, at start, reads the whole file. Its commit used to
+    // reach the shipper only at the next poll; the lines must arrive as soon as it is durable.
+    let i = args.iter().position(|a| a == "--log-poll-interval-ms").unwrap();
+    args[i + 1] = "3600000".into();
+    let log = tmp.path().join("agent.log");
+    let _agent = Daytwo::start(&args, &log, true);
+    wait_count(&otlp, "burst-", n, &log);
+    assert_exactly_once(&otlp.bodies(), &want, "burst-", &log);
+}
+
 /// Starts the agent as an unprivileged user (uid/gid 65534) when the tests run as root, so
 /// that file permissions apply to it; as itself otherwise. `tmp` is opened up for it.
 fn agent_unprivileged(tmp: &Path, args: &[String], log: &Path) -> Daytwo {

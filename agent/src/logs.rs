@@ -409,16 +409,10 @@ impl LogsSource {
                 tokio::task::yield_now().await;
                 continue;
             }
-            if let Some(h) = inflight.take() {
-                match h.await {
-                    Ok(Some(done)) => self.committed(done),
-                    // Given up at shutdown: nothing of it (nor its checkpoints) is durable.
-                    Ok(None) => return,
-                    Err(e) => {
-                        error!(error = %e, "The log commit task failed; log reading stopped. This is a bug; please report it with the log.");
-                        return;
-                    }
-                }
+            if let Some(h) = inflight.take()
+                && !self.finish_commit(h.await)
+            {
+                return;
             }
             if shutdown.is_cancelled() {
                 // What was read since the last commit is not durable, and neither are the
@@ -438,9 +432,43 @@ impl LogsSource {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // Caught up. The commit in flight goes to the shipper as soon as it is durable,
+            // not a poll interval later (the last lines of a burst waited up to a second).
+            let commit = async {
+                match inflight.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(interval) => {}
+                r = commit => {
+                    inflight = None;
+                    if !self.finish_commit(r) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a finished commit's outcome; `false` when reading must stop (given up at
+    /// shutdown, or the task failed).
+    fn finish_commit(
+        &mut self,
+        r: Result<Option<(Pending, u64)>, tokio::task::JoinError>,
+    ) -> bool {
+        match r {
+            Ok(Some(done)) => {
+                self.committed(done);
+                true
+            }
+            // Given up at shutdown: nothing of it (nor its checkpoints) is durable.
+            Ok(None) => false,
+            Err(e) => {
+                error!(error = %e, "The log commit task failed; log reading stopped. This is a bug; please report it with the log.");
+                false
             }
         }
     }
