@@ -47,7 +47,9 @@ A_CPU=$(echo "$A_U + $A_S" | bc)
 echo "(a) pipeline: lines=$A_LINES wall=${A_E}s cpu=${A_CPU}s lines/cpu-s=$(echo "$A_LINES / $A_CPU" | bc) peak_rss=$((A_M / 1024))MiB  [$(grep logs-bench "$WORK/a.out")]"
 
 # (b) shipping to a collector on loopback.
-rm -rf "$WORK/b-data" "$WORK/c-data"
+# The outputs of an earlier run go first: the address of its collector must not be read
+# before this run's has written its own.
+rm -rf "$WORK/b-data" "$WORK/c-data" "$WORK/c.out" "$WORK/b.out"
 "$BIN" --log-level warn collector --data-dir "$WORK/c-data" --http-addr 127.0.0.1:0 \
   --otlp-addr 127.0.0.1:0 >"$WORK/c.out" 2>"$WORK/c.err" &
 CPID=$!
@@ -64,13 +66,16 @@ for _ in $(seq 100); do grep -q listening "$WORK/b.out" && break; sleep 0.1; don
 AHTTP=$(grep -o 'http=[^ ]*' "$WORK/b.out" | cut -d= -f2)
 SENT=0
 while :; do
-  SENT=$(curl -s "http://$AHTTP/metrics" | awk '/^daytwo_agent_logs_records_sent_total /{print $2}')
-  RECV=$(curl -s "http://$AHTTP/metrics" | awk '/^daytwo_agent_logs_records_received_total /{print $2}')
-  READ=$(curl -s "http://$AHTTP/metrics" | awk '/^daytwo_agent_logs_lines_received_total /{print $2}')
+  # One scrape per check: the monitoring shares the 2 cores with what it measures.
+  read -r READ RECV SENT < <(curl -s "http://$AHTTP/metrics" | awk '
+    /^daytwo_agent_logs_lines_received_total /{l=$2}
+    /^daytwo_agent_logs_records_received_total /{r=$2}
+    /^daytwo_agent_logs_records_sent_total /{s=$2}
+    END{print l+0, r+0, s+0}')
   # Every line read and every record made from them shipped. The last record of each stream
   # is still held by multi-line joining until --log-multiline-timeout (it may continue): a
   # latency, not throughput, so it is waited for below, outside the timing.
-  if [ "${READ:-0}" = "$LINES" ] && [ -n "$SENT" ] && [ "$SENT" = "$RECV" ]; then break; fi
+  if [ "$READ" = "$LINES" ] && [ "$SENT" = "$RECV" ]; then break; fi
   sleep 0.2
 done
 END=$(date +%s.%N)

@@ -5,6 +5,7 @@ use crate::cli::{AgentArgs, CollectorArgs, UpArgs};
 use crate::config;
 use anyhow::{Context, Result};
 use axum::response::IntoResponse;
+use axum::serve::ListenerExt;
 use std::future::IntoFuture;
 use std::io::Write;
 use std::process::ExitCode;
@@ -119,7 +120,12 @@ pub fn agent(args: AgentArgs) -> Result<ExitCode> {
         let _ = out.flush();
         drop(out);
         let http = tokio::spawn(
-            axum::serve(listener, agent_router(registry))
+            axum::serve(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                agent_router(registry),
+            )
                 .with_graceful_shutdown(token.clone().cancelled_owned())
                 .into_future(),
         );

@@ -25,6 +25,7 @@ pub mod store;
 pub mod topology;
 
 use daytwo_rules::RuleSet;
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,7 +202,12 @@ impl Collector {
         let app = api::router(self.api);
         let http_shutdown = shutdown.clone();
         let http = tokio::spawn(async move {
-            axum::serve(self.http, app)
+            // TCP_NODELAY, as for OTLP/gRPC: an answer written in parts must not wait for the
+            // client's delayed ACK.
+            let listener = self.http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
                 .with_graceful_shutdown(http_shutdown.cancelled_owned())
                 .await
                 .map_err(CollectorError::Http)
