@@ -935,15 +935,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stack_trace_is_not_cut_while_reading_is_paused() {
+    /// A tailer of `*.log` in a new directory, joining multi-line records, and its sink.
+    fn multiline_tailer() -> (tempfile::TempDir, Tailer, Collect) {
         let tmp = tempfile::tempdir().unwrap();
-        let log = tmp.path().join("app.log");
         let mut c = cfg(format!("{}/*.log", tmp.path().display()));
         c.multiline = true;
         c.max_line_bytes = 1024;
-        let mut t = Tailer::new(c, HashMap::new()).unwrap();
-        let mut got = Collect::default();
+        let t = Tailer::new(c, HashMap::new()).unwrap();
+        (tmp, t, Collect::default())
+    }
+
+    #[test]
+    fn a_stack_trace_is_not_cut_while_reading_is_paused() {
+        let (tmp, mut t, mut got) = multiline_tailer();
+        let log = tmp.path().join("app.log");
         append(&log, "java.lang.IllegalStateException: boom\n");
         t.poll(0, 0, true, &mut got);
         // The rest of the trace is written while the queue is full: nothing is read.
@@ -967,13 +972,8 @@ mod tests {
 
     #[test]
     fn flush_held_finishes_what_multiline_joining_holds() {
-        let tmp = tempfile::tempdir().unwrap();
+        let (tmp, mut t, mut got) = multiline_tailer();
         let log = tmp.path().join("app.log");
-        let mut c = cfg(format!("{}/*.log", tmp.path().display()));
-        c.multiline = true;
-        c.max_line_bytes = 1024;
-        let mut t = Tailer::new(c, HashMap::new()).unwrap();
-        let mut got = Collect::default();
         append(&log, "first\nTraceback (most recent call last):\n  File \"x.py\", line 1\n");
         t.poll(0, 0, true, &mut got);
         assert!(t.caught_up());
