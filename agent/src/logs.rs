@@ -432,23 +432,25 @@ impl LogsSource {
                 tokio::task::yield_now().await;
                 continue;
             }
-            // Caught up. The commit in flight goes to the shipper as soon as it is durable,
-            // not a poll interval later (the last lines of a burst waited up to a second).
-            let commit = async {
-                match inflight.as_mut() {
-                    Some(h) => h.await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(interval) => {}
-                r = commit => {
-                    inflight = None;
-                    if !self.finish_commit(r) {
-                        return;
+            // Caught up: the next poll is an interval away. The commit in flight goes to the
+            // shipper as soon as it is durable, not at that poll (the last lines of a burst
+            // waited up to a poll interval).
+            let next_poll = tokio::time::Instant::now() + interval;
+            if let Some(h) = inflight.as_mut() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep_until(next_poll) => {}
+                    r = h => {
+                        inflight = None;
+                        if !self.finish_commit(r) {
+                            return;
+                        }
                     }
                 }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep_until(next_poll) => {}
             }
         }
     }
