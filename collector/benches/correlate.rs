@@ -63,7 +63,7 @@ fn signals(n: usize) -> Vec<(Signal, Vec<RuleMatch>)> {
                         remediation: String::new(),
                         evidence: vec![],
                     },
-                    signals: vec![s.clone()],
+                    signals: vec![std::sync::Arc::new(s.clone())],
                 }]
             } else {
                 vec![]
@@ -199,8 +199,9 @@ fn warm_topology() -> Topology {
     t
 }
 
-/// 100,000 signals over one hour of event time.
-fn stream(n: u64) -> Vec<Signal> {
+/// 100,000 signals over one hour of event time, each behind an `Arc` as the pipeline holds
+/// a signal it accepted (shared with the held signals and rule matches, not copied).
+fn stream(n: u64) -> Vec<std::sync::Arc<Signal>> {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let step_ms = 3_600_000 / n as i64;
     (0..n)
@@ -326,7 +327,7 @@ fn stream(n: u64) -> Vec<Signal> {
                     ("daytwo.change.memory_limit_bytes.after", 268_435_456.into()),
                 ]);
             }
-            s
+            std::sync::Arc::new(s)
         })
         .collect()
 }

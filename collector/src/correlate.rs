@@ -51,8 +51,9 @@ const HELD_PER_EVENT: usize = 20_000;
 #[derive(Debug, Default)]
 pub struct Held {
     by_event: HashMap<String, EventQueue, FastHash>,
-    /// Signal id → the held entry with that id (the newest, when ids repeat).
-    by_id: HashMap<String, Arc<Entry>, FastHash>,
+    /// Address of a held signal → its entry: the signal shared by the caller is found without
+    /// hashing or comparing its id.
+    by_ptr: HashMap<usize, Arc<Entry>, PtrHash>,
     len: usize,
     horizon: Duration,
     newest: Timestamp,
@@ -63,7 +64,8 @@ pub struct Held {
 /// trigger ([`RuleSet::armed_prepared`]).
 #[derive(Debug)]
 struct Entry {
-    signal: Signal,
+    /// Shared with the caller (and with the rule matches that name it), never copied.
+    signal: Arc<Signal>,
     prepared: Prepared,
     /// Every key it is found under ([`entry_keys`]).
     keys: Vec<Key>,
@@ -109,9 +111,30 @@ impl std::hash::Hasher for KeyHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_usize(&mut self, n: usize) {
+        let h = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// The hasher of maps keyed by a held signal's address: a multiply spreads the aligned
+/// address over every bit.
+#[derive(Clone, Copy, Default)]
+struct PtrHash;
+
+impl std::hash::BuildHasher for PtrHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// The address of a signal, the key of [`Held`]'s `by_ptr`.
+fn addr(s: &Signal) -> usize {
+    std::ptr::from_ref(s) as usize
 }
 
 /// The [`Key`] of `text` under `prefix` (`b'm'` machine, `b'w'` workload, `b's'` service,
@@ -202,7 +225,7 @@ fn in_range(q: &Queue, from: Timestamp, to: Timestamp) -> impl Iterator<Item = &
     let start = q.partition_point(|(t, _)| *t < from);
     q.range(start..)
         .take_while(move |(t, _)| *t <= to)
-        .map(|(_, e)| &e.signal)
+        .map(|(_, e)| &*e.signal)
 }
 
 impl EventQueue {
@@ -235,8 +258,9 @@ impl Held {
         self.horizon = horizon;
     }
 
-    /// Holds `s` if some rule joins on its event; drops what fell behind the horizon.
-    pub fn insert(&mut self, rules: &RuleSet, s: &Signal) {
+    /// Holds `s` if some rule joins on its event (sharing it, not copying it); drops what fell
+    /// behind the horizon. [`match_rules`] on the same `Arc` then finds the held entry at once.
+    pub fn insert(&mut self, rules: &RuleSet, s: &Arc<Signal>) {
         if !rules.held_events().contains(&s.name) {
             return;
         }
@@ -245,7 +269,7 @@ impl Held {
         let prepared = Prepared::new();
         let keys = entry_keys(rules, s, &rules.armed_prepared(s, &prepared));
         let e = Arc::new(Entry {
-            signal: s.clone(),
+            signal: Arc::clone(s),
             prepared,
             keys,
         });
@@ -259,13 +283,13 @@ impl Held {
                 }
             }
         }
-        self.by_id.insert(s.id.clone(), e.clone());
+        self.by_ptr.insert(addr(s), e.clone());
         // Most signals arrive in event-time order, so this is an append.
         insert_ordered(&mut q.all, e);
         self.len += 1;
         while q.all.front().is_some_and(|(t, _)| *t < cutoff) || q.all.len() > HELD_PER_EVENT {
             if let Some(e) = q.pop_front() {
-                forget_id(&mut self.by_id, &e);
+                forget_ptr(&mut self.by_ptr, &e);
             }
             self.len -= 1;
             self.dropped += 1;
@@ -281,7 +305,7 @@ impl Held {
         for q in self.by_event.values_mut() {
             while q.all.front().is_some_and(|(t, _)| *t < cutoff) {
                 if let Some(e) = q.pop_front() {
-                    forget_id(&mut self.by_id, &e);
+                    forget_ptr(&mut self.by_ptr, &e);
                 }
                 self.len -= 1;
                 self.dropped += 1;
@@ -290,7 +314,7 @@ impl Held {
         if let Some(q) = self.by_event.values_mut().max_by_key(|q| q.all.len()) {
             for _ in 0..q.all.len() / 2 {
                 if let Some(e) = q.pop_front() {
-                    forget_id(&mut self.by_id, &e);
+                    forget_ptr(&mut self.by_ptr, &e);
                 }
                 self.len -= 1;
                 self.dropped += 1;
@@ -299,12 +323,12 @@ impl Held {
         self.by_event.retain(|_, q| !q.all.is_empty());
     }
 
-    /// The held copy of `s` (same id and same contents), if `s` is held.
-    fn held_copy(&self, s: &Signal) -> Option<&Signal> {
-        self.by_id
-            .get(&s.id)
-            .map(|e| &e.signal)
-            .filter(|h| std::ptr::eq(*h, s) || *h == s)
+    /// The held entry of `s` (the very signal held), if `s` is held.
+    fn entry(&self, s: &Signal) -> Option<&Entry> {
+        self.by_ptr
+            .get(&addr(s))
+            .map(|e| &**e)
+            .filter(|e| std::ptr::eq(&*e.signal, s))
     }
 
     pub fn len(&self) -> usize {
@@ -321,10 +345,11 @@ impl Held {
     }
 }
 
-/// Forgets the id of a dropped entry, unless a newer entry took the id over.
-fn forget_id(by_id: &mut HashMap<String, Arc<Entry>, FastHash>, e: &Arc<Entry>) {
-    if by_id.get(&e.signal.id).is_some_and(|x| Arc::ptr_eq(x, e)) {
-        by_id.remove(&e.signal.id);
+/// Forgets the address of a dropped entry, unless another entry holds the same signal.
+fn forget_ptr(by_ptr: &mut HashMap<usize, Arc<Entry>, PtrHash>, e: &Arc<Entry>) {
+    let a = addr(&e.signal);
+    if by_ptr.get(&a).is_some_and(|x| Arc::ptr_eq(x, e)) {
+        by_ptr.remove(&a);
     }
 }
 
@@ -332,6 +357,9 @@ fn forget_id(by_id: &mut HashMap<String, Arc<Entry>, FastHash>, e: &Arc<Entry>) 
 pub struct JoinView<'a> {
     pub held: &'a Held,
     pub topology: &'a Topology,
+    /// The signal being matched, shared with the matches that name it even when it is not
+    /// held.
+    pub current: Option<&'a Arc<Signal>>,
 }
 
 impl JoinSource for JoinView<'_> {
@@ -344,11 +372,14 @@ impl JoinSource for JoinView<'_> {
 
     fn prepared(&self, s: &Signal) -> Option<&Prepared> {
         // Only for the very signal held: the variables belong to that one.
-        self.held
-            .by_id
-            .get(&s.id)
-            .filter(|e| std::ptr::eq(&e.signal, s))
-            .map(|e| &e.prepared)
+        self.held.entry(s).map(|e| &e.prepared)
+    }
+
+    fn shared(&self, s: &Signal) -> Option<Arc<Signal>> {
+        match self.current {
+            Some(c) if std::ptr::eq(&**c, s) => Some(Arc::clone(c)),
+            _ => self.held.entry(s).map(|e| Arc::clone(&e.signal)),
+        }
     }
 
     fn candidates(
@@ -452,16 +483,20 @@ impl JoinSource for JoinView<'_> {
 
 /// Every rule match a signal brings: the rules it triggers (with their joins), then the
 /// matches of earlier triggers that this signal completes as a joined signal. Best first.
-/// `held` must already hold `s` (see [`Held::insert`]).
+/// `held` must already hold `s` (see [`Held::insert`]; the same `Arc`, whose held entry
+/// carries the variables converted when it was held).
 pub fn match_rules(
     rules: &RuleSet,
     held: &Held,
     topology: &Topology,
-    s: &Signal,
+    s: &Arc<Signal>,
 ) -> Vec<RuleMatch> {
-    let view = JoinView { held, topology };
-    // The held copy carries the variables converted when it was held.
-    let s = held.held_copy(s).unwrap_or(s);
+    let view = JoinView {
+        held,
+        topology,
+        current: Some(s),
+    };
+    let s: &Signal = s;
     let mut matches = rules.evaluate_with(s, &view);
     if !held.is_empty() {
         let late = rules.evaluate_joined(s, &view);
@@ -1115,7 +1150,7 @@ mod tests {
                 remediation: "r".into(),
                 evidence: vec![],
             },
-            signals: vec![s.clone()],
+            signals: vec![Arc::new(s.clone())],
         }
     }
 
@@ -1267,7 +1302,7 @@ mod tests {
     /// A rule with a join: `trigger` joined to `cause`, blaming `cause`'s entity.
     fn joined_match(trigger: &Signal, cause: &Signal, rule: &str) -> RuleMatch {
         let mut m = rule_match(cause, rule);
-        m.signals = vec![trigger.clone(), cause.clone()];
+        m.signals = vec![Arc::new(trigger.clone()), Arc::new(cause.clone())];
         m
     }
 
@@ -1538,11 +1573,11 @@ mod tests {
                 for (a, b) in [("svc0", "svc1"), ("svc1", "svc2"), ("svc2", "svc0")] {
                     topology.add_call(a, b, Timestamp::from_unix_secs(t));
                 }
-                let s = world_signal(i, k, n, v, t);
+                let s = Arc::new(world_signal(i, k, n, v, t));
                 topology.observe(&s);
                 held.insert(rules, &s);
                 if rules.held_events().contains(&s.name) {
-                    all.push(s.clone());
+                    all.push(Signal::clone(&s));
                 }
                 let fast = match_rules(rules, &held, &topology, &s);
                 let reference = Reference { signals: &all, topology: &topology };

@@ -367,8 +367,10 @@ pub struct RuleMatch {
     /// The rendered title.
     pub title: String,
     pub hypothesis: Hypothesis,
-    /// The trigger, then each joined signal in join order (empty joins: the trigger alone).
-    pub signals: Vec<Signal>,
+    /// The trigger, then each joined signal in join order (empty joins: the trigger alone),
+    /// shared with the [`JoinSource`] that holds them ([`JoinSource::shared`]) rather than
+    /// copied.
+    pub signals: Vec<std::sync::Arc<Signal>>,
 }
 
 /// Why a rule that listens for a signal's event did not match it (for test reports).
@@ -869,9 +871,13 @@ impl Rule {
             .filter(|e| self.evidence.keeps(&e.kind))
             .cloned()
             .collect();
-        let signals: Vec<Signal> = std::iter::once(trigger)
+        let signals: Vec<std::sync::Arc<Signal>> = std::iter::once(trigger)
             .chain(chosen.iter().map(|v| v.signal))
-            .cloned()
+            .map(|s| {
+                source
+                    .shared(s)
+                    .unwrap_or_else(|| std::sync::Arc::new(s.clone()))
+            })
             .collect();
         let joined: Vec<(&str, &Signal)> = self
             .joins
