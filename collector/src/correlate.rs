@@ -33,7 +33,7 @@
 use crate::topology::Topology;
 use daytwo_model::{Entity, Hypothesis, Incident, Severity, Signal, Timestamp, stable_id};
 use daytwo_rules::{Anchor, FastHash, JoinSource, Prepared, Relation, RuleMatch, RuleSet};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -521,18 +521,34 @@ const RECENT_PER_KEY: usize = 256;
 /// Two distinct symptoms on one entity open an incident when no rule explains them.
 pub const DEFAULT_QUORUM: usize = 2;
 
+/// A key of the active-incident index: a 64-bit hash ([`key`]) of an entity key (`b'E'`), a
+/// host (`b'H'`) or a namespace group (`b'G'`, [`group_key`]).
+type TopoKey = u64;
+
+fn entity_tkey(entity_key: &str) -> TopoKey {
+    key(b'E', entity_key)
+}
+
+fn host_tkey(host: &str) -> TopoKey {
+    key(b'H', host)
+}
+
+fn group_tkey(group: &str) -> TopoKey {
+    key(b'G', group)
+}
+
 /// What the correlator knows about an active incident.
 #[derive(Clone, Debug)]
 struct Active {
+    id: String,
     fingerprint: String,
     /// Fingerprints of its other rule hypotheses (another rule naming the same cause, such as
     /// a cascade and the Kubernetes rule for one NotReady node): a later match of any of them
     /// joins this incident instead of opening a second one for the same cause.
     aliases: Vec<String>,
-    hosts: BTreeSet<String>,
-    entity_keys: BTreeSet<String>,
-    /// `ns:<cluster>/<namespace>` of its host-less signals.
-    groups: BTreeSet<String>,
+    /// Every index key it is found under, once each: its entities' keys, its hosts and the
+    /// namespace groups (`ns:<cluster>/<namespace>`) of its host-less signals.
+    keys: HashSet<TopoKey, KeyHash>,
     last_signal_at: Timestamp,
 }
 
@@ -566,10 +582,20 @@ pub struct Correlator {
     window: Duration,
     /// Distinct warning symptoms on one entity within the window that open an incident.
     quorum: usize,
-    active: HashMap<String, Active, FastHash>,
+    /// Active incidents by slot (a freed slot is reused), and when each last had a signal
+    /// (the same as its `last_signal_at`, in one dense array for the scans of
+    /// [`Correlator::related_active`]).
+    active: Vec<Option<Active>>,
+    last_at: Vec<Timestamp>,
+    free: Vec<u32>,
+    /// Incident id → its slot.
+    slot_of: HashMap<String, u32, FastHash>,
     by_fingerprint: HashMap<String, String, FastHash>,
-    /// `entity:<key>` and `host:<name>` → active incident ids.
-    by_topology: HashMap<String, BTreeSet<String>, FastHash>,
+    /// Entity key, host, namespace group ([`TopoKey`]) → the slots of the active incidents
+    /// found under it, in no order. A hash collision of two keys could only make an incident
+    /// under one a candidate for a signal about the other: with 64-bit hashes of the few
+    /// thousand keys in play, odds of about 1 in 10^11.
+    by_topology: HashMap<TopoKey, Vec<u32>, KeyHash>,
     /// Held signals by host (or entity key when there is no host), oldest first.
     recent: HashMap<String, VecDeque<Signal>>,
     recent_len: usize,
@@ -624,7 +650,10 @@ impl Correlator {
         Correlator {
             window,
             quorum: DEFAULT_QUORUM,
-            active: HashMap::default(),
+            active: Vec::new(),
+            last_at: Vec::new(),
+            free: Vec::new(),
+            slot_of: HashMap::default(),
             by_fingerprint: HashMap::default(),
             by_topology: HashMap::default(),
             recent: HashMap::new(),
@@ -648,21 +677,20 @@ impl Correlator {
             return;
         }
         let mut a = Active {
+            id: inc.id.clone(),
             fingerprint: inc.fingerprint.clone(),
             aliases: Vec::new(),
-            hosts: BTreeSet::new(),
-            entity_keys: BTreeSet::new(),
-            groups: BTreeSet::new(),
+            keys: HashSet::default(),
             last_signal_at: inc.updated_at,
         };
         for h in &inc.root_causes {
-            a.entity_keys.insert(h.entity.key());
-            a.hosts.extend(h.entity.host().map(str::to_string));
+            a.keys.insert(entity_tkey(&h.entity.key()));
+            a.keys.extend(h.entity.host().map(host_tkey));
         }
         for s in &inc.signals {
-            a.entity_keys.insert(s.entity.key());
-            a.hosts.extend(s.host().map(str::to_string));
-            a.groups.extend(group_key(s));
+            a.keys.insert(entity_tkey(&s.entity.key()));
+            a.keys.extend(s.host().map(host_tkey));
+            a.keys.extend(group_key(s).as_deref().map(group_tkey));
             a.last_signal_at = a.last_signal_at.max(s.time);
         }
         self.by_fingerprint
@@ -678,19 +706,30 @@ impl Correlator {
                 }
             }
         }
-        for k in topology_keys(&a) {
-            self.by_topology
-                .entry(k)
-                .or_default()
-                .insert(inc.id.clone());
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.active.push(None);
+                self.last_at.push(Timestamp::default());
+                (self.active.len() - 1) as u32
+            }
+        };
+        for k in &a.keys {
+            self.by_topology.entry(*k).or_default().push(slot);
         }
-        self.active.insert(inc.id.clone(), a);
+        self.last_at[slot as usize] = a.last_signal_at;
+        self.active[slot as usize] = Some(a);
+        self.slot_of.insert(inc.id.clone(), slot);
     }
 
     pub fn forget(&mut self, incident_id: &str) {
-        let Some(a) = self.active.remove(incident_id) else {
+        let Some(slot) = self.slot_of.remove(incident_id) else {
             return;
         };
+        let Some(a) = self.active[slot as usize].take() else {
+            return;
+        };
+        self.free.push(slot);
         for fp in std::iter::once(&a.fingerprint).chain(&a.aliases) {
             if self
                 .by_fingerprint
@@ -700,11 +739,13 @@ impl Correlator {
                 self.by_fingerprint.remove(fp);
             }
         }
-        for k in topology_keys(&a) {
-            if let Some(ids) = self.by_topology.get_mut(&k) {
-                ids.remove(incident_id);
-                if ids.is_empty() {
-                    self.by_topology.remove(&k);
+        for k in &a.keys {
+            if let Some(slots) = self.by_topology.get_mut(k) {
+                if let Some(i) = slots.iter().position(|x| *x == slot) {
+                    slots.swap_remove(i);
+                }
+                if slots.is_empty() {
+                    self.by_topology.remove(k);
                 }
             }
         }
@@ -825,48 +866,55 @@ impl Correlator {
 
     /// Records that a signal joined an incident at its event time.
     pub fn touch(&mut self, incident_id: &str, s: &Signal) {
-        let Some(a) = self.active.get_mut(incident_id) else {
+        let Some(&slot) = self.slot_of.get(incident_id) else {
+            return;
+        };
+        let Some(a) = self.active[slot as usize].as_mut() else {
             return;
         };
         a.last_signal_at = a.last_signal_at.max(s.time);
-        let mut new_keys = Vec::new();
-        if a.entity_keys.insert(s.entity.key()) {
-            new_keys.push(format!("entity:{}", s.entity.key()));
-        }
-        if let Some(h) = s.host()
-            && a.hosts.insert(h.to_string())
-        {
-            new_keys.push(format!("host:{h}"));
-        }
-        if let Some(g) = group_key(s)
-            && a.groups.insert(g.clone())
-        {
-            new_keys.push(g);
-        }
-        for k in new_keys {
-            self.by_topology
-                .entry(k)
-                .or_default()
-                .insert(incident_id.to_string());
+        self.last_at[slot as usize] = a.last_signal_at;
+        let keys = [
+            Some(entity_tkey(&s.entity.key())),
+            s.host().map(host_tkey),
+            group_key(s).as_deref().map(group_tkey),
+        ];
+        for k in keys.into_iter().flatten() {
+            if a.keys.insert(k) {
+                self.by_topology.entry(k).or_default().push(slot);
+            }
         }
     }
 
-    fn related_active(&self, s: &Signal, hosts: &[String]) -> Option<String> {
-        let mut keys = vec![format!("entity:{}", s.entity.key())];
-        keys.extend(s.host().map(|h| format!("host:{h}")));
-        keys.extend(hosts.iter().map(|h| format!("host:{h}")));
-        keys.extend(group_key(s));
-        keys.iter()
+    /// The active incident whose last signal is nearest before or after `s` within the
+    /// window (the most recent one; ties: the smallest id) among those found under `keys`.
+    fn newest_under(&self, keys: &[TopoKey], s: &Signal) -> Option<String> {
+        let mut best: Option<(Timestamp, &str)> = None;
+        for slot in keys
+            .iter()
             .filter_map(|k| self.by_topology.get(k))
             .flatten()
-            .filter_map(|id| self.active.get(id).map(|a| (id, a)))
-            .filter(|(_, a)| a.last_signal_at.abs_diff(s.time) <= self.window)
-            .max_by(|(ia, a), (ib, b)| {
-                a.last_signal_at
-                    .cmp(&b.last_signal_at)
-                    .then_with(|| ib.cmp(ia))
-            })
-            .map(|(id, _)| id.clone())
+        {
+            let last = self.last_at[*slot as usize];
+            if last.abs_diff(s.time) > self.window || best.is_some_and(|(b, _)| last < b) {
+                continue;
+            }
+            let Some(a) = &self.active[*slot as usize] else {
+                continue;
+            };
+            if best.is_none_or(|(b, id)| last > b || a.id.as_str() < id) {
+                best = Some((last, &a.id));
+            }
+        }
+        best.map(|(_, id)| id.to_string())
+    }
+
+    fn related_active(&self, s: &Signal, hosts: &[String]) -> Option<String> {
+        let mut keys = vec![entity_tkey(&s.entity.key())];
+        keys.extend(s.host().map(host_tkey));
+        keys.extend(hosts.iter().map(|h| host_tkey(h)));
+        keys.extend(group_key(s).as_deref().map(group_tkey));
+        self.newest_under(&keys, s)
     }
 
     /// Remembers the entities of a resolved incident, for [`Correlator::resolved_related`].
@@ -926,15 +974,15 @@ impl Correlator {
                     .map(|x| x.entity.key())
                     .chain([m.hypothesis.entity.key()])
             })
-            .filter_map(|k| self.by_topology.get(&format!("entity:{k}")))
+            .filter_map(|k| self.by_topology.get(&entity_tkey(&k)))
             .flatten()
-            .filter_map(|id| self.active.get(id).map(|a| (id, a)))
-            .max_by(|(ia, a), (ib, b)| {
+            .filter_map(|slot| self.active[*slot as usize].as_ref())
+            .max_by(|a, b| {
                 a.last_signal_at
                     .cmp(&b.last_signal_at)
-                    .then_with(|| ib.cmp(ia))
+                    .then_with(|| b.id.cmp(&a.id))
             })
-            .map(|(id, _)| id.clone())
+            .map(|a| a.id.clone())
     }
 
     /// When the held warning symptoms on `s`'s entity (s included) reach the quorum, takes them
@@ -1104,14 +1152,6 @@ fn group_key(s: &Signal) -> Option<String> {
         .and_then(|v| v.as_str())
         .unwrap_or("");
     Some(format!("ns:{cluster}/{ns}"))
-}
-
-fn topology_keys(a: &Active) -> impl Iterator<Item = String> + '_ {
-    a.entity_keys
-        .iter()
-        .map(|k| format!("entity:{k}"))
-        .chain(a.hosts.iter().map(|h| format!("host:{h}")))
-        .chain(a.groups.iter().cloned())
 }
 
 #[cfg(test)]
@@ -1590,6 +1630,159 @@ mod tests {
                         .then_with(|| a.rule.cmp(&b.rule))
                 });
                 proptest::prop_assert_eq!(fast, slow, "signal {} ({})", i, s.name);
+            }
+        }
+    }
+
+    /// The reference the active-incident index is held to: each active incident's entity
+    /// keys, hosts and namespace groups as strings, every one of them read on each lookup
+    /// (the correlator before the index).
+    #[derive(Default)]
+    struct Scan {
+        incidents: std::collections::BTreeMap<String, (BTreeSet<String>, Timestamp)>,
+    }
+
+    impl Scan {
+        fn track(&mut self, inc: &Incident) {
+            self.incidents.remove(&inc.id);
+            if !inc.status.is_active() {
+                return;
+            }
+            let mut keys = BTreeSet::new();
+            let mut last = inc.updated_at;
+            for h in &inc.root_causes {
+                keys.insert(format!("entity:{}", h.entity.key()));
+                keys.extend(h.entity.host().map(|h| format!("host:{h}")));
+            }
+            for s in &inc.signals {
+                keys.insert(format!("entity:{}", s.entity.key()));
+                keys.extend(s.host().map(|h| format!("host:{h}")));
+                keys.extend(group_key(s));
+                last = last.max(s.time);
+            }
+            self.incidents.insert(inc.id.clone(), (keys, last));
+        }
+
+        fn touch(&mut self, id: &str, s: &Signal) {
+            if let Some((keys, last)) = self.incidents.get_mut(id) {
+                *last = (*last).max(s.time);
+                keys.insert(format!("entity:{}", s.entity.key()));
+                keys.extend(s.host().map(|h| format!("host:{h}")));
+                keys.extend(group_key(s));
+            }
+        }
+
+        /// The most recent incident under any of `keys` (within `window` of `at`, if given);
+        /// ties: the smallest id.
+        fn newest(&self, keys: &[String], at: Option<(Timestamp, Duration)>) -> Option<String> {
+            self.incidents
+                .iter()
+                .filter(|(_, (ks, _))| keys.iter().any(|k| ks.contains(k)))
+                .filter(|(_, (_, last))| at.is_none_or(|(t, w)| last.abs_diff(t) <= w))
+                .max_by(|(ia, (_, a)), (ib, (_, b))| a.cmp(b).then_with(|| ib.cmp(ia)))
+                .map(|(id, _)| id.clone())
+        }
+    }
+
+    /// A signal of a small world for the index test: on host `h` (or, for `h` ≥ 3, without a
+    /// host, in namespace `h % 2`), about container `g`.
+    fn index_signal(n: usize, h: u8, g: u8, secs: i64, critical: bool) -> Signal {
+        let sev = if critical {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        if h < 3 {
+            return sig(
+                &format!("s{n}"),
+                &format!("h{h}"),
+                &format!("/c{g}"),
+                secs,
+                sev,
+            );
+        }
+        let mut s = sig(&format!("s{n}"), "x", &format!("/c{g}"), secs, sev);
+        s.entity = Entity::new(EntityKind::Service, format!("svc{g}"))
+            .with_attr("service.name", format!("svc{g}"))
+            .with_attr("k8s.namespace.name", format!("ns{}", h % 2));
+        s.resource = [("k8s.cluster.name".to_string(), "c".into())]
+            .into_iter()
+            .collect();
+        s
+    }
+
+    proptest::proptest! {
+        /// The index of active incidents by entity, host and namespace group (hashed keys,
+        /// slots, a dense array of last-signal times) answers every lookup exactly as a full
+        /// scan of every active incident's keys does, through any sequence of opens, joins,
+        /// touches by late-joined signals and resolves.
+        #[test]
+        fn indexed_incident_lookup_equals_a_full_scan(
+            steps in proptest::collection::vec(
+                (0u8..5, 0u8..4, -30i64..90, proptest::bool::ANY, 0u8..4, 0u8..8, 0u8..8),
+                1..150,
+            )
+        ) {
+            let window = Duration::from_secs(60);
+            let mut c = Correlator::new(window);
+            let mut scan = Scan::default();
+            let mut open: std::collections::BTreeMap<String, Incident> = Default::default();
+            let mut t = 1_000;
+            for (n, (h, g, dt, critical, matched, extra, resolve)) in steps.into_iter().enumerate() {
+                t += dt;
+                let s = index_signal(n, h, g, t, critical);
+                // Machines the topology would add: any of the three hosts.
+                let hosts: Vec<String> =
+                    (0..3).filter(|i| extra & (1 << i) != 0).map(|i| format!("h{i}")).collect();
+                let mut keys = vec![format!("entity:{}", s.entity.key())];
+                keys.extend(s.host().map(|h| format!("host:{h}")));
+                keys.extend(hosts.iter().map(|h| format!("host:{h}")));
+                keys.extend(group_key(&s));
+                proptest::prop_assert_eq!(
+                    c.related_active(&s, &hosts),
+                    scan.newest(&keys, Some((s.time, window))),
+                    "related_active, signal {}", n
+                );
+                // A late match whose other signal is an earlier one about container `extra`.
+                let earlier = index_signal(n + 10_000, extra % 5, extra % 4, t - 5, false);
+                let m = joined_match(&earlier, &s, "r");
+                let home_keys: Vec<String> = [&earlier.entity, &s.entity]
+                    .iter()
+                    .map(|e| format!("entity:{}", e.key()))
+                    .collect();
+                proptest::prop_assert_eq!(
+                    c.late_match_home(&s, std::slice::from_ref(&m)),
+                    scan.newest(&home_keys, None),
+                    "late_match_home, signal {}", n
+                );
+                let matches = match matched {
+                    0 => vec![rule_match(&s, "r")],
+                    1 => vec![m],
+                    _ => vec![],
+                };
+                match c.decide(&s, &matches) {
+                    Decision::Join { incident_id, .. } => {
+                        if matched == 1 {
+                            c.touch(&incident_id, &earlier);
+                            scan.touch(&incident_id, &earlier);
+                        }
+                        c.touch(&incident_id, &s);
+                        scan.touch(&incident_id, &s);
+                    }
+                    d @ Decision::Open { .. } => {
+                        let inc = open_incident(&format!("i{n}"), &d, &s);
+                        c.track(&inc);
+                        scan.track(&inc);
+                        open.insert(inc.id.clone(), inc);
+                    }
+                    Decision::Hold => {}
+                }
+                if resolve == 0 && let Some(id) = open.keys().nth(n % 3).cloned() {
+                    let mut inc = open.remove(&id).unwrap();
+                    inc.status = IncidentStatus::Resolved;
+                    c.track(&inc);
+                    scan.track(&inc);
+                }
             }
         }
     }
