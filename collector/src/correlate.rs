@@ -603,7 +603,14 @@ pub struct Correlator {
     /// (at most [`RESOLVED_MAX`]): a late rule match that would have joined it opens a new
     /// incident linked to it ([`Correlator::resolved_related`]).
     resolved: HashMap<String, (String, Timestamp)>,
+    /// Fingerprints computed so far (rule, entity key and cluster → [`fingerprint`]), so that
+    /// the SHA-256 of [`stable_id`] runs once per cause rather than once per rule match; at
+    /// most [`FINGERPRINTS_MAX`], then started over.
+    fingerprints: HashMap<String, String, FastHash>,
 }
+
+/// How many fingerprints [`Correlator`] remembers.
+const FINGERPRINTS_MAX: usize = 65_536;
 
 /// How many entities of resolved incidents are remembered for `related` links.
 const RESOLVED_MAX: usize = 4096;
@@ -622,8 +629,11 @@ pub fn fingerprint(rule: &str, entity: &Entity) -> String {
 /// blames another entity for a signal (a cascade naming a node for its pod's crash) joins the
 /// incident already open for that entity, whichever rule opened it.
 fn cause_key(entity: &Entity) -> String {
-    fingerprint("daytwo.cause", entity)
+    fingerprint(CAUSE_RULE, entity)
 }
+
+/// The rule id of [`cause_key`]s.
+const CAUSE_RULE: &str = "daytwo.cause";
 
 /// The generic ranker's hypothesis for a critical signal no rule explains.
 pub fn generic_hypothesis(s: &Signal) -> Hypothesis {
@@ -659,7 +669,24 @@ impl Correlator {
             recent: HashMap::new(),
             recent_len: 0,
             resolved: HashMap::new(),
+            fingerprints: HashMap::default(),
         }
+    }
+
+    /// [`fingerprint`], remembered.
+    fn fingerprint(&mut self, rule: &str, entity: &Entity) -> String {
+        let key = entity.key();
+        let cluster = entity.cluster().unwrap_or("");
+        let memo = format!("{}|{}|{rule}{key}{cluster}", rule.len(), key.len());
+        if let Some(fp) = self.fingerprints.get(&memo) {
+            return fp.clone();
+        }
+        let fp = stable_id(&["fingerprint/v1", rule, &key, cluster]);
+        if self.fingerprints.len() >= FINGERPRINTS_MAX {
+            self.fingerprints.clear();
+        }
+        self.fingerprints.insert(memo, fp.clone());
+        fp
     }
 
     /// Sets the quorum: how many distinct warning symptoms (signal names) on one entity within
@@ -773,7 +800,7 @@ impl Correlator {
         let hosts =
             || -> Vec<String> { topology.map(|t| t.machines(s, s.time)).unwrap_or_default() };
         if let Some(top) = matches.first() {
-            let fp = fingerprint(&top.rule, &top.hypothesis.entity);
+            let fp = self.fingerprint(&top.rule, &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
                 matches.iter().map(|m| m.hypothesis.clone()).collect();
             // Below critical, for a host-less signal (a service's own anomaly, grouped by
@@ -792,21 +819,28 @@ impl Correlator {
             }
             // The best match's fingerprint first, then any other match's: an incident already
             // open for the same cause under another rule takes the signal.
-            let active = self.active_for(&fp).map(str::to_string).or_else(|| {
-                matches.iter().skip(1).find_map(|m| {
-                    self.active_for(&fingerprint(&m.rule, &m.hypothesis.entity))
-                        .map(str::to_string)
-                })
-            });
+            let mut active = self.active_for(&fp).map(str::to_string);
+            for m in matches.iter().skip(1) {
+                if active.is_some() {
+                    break;
+                }
+                let other = self.fingerprint(&m.rule, &m.hypothesis.entity);
+                active = self.active_for(&other).map(str::to_string);
+            }
             // A rule that blames another entity than the signal's own: the incident already
             // open for that cause takes the signal.
-            let active = active.or_else(|| {
-                matches
-                    .iter()
-                    .filter(|m| m.hypothesis.entity.key() != s.entity.key())
-                    .find_map(|m| self.active_for(&cause_key(&m.hypothesis.entity)))
-                    .map(str::to_string)
-            });
+            if active.is_none() {
+                let own = s.entity.key();
+                for m in matches {
+                    if active.is_some() {
+                        break;
+                    }
+                    if m.hypothesis.entity.key() != own {
+                        let cause = self.fingerprint(CAUSE_RULE, &m.hypothesis.entity);
+                        active = self.active_for(&cause).map(str::to_string);
+                    }
+                }
+            }
             // A match completed late: its other signals (the trigger, or a joined signal that
             // came first) or its root entity are already part of an open incident, which
             // takes it (a Service's endpoint loss that opened an incident before its pod's
@@ -838,7 +872,7 @@ impl Correlator {
             };
         }
         if s.severity == Severity::Critical {
-            let fp = fingerprint(GENERIC_RULE, &s.entity);
+            let fp = self.fingerprint(GENERIC_RULE, &s.entity);
             let h = generic_hypothesis(s);
             if let Some(id) = self.active_for(&fp) {
                 // Outside the window, but the same unexplained cause is still open: dedupe.
@@ -1030,7 +1064,7 @@ impl Correlator {
         *q = keep.into();
         self.recent_len -= taken.len();
         taken.retain(|r| r.id != s.id);
-        let fp = fingerprint(GENERIC_RULE, &s.entity);
+        let fp = self.fingerprint(GENERIC_RULE, &s.entity);
         let severity = taken
             .iter()
             .map(|r| r.severity)
