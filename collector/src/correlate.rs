@@ -32,7 +32,7 @@
 
 use crate::topology::Topology;
 use daytwo_model::{Entity, Hypothesis, Incident, Severity, Signal, Timestamp, stable_id};
-use daytwo_rules::{Anchor, FastHash, JoinSource, Prepared, Relation, RuleMatch, RuleSet};
+use daytwo_rules::{Anchor, FastHash, JoinSource, Prepared, Relation, Rule, RuleMatch, RuleSet};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,14 +185,12 @@ fn armed_key(rule: &str, key: Option<Key>) -> Key {
 
 /// Every key a signal that armed the rules `armed` is found under: its [`held_keys`], and
 /// for each rule the keys its trigger relations look up ([`key_prefix`]).
-fn entry_keys(rules: &RuleSet, s: &Signal, armed: &[&str]) -> Vec<Key> {
+fn entry_keys(s: &Signal, armed: &[&Rule]) -> Vec<Key> {
     let keys = held_keys(s);
     let mut all = Vec::with_capacity(keys.len() * (1 + armed.len()) + armed.len());
-    for r in armed {
-        let relations: Vec<Relation> = rules
-            .get(r)
-            .map(|rule| rule.trigger_relations().collect())
-            .unwrap_or_default();
+    for rule in armed {
+        let r = rule.id();
+        let relations: Vec<Relation> = rule.trigger_relations().collect();
         if relations.iter().any(|&rel| key_prefix(rel).is_none()) {
             all.push(armed_key(r, None));
         }
@@ -267,13 +265,18 @@ impl Held {
         self.newest = self.newest.max(s.time);
         let cutoff = self.newest.minus(self.horizon);
         let prepared = Prepared::new();
-        let keys = entry_keys(rules, s, &rules.armed_prepared(s, &prepared));
+        let keys = entry_keys(s, &rules.armed_rules(s, &prepared));
         let e = Arc::new(Entry {
             signal: Arc::clone(s),
             prepared,
             keys,
         });
-        let q = self.by_event.entry(s.name.clone()).or_default();
+        if !self.by_event.contains_key(&s.name) {
+            self.by_event.insert(s.name.clone(), EventQueue::default());
+        }
+        let Some(q) = self.by_event.get_mut(&s.name) else {
+            return;
+        };
         for k in &e.keys {
             match q.by_key.get_mut(k) {
                 Some(kq) => insert_ordered(kq, e.clone()),

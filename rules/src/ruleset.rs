@@ -744,6 +744,14 @@ impl RuleSet {
     /// [`RuleSet::armed`], with `s`'s CEL variables kept in `prepared` (which the caller keeps
     /// with `s` and hands back through [`JoinSource::prepared`]).
     pub fn armed_prepared(&self, s: &Signal, prepared: &Prepared) -> Vec<&str> {
+        self.armed_rules(s, prepared)
+            .into_iter()
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+
+    /// [`RuleSet::armed_prepared`], as the rules themselves.
+    pub fn armed_rules(&self, s: &Signal, prepared: &Prepared) -> Vec<&Rule> {
         let Some(candidates) = self.by_event.get(&s.name) else {
             return Vec::new();
         };
@@ -763,7 +771,6 @@ impl RuleSet {
                     .as_ref()
                     .is_none_or(|c| c.local(&self.cel, self.generation, &v).is_ok())
             })
-            .map(|r| r.id.as_str())
             .collect()
     }
 
