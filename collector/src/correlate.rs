@@ -32,8 +32,8 @@
 
 use crate::topology::Topology;
 use daytwo_model::{Entity, Hypothesis, Incident, Severity, Signal, Timestamp, stable_id};
-use daytwo_rules::{Anchor, FastHash, JoinSource, Prepared, Relation, RuleMatch, RuleSet};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use daytwo_rules::{Anchor, FastHash, JoinSource, Prepared, Relation, Rule, RuleMatch, RuleSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,8 +51,9 @@ const HELD_PER_EVENT: usize = 20_000;
 #[derive(Debug, Default)]
 pub struct Held {
     by_event: HashMap<String, EventQueue, FastHash>,
-    /// Signal id → the held entry with that id (the newest, when ids repeat).
-    by_id: HashMap<String, Arc<Entry>, FastHash>,
+    /// Address of a held signal → its entry: the signal shared by the caller is found without
+    /// hashing or comparing its id.
+    by_ptr: HashMap<usize, Arc<Entry>, PtrHash>,
     len: usize,
     horizon: Duration,
     newest: Timestamp,
@@ -63,7 +64,8 @@ pub struct Held {
 /// trigger ([`RuleSet::armed_prepared`]).
 #[derive(Debug)]
 struct Entry {
-    signal: Signal,
+    /// Shared with the caller (and with the rule matches that name it), never copied.
+    signal: Arc<Signal>,
     prepared: Prepared,
     /// Every key it is found under ([`entry_keys`]).
     keys: Vec<Key>,
@@ -109,9 +111,30 @@ impl std::hash::Hasher for KeyHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_usize(&mut self, n: usize) {
+        let h = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// The hasher of maps keyed by a held signal's address: a multiply spreads the aligned
+/// address over every bit.
+#[derive(Clone, Copy, Default)]
+struct PtrHash;
+
+impl std::hash::BuildHasher for PtrHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// The address of a signal, the key of [`Held`]'s `by_ptr`.
+fn addr(s: &Signal) -> usize {
+    std::ptr::from_ref(s) as usize
 }
 
 /// The [`Key`] of `text` under `prefix` (`b'm'` machine, `b'w'` workload, `b's'` service,
@@ -162,14 +185,12 @@ fn armed_key(rule: &str, key: Option<Key>) -> Key {
 
 /// Every key a signal that armed the rules `armed` is found under: its [`held_keys`], and
 /// for each rule the keys its trigger relations look up ([`key_prefix`]).
-fn entry_keys(rules: &RuleSet, s: &Signal, armed: &[&str]) -> Vec<Key> {
+fn entry_keys(s: &Signal, armed: &[&Rule]) -> Vec<Key> {
     let keys = held_keys(s);
     let mut all = Vec::with_capacity(keys.len() * (1 + armed.len()) + armed.len());
-    for r in armed {
-        let relations: Vec<Relation> = rules
-            .get(r)
-            .map(|rule| rule.trigger_relations().collect())
-            .unwrap_or_default();
+    for rule in armed {
+        let r = rule.id();
+        let relations: Vec<Relation> = rule.trigger_relations().collect();
         if relations.iter().any(|&rel| key_prefix(rel).is_none()) {
             all.push(armed_key(r, None));
         }
@@ -202,7 +223,7 @@ fn in_range(q: &Queue, from: Timestamp, to: Timestamp) -> impl Iterator<Item = &
     let start = q.partition_point(|(t, _)| *t < from);
     q.range(start..)
         .take_while(move |(t, _)| *t <= to)
-        .map(|(_, e)| &e.signal)
+        .map(|(_, e)| &*e.signal)
 }
 
 impl EventQueue {
@@ -235,21 +256,27 @@ impl Held {
         self.horizon = horizon;
     }
 
-    /// Holds `s` if some rule joins on its event; drops what fell behind the horizon.
-    pub fn insert(&mut self, rules: &RuleSet, s: &Signal) {
+    /// Holds `s` if some rule joins on its event (sharing it, not copying it); drops what fell
+    /// behind the horizon. [`match_rules`] on the same `Arc` then finds the held entry at once.
+    pub fn insert(&mut self, rules: &RuleSet, s: &Arc<Signal>) {
         if !rules.held_events().contains(&s.name) {
             return;
         }
         self.newest = self.newest.max(s.time);
         let cutoff = self.newest.minus(self.horizon);
         let prepared = Prepared::new();
-        let keys = entry_keys(rules, s, &rules.armed_prepared(s, &prepared));
+        let keys = entry_keys(s, &rules.armed_rules(s, &prepared));
         let e = Arc::new(Entry {
-            signal: s.clone(),
+            signal: Arc::clone(s),
             prepared,
             keys,
         });
-        let q = self.by_event.entry(s.name.clone()).or_default();
+        if !self.by_event.contains_key(&s.name) {
+            self.by_event.insert(s.name.clone(), EventQueue::default());
+        }
+        let Some(q) = self.by_event.get_mut(&s.name) else {
+            return;
+        };
         for k in &e.keys {
             match q.by_key.get_mut(k) {
                 Some(kq) => insert_ordered(kq, e.clone()),
@@ -259,13 +286,13 @@ impl Held {
                 }
             }
         }
-        self.by_id.insert(s.id.clone(), e.clone());
+        self.by_ptr.insert(addr(s), e.clone());
         // Most signals arrive in event-time order, so this is an append.
         insert_ordered(&mut q.all, e);
         self.len += 1;
         while q.all.front().is_some_and(|(t, _)| *t < cutoff) || q.all.len() > HELD_PER_EVENT {
             if let Some(e) = q.pop_front() {
-                forget_id(&mut self.by_id, &e);
+                forget_ptr(&mut self.by_ptr, &e);
             }
             self.len -= 1;
             self.dropped += 1;
@@ -281,7 +308,7 @@ impl Held {
         for q in self.by_event.values_mut() {
             while q.all.front().is_some_and(|(t, _)| *t < cutoff) {
                 if let Some(e) = q.pop_front() {
-                    forget_id(&mut self.by_id, &e);
+                    forget_ptr(&mut self.by_ptr, &e);
                 }
                 self.len -= 1;
                 self.dropped += 1;
@@ -290,7 +317,7 @@ impl Held {
         if let Some(q) = self.by_event.values_mut().max_by_key(|q| q.all.len()) {
             for _ in 0..q.all.len() / 2 {
                 if let Some(e) = q.pop_front() {
-                    forget_id(&mut self.by_id, &e);
+                    forget_ptr(&mut self.by_ptr, &e);
                 }
                 self.len -= 1;
                 self.dropped += 1;
@@ -299,12 +326,12 @@ impl Held {
         self.by_event.retain(|_, q| !q.all.is_empty());
     }
 
-    /// The held copy of `s` (same id and same contents), if `s` is held.
-    fn held_copy(&self, s: &Signal) -> Option<&Signal> {
-        self.by_id
-            .get(&s.id)
-            .map(|e| &e.signal)
-            .filter(|h| std::ptr::eq(*h, s) || *h == s)
+    /// The held entry of `s` (the very signal held), if `s` is held.
+    fn entry(&self, s: &Signal) -> Option<&Entry> {
+        self.by_ptr
+            .get(&addr(s))
+            .map(|e| &**e)
+            .filter(|e| std::ptr::eq(&*e.signal, s))
     }
 
     pub fn len(&self) -> usize {
@@ -321,10 +348,11 @@ impl Held {
     }
 }
 
-/// Forgets the id of a dropped entry, unless a newer entry took the id over.
-fn forget_id(by_id: &mut HashMap<String, Arc<Entry>, FastHash>, e: &Arc<Entry>) {
-    if by_id.get(&e.signal.id).is_some_and(|x| Arc::ptr_eq(x, e)) {
-        by_id.remove(&e.signal.id);
+/// Forgets the address of a dropped entry, unless another entry holds the same signal.
+fn forget_ptr(by_ptr: &mut HashMap<usize, Arc<Entry>, PtrHash>, e: &Arc<Entry>) {
+    let a = addr(&e.signal);
+    if by_ptr.get(&a).is_some_and(|x| Arc::ptr_eq(x, e)) {
+        by_ptr.remove(&a);
     }
 }
 
@@ -332,6 +360,9 @@ fn forget_id(by_id: &mut HashMap<String, Arc<Entry>, FastHash>, e: &Arc<Entry>) 
 pub struct JoinView<'a> {
     pub held: &'a Held,
     pub topology: &'a Topology,
+    /// The signal being matched, shared with the matches that name it even when it is not
+    /// held.
+    pub current: Option<&'a Arc<Signal>>,
 }
 
 impl JoinSource for JoinView<'_> {
@@ -344,11 +375,14 @@ impl JoinSource for JoinView<'_> {
 
     fn prepared(&self, s: &Signal) -> Option<&Prepared> {
         // Only for the very signal held: the variables belong to that one.
-        self.held
-            .by_id
-            .get(&s.id)
-            .filter(|e| std::ptr::eq(&e.signal, s))
-            .map(|e| &e.prepared)
+        self.held.entry(s).map(|e| &e.prepared)
+    }
+
+    fn shared(&self, s: &Signal) -> Option<Arc<Signal>> {
+        match self.current {
+            Some(c) if std::ptr::eq(&**c, s) => Some(Arc::clone(c)),
+            _ => self.held.entry(s).map(|e| Arc::clone(&e.signal)),
+        }
     }
 
     fn candidates(
@@ -452,16 +486,20 @@ impl JoinSource for JoinView<'_> {
 
 /// Every rule match a signal brings: the rules it triggers (with their joins), then the
 /// matches of earlier triggers that this signal completes as a joined signal. Best first.
-/// `held` must already hold `s` (see [`Held::insert`]).
+/// `held` must already hold `s` (see [`Held::insert`]; the same `Arc`, whose held entry
+/// carries the variables converted when it was held).
 pub fn match_rules(
     rules: &RuleSet,
     held: &Held,
     topology: &Topology,
-    s: &Signal,
+    s: &Arc<Signal>,
 ) -> Vec<RuleMatch> {
-    let view = JoinView { held, topology };
-    // The held copy carries the variables converted when it was held.
-    let s = held.held_copy(s).unwrap_or(s);
+    let view = JoinView {
+        held,
+        topology,
+        current: Some(s),
+    };
+    let s: &Signal = s;
     let mut matches = rules.evaluate_with(s, &view);
     if !held.is_empty() {
         let late = rules.evaluate_joined(s, &view);
@@ -486,18 +524,34 @@ const RECENT_PER_KEY: usize = 256;
 /// Two distinct symptoms on one entity open an incident when no rule explains them.
 pub const DEFAULT_QUORUM: usize = 2;
 
+/// A key of the active-incident index: a 64-bit hash ([`key`]) of an entity key (`b'E'`), a
+/// host (`b'H'`) or a namespace group (`b'G'`, [`group_key`]).
+type TopoKey = u64;
+
+fn entity_tkey(entity_key: &str) -> TopoKey {
+    key(b'E', entity_key)
+}
+
+fn host_tkey(host: &str) -> TopoKey {
+    key(b'H', host)
+}
+
+fn group_tkey(group: &str) -> TopoKey {
+    key(b'G', group)
+}
+
 /// What the correlator knows about an active incident.
 #[derive(Clone, Debug)]
 struct Active {
+    id: String,
     fingerprint: String,
     /// Fingerprints of its other rule hypotheses (another rule naming the same cause, such as
     /// a cascade and the Kubernetes rule for one NotReady node): a later match of any of them
     /// joins this incident instead of opening a second one for the same cause.
     aliases: Vec<String>,
-    hosts: BTreeSet<String>,
-    entity_keys: BTreeSet<String>,
-    /// `ns:<cluster>/<namespace>` of its host-less signals.
-    groups: BTreeSet<String>,
+    /// Every index key it is found under, once each: its entities' keys, its hosts and the
+    /// namespace groups (`ns:<cluster>/<namespace>`) of its host-less signals.
+    keys: HashSet<TopoKey, KeyHash>,
     last_signal_at: Timestamp,
 }
 
@@ -531,10 +585,20 @@ pub struct Correlator {
     window: Duration,
     /// Distinct warning symptoms on one entity within the window that open an incident.
     quorum: usize,
-    active: HashMap<String, Active, FastHash>,
+    /// Active incidents by slot (a freed slot is reused), and when each last had a signal
+    /// (the same as its `last_signal_at`, in one dense array for the scans of
+    /// [`Correlator::related_active`]).
+    active: Vec<Option<Active>>,
+    last_at: Vec<Timestamp>,
+    free: Vec<u32>,
+    /// Incident id → its slot.
+    slot_of: HashMap<String, u32, FastHash>,
     by_fingerprint: HashMap<String, String, FastHash>,
-    /// `entity:<key>` and `host:<name>` → active incident ids.
-    by_topology: HashMap<String, BTreeSet<String>, FastHash>,
+    /// Entity key, host, namespace group ([`TopoKey`]) → the slots of the active incidents
+    /// found under it, in no order. A hash collision of two keys could only make an incident
+    /// under one a candidate for a signal about the other: with 64-bit hashes of the few
+    /// thousand keys in play, odds of about 1 in 10^11.
+    by_topology: HashMap<TopoKey, Vec<u32>, KeyHash>,
     /// Held signals by host (or entity key when there is no host), oldest first.
     recent: HashMap<String, VecDeque<Signal>>,
     recent_len: usize,
@@ -542,7 +606,14 @@ pub struct Correlator {
     /// (at most [`RESOLVED_MAX`]): a late rule match that would have joined it opens a new
     /// incident linked to it ([`Correlator::resolved_related`]).
     resolved: HashMap<String, (String, Timestamp)>,
+    /// Fingerprints computed so far (rule, entity key and cluster → [`fingerprint`]), so that
+    /// the SHA-256 of [`stable_id`] runs once per cause rather than once per rule match; at
+    /// most [`FINGERPRINTS_MAX`], then started over.
+    fingerprints: HashMap<String, String, FastHash>,
 }
+
+/// How many fingerprints [`Correlator`] remembers.
+const FINGERPRINTS_MAX: usize = 65_536;
 
 /// How many entities of resolved incidents are remembered for `related` links.
 const RESOLVED_MAX: usize = 4096;
@@ -561,8 +632,11 @@ pub fn fingerprint(rule: &str, entity: &Entity) -> String {
 /// blames another entity for a signal (a cascade naming a node for its pod's crash) joins the
 /// incident already open for that entity, whichever rule opened it.
 fn cause_key(entity: &Entity) -> String {
-    fingerprint("daytwo.cause", entity)
+    fingerprint(CAUSE_RULE, entity)
 }
+
+/// The rule id of [`cause_key`]s.
+const CAUSE_RULE: &str = "daytwo.cause";
 
 /// The generic ranker's hypothesis for a critical signal no rule explains.
 pub fn generic_hypothesis(s: &Signal) -> Hypothesis {
@@ -589,13 +663,33 @@ impl Correlator {
         Correlator {
             window,
             quorum: DEFAULT_QUORUM,
-            active: HashMap::default(),
+            active: Vec::new(),
+            last_at: Vec::new(),
+            free: Vec::new(),
+            slot_of: HashMap::default(),
             by_fingerprint: HashMap::default(),
             by_topology: HashMap::default(),
             recent: HashMap::new(),
             recent_len: 0,
             resolved: HashMap::new(),
+            fingerprints: HashMap::default(),
         }
+    }
+
+    /// [`fingerprint`], remembered.
+    fn fingerprint(&mut self, rule: &str, entity: &Entity) -> String {
+        let key = entity.key();
+        let cluster = entity.cluster().unwrap_or("");
+        let memo = format!("{}|{}|{rule}{key}{cluster}", rule.len(), key.len());
+        if let Some(fp) = self.fingerprints.get(&memo) {
+            return fp.clone();
+        }
+        let fp = stable_id(&["fingerprint/v1", rule, &key, cluster]);
+        if self.fingerprints.len() >= FINGERPRINTS_MAX {
+            self.fingerprints.clear();
+        }
+        self.fingerprints.insert(memo, fp.clone());
+        fp
     }
 
     /// Sets the quorum: how many distinct warning symptoms (signal names) on one entity within
@@ -613,21 +707,20 @@ impl Correlator {
             return;
         }
         let mut a = Active {
+            id: inc.id.clone(),
             fingerprint: inc.fingerprint.clone(),
             aliases: Vec::new(),
-            hosts: BTreeSet::new(),
-            entity_keys: BTreeSet::new(),
-            groups: BTreeSet::new(),
+            keys: HashSet::default(),
             last_signal_at: inc.updated_at,
         };
         for h in &inc.root_causes {
-            a.entity_keys.insert(h.entity.key());
-            a.hosts.extend(h.entity.host().map(str::to_string));
+            a.keys.insert(entity_tkey(&h.entity.key()));
+            a.keys.extend(h.entity.host().map(host_tkey));
         }
         for s in &inc.signals {
-            a.entity_keys.insert(s.entity.key());
-            a.hosts.extend(s.host().map(str::to_string));
-            a.groups.extend(group_key(s));
+            a.keys.insert(entity_tkey(&s.entity.key()));
+            a.keys.extend(s.host().map(host_tkey));
+            a.keys.extend(group_key(s).as_deref().map(group_tkey));
             a.last_signal_at = a.last_signal_at.max(s.time);
         }
         self.by_fingerprint
@@ -643,19 +736,30 @@ impl Correlator {
                 }
             }
         }
-        for k in topology_keys(&a) {
-            self.by_topology
-                .entry(k)
-                .or_default()
-                .insert(inc.id.clone());
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.active.push(None);
+                self.last_at.push(Timestamp::default());
+                (self.active.len() - 1) as u32
+            }
+        };
+        for k in &a.keys {
+            self.by_topology.entry(*k).or_default().push(slot);
         }
-        self.active.insert(inc.id.clone(), a);
+        self.last_at[slot as usize] = a.last_signal_at;
+        self.active[slot as usize] = Some(a);
+        self.slot_of.insert(inc.id.clone(), slot);
     }
 
     pub fn forget(&mut self, incident_id: &str) {
-        let Some(a) = self.active.remove(incident_id) else {
+        let Some(slot) = self.slot_of.remove(incident_id) else {
             return;
         };
+        let Some(a) = self.active[slot as usize].take() else {
+            return;
+        };
+        self.free.push(slot);
         for fp in std::iter::once(&a.fingerprint).chain(&a.aliases) {
             if self
                 .by_fingerprint
@@ -665,11 +769,13 @@ impl Correlator {
                 self.by_fingerprint.remove(fp);
             }
         }
-        for k in topology_keys(&a) {
-            if let Some(ids) = self.by_topology.get_mut(&k) {
-                ids.remove(incident_id);
-                if ids.is_empty() {
-                    self.by_topology.remove(&k);
+        for k in &a.keys {
+            if let Some(slots) = self.by_topology.get_mut(k) {
+                if let Some(i) = slots.iter().position(|x| *x == slot) {
+                    slots.swap_remove(i);
+                }
+                if slots.is_empty() {
+                    self.by_topology.remove(k);
                 }
             }
         }
@@ -697,7 +803,7 @@ impl Correlator {
         let hosts =
             || -> Vec<String> { topology.map(|t| t.machines(s, s.time)).unwrap_or_default() };
         if let Some(top) = matches.first() {
-            let fp = fingerprint(&top.rule, &top.hypothesis.entity);
+            let fp = self.fingerprint(&top.rule, &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
                 matches.iter().map(|m| m.hypothesis.clone()).collect();
             // Below critical, for a host-less signal (a service's own anomaly, grouped by
@@ -716,21 +822,28 @@ impl Correlator {
             }
             // The best match's fingerprint first, then any other match's: an incident already
             // open for the same cause under another rule takes the signal.
-            let active = self.active_for(&fp).map(str::to_string).or_else(|| {
-                matches.iter().skip(1).find_map(|m| {
-                    self.active_for(&fingerprint(&m.rule, &m.hypothesis.entity))
-                        .map(str::to_string)
-                })
-            });
+            let mut active = self.active_for(&fp).map(str::to_string);
+            for m in matches.iter().skip(1) {
+                if active.is_some() {
+                    break;
+                }
+                let other = self.fingerprint(&m.rule, &m.hypothesis.entity);
+                active = self.active_for(&other).map(str::to_string);
+            }
             // A rule that blames another entity than the signal's own: the incident already
             // open for that cause takes the signal.
-            let active = active.or_else(|| {
-                matches
-                    .iter()
-                    .filter(|m| m.hypothesis.entity.key() != s.entity.key())
-                    .find_map(|m| self.active_for(&cause_key(&m.hypothesis.entity)))
-                    .map(str::to_string)
-            });
+            if active.is_none() {
+                let own = s.entity.key();
+                for m in matches {
+                    if active.is_some() {
+                        break;
+                    }
+                    if m.hypothesis.entity.key() != own {
+                        let cause = self.fingerprint(CAUSE_RULE, &m.hypothesis.entity);
+                        active = self.active_for(&cause).map(str::to_string);
+                    }
+                }
+            }
             // A match completed late: its other signals (the trigger, or a joined signal that
             // came first) or its root entity are already part of an open incident, which
             // takes it (a Service's endpoint loss that opened an incident before its pod's
@@ -762,7 +875,7 @@ impl Correlator {
             };
         }
         if s.severity == Severity::Critical {
-            let fp = fingerprint(GENERIC_RULE, &s.entity);
+            let fp = self.fingerprint(GENERIC_RULE, &s.entity);
             let h = generic_hypothesis(s);
             if let Some(id) = self.active_for(&fp) {
                 // Outside the window, but the same unexplained cause is still open: dedupe.
@@ -790,48 +903,55 @@ impl Correlator {
 
     /// Records that a signal joined an incident at its event time.
     pub fn touch(&mut self, incident_id: &str, s: &Signal) {
-        let Some(a) = self.active.get_mut(incident_id) else {
+        let Some(&slot) = self.slot_of.get(incident_id) else {
+            return;
+        };
+        let Some(a) = self.active[slot as usize].as_mut() else {
             return;
         };
         a.last_signal_at = a.last_signal_at.max(s.time);
-        let mut new_keys = Vec::new();
-        if a.entity_keys.insert(s.entity.key()) {
-            new_keys.push(format!("entity:{}", s.entity.key()));
-        }
-        if let Some(h) = s.host()
-            && a.hosts.insert(h.to_string())
-        {
-            new_keys.push(format!("host:{h}"));
-        }
-        if let Some(g) = group_key(s)
-            && a.groups.insert(g.clone())
-        {
-            new_keys.push(g);
-        }
-        for k in new_keys {
-            self.by_topology
-                .entry(k)
-                .or_default()
-                .insert(incident_id.to_string());
+        self.last_at[slot as usize] = a.last_signal_at;
+        let keys = [
+            Some(entity_tkey(&s.entity.key())),
+            s.host().map(host_tkey),
+            group_key(s).as_deref().map(group_tkey),
+        ];
+        for k in keys.into_iter().flatten() {
+            if a.keys.insert(k) {
+                self.by_topology.entry(k).or_default().push(slot);
+            }
         }
     }
 
-    fn related_active(&self, s: &Signal, hosts: &[String]) -> Option<String> {
-        let mut keys = vec![format!("entity:{}", s.entity.key())];
-        keys.extend(s.host().map(|h| format!("host:{h}")));
-        keys.extend(hosts.iter().map(|h| format!("host:{h}")));
-        keys.extend(group_key(s));
-        keys.iter()
+    /// The active incident whose last signal is nearest before or after `s` within the
+    /// window (the most recent one; ties: the smallest id) among those found under `keys`.
+    fn newest_under(&self, keys: &[TopoKey], s: &Signal) -> Option<String> {
+        let mut best: Option<(Timestamp, &str)> = None;
+        for slot in keys
+            .iter()
             .filter_map(|k| self.by_topology.get(k))
             .flatten()
-            .filter_map(|id| self.active.get(id).map(|a| (id, a)))
-            .filter(|(_, a)| a.last_signal_at.abs_diff(s.time) <= self.window)
-            .max_by(|(ia, a), (ib, b)| {
-                a.last_signal_at
-                    .cmp(&b.last_signal_at)
-                    .then_with(|| ib.cmp(ia))
-            })
-            .map(|(id, _)| id.clone())
+        {
+            let last = self.last_at[*slot as usize];
+            if last.abs_diff(s.time) > self.window || best.is_some_and(|(b, _)| last < b) {
+                continue;
+            }
+            let Some(a) = &self.active[*slot as usize] else {
+                continue;
+            };
+            if best.is_none_or(|(b, id)| last > b || a.id.as_str() < id) {
+                best = Some((last, &a.id));
+            }
+        }
+        best.map(|(_, id)| id.to_string())
+    }
+
+    fn related_active(&self, s: &Signal, hosts: &[String]) -> Option<String> {
+        let mut keys = vec![entity_tkey(&s.entity.key())];
+        keys.extend(s.host().map(host_tkey));
+        keys.extend(hosts.iter().map(|h| host_tkey(h)));
+        keys.extend(group_key(s).as_deref().map(group_tkey));
+        self.newest_under(&keys, s)
     }
 
     /// Remembers the entities of a resolved incident, for [`Correlator::resolved_related`].
@@ -891,15 +1011,15 @@ impl Correlator {
                     .map(|x| x.entity.key())
                     .chain([m.hypothesis.entity.key()])
             })
-            .filter_map(|k| self.by_topology.get(&format!("entity:{k}")))
+            .filter_map(|k| self.by_topology.get(&entity_tkey(&k)))
             .flatten()
-            .filter_map(|id| self.active.get(id).map(|a| (id, a)))
-            .max_by(|(ia, a), (ib, b)| {
+            .filter_map(|slot| self.active[*slot as usize].as_ref())
+            .max_by(|a, b| {
                 a.last_signal_at
                     .cmp(&b.last_signal_at)
-                    .then_with(|| ib.cmp(ia))
+                    .then_with(|| b.id.cmp(&a.id))
             })
-            .map(|(id, _)| id.clone())
+            .map(|a| a.id.clone())
     }
 
     /// When the held warning symptoms on `s`'s entity (s included) reach the quorum, takes them
@@ -947,7 +1067,7 @@ impl Correlator {
         *q = keep.into();
         self.recent_len -= taken.len();
         taken.retain(|r| r.id != s.id);
-        let fp = fingerprint(GENERIC_RULE, &s.entity);
+        let fp = self.fingerprint(GENERIC_RULE, &s.entity);
         let severity = taken
             .iter()
             .map(|r| r.severity)
@@ -1071,14 +1191,6 @@ fn group_key(s: &Signal) -> Option<String> {
     Some(format!("ns:{cluster}/{ns}"))
 }
 
-fn topology_keys(a: &Active) -> impl Iterator<Item = String> + '_ {
-    a.entity_keys
-        .iter()
-        .map(|k| format!("entity:{k}"))
-        .chain(a.hosts.iter().map(|h| format!("host:{h}")))
-        .chain(a.groups.iter().cloned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1115,7 +1227,7 @@ mod tests {
                 remediation: "r".into(),
                 evidence: vec![],
             },
-            signals: vec![s.clone()],
+            signals: vec![Arc::new(s.clone())],
         }
     }
 
@@ -1267,7 +1379,7 @@ mod tests {
     /// A rule with a join: `trigger` joined to `cause`, blaming `cause`'s entity.
     fn joined_match(trigger: &Signal, cause: &Signal, rule: &str) -> RuleMatch {
         let mut m = rule_match(cause, rule);
-        m.signals = vec![trigger.clone(), cause.clone()];
+        m.signals = vec![Arc::new(trigger.clone()), Arc::new(cause.clone())];
         m
     }
 
@@ -1538,11 +1650,11 @@ mod tests {
                 for (a, b) in [("svc0", "svc1"), ("svc1", "svc2"), ("svc2", "svc0")] {
                     topology.add_call(a, b, Timestamp::from_unix_secs(t));
                 }
-                let s = world_signal(i, k, n, v, t);
+                let s = Arc::new(world_signal(i, k, n, v, t));
                 topology.observe(&s);
                 held.insert(rules, &s);
                 if rules.held_events().contains(&s.name) {
-                    all.push(s.clone());
+                    all.push(Signal::clone(&s));
                 }
                 let fast = match_rules(rules, &held, &topology, &s);
                 let reference = Reference { signals: &all, topology: &topology };
@@ -1555,6 +1667,159 @@ mod tests {
                         .then_with(|| a.rule.cmp(&b.rule))
                 });
                 proptest::prop_assert_eq!(fast, slow, "signal {} ({})", i, s.name);
+            }
+        }
+    }
+
+    /// The reference the active-incident index is held to: each active incident's entity
+    /// keys, hosts and namespace groups as strings, every one of them read on each lookup
+    /// (the correlator before the index).
+    #[derive(Default)]
+    struct Scan {
+        incidents: std::collections::BTreeMap<String, (BTreeSet<String>, Timestamp)>,
+    }
+
+    impl Scan {
+        fn track(&mut self, inc: &Incident) {
+            self.incidents.remove(&inc.id);
+            if !inc.status.is_active() {
+                return;
+            }
+            let mut keys = BTreeSet::new();
+            let mut last = inc.updated_at;
+            for h in &inc.root_causes {
+                keys.insert(format!("entity:{}", h.entity.key()));
+                keys.extend(h.entity.host().map(|h| format!("host:{h}")));
+            }
+            for s in &inc.signals {
+                keys.insert(format!("entity:{}", s.entity.key()));
+                keys.extend(s.host().map(|h| format!("host:{h}")));
+                keys.extend(group_key(s));
+                last = last.max(s.time);
+            }
+            self.incidents.insert(inc.id.clone(), (keys, last));
+        }
+
+        fn touch(&mut self, id: &str, s: &Signal) {
+            if let Some((keys, last)) = self.incidents.get_mut(id) {
+                *last = (*last).max(s.time);
+                keys.insert(format!("entity:{}", s.entity.key()));
+                keys.extend(s.host().map(|h| format!("host:{h}")));
+                keys.extend(group_key(s));
+            }
+        }
+
+        /// The most recent incident under any of `keys` (within `window` of `at`, if given);
+        /// ties: the smallest id.
+        fn newest(&self, keys: &[String], at: Option<(Timestamp, Duration)>) -> Option<String> {
+            self.incidents
+                .iter()
+                .filter(|(_, (ks, _))| keys.iter().any(|k| ks.contains(k)))
+                .filter(|(_, (_, last))| at.is_none_or(|(t, w)| last.abs_diff(t) <= w))
+                .max_by(|(ia, (_, a)), (ib, (_, b))| a.cmp(b).then_with(|| ib.cmp(ia)))
+                .map(|(id, _)| id.clone())
+        }
+    }
+
+    /// A signal of a small world for the index test: on host `h` (or, for `h` ≥ 3, without a
+    /// host, in namespace `h % 2`), about container `g`.
+    fn index_signal(n: usize, h: u8, g: u8, secs: i64, critical: bool) -> Signal {
+        let sev = if critical {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        if h < 3 {
+            return sig(
+                &format!("s{n}"),
+                &format!("h{h}"),
+                &format!("/c{g}"),
+                secs,
+                sev,
+            );
+        }
+        let mut s = sig(&format!("s{n}"), "x", &format!("/c{g}"), secs, sev);
+        s.entity = Entity::new(EntityKind::Service, format!("svc{g}"))
+            .with_attr("service.name", format!("svc{g}"))
+            .with_attr("k8s.namespace.name", format!("ns{}", h % 2));
+        s.resource = [("k8s.cluster.name".to_string(), "c".into())]
+            .into_iter()
+            .collect();
+        s
+    }
+
+    proptest::proptest! {
+        /// The index of active incidents by entity, host and namespace group (hashed keys,
+        /// slots, a dense array of last-signal times) answers every lookup exactly as a full
+        /// scan of every active incident's keys does, through any sequence of opens, joins,
+        /// touches by late-joined signals and resolves.
+        #[test]
+        fn indexed_incident_lookup_equals_a_full_scan(
+            steps in proptest::collection::vec(
+                (0u8..5, 0u8..4, -30i64..90, proptest::bool::ANY, 0u8..4, 0u8..8, 0u8..8),
+                1..150,
+            )
+        ) {
+            let window = Duration::from_secs(60);
+            let mut c = Correlator::new(window);
+            let mut scan = Scan::default();
+            let mut open: std::collections::BTreeMap<String, Incident> = Default::default();
+            let mut t = 1_000;
+            for (n, (h, g, dt, critical, matched, extra, resolve)) in steps.into_iter().enumerate() {
+                t += dt;
+                let s = index_signal(n, h, g, t, critical);
+                // Machines the topology would add: any of the three hosts.
+                let hosts: Vec<String> =
+                    (0..3).filter(|i| extra & (1 << i) != 0).map(|i| format!("h{i}")).collect();
+                let mut keys = vec![format!("entity:{}", s.entity.key())];
+                keys.extend(s.host().map(|h| format!("host:{h}")));
+                keys.extend(hosts.iter().map(|h| format!("host:{h}")));
+                keys.extend(group_key(&s));
+                proptest::prop_assert_eq!(
+                    c.related_active(&s, &hosts),
+                    scan.newest(&keys, Some((s.time, window))),
+                    "related_active, signal {}", n
+                );
+                // A late match whose other signal is an earlier one about container `extra`.
+                let earlier = index_signal(n + 10_000, extra % 5, extra % 4, t - 5, false);
+                let m = joined_match(&earlier, &s, "r");
+                let home_keys: Vec<String> = [&earlier.entity, &s.entity]
+                    .iter()
+                    .map(|e| format!("entity:{}", e.key()))
+                    .collect();
+                proptest::prop_assert_eq!(
+                    c.late_match_home(&s, std::slice::from_ref(&m)),
+                    scan.newest(&home_keys, None),
+                    "late_match_home, signal {}", n
+                );
+                let matches = match matched {
+                    0 => vec![rule_match(&s, "r")],
+                    1 => vec![m],
+                    _ => vec![],
+                };
+                match c.decide(&s, &matches) {
+                    Decision::Join { incident_id, .. } => {
+                        if matched == 1 {
+                            c.touch(&incident_id, &earlier);
+                            scan.touch(&incident_id, &earlier);
+                        }
+                        c.touch(&incident_id, &s);
+                        scan.touch(&incident_id, &s);
+                    }
+                    d @ Decision::Open { .. } => {
+                        let inc = open_incident(&format!("i{n}"), &d, &s);
+                        c.track(&inc);
+                        scan.track(&inc);
+                        open.insert(inc.id.clone(), inc);
+                    }
+                    Decision::Hold => {}
+                }
+                if resolve == 0 && let Some(id) = open.keys().nth(n % 3).cloned() {
+                    let mut inc = open.remove(&id).unwrap();
+                    inc.status = IncidentStatus::Resolved;
+                    c.track(&inc);
+                    scan.track(&inc);
+                }
             }
         }
     }

@@ -216,6 +216,8 @@ impl Pipeline {
             }
             store::put_signal(&txn, &s)?;
             sum.accepted += 1;
+            // Shared with the signals held for joins and the rule matches, not copied.
+            let s = std::sync::Arc::new(s);
             self.topology.observe(&s);
             self.held.insert(&self.rules, &s);
             let matches = correlate::match_rules(&self.rules, &self.held, &self.topology, &s);
@@ -274,7 +276,7 @@ impl Pipeline {
                         }
                     }
                     signals.sort_by_key(|x| x.time);
-                    signals.push(s.clone());
+                    signals.push(Signal::clone(&s));
                     let mut inc = Incident {
                         id: id.clone(),
                         fingerprint,
@@ -417,7 +419,7 @@ fn joined_signals(s: &Signal, matches: &[daytwo_rules::RuleMatch]) -> Vec<Signal
     for m in matches {
         for j in &m.signals {
             if j.id != s.id && !out.iter().any(|x| x.id == j.id) {
-                out.push(j.clone());
+                out.push(Signal::clone(j));
             }
         }
     }

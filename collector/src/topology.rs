@@ -27,7 +27,7 @@ use crate::rank::CallGraph;
 use daytwo_model::{EntityKind, Signal, Timestamp};
 use daytwo_rules::FastHash;
 use daytwo_rules::join::{machine_of, workload_of};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// At most this many entity edges (calls are bounded by the call graph itself).
@@ -106,50 +106,78 @@ struct Ids {
     cgroup: Option<String>,
 }
 
-fn ids(s: &Signal) -> Ids {
-    let pod_key = attr(s, "k8s.pod.uid").map(str::to_string).or_else(|| {
+/// A pod's identity: its uid, else namespace/name.
+fn pod_key(s: &Signal) -> Option<String> {
+    attr(s, "k8s.pod.uid").map(str::to_string).or_else(|| {
         Some(format!(
             "{}/{}",
             attr(s, "k8s.namespace.name")?,
             attr(s, "k8s.pod.name")?
         ))
-    });
-    let container = attr(s, "container.id")
+    })
+}
+
+/// A container's graph id: its id, else its pod and name.
+fn container_id(s: &Signal, pod_key: Option<&str>) -> Option<String> {
+    attr(s, "container.id")
         .map(|c| format!("container:{c}"))
         .or_else(|| {
             Some(format!(
                 "container:{}/{}",
-                pod_key.as_deref()?,
+                pod_key?,
                 attr(s, "k8s.container.name")?
             ))
-        });
-    let host = attr(s, "host.name");
+        })
+}
+
+fn machine_id(s: &Signal) -> Option<String> {
+    machine_of(s).map(|m| format!("machine:{m}"))
+}
+
+fn workload_id(s: &Signal) -> Option<String> {
+    workload_of(s).map(|w| format!("workload:{w}"))
+}
+
+fn service_id(s: &Signal) -> Option<String> {
+    attr(s, "service.name").map(|n| format!("service:{n}"))
+}
+
+fn process_id(s: &Signal) -> Option<String> {
+    attr(s, "host.name")
+        .zip(attr_text(s, "process.pid"))
+        .map(|(h, p)| format!("process:{h}/{p}"))
+}
+
+fn cgroup_id(s: &Signal) -> Option<String> {
+    attr(s, "host.name")
+        .zip(attr(s, "daytwo.cgroup.path"))
+        .map(|(h, c)| format!("cgroup:{h}/{c}"))
+}
+
+fn ids(s: &Signal) -> Ids {
+    let pod_key = pod_key(s);
     Ids {
-        container,
+        container: container_id(s, pod_key.as_deref()),
         pod: pod_key.map(|p| format!("pod:{p}")),
-        machine: machine_of(s).map(|m| format!("machine:{m}")),
-        workload: workload_of(s).map(|w| format!("workload:{w}")),
-        service: attr(s, "service.name").map(|n| format!("service:{n}")),
-        process: host
-            .zip(attr_text(s, "process.pid"))
-            .map(|(h, p)| format!("process:{h}/{p}")),
-        cgroup: host
-            .zip(attr(s, "daytwo.cgroup.path"))
-            .map(|(h, c)| format!("cgroup:{h}/{c}")),
+        machine: machine_id(s),
+        workload: workload_id(s),
+        service: service_id(s),
+        process: process_id(s),
+        cgroup: cgroup_id(s),
     }
 }
 
 /// The graph id of the entity a signal is about (its own level), if its attributes name one.
+/// Only that level's id is built.
 pub fn entity_id(s: &Signal) -> Option<String> {
-    let i = ids(s);
     match s.entity.kind {
-        EntityKind::Container => i.container,
-        EntityKind::Pod => i.pod,
-        EntityKind::Node | EntityKind::Host => i.machine,
-        EntityKind::Workload => i.workload,
-        EntityKind::Service => i.service,
-        EntityKind::Process => i.process,
-        EntityKind::Cgroup => i.cgroup,
+        EntityKind::Container => container_id(s, pod_key(s).as_deref()),
+        EntityKind::Pod => pod_key(s).map(|p| format!("pod:{p}")),
+        EntityKind::Node | EntityKind::Host => machine_id(s),
+        EntityKind::Workload => workload_id(s),
+        EntityKind::Service => service_id(s),
+        EntityKind::Process => process_id(s),
+        EntityKind::Cgroup => cgroup_id(s),
         _ => None,
     }
 }
@@ -244,7 +272,13 @@ impl Topology {
         if from == to {
             return;
         }
-        let edges = self.out.entry(from.to_string()).or_default();
+        // Most edges are seen again: look `from` up without copying it first.
+        if !self.out.contains_key(from) {
+            self.out.insert(from.to_string(), HashMap::default());
+        }
+        let Some(edges) = self.out.get_mut(from) else {
+            return;
+        };
         match edges.get_mut(&(kind, to.to_string())) {
             Some(seen) => {
                 seen.first = seen.first.min(t);
@@ -338,26 +372,32 @@ impl Topology {
     /// Every node reachable from `start` over `kinds` edges that held at `at`, up to `depth`
     /// hops, `start` excluded.
     fn reach(&self, start: &str, at: Timestamp, kinds: &[EdgeKind], depth: usize) -> Vec<&str> {
-        let mut seen: HashSet<&str, FastHash> = HashSet::default();
-        let mut frontier: Vec<&str> = vec![start];
-        for _ in 0..depth {
-            let mut next = Vec::new();
-            for n in frontier {
+        // A handful of nodes (container → pod → machine): a list beats a hash set.
+        let mut seen: Vec<&str> = Vec::new();
+        let mut frontier = 0..0;
+        for d in 0..depth {
+            let before = seen.len();
+            let from: Vec<&str> = if d == 0 {
+                vec![start]
+            } else {
+                seen[frontier.clone()].to_vec()
+            };
+            for n in from {
                 let Some(edges) = self.out.get(n) else {
                     continue;
                 };
                 for ((kind, to), s) in edges {
-                    if kinds.contains(kind) && self.holds(s, at) && seen.insert(to.as_str()) {
-                        next.push(to.as_str());
+                    if kinds.contains(kind) && self.holds(s, at) && !seen.contains(&to.as_str()) {
+                        seen.push(to.as_str());
                     }
                 }
             }
-            if next.is_empty() {
+            if seen.len() == before {
                 break;
             }
-            frontier = next;
+            frontier = before..seen.len();
         }
-        seen.into_iter().collect()
+        seen
     }
 
     /// The machines the entity of `s` ran on at `at` (container → pod → machine, …).

@@ -180,6 +180,12 @@ pub trait JoinSource {
         None
     }
 
+    /// `s` itself, shared, when this source holds it behind an `Arc` (a rule match then
+    /// names it without copying it). The default shares nothing: the match gets a copy.
+    fn shared(&self, _s: &Signal) -> Option<std::sync::Arc<Signal>> {
+        None
+    }
+
     /// Machines (see [`machine_of`]) the entity of `s` ran on at `at`, from the topology.
     fn machines(&self, _s: &Signal, _at: Timestamp) -> Vec<String> {
         Vec::new()

@@ -367,8 +367,10 @@ pub struct RuleMatch {
     /// The rendered title.
     pub title: String,
     pub hypothesis: Hypothesis,
-    /// The trigger, then each joined signal in join order (empty joins: the trigger alone).
-    pub signals: Vec<Signal>,
+    /// The trigger, then each joined signal in join order (empty joins: the trigger alone),
+    /// shared with the [`JoinSource`] that holds them ([`JoinSource::shared`]) rather than
+    /// copied.
+    pub signals: Vec<std::sync::Arc<Signal>>,
 }
 
 /// Why a rule that listens for a signal's event did not match it (for test reports).
@@ -742,6 +744,14 @@ impl RuleSet {
     /// [`RuleSet::armed`], with `s`'s CEL variables kept in `prepared` (which the caller keeps
     /// with `s` and hands back through [`JoinSource::prepared`]).
     pub fn armed_prepared(&self, s: &Signal, prepared: &Prepared) -> Vec<&str> {
+        self.armed_rules(s, prepared)
+            .into_iter()
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+
+    /// [`RuleSet::armed_prepared`], as the rules themselves.
+    pub fn armed_rules(&self, s: &Signal, prepared: &Prepared) -> Vec<&Rule> {
         let Some(candidates) = self.by_event.get(&s.name) else {
             return Vec::new();
         };
@@ -761,7 +771,6 @@ impl RuleSet {
                     .as_ref()
                     .is_none_or(|c| c.local(&self.cel, self.generation, &v).is_ok())
             })
-            .map(|r| r.id.as_str())
             .collect()
     }
 
@@ -869,9 +878,13 @@ impl Rule {
             .filter(|e| self.evidence.keeps(&e.kind))
             .cloned()
             .collect();
-        let signals: Vec<Signal> = std::iter::once(trigger)
+        let signals: Vec<std::sync::Arc<Signal>> = std::iter::once(trigger)
             .chain(chosen.iter().map(|v| v.signal))
-            .cloned()
+            .map(|s| {
+                source
+                    .shared(s)
+                    .unwrap_or_else(|| std::sync::Arc::new(s.clone()))
+            })
             .collect();
         let joined: Vec<(&str, &Signal)> = self
             .joins
