@@ -521,13 +521,17 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
             // about as strongly as this candidate's strongest change explains it. A callee that
             // only got quieter does not: that is what a broken caller does to its callees. Nor
             // does what this candidate measured itself on its calls to the callee: that time
-            // holds the candidate's own delays too, so it cannot tell the two apart.
+            // holds the candidate's own delays too, so it cannot tell the two apart. Nor does
+            // the callee's own time on this candidate's calls only (a server latency that moved
+            // for one caller): a change in what the candidate sends shows there just as well.
             let explained_by = graph
                 .callees(&c.service)
                 .filter_map(|d| by_name.get(d).map(|v| (d, v)))
                 .filter_map(|(d, callee)| {
                     let own = callee.anomalies.iter().filter(|a| {
-                        a.propagates_up() && a.caller.as_deref() != Some(c.service.as_str())
+                        a.propagates_up()
+                            && a.caller.as_deref() != Some(c.service.as_str())
+                            && !(a.one_edge && server_peer(a.signal) == Some(c.service.as_str()))
                     });
                     strength_onset(own).map(|r| (d, r))
                 })

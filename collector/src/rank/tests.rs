@@ -324,3 +324,45 @@ fn a_server_latency_on_one_callers_calls_only_is_shared_with_that_caller() {
     single.add("checkout", "currency", Timestamp(0));
     assert_eq!(rank(&[edge, own], &single)[0].entity.name, "currency");
 }
+
+#[test]
+fn a_callees_latency_on_one_callers_calls_does_not_make_it_that_callers_cause() {
+    // checkout's requests to currency got slower, and only checkout's (frontend's calls to
+    // currency did not move): checkout's own change (a new code path, a bigger payload) shows
+    // as currency's server time on its calls. That measurement is about the two of them alike,
+    // so it cannot tell which one is the symptom; checkout, with a change of its own, is named.
+    let g = edges(&[
+        ("frontend", "checkout"),
+        ("frontend", "currency"),
+        ("checkout", "currency"),
+    ]);
+    let rpc_server = |peer: &str| {
+        let mut s = anomaly_signal("currency", "rpc.server.duration.p50", 10.0, 100);
+        s.attributes.insert("peer.service".into(), peer.into());
+        s
+    };
+    let sigs = vec![
+        anomaly_signal("frontend", "http.server.request.duration.p99", 30.0, 100),
+        rpc_server("checkout"),
+        anomaly_signal("checkout", "container.memory.usage", 2.0, 100),
+        anomaly_signal("checkout", "container.cpu.usage", 2.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(!co.explanation.contains("symptom"), "{}", co.explanation);
+    assert!(
+        position(&h, "checkout") < position(&h, "currency"),
+        "{h:#?}"
+    );
+    // Near miss: currency is slower on frontend's calls too, so it changed for every caller;
+    // then it does explain checkout.
+    let mut sigs = sigs;
+    sigs.push(rpc_server("frontend"));
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(co.explanation.contains("symptom"), "{}", co.explanation);
+    assert!(
+        position(&h, "currency") < position(&h, "checkout"),
+        "{h:#?}"
+    );
+}
