@@ -18,7 +18,7 @@
 //!   which change can explain which, and breaks ties;
 //! * **reach**: how many other anomalous services call it, directly or through others (a fault
 //!   propagates from a callee to its callers), for a candidate with a change that can travel
-//!   upstream at all;
+//!   upstream at all, counting only callers that did not go wrong well before it did;
 //! * **explanation**: a candidate whose own callees went wrong in the faulty direction as early
 //!   and as strongly (by evidence other than what the candidate measured on its calls to them)
 //!   is a symptom of them and is scored down, so the upstream end of a chain of slow services
@@ -313,6 +313,11 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
     })
 }
 
+/// A caller that went wrong more than this long before a candidate's change is not reached by
+/// it (a fault travels from callee to caller, so it cannot have caused what came before it);
+/// one interval of 1-minute metrics, which can put one fault's onsets that far apart.
+const REACH_SLACK_NS: i64 = 60_000_000_000;
+
 /// Client-side anomalies towards this many distinct services are the caller's.
 const FAN_OUT: usize = 3;
 /// A client-side latency change counts for the service called, and this share of it for the
@@ -507,14 +512,14 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
             let strength = 1.0 - (-c.strength / 3.0).exp();
             // Only a change that travels upstream reaches the callers: a service that merely
             // got quieter reaches nobody.
-            let reach = if c.rise.is_some() {
-                graph
+            let reach = match c.rise {
+                Some((_, rose)) => graph
                     .upstream_of(&c.service)
                     .iter()
-                    .filter(|s| anomalous.contains(*s))
-                    .count()
-            } else {
-                0
+                    .filter_map(|s| by_name.get(s.as_str()))
+                    .filter(|u| u.onset.0 >= rose.0.saturating_sub(REACH_SLACK_NS))
+                    .count(),
+                None => 0,
             };
             let reach_score = reach as f64 / (anomalous.len().max(2) - 1) as f64;
             // A callee whose latency, errors, load or fan-out went up no later and at least

@@ -366,3 +366,36 @@ fn a_callees_latency_on_one_callers_calls_does_not_make_it_that_callers_cause() 
         "{h:#?}"
     );
 }
+
+#[test]
+fn a_callee_that_went_wrong_after_its_caller_does_not_reach_it() {
+    // frontend's latency and memory went up; two minutes later its callee's latency jumped
+    // more. A fault travels from callee to caller, so the callee cannot have caused what its
+    // caller showed two minutes before: it gets no reach, and frontend stays first.
+    let g = edges(&[("frontend", "ship")]);
+    let sigs = |ship_onset: i64| {
+        vec![
+            anomaly_signal("frontend", "http.server.request.duration.p99", 20.0, 100),
+            anomaly_signal("frontend", "container.memory.usage", 5.0, 100),
+            anomaly_signal("ship", "http.server.request.duration.p99", 25.0, ship_onset),
+        ]
+    };
+    let h = rank(&sigs(220), &g);
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    let ship = &h[position(&h, "ship")];
+    assert!(
+        !ship.explanation.contains("call it"),
+        "{}",
+        ship.explanation
+    );
+    // Near miss: within one interval of 1-minute metrics the onsets cannot be ordered, so the
+    // callee reaches its caller as before and, stronger, is named.
+    let h = rank(&sigs(130), &g);
+    assert_eq!(h[0].entity.name, "ship", "{h:#?}");
+    assert!(
+        h[0].explanation
+            .contains("1 other anomalous service(s) call it"),
+        "{}",
+        h[0].explanation
+    );
+}
