@@ -251,8 +251,10 @@ impl Anomaly<'_> {
 
     /// The family of its metric: the name without a quantile suffix, so p90, p95 and p99 of
     /// one latency count as one piece of evidence; for a client-side latency, also the service
-    /// called, so a caller's slower calls to three services are three pieces of evidence.
-    fn family(&self) -> (&str, Option<String>) {
+    /// called, so a caller's slower calls to three services are three pieces of evidence, and
+    /// the caller that measured it, so two callers that saw their calls to one service slow
+    /// down are two independent witnesses of it.
+    fn family(&self) -> (&str, Option<String>, Option<&str>) {
         let name = match self.metric.rsplit_once('.') {
             Some((head, q))
                 if q.len() >= 2
@@ -263,7 +265,11 @@ impl Anomaly<'_> {
             }
             _ => &self.metric,
         };
-        (name, self.caller.as_ref().map(|_| service_of(self.signal)))
+        (
+            name,
+            self.caller.as_ref().map(|_| service_of(self.signal)),
+            self.caller.as_deref(),
+        )
     }
 }
 
@@ -415,7 +421,7 @@ fn candidate<'a>(service: String, mut anomalies: Vec<Anomaly<'a>>) -> Candidate<
     // Corroboration: one more family of metrics that moved with it (its CPU and its latency,
     // its memory and its request rate) makes a change more credible than one series alone;
     // quantiles of one latency are one family.
-    let mut families: BTreeSet<(&str, Option<String>)> = BTreeSet::new();
+    let mut families: BTreeSet<(&str, Option<String>, Option<&str>)> = BTreeSet::new();
     let mut strength = 0.0;
     for a in &anomalies {
         if families.insert(a.family()) {

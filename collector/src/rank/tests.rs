@@ -399,3 +399,29 @@ fn a_callee_that_went_wrong_after_its_caller_does_not_reach_it() {
         h[0].explanation
     );
 }
+
+#[test]
+fn two_callers_seeing_the_same_callee_slow_are_two_witnesses() {
+    // checkout and frontend each measured their calls to cart getting slower: two independent
+    // witnesses of one change in cart, which corroborate each other like two metric families.
+    // Against a service whose own latency moved more than either, cart is named.
+    let sigs = vec![
+        client_latency("checkout", "cart", 40.0, 100),
+        client_latency("frontend", "cart", 30.0, 100),
+        anomaly_signal("email", "http.server.request.duration.p99", 65.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "cart", "{h:#?}");
+    // Near miss: the same two changes seen by one caller (its p50 and p99 of the calls to
+    // cart) are one witness, one family; email's stronger change is named.
+    let mut p99 = client_latency("checkout", "cart", 30.0, 100);
+    p99.attributes
+        .insert("metric.name".into(), "span.client.duration.p99".into());
+    let sigs = vec![
+        client_latency("checkout", "cart", 40.0, 100),
+        p99,
+        anomaly_signal("email", "http.server.request.duration.p99", 65.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "email", "{h:#?}");
+}
