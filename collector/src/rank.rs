@@ -6,7 +6,9 @@
 //! [`Hypothesis`] values with rule [`GENERIC_RULE`].
 //!
 //! A candidate is a service (an anomaly on a pod counts for the pod's `service.name`; a
-//! client-side latency change counts for the service called and half for the caller). Its
+//! client-side latency change counts for the service called and half for the caller, and
+//! only half for the service called too when that caller is the only one of its callers
+//! whose calls moved). Its
 //! score in 0..1 combines:
 //!
 //! * **strength**: the robust z-score of its strongest change, on a log scale (a 10 000σ jump
@@ -470,6 +472,18 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
                 .insert(p.to_string());
         }
     }
+    // Client-side latency into a service measured by one caller only, while the service has
+    // other callers whose calls did not move: as for a server latency on one caller's calls,
+    // the calls that caller sends changed as much as the service did.
+    let mut callers_by_callee: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in &anomalies {
+        if let Some(c) = caller_of(a.signal) {
+            callers_by_callee
+                .entry(service_of(a.signal))
+                .or_default()
+                .insert(c);
+        }
+    }
     let mut by_service: BTreeMap<String, Vec<Anomaly>> = BTreeMap::new();
     for mut a in anomalies {
         let me = service_of(a.signal);
@@ -492,7 +506,14 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
                 c
             }
             Some(c) if c != service_of(a.signal) => {
+                let callee = service_of(a.signal);
+                if callers_by_callee.get(&callee).is_some_and(|s| s.len() == 1)
+                    && graph.callers(&callee).any(|x| x != c)
+                {
+                    a.one_edge = true;
+                }
                 let mut share = a.clone();
+                share.one_edge = false;
                 share.via = Some(service_of(a.signal));
                 by_service.entry(c).or_default().push(share);
                 service_of(a.signal)

@@ -425,3 +425,38 @@ fn two_callers_seeing_the_same_callee_slow_are_two_witnesses() {
     let h = rank(&sigs, &CallGraph::new());
     assert_eq!(h[0].entity.name, "email", "{h:#?}");
 }
+
+#[test]
+fn a_client_latency_on_one_callers_calls_only_is_shared_with_that_caller() {
+    // currency has two callers; only checkout's calls to it got slower, and checkout's memory
+    // moved too. A fault in currency would slow every caller's calls, so the slow calls say
+    // as much about checkout as about currency: each gets half, and checkout is named.
+    let g = edges(&[("checkout", "currency"), ("frontend", "currency")]);
+    let sigs = vec![
+        client_latency("checkout", "currency", 20.0, 100),
+        anomaly_signal("checkout", "container.memory.usage", 10.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "checkout", "{h:#?}");
+    let currency = &h[position(&h, "currency")];
+    assert!(
+        currency
+            .explanation
+            .contains("(calls from one caller only)"),
+        "{}",
+        currency.explanation
+    );
+    // Near miss: frontend's calls to currency slowed as well, so currency changed for every
+    // caller; it gets the whole change (and two witnesses of it) and is named.
+    let mut sigs = sigs;
+    sigs.push(client_latency("frontend", "currency", 15.0, 100));
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "currency", "{h:#?}");
+    // With one caller only, there is nothing to compare with: the callee's, as before.
+    let single = edges(&[("checkout", "currency")]);
+    let sigs = vec![
+        client_latency("checkout", "currency", 20.0, 100),
+        anomaly_signal("checkout", "container.memory.usage", 10.0, 100),
+    ];
+    assert_eq!(rank(&sigs, &single)[0].entity.name, "currency");
+}
