@@ -6,7 +6,9 @@
 //! [`Hypothesis`] values with rule [`GENERIC_RULE`].
 //!
 //! A candidate is a service (an anomaly on a pod counts for the pod's `service.name`; a
-//! client-side latency change counts for the service called and half for the caller). Its
+//! client-side latency change counts for the service called and half for the caller, and
+//! only half for the service called too when that caller is the only one of its callers
+//! whose calls moved). Its
 //! score in 0..1 combines:
 //!
 //! * **strength**: the robust z-score of its strongest change, on a log scale (a 10 000σ jump
@@ -18,7 +20,7 @@
 //!   which change can explain which, and breaks ties;
 //! * **reach**: how many other anomalous services call it, directly or through others (a fault
 //!   propagates from a callee to its callers), for a candidate with a change that can travel
-//!   upstream at all;
+//!   upstream at all, counting only callers that did not go wrong well before it did;
 //! * **explanation**: a candidate whose own callees went wrong in the faulty direction as early
 //!   and as strongly (by evidence other than what the candidate measured on its calls to them)
 //!   is a symptom of them and is scored down, so the upstream end of a chain of slow services
@@ -251,8 +253,10 @@ impl Anomaly<'_> {
 
     /// The family of its metric: the name without a quantile suffix, so p90, p95 and p99 of
     /// one latency count as one piece of evidence; for a client-side latency, also the service
-    /// called, so a caller's slower calls to three services are three pieces of evidence.
-    fn family(&self) -> (&str, Option<String>) {
+    /// called, so a caller's slower calls to three services are three pieces of evidence, and
+    /// the caller that measured it, so two callers that saw their calls to one service slow
+    /// down are two independent witnesses of it.
+    fn family(&self) -> (&str, Option<String>, Option<&str>) {
         let name = match self.metric.rsplit_once('.') {
             Some((head, q))
                 if q.len() >= 2
@@ -263,7 +267,11 @@ impl Anomaly<'_> {
             }
             _ => &self.metric,
         };
-        (name, self.caller.as_ref().map(|_| service_of(self.signal)))
+        (
+            name,
+            self.caller.as_ref().map(|_| service_of(self.signal)),
+            self.caller.as_deref(),
+        )
     }
 }
 
@@ -312,6 +320,11 @@ fn anomaly(s: &Signal) -> Option<Anomaly<'_>> {
         caller: caller_of(s),
     })
 }
+
+/// A caller that went wrong more than this long before a candidate's change is not reached by
+/// it (a fault travels from callee to caller, so it cannot have caused what came before it);
+/// one interval of 1-minute metrics, which can put one fault's onsets that far apart.
+const REACH_SLACK_NS: i64 = 60_000_000_000;
 
 /// Client-side anomalies towards this many distinct services are the caller's.
 const FAN_OUT: usize = 3;
@@ -410,7 +423,7 @@ fn candidate<'a>(service: String, mut anomalies: Vec<Anomaly<'a>>) -> Candidate<
     // Corroboration: one more family of metrics that moved with it (its CPU and its latency,
     // its memory and its request rate) makes a change more credible than one series alone;
     // quantiles of one latency are one family.
-    let mut families: BTreeSet<(&str, Option<String>)> = BTreeSet::new();
+    let mut families: BTreeSet<(&str, Option<String>, Option<&str>)> = BTreeSet::new();
     let mut strength = 0.0;
     for a in &anomalies {
         if families.insert(a.family()) {
@@ -459,6 +472,18 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
                 .insert(p.to_string());
         }
     }
+    // Client-side latency into a service measured by one caller only, while the service has
+    // other callers whose calls did not move: as for a server latency on one caller's calls,
+    // the calls that caller sends changed as much as the service did.
+    let mut callers_by_callee: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in &anomalies {
+        if let Some(c) = caller_of(a.signal) {
+            callers_by_callee
+                .entry(service_of(a.signal))
+                .or_default()
+                .insert(c);
+        }
+    }
     let mut by_service: BTreeMap<String, Vec<Anomaly>> = BTreeMap::new();
     for mut a in anomalies {
         let me = service_of(a.signal);
@@ -481,7 +506,14 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
                 c
             }
             Some(c) if c != service_of(a.signal) => {
+                let callee = service_of(a.signal);
+                if callers_by_callee.get(&callee).is_some_and(|s| s.len() == 1)
+                    && graph.callers(&callee).any(|x| x != c)
+                {
+                    a.one_edge = true;
+                }
                 let mut share = a.clone();
+                share.one_edge = false;
                 share.via = Some(service_of(a.signal));
                 by_service.entry(c).or_default().push(share);
                 service_of(a.signal)
@@ -507,27 +539,31 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
             let strength = 1.0 - (-c.strength / 3.0).exp();
             // Only a change that travels upstream reaches the callers: a service that merely
             // got quieter reaches nobody.
-            let reach = if c.rise.is_some() {
-                graph
+            let reach = match c.rise {
+                Some((_, rose)) => graph
                     .upstream_of(&c.service)
                     .iter()
-                    .filter(|s| anomalous.contains(*s))
-                    .count()
-            } else {
-                0
+                    .filter_map(|s| by_name.get(s.as_str()))
+                    .filter(|u| u.onset.0 >= rose.0.saturating_sub(REACH_SLACK_NS))
+                    .count(),
+                None => 0,
             };
             let reach_score = reach as f64 / (anomalous.len().max(2) - 1) as f64;
             // A callee whose latency, errors, load or fan-out went up no later and at least
             // about as strongly as this candidate's strongest change explains it. A callee that
             // only got quieter does not: that is what a broken caller does to its callees. Nor
             // does what this candidate measured itself on its calls to the callee: that time
-            // holds the candidate's own delays too, so it cannot tell the two apart.
+            // holds the candidate's own delays too, so it cannot tell the two apart. Nor does
+            // the callee's own time on this candidate's calls only (a server latency that moved
+            // for one caller): a change in what the candidate sends shows there just as well.
             let explained_by = graph
                 .callees(&c.service)
                 .filter_map(|d| by_name.get(d).map(|v| (d, v)))
                 .filter_map(|(d, callee)| {
                     let own = callee.anomalies.iter().filter(|a| {
-                        a.propagates_up() && a.caller.as_deref() != Some(c.service.as_str())
+                        a.propagates_up()
+                            && a.caller.as_deref() != Some(c.service.as_str())
+                            && !(a.one_edge && server_peer(a.signal) == Some(c.service.as_str()))
                     });
                     strength_onset(own).map(|r| (d, r))
                 })

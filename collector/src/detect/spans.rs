@@ -3,7 +3,8 @@
 //! Spans are bucketed by start time. A bucket closes once spans [`GRACE_BUCKETS`] buckets later
 //! have arrived (exports are roughly in time order, not exactly), and then yields, for every
 //! service seen so far: its call rate (SERVER and CONSUMER spans per second, 0 when it had none
-//! while others had spans), latency p50 and p99 of those spans, their error ratio, and the p50
+//! while others had spans), latency p50 and p99 of those spans, their error ratio (error status
+//! or an `exception` event), and the p50
 //! of the CLIENT spans its callers made into it, and its *fan-out*: the mean number of child
 //! spans (its own INTERNAL and CLIENT spans, database calls, …) per SERVER/CONSUMER span
 //! (`span.server.children`). Fan-out is how much work the service's own handler does per
@@ -93,6 +94,19 @@ fn span_key(trace: &[u8], span: &[u8]) -> Vec<u8> {
     k.extend_from_slice(span);
     k
 }
+
+/// A SERVER/CONSUMER span that failed: error status, or an `exception` event (OpenTelemetry's
+/// semantic convention for an exception recorded on a span), which many instrumentations
+/// record on the span where a handler threw without setting the status.
+fn failed(span: &Span) -> bool {
+    span.status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32)
+        || span.events.iter().any(|e| e.name == EXCEPTION_EVENT)
+}
+
+/// The span event name OpenTelemetry's semantic conventions give a recorded exception.
+const EXCEPTION_EVENT: &str = "exception";
 
 fn is_server(kind: i32) -> bool {
     kind == SpanKind::Server as i32 || kind == SpanKind::Consumer as i32
@@ -209,11 +223,7 @@ impl SpanStats {
         if server {
             acc.server.push(duration);
             acc.server_keys.push(key.clone());
-            if span
-                .status
-                .as_ref()
-                .is_some_and(|s| s.code == StatusCode::Error as i32)
-            {
+            if failed(span) {
                 acc.errors += 1;
             }
         }

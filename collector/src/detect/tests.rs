@@ -215,6 +215,51 @@ mod spans_scales {
         out
     }
 
+    /// Like `run_spans` (10 ms, no children), with an event named `event` on every other
+    /// SERVER span from 600 s on.
+    fn run_events(event: &str) -> Vec<Signal> {
+        use opentelemetry_proto::tonic::trace::v1::span::Event;
+        let mut d = Detect::default();
+        let mut out = Vec::new();
+        for i in 0..900u64 {
+            let t = (1_000 + i) * 1_000_000_000;
+            let mut s = span(i + 1, 1, None, SpanKind::Server, t, 10_000_000);
+            if i >= 600 && i % 2 == 0 {
+                s.events.push(Event {
+                    time_unix_nano: t + 1000,
+                    name: event.into(),
+                    ..Default::default()
+                });
+            }
+            out.extend(d.traces(&export("ad", vec![s])));
+        }
+        out.extend(d.flush());
+        out
+    }
+
+    #[test]
+    fn exception_events_on_server_spans_are_errors() {
+        // The handler starts throwing on one request in two; the spans record the exception
+        // as an event and leave the status unset.
+        let sigs = run_events("exception");
+        let e = named(&sigs, "span.server.error.ratio");
+        assert_eq!(e.len(), 1, "{sigs:#?}");
+        assert_eq!(e[0].name, ERROR_ANOMALY);
+        assert_eq!(e[0].attributes["daytwo.anomaly.direction"], "up");
+        assert!(
+            e[0].time >= Timestamp::from_unix_secs(1600)
+                && e[0].time < Timestamp::from_unix_secs(1630),
+            "{:?}",
+            e[0].time
+        );
+        // Near miss: any other event (a retry, a log line) is not a failure.
+        let sigs = run_events("retry");
+        assert!(
+            named(&sigs, "span.server.error.ratio").is_empty(),
+            "{sigs:#?}"
+        );
+    }
+
     fn named<'a>(sigs: &'a [Signal], metric: &str) -> Vec<&'a Signal> {
         sigs.iter()
             .filter(|s| s.attributes["metric.name"] == metric)

@@ -324,3 +324,139 @@ fn a_server_latency_on_one_callers_calls_only_is_shared_with_that_caller() {
     single.add("checkout", "currency", Timestamp(0));
     assert_eq!(rank(&[edge, own], &single)[0].entity.name, "currency");
 }
+
+#[test]
+fn a_callees_latency_on_one_callers_calls_does_not_make_it_that_callers_cause() {
+    // checkout's requests to currency got slower, and only checkout's (frontend's calls to
+    // currency did not move): checkout's own change (a new code path, a bigger payload) shows
+    // as currency's server time on its calls. That measurement is about the two of them alike,
+    // so it cannot tell which one is the symptom; checkout, with a change of its own, is named.
+    let g = edges(&[
+        ("frontend", "checkout"),
+        ("frontend", "currency"),
+        ("checkout", "currency"),
+    ]);
+    let rpc_server = |peer: &str| {
+        let mut s = anomaly_signal("currency", "rpc.server.duration.p50", 10.0, 100);
+        s.attributes.insert("peer.service".into(), peer.into());
+        s
+    };
+    let sigs = vec![
+        anomaly_signal("frontend", "http.server.request.duration.p99", 30.0, 100),
+        rpc_server("checkout"),
+        anomaly_signal("checkout", "container.memory.usage", 2.0, 100),
+        anomaly_signal("checkout", "container.cpu.usage", 2.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(!co.explanation.contains("symptom"), "{}", co.explanation);
+    assert!(
+        position(&h, "checkout") < position(&h, "currency"),
+        "{h:#?}"
+    );
+    // Near miss: currency is slower on frontend's calls too, so it changed for every caller;
+    // then it does explain checkout.
+    let mut sigs = sigs;
+    sigs.push(rpc_server("frontend"));
+    let h = rank(&sigs, &g);
+    let co = &h[position(&h, "checkout")];
+    assert!(co.explanation.contains("symptom"), "{}", co.explanation);
+    assert!(
+        position(&h, "currency") < position(&h, "checkout"),
+        "{h:#?}"
+    );
+}
+
+#[test]
+fn a_callee_that_went_wrong_after_its_caller_does_not_reach_it() {
+    // frontend's latency and memory went up; two minutes later its callee's latency jumped
+    // more. A fault travels from callee to caller, so the callee cannot have caused what its
+    // caller showed two minutes before: it gets no reach, and frontend stays first.
+    let g = edges(&[("frontend", "ship")]);
+    let sigs = |ship_onset: i64| {
+        vec![
+            anomaly_signal("frontend", "http.server.request.duration.p99", 20.0, 100),
+            anomaly_signal("frontend", "container.memory.usage", 5.0, 100),
+            anomaly_signal("ship", "http.server.request.duration.p99", 25.0, ship_onset),
+        ]
+    };
+    let h = rank(&sigs(220), &g);
+    assert_eq!(h[0].entity.name, "frontend", "{h:#?}");
+    let ship = &h[position(&h, "ship")];
+    assert!(
+        !ship.explanation.contains("call it"),
+        "{}",
+        ship.explanation
+    );
+    // Near miss: within one interval of 1-minute metrics the onsets cannot be ordered, so the
+    // callee reaches its caller as before and, stronger, is named.
+    let h = rank(&sigs(130), &g);
+    assert_eq!(h[0].entity.name, "ship", "{h:#?}");
+    assert!(
+        h[0].explanation
+            .contains("1 other anomalous service(s) call it"),
+        "{}",
+        h[0].explanation
+    );
+}
+
+#[test]
+fn two_callers_seeing_the_same_callee_slow_are_two_witnesses() {
+    // checkout and frontend each measured their calls to cart getting slower: two independent
+    // witnesses of one change in cart, which corroborate each other like two metric families.
+    // Against a service whose own latency moved more than either, cart is named.
+    let sigs = vec![
+        client_latency("checkout", "cart", 40.0, 100),
+        client_latency("frontend", "cart", 30.0, 100),
+        anomaly_signal("email", "http.server.request.duration.p99", 65.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "cart", "{h:#?}");
+    // Near miss: the same two changes seen by one caller (its p50 and p99 of the calls to
+    // cart) are one witness, one family; email's stronger change is named.
+    let mut p99 = client_latency("checkout", "cart", 30.0, 100);
+    p99.attributes
+        .insert("metric.name".into(), "span.client.duration.p99".into());
+    let sigs = vec![
+        client_latency("checkout", "cart", 40.0, 100),
+        p99,
+        anomaly_signal("email", "http.server.request.duration.p99", 65.0, 100),
+    ];
+    let h = rank(&sigs, &CallGraph::new());
+    assert_eq!(h[0].entity.name, "email", "{h:#?}");
+}
+
+#[test]
+fn a_client_latency_on_one_callers_calls_only_is_shared_with_that_caller() {
+    // currency has two callers; only checkout's calls to it got slower, and checkout's memory
+    // moved too. A fault in currency would slow every caller's calls, so the slow calls say
+    // as much about checkout as about currency: each gets half, and checkout is named.
+    let g = edges(&[("checkout", "currency"), ("frontend", "currency")]);
+    let sigs = vec![
+        client_latency("checkout", "currency", 20.0, 100),
+        anomaly_signal("checkout", "container.memory.usage", 10.0, 100),
+    ];
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "checkout", "{h:#?}");
+    let currency = &h[position(&h, "currency")];
+    assert!(
+        currency
+            .explanation
+            .contains("(calls from one caller only)"),
+        "{}",
+        currency.explanation
+    );
+    // Near miss: frontend's calls to currency slowed as well, so currency changed for every
+    // caller; it gets the whole change (and two witnesses of it) and is named.
+    let mut sigs = sigs;
+    sigs.push(client_latency("frontend", "currency", 15.0, 100));
+    let h = rank(&sigs, &g);
+    assert_eq!(h[0].entity.name, "currency", "{h:#?}");
+    // With one caller only, there is nothing to compare with: the callee's, as before.
+    let single = edges(&[("checkout", "currency")]);
+    let sigs = vec![
+        client_latency("checkout", "currency", 20.0, 100),
+        anomaly_signal("checkout", "container.memory.usage", 10.0, 100),
+    ];
+    assert_eq!(rank(&sigs, &single)[0].entity.name, "currency");
+}
