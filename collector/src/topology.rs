@@ -372,8 +372,12 @@ impl Topology {
     /// Every node reachable from `start` over `kinds` edges that held at `at`, up to `depth`
     /// hops, `start` excluded.
     fn reach(&self, start: &str, at: Timestamp, kinds: &[EdgeKind], depth: usize) -> Vec<&str> {
-        // A handful of nodes (container → pod → machine): a list beats a hash set.
+        // Usually a handful of nodes (container → pod → machine): a list beats a hash set.
+        // A service reaches every pod it runs on, hundreds: past a few, a set answers
+        // "seen already?" instead of comparing with each.
+        const LIST_MAX: usize = 16;
         let mut seen: Vec<&str> = Vec::new();
+        let mut set: std::collections::HashSet<&str, FastHash> = Default::default();
         let mut frontier = 0..0;
         for d in 0..depth {
             let before = seen.len();
@@ -387,8 +391,20 @@ impl Topology {
                     continue;
                 };
                 for ((kind, to), s) in edges {
-                    if kinds.contains(kind) && self.holds(s, at) && !seen.contains(&to.as_str()) {
-                        seen.push(to.as_str());
+                    if !kinds.contains(kind) || !self.holds(s, at) {
+                        continue;
+                    }
+                    let to = to.as_str();
+                    let new = if seen.len() < LIST_MAX {
+                        !seen.contains(&to)
+                    } else {
+                        if set.is_empty() {
+                            set.extend(seen.iter().copied());
+                        }
+                        set.insert(to)
+                    };
+                    if new {
+                        seen.push(to);
                     }
                 }
             }
@@ -448,6 +464,7 @@ impl Topology {
 mod tests {
     use super::*;
     use daytwo_model::{Entity, Severity};
+    use std::collections::HashSet;
 
     fn sig(kind: EntityKind, name: &str, t: i64, attrs: &[(&str, &str)]) -> Signal {
         let mut s = Signal {
@@ -595,6 +612,31 @@ mod tests {
         );
         t.observe(&other);
         assert!(t.machines(&other, other.time).is_empty());
+    }
+
+    #[test]
+    fn a_service_on_many_pods_reaches_each_machine_once() {
+        // 60 pods on 7 nodes, more than reach's list holds before it uses a set.
+        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+        let mut svc = sig(
+            EntityKind::Service,
+            "shop/checkout",
+            1000,
+            &[("service.name", "checkout"), ("k8s.namespace.name", "shop")],
+        );
+        let pods: Vec<String> = (0..60).map(|i| format!("checkout-{i}")).collect();
+        let nodes: Vec<String> = (0..60).map(|i| format!("n{}", i % 7)).collect();
+        svc.attributes
+            .insert("daytwo.k8s.endpoints.pods".into(), serde_json::json!(pods));
+        svc.attributes
+            .insert("daytwo.k8s.endpoints.nodes".into(), serde_json::json!(nodes));
+        t.observe(&svc);
+        let want: Vec<String> = (0..7).map(|i| format!("n{i}")).collect();
+        assert_eq!(t.machines(&svc, svc.time), want);
+        let reached = t.reach("service:checkout", svc.time, &[EdgeKind::RunsOn], 3);
+        let distinct: HashSet<&str> = reached.iter().copied().collect();
+        assert_eq!(reached.len(), distinct.len(), "{reached:?}");
+        assert_eq!(reached.len(), 60 + 7);
     }
 
     #[test]
