@@ -457,10 +457,7 @@ impl LogsSource {
 
     /// Takes a finished commit's outcome; `false` when reading must stop (given up at
     /// shutdown, or the task failed).
-    fn finish_commit(
-        &mut self,
-        r: Result<Option<(Pending, u64)>, tokio::task::JoinError>,
-    ) -> bool {
+    fn finish_commit(&mut self, r: Result<Option<(Pending, u64)>, tokio::task::JoinError>) -> bool {
         match r {
             Ok(Some(done)) => {
                 self.committed(done);

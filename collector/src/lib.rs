@@ -24,8 +24,8 @@ pub mod rules_reload;
 pub mod store;
 pub mod topology;
 
-use daytwo_rules::RuleSet;
 use axum::serve::ListenerExt;
+use daytwo_rules::RuleSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,9 +216,9 @@ impl Collector {
         let resolver = self
             .auto_resolve_after
             .map(|quiet| tokio::spawn(auto_resolve(pipeline.clone(), quiet, shutdown.clone())));
-        let kube = self.kube.map(|(cfg, m)| {
-            tokio::spawn(kube::run(cfg, pipeline.clone(), m, shutdown.clone()))
-        });
+        let kube = self
+            .kube
+            .map(|(cfg, m)| tokio::spawn(kube::run(cfg, pipeline.clone(), m, shutdown.clone())));
         let reloader = self.reload.map(|(watch, every)| {
             tokio::spawn(rules_reload::run(
                 pipeline.clone(),

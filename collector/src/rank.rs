@@ -363,6 +363,20 @@ fn is_outbound(s: &Signal) -> bool {
         && !s.attributes.contains_key("peer.service")
 }
 
+/// For each service, the peers (`peer` of its anomalies' signals) its anomalies name.
+fn peers_by_service(
+    anomalies: &[Anomaly],
+    peer: impl Fn(&Signal) -> Option<String>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in anomalies {
+        if let Some(p) = peer(a.signal) {
+            out.entry(service_of(a.signal)).or_default().insert(p);
+        }
+    }
+    out
+}
+
 /// The calling service named on a server-side call metric (`rpc.server.*` with
 /// `peer.service`).
 fn server_peer(s: &Signal) -> Option<&str> {
@@ -463,27 +477,11 @@ pub fn rank(signals: &[Signal], graph: &CallGraph) -> Vec<Hypothesis> {
     // Server-side latency per calling service (`rpc.server.*` with `peer.service`): when only
     // one of a service's callers saw it move, the caller's calls changed as much as the
     // service did.
-    let mut server_edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for a in &anomalies {
-        if let Some(p) = server_peer(a.signal) {
-            server_edges
-                .entry(service_of(a.signal))
-                .or_default()
-                .insert(p.to_string());
-        }
-    }
+    let server_edges = peers_by_service(&anomalies, |s| server_peer(s).map(str::to_string));
     // Client-side latency into a service measured by one caller only, while the service has
     // other callers whose calls did not move: as for a server latency on one caller's calls,
     // the calls that caller sends changed as much as the service did.
-    let mut callers_by_callee: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for a in &anomalies {
-        if let Some(c) = caller_of(a.signal) {
-            callers_by_callee
-                .entry(service_of(a.signal))
-                .or_default()
-                .insert(c);
-        }
-    }
+    let callers_by_callee = peers_by_service(&anomalies, caller_of);
     let mut by_service: BTreeMap<String, Vec<Anomaly>> = BTreeMap::new();
     for mut a in anomalies {
         let me = service_of(a.signal);

@@ -572,27 +572,32 @@ mod tests {
         assert!(!t.reaches("frontend", "payment", Timestamp::from_unix_secs(5000)));
     }
 
-    #[test]
-    fn a_services_backends_are_its_pods_on_their_nodes() {
-        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+    /// Service shop/checkout's signal listing its backends as an EndpointSlice mapper does.
+    fn checkout_backed_by<S: AsRef<str>>(pods: &[S], uids: &[&str], nodes: &[S]) -> Signal {
         let mut svc = sig(
             EntityKind::Service,
             "shop/checkout",
             1000,
             &[("service.name", "checkout"), ("k8s.namespace.name", "shop")],
         );
-        svc.attributes.insert(
+        let list = |v: Vec<&str>| serde_json::json!(v);
+        let a = &mut svc.attributes;
+        a.insert(
             "daytwo.k8s.endpoints.pods".into(),
-            serde_json::json!(["checkout-1", "checkout-2"]),
+            list(pods.iter().map(AsRef::as_ref).collect()),
         );
-        svc.attributes.insert(
-            "daytwo.k8s.endpoints.pod_uids".into(),
-            serde_json::json!(["u1", ""]),
-        );
-        svc.attributes.insert(
+        a.insert("daytwo.k8s.endpoints.pod_uids".into(), list(uids.to_vec()));
+        a.insert(
             "daytwo.k8s.endpoints.nodes".into(),
-            serde_json::json!(["n1", "n2"]),
+            list(nodes.iter().map(AsRef::as_ref).collect()),
         );
+        svc
+    }
+
+    #[test]
+    fn a_services_backends_are_its_pods_on_their_nodes() {
+        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+        let svc = checkout_backed_by(&["checkout-1", "checkout-2"], &["u1", ""], &["n1", "n2"]);
         t.observe(&svc);
         assert!(
             t.seen("service:checkout", EdgeKind::RunsOn, "pod:u1")
@@ -618,18 +623,9 @@ mod tests {
     fn a_service_on_many_pods_reaches_each_machine_once() {
         // 60 pods on 7 nodes, more than reach's list holds before it uses a set.
         let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
-        let mut svc = sig(
-            EntityKind::Service,
-            "shop/checkout",
-            1000,
-            &[("service.name", "checkout"), ("k8s.namespace.name", "shop")],
-        );
         let pods: Vec<String> = (0..60).map(|i| format!("checkout-{i}")).collect();
         let nodes: Vec<String> = (0..60).map(|i| format!("n{}", i % 7)).collect();
-        svc.attributes
-            .insert("daytwo.k8s.endpoints.pods".into(), serde_json::json!(pods));
-        svc.attributes
-            .insert("daytwo.k8s.endpoints.nodes".into(), serde_json::json!(nodes));
+        let svc = checkout_backed_by(&pods, &[], &nodes);
         t.observe(&svc);
         let want: Vec<String> = (0..7).map(|i| format!("n{i}")).collect();
         assert_eq!(t.machines(&svc, svc.time), want);

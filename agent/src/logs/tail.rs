@@ -974,7 +974,10 @@ mod tests {
     fn flush_held_finishes_what_multiline_joining_holds() {
         let (tmp, mut t, mut got) = multiline_tailer();
         let log = tmp.path().join("app.log");
-        append(&log, "first\nTraceback (most recent call last):\n  File \"x.py\", line 1\n");
+        append(
+            &log,
+            "first\nTraceback (most recent call last):\n  File \"x.py\", line 1\n",
+        );
         t.poll(0, 0, true, &mut got);
         assert!(t.caught_up());
         assert_eq!(texts(&got), ["first"], "the trace is held for its timeout");
