@@ -559,3 +559,50 @@ fn pod_meta_names_containers_by_the_id_their_cgroups_carry() {
     let pending: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "image_pull_backoff");
     assert!(PodMeta::from_pod(&pending).containers.is_empty());
 }
+
+#[test]
+fn pod_meta_lists_the_claims_its_volumes_mount() {
+    use daytwo_k8s::map::pod::PodMeta;
+    let pod: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "mounts_claims");
+    let m = PodMeta::from_pod(&pod);
+    // A persistentVolumeClaim volume names its claim; a generic ephemeral volume's claim is
+    // `<pod>-<volume>`; configMap and projected volumes are no claims.
+    assert_eq!(m.claims, ["data-db-0", "db-0-scratch"]);
+    let r = m.resource(&ctx());
+    assert_eq!(
+        r[names::POD_CLAIMS],
+        serde_json::json!(["data-db-0", "db-0-scratch"])
+    );
+    // A pod without claims carries no attribute.
+    let plain: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "running");
+    let m = PodMeta::from_pod(&plain);
+    assert!(m.claims.is_empty());
+    assert!(!m.resource(&ctx()).contains_key(names::POD_CLAIMS));
+}
+
+#[test]
+fn a_pod_signal_carries_the_claims_of_its_pod() {
+    let mut t = Tracker::new(PodMapper::new(ctx()));
+    let mut pod: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "mounts_claims");
+    let st = pod
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap();
+    st[0]
+        .state
+        .as_mut()
+        .unwrap()
+        .waiting
+        .as_mut()
+        .unwrap()
+        .reason = Some("CreateContainerConfigError".into());
+    let out = t.apply(&pod, now());
+    assert_eq!(names_of(&out), [names::CONTAINER_WAITING]);
+    assert_eq!(
+        out[0].resource[names::POD_CLAIMS],
+        serde_json::json!(["data-db-0", "db-0-scratch"])
+    );
+}

@@ -46,6 +46,10 @@ pub struct PodMeta {
     /// included, as `status.*containerStatuses[].containerID` names them, without the
     /// `containerd://` (or `docker://`, `cri-o://`) prefix: what the node's cgroup paths carry.
     pub containers: Vec<(String, String)>,
+    /// The PersistentVolumeClaims the pod mounts (names within its namespace), in
+    /// `spec.volumes` order: `persistentVolumeClaim.claimName`, and for a generic ephemeral
+    /// volume the claim Kubernetes creates for it, `<pod name>-<volume name>`.
+    pub claims: Vec<String>,
 }
 
 impl PodMeta {
@@ -75,6 +79,7 @@ impl PodMeta {
                     (!id.is_empty()).then(|| (id.to_string(), c.name.clone()))
                 })
                 .collect(),
+            claims: claims_of(pod),
         }
     }
 
@@ -102,8 +107,30 @@ impl PodMeta {
         for (k, v) in &self.labels {
             r.insert(format!("k8s.pod.label.{k}"), v.clone().into());
         }
+        if !self.claims.is_empty() {
+            r.insert(names::POD_CLAIMS.into(), self.claims.clone().into());
+        }
         r
     }
+}
+
+/// The claims of a pod's volumes (see [`PodMeta::claims`]), without repeats.
+pub fn claims_of(pod: &Pod) -> Vec<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let claim = if let Some(c) = &v.persistent_volume_claim {
+            c.claim_name.clone()
+        } else if v.ephemeral.is_some() && !name.is_empty() {
+            format!("{name}-{}", v.name)
+        } else {
+            continue;
+        };
+        if !claim.is_empty() && !out.contains(&claim) {
+            out.push(claim);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug, PartialEq)]
