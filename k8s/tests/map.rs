@@ -606,3 +606,38 @@ fn a_pod_signal_carries_the_claims_of_its_pod() {
         serde_json::json!(["data-db-0", "db-0-scratch"])
     );
 }
+
+#[test]
+fn events_about_a_pending_pod_carry_its_claims_from_the_pending_pod_watch() {
+    use daytwo_k8s::map::pod::{PendingPodClaims, PodClaims};
+    let claims = PodClaims::new();
+    let mut pods = Tracker::new(PendingPodClaims::new(claims.clone()));
+    let pod: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "mounts_claims");
+    assert!(
+        pods.apply(&pod, now()).is_empty(),
+        "the watch emits nothing"
+    );
+    assert_eq!(claims.get("shop", "db-0"), ["data-db-0", "db-0-scratch"]);
+    // A pending pod without claims is not held.
+    let plain: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "unschedulable");
+    pods.apply(&plain, now());
+    assert_eq!(claims.len(), 1);
+
+    let event: k8s_openapi::api::core::v1::Event = fixture("events.json", "failed_mount_claim");
+    let out = Tracker::new(EventMapper::with_claims(ctx(), claims.clone())).apply(&event, now());
+    assert_eq!(names_of(&out), [names::POD_VOLUME_FAILED]);
+    assert_eq!(
+        out[0].resource[names::POD_CLAIMS],
+        serde_json::json!(["data-db-0", "db-0-scratch"])
+    );
+    // An event about another pod gets none.
+    let other: k8s_openapi::api::core::v1::Event = fixture("events.json", "failed_mount");
+    let out = Tracker::new(EventMapper::with_claims(ctx(), claims.clone())).apply(&other, now());
+    assert!(!out[0].resource.contains_key(names::POD_CLAIMS));
+    // The pod left Pending (the watch's field selector sends it as deleted): forgotten.
+    pods.delete(&pod, now());
+    assert!(claims.get("shop", "db-0").is_empty());
+    assert!(claims.is_empty());
+    let out = Tracker::new(EventMapper::with_claims(ctx(), claims)).apply(&event, now());
+    assert!(!out[0].resource.contains_key(names::POD_CLAIMS));
+}

@@ -485,3 +485,105 @@ impl Mapper for PodMapper {
         out
     }
 }
+
+/// The claims of the pods that are `Pending` now, by (namespace, name): what the collector's
+/// [`super::event::EventMapper`] adds to a pod event's resource (`daytwo.k8s.pod.claims`), since
+/// an event names its pod but not the pod's volumes. Shared between the watch that fills it
+/// ([`PendingPodClaims`]) and the event mapper; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct PodClaims {
+    inner:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>>,
+}
+
+impl PodClaims {
+    pub fn new() -> Self {
+        PodClaims::default()
+    }
+
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Vec<String>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The claims of pod `namespace/name` (empty when unknown or it mounts none).
+    pub fn get(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.map()
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Pods held (only those that mount a claim).
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn put(&self, namespace: &str, name: &str, claims: &[String]) {
+        let key = (namespace.to_string(), name.to_string());
+        if claims.is_empty() {
+            self.map().remove(&key);
+        } else {
+            self.map().insert(key, claims.to_vec());
+        }
+    }
+}
+
+/// Fills a [`PodClaims`] from a pod watch (the collector's watches only `Pending` pods, field
+/// selector `status.phase=Pending`: a pod whose claim fails stays Pending, and the API server
+/// sends a pod that leaves the selection as deleted). Emits no signals.
+#[derive(Clone, Debug)]
+pub struct PendingPodClaims {
+    pub claims: PodClaims,
+}
+
+impl PendingPodClaims {
+    pub fn new(claims: PodClaims) -> Self {
+        PendingPodClaims { claims }
+    }
+}
+
+impl Mapper for PendingPodClaims {
+    type Object = Pod;
+    /// (namespace, name, claims).
+    type Snapshot = (String, String, Vec<String>);
+
+    fn key(&self, pod: &Pod) -> String {
+        let m = &pod.metadata;
+        m.uid.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                m.namespace.as_deref().unwrap_or(""),
+                m.name.as_deref().unwrap_or("")
+            )
+        })
+    }
+
+    fn snapshot(&self, pod: &Pod) -> Self::Snapshot {
+        (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+            claims_of(pod),
+        )
+    }
+
+    fn diff(
+        &mut self,
+        _prev: Option<&Self::Snapshot>,
+        new: &Self::Snapshot,
+        _: Timestamp,
+    ) -> Vec<Signal> {
+        self.claims.put(&new.0, &new.1, &new.2);
+        Vec::new()
+    }
+
+    fn deleted(&mut self, prev: &Self::Snapshot, _: Timestamp) -> Vec<Signal> {
+        self.claims.put(&prev.0, &prev.1, &[]);
+        Vec::new()
+    }
+}
