@@ -486,14 +486,16 @@ impl Mapper for PodMapper {
     }
 }
 
+/// (namespace, pod name) → the pod's claims.
+type ClaimMap = std::collections::HashMap<(String, String), Vec<String>>;
+
 /// The claims of the pods that are `Pending` now, by (namespace, name): what the collector's
 /// [`super::event::EventMapper`] adds to a pod event's resource (`daytwo.k8s.pod.claims`), since
 /// an event names its pod but not the pod's volumes. Shared between the watch that fills it
 /// ([`PendingPodClaims`]) and the event mapper; cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct PodClaims {
-    inner:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>>,
+    inner: std::sync::Arc<std::sync::Mutex<ClaimMap>>,
 }
 
 impl PodClaims {
@@ -501,9 +503,7 @@ impl PodClaims {
         PodClaims::default()
     }
 
-    fn map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Vec<String>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, ClaimMap> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
