@@ -9,7 +9,7 @@ use daytwo_collector::pipeline::Pipeline;
 use daytwo_collector::store::Store;
 use daytwo_k8s::k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use daytwo_k8s::map::event::EventMapper;
-use daytwo_k8s::map::pod::{PendingPodClaims, PodClaims};
+use daytwo_k8s::map::pod::{PendingPodClaims, PodClaims, PodMapper};
 use daytwo_k8s::map::pvc::PvcMapper;
 use daytwo_k8s::{Context, Tracker, names};
 use daytwo_model::{EntityKind, Incident, Signal, Timestamp};
@@ -280,4 +280,45 @@ fn without_the_pending_pod_watch_the_claim_is_not_named() {
             );
         }
     }
+}
+
+#[test]
+fn an_event_without_claims_finds_them_in_the_topology() {
+    // The event is mapped without the pod's claims (seen before the pod), but node-1's agent
+    // reported the pod earlier, with its claims, in a signal that is no trigger of the cascade
+    // (a ConfigMap error): the topology's pod → claim edge completes the join.
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    p.ingest(vec![provisioning_failed()]).unwrap();
+    let mut pod = db_0();
+    let waiting = pod
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .state
+        .as_mut()
+        .unwrap()
+        .waiting
+        .as_mut()
+        .unwrap();
+    waiting.reason = Some("CreateContainerConfigError".into());
+    waiting.message = Some("configmap \"db-config\" not found".into());
+    let agent = Context {
+        host: Some("node-1".into()),
+        ..ctx()
+    };
+    let out = Tracker::new(PodMapper::new(agent)).apply(&pod, at("14:12:00"));
+    assert_eq!(out.len(), 1);
+    assert!(out[0].resource.contains_key(names::POD_CLAIMS));
+    p.ingest(out).unwrap();
+    assert!(!claim_blamed_for(&p, "shop/db-0"), "{:#?}", active(&p));
+
+    let e: Event = fixture("events.json", "failed_mount_claim");
+    let out = Tracker::new(EventMapper::new(ctx())).apply(&e, at("14:13:00"));
+    assert!(!out[0].resource.contains_key(names::POD_CLAIMS));
+    p.ingest(out).unwrap();
+    assert!(claim_blamed_for(&p, "shop/db-0"), "{:#?}", active(&p));
 }
