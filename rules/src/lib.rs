@@ -12,7 +12,7 @@
 //! a template hole whose value is missing renders `<unknown>`.
 //!
 //! Joins: a rule may require other signals related to its trigger (same entity, same host,
-//! runs-on, owned-by, calls, upstream-of) within a window; the caller hands them in through
+//! runs-on, owned-by, calls, upstream-of, same-cluster, mounts) within a window; the caller hands them in through
 //! [`JoinSource`] ([`join`]).
 //!
 //! Speed: conditions and template holes within a native subset of CEL run on the signal as it
