@@ -350,6 +350,7 @@ pub fn manifests(o: &ManifestOptions) -> String {
                         "events",
                         "nodes",
                         "persistentvolumeclaims",
+                        "pods",
                         "secrets",
                         "services",
                     ],

@@ -477,6 +477,7 @@ fn rbac_is_read_only_and_only_what_is_watched() {
             ("", "events"),
             ("", "nodes"),
             ("", "persistentvolumeclaims"),
+            ("", "pods"),
             ("", "secrets"),
             ("", "services"),
             ("apps", "daemonsets"),

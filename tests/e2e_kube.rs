@@ -77,6 +77,15 @@ fn up_args(data: &Path, kubeconfig: &Path) -> Vec<String> {
     .collect()
 }
 
+/// The collector's watch of Pending pods (for the claims they mount): its own script, so it
+/// does not take the list and watch sessions scripted for the agent's pod watch.
+const PENDING_PODS: &str = "/api/v1/pods?fieldSelector=status.phase=Pending";
+
+/// No Pending pods for the collector's watch.
+fn no_pending_pods(api: &FakeApiServer) {
+    api.push_list(PENDING_PODS, list("Pod", "v1", "1", Vec::new()));
+}
+
 fn find_incident<'a>(incidents: &'a [Value], rule: &str) -> Option<&'a Value> {
     incidents
         .iter()
@@ -87,6 +96,7 @@ fn find_incident<'a>(incidents: &'a [Value], rule: &str) -> Option<&'a Value> {
 fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
     let rt = runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
+    no_pending_pods(&api);
     api.push_list(
         "/api/v1/pods",
         list("Pod", "v1", "104211", vec![fixture("pods.json", "running")]),
@@ -171,13 +181,18 @@ fn crash_loop_and_node_not_ready_become_incidents_with_kubernetes_rules() {
         "{pending:#}"
     );
 
-    // The agent watched only its own node's pods, resuming from the list's resourceVersion.
-    let pod_requests = api.requests_for("/api/v1/pods");
+    // The agent watched only its own node's pods, resuming from the list's resourceVersion;
+    // the collector only the Pending pods (for their claims), no other pods.
+    let (pod_requests, others): (Vec<_>, Vec<_>) =
+        api.requests_for("/api/v1/pods").into_iter().partition(|r| {
+            r.query.get("fieldSelector").map(String::as_str) == Some("spec.nodeName=node-1")
+        });
     assert!(!pod_requests.is_empty());
-    for r in &pod_requests {
+    assert!(!others.is_empty(), "the collector watches Pending pods");
+    for r in &others {
         assert_eq!(
             r.query.get("fieldSelector").map(String::as_str),
-            Some("spec.nodeName=node-1"),
+            Some("status.phase=Pending"),
             "{r:?}"
         );
     }
@@ -444,6 +459,7 @@ fn a_standalone_agent_ships_kubernetes_signals_and_joins_pod_logs_to_their_owner
 fn a_bad_rollout_followed_by_crash_loop_names_the_rollout() {
     let rt = runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
+    no_pending_pods(&api);
     // The collector's Deployments watch: checkout goes from image v2.0 to v2.1.
     api.push_list(
         "/apis/apps/v1/deployments",
@@ -602,6 +618,7 @@ fn node_1_agent(dir: &Path, kubeconfig: &Path, otlp_port: u16) -> (Daytwo, std::
 fn a_node_not_ready_with_its_pods_failing_is_one_incident_on_the_node() {
     let rt = runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
+    no_pending_pods(&api);
     let mut not_ready = fixture("nodes.json", "not_ready");
     let recent = rfc3339_now_plus(-60);
     for c in not_ready["status"]["conditions"].as_array_mut().unwrap() {
@@ -696,6 +713,7 @@ fn a_node_not_ready_with_its_pods_failing_is_one_incident_on_the_node() {
 fn a_service_whose_only_pod_crash_loops_is_one_incident_on_the_pod() {
     let rt = runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
+    no_pending_pods(&api);
     api.push_list(
         "/api/v1/pods",
         list("Pod", "v1", "104211", vec![fixture("pods.json", "running")]),
@@ -810,6 +828,7 @@ fn a_service_whose_only_pod_crash_loops_is_one_incident_on_the_pod() {
 fn configuration_findings_and_unavailable_deployments_become_incidents() {
     let rt = runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
+    no_pending_pods(&api);
     api.push_list(
         "/apis/networking.k8s.io/v1/ingresses",
         list(
@@ -1002,5 +1021,100 @@ fn configuration_findings_and_unavailable_deployments_become_incidents() {
     assert_eq!(cleared, 3);
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(analyzer_signals(), before + 3.0);
+    drop(d);
+}
+
+/// A PersistentVolumeClaim that cannot be provisioned, and the Pending pod that mounts it:
+/// the collector's Pending-pod watch knows the pod's claims, so the kubelet's FailedMount
+/// event about it carries them, joins the claim's ProvisioningFailed through `mounts`, and
+/// the one incident names the claim as the cause.
+#[test]
+fn a_failed_claim_and_the_pending_pod_that_mounts_it_are_one_incident_on_the_claim() {
+    let rt = runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.push_list(
+        PENDING_PODS,
+        list(
+            "Pod",
+            "v1",
+            "104810",
+            vec![fixture("pods.json", "mounts_claims")],
+        ),
+    );
+    let stamp = |mut e: Value, t: String| {
+        e["firstTimestamp"] = Value::from(t.clone());
+        e["lastTimestamp"] = Value::from(t);
+        e
+    };
+    let provisioning = stamp(
+        fixture("events.json", "provisioning_failed"),
+        rfc3339_now_plus(-60),
+    );
+    let mount = stamp(
+        fixture("events.json", "failed_mount_claim"),
+        rfc3339_now_plus(0),
+    );
+    // The events come once the collector holds the Pending pods (its watch follows the list).
+    let listed = Gate::new();
+    api.push_list("/api/v1/events", list("Event", "v1", "5000", vec![]));
+    api.push_watch(
+        "/api/v1/events",
+        WatchSession::new(WatchEnd::Hold)
+            .after(&listed)
+            .event("ADDED", provisioning)
+            .event("ADDED", mount),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(tmp.path()).unwrap();
+    let log = tmp.path().join("daytwo.log");
+    let d = Daytwo::start(&up_args(&tmp.path().join("data"), &kubeconfig), &log, true);
+    assert!(
+        wait_until(Duration::from_secs(30), || api
+            .requests_for("/api/v1/pods")
+            .iter()
+            .any(|r| r.is_watch()
+                && r.query.get("fieldSelector").map(String::as_str)
+                    == Some("status.phase=Pending"))),
+        "no Pending-pod watch; log:\n{}",
+        read(&log)
+    );
+    listed.open();
+    let inc = wait_for(Duration::from_secs(30), || {
+        d.incidents().into_iter().find(|i| {
+            i["root_causes"][0]["rule"] == "cascades.volume_claim_failed"
+                && i["signals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["name"] == "daytwo.k8s.pod.volume_failed")
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no incident rooted on the claim; incidents: {:#?}\nlog:\n{}",
+            d.incidents(),
+            read(&log)
+        )
+    });
+    let cause = &inc["root_causes"][0];
+    assert_eq!(cause["entity"]["kind"], "volume", "{inc:#}");
+    assert_eq!(cause["entity"]["name"], "shop/data-db-0", "{inc:#}");
+    let explanation = cause["explanation"].as_str().unwrap();
+    assert!(explanation.contains("pod shop/db-0"), "{explanation}");
+    assert!(explanation.contains("fast-ssd"), "{explanation}");
+    let mount = inc["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "daytwo.k8s.pod.volume_failed")
+        .unwrap();
+    assert_eq!(
+        mount["resource"]["daytwo.k8s.pod.claims"],
+        serde_json::json!(["data-db-0", "db-0-scratch"]),
+        "{mount:#}"
+    );
+    // One incident: the pod's failure did not open one of its own.
+    let all = d.incidents();
+    assert_eq!(all.len(), 1, "{all:#?}");
     drop(d);
 }

@@ -165,7 +165,7 @@ fn key_prefix(relation: Relation) -> Option<u8> {
         Relation::OwnedBy => Some(b'w'),
         Relation::SameEntity => Some(b'e'),
         Relation::Calls => Some(b's'),
-        Relation::UpstreamOf | Relation::SameCluster => None,
+        Relation::UpstreamOf | Relation::SameCluster | Relation::Mounts => None,
     }
 }
 
@@ -413,7 +413,7 @@ impl JoinSource for JoinView<'_> {
                     .collect(),
                 None => Vec::new(),
             },
-            Relation::UpstreamOf | Relation::SameCluster => {
+            Relation::UpstreamOf | Relation::SameCluster | Relation::Mounts => {
                 return in_range(&q.all, from, to).collect();
             }
         };
@@ -448,7 +448,7 @@ impl JoinSource for JoinView<'_> {
                     .map(|c| key(b's', c))
                     .collect()
             }),
-            Relation::UpstreamOf | Relation::SameCluster => None,
+            Relation::UpstreamOf | Relation::SameCluster | Relation::Mounts => None,
         };
         // Triggers are indexed by their own attributes (machine, workload, service): a late
         // cause finds the triggers that name its machine or workload themselves, as every
@@ -473,6 +473,10 @@ impl JoinSource for JoinView<'_> {
 
     fn workloads(&self, s: &Signal, at: Timestamp) -> Vec<String> {
         self.topology.workloads(s, at)
+    }
+
+    fn claims(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+        self.topology.claims(s, at)
     }
 
     fn calls(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
@@ -1482,6 +1486,9 @@ mod tests {
         }
         fn workloads(&self, s: &Signal, at: Timestamp) -> Vec<String> {
             self.topology.workloads(s, at)
+        }
+        fn claims(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+            self.topology.claims(s, at)
         }
         fn calls(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
             self.topology.calls_at(caller, callee, at)

@@ -7,7 +7,11 @@
 //! Events (core/v1), Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs (batch/v1),
 //! HorizontalPodAutoscalers (autoscaling/v2), PersistentVolumeClaims, ConfigMaps, Secrets
 //! (names and hashes only) and EndpointSlices (discovery.k8s.io/v1). Pods are the agents'
-//! (each watches its own node's). For the configuration analyzers
+//! (each watches its own node's); the collector watches only `Pending` pods (field selector
+//! `status.phase=Pending`), for the PersistentVolumeClaims they mount: a pod whose claim fails
+//! stays Pending, and its FailedMount/FailedScheduling events name the pod but not its
+//! volumes, so the event mapper adds the pod's `daytwo.k8s.pod.claims` from that watch (no
+//! signals of its own; a small set at any fleet size). For the configuration analyzers
 //! ([`daytwo_k8s::map::cluster`]) also Services, Ingresses, IngressClasses, NetworkPolicies
 //! (networking.k8s.io/v1), PodDisruptionBudgets (policy/v1), CronJobs (batch/v1) and
 //! StorageClasses (storage.k8s.io/v1); Deployments, StatefulSets, DaemonSets, Jobs and Secrets feed
@@ -27,6 +31,7 @@ use daytwo_k8s::map::event::EventMapper;
 use daytwo_k8s::map::hpa::HpaMapper;
 use daytwo_k8s::map::job::JobMapper;
 use daytwo_k8s::map::node::NodeMapper;
+use daytwo_k8s::map::pod::{PendingPodClaims, PodClaims};
 use daytwo_k8s::map::pvc::PvcMapper;
 use daytwo_k8s::map::workload::{
     DaemonSetMapper, DeploymentMapper, ReplicaSetMapper, StatefulSetMapper,
@@ -45,6 +50,7 @@ use tracing::{info, warn};
 /// The resources [`run`] watches (the `resource` metric label), for RBAC and docs.
 pub const RESOURCES: &[&str] = &[
     "nodes",
+    "pods",
     "events",
     "deployments",
     "statefulsets",
@@ -174,7 +180,19 @@ pub async fn run(
     let index = ClusterIndex::new();
     let ix = |m| Indexing::new(m, index.clone());
     sp.add("nodes", Api::all(c()), NodeMapper::new(ctx.clone()));
-    sp.add("events", Api::all(c()), EventMapper::new(ctx.clone()));
+    // Pending pods' claims, for the events about them (see the module docs).
+    let claims = PodClaims::new();
+    sp.add_with(
+        "pods",
+        Api::all(c()),
+        PendingPodClaims::new(claims.clone()),
+        watcher::Config::default().fields("status.phase=Pending"),
+    );
+    sp.add(
+        "events",
+        Api::all(c()),
+        EventMapper::with_claims(ctx.clone(), claims),
+    );
     sp.add(
         "deployments",
         Api::all(c()),

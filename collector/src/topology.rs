@@ -9,6 +9,8 @@
 //!   pod);
 //! * `owned-by`: pod (or container without a pod) → workload (the owner attributes,
 //!   `k8s.deployment.name`, …, see [`daytwo_rules::join::workload_of`]);
+//! * `mounts`: pod → PersistentVolumeClaim (`volume:NS/CLAIM`), from the claims a pod's
+//!   signals list (`daytwo.k8s.pod.claims`, see [`daytwo_rules::join::claims_of`]);
 //!
 //! and [`Topology::add_call`] records service → service calls from client/server span pairs
 //! into the one [`CallGraph`] the generic ranker also reads. A Kubernetes node and the host of
@@ -26,7 +28,7 @@
 use crate::rank::CallGraph;
 use daytwo_model::{EntityKind, Signal, Timestamp};
 use daytwo_rules::FastHash;
-use daytwo_rules::join::{machine_of, workload_of};
+use daytwo_rules::join::{claim_of, claims_of, machine_of, workload_of};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -44,6 +46,8 @@ pub enum EdgeKind {
     RunsOn,
     /// pod or container → workload.
     OwnedBy,
+    /// pod → the PersistentVolumeClaims it mounts.
+    Mounts,
 }
 
 /// When an edge was seen.
@@ -138,6 +142,12 @@ fn workload_id(s: &Signal) -> Option<String> {
     workload_of(s).map(|w| format!("workload:{w}"))
 }
 
+/// A PersistentVolumeClaim's graph id, `volume:NS/CLAIM` (the claim as
+/// [`daytwo_rules::join::claim_of`] names it).
+fn volume_id(s: &Signal) -> Option<String> {
+    claim_of(s).map(|c| format!("volume:{c}"))
+}
+
 fn service_id(s: &Signal) -> Option<String> {
     attr(s, "service.name").map(|n| format!("service:{n}"))
 }
@@ -178,6 +188,7 @@ pub fn entity_id(s: &Signal) -> Option<String> {
         EntityKind::Service => service_id(s),
         EntityKind::Process => process_id(s),
         EntityKind::Cgroup => cgroup_id(s),
+        EntityKind::Volume => volume_id(s),
         _ => None,
     }
 }
@@ -218,6 +229,11 @@ impl Topology {
         }
         add(&i.process, EdgeKind::RunsOn, &i.machine);
         add(&i.cgroup, EdgeKind::RunsOn, &i.machine);
+        if let Some(pod) = &i.pod {
+            for claim in claims_of(s) {
+                self.add(pod, EdgeKind::Mounts, &format!("volume:{claim}"), t);
+            }
+        }
         self.observe_backends(s, &i);
         self.advance(t);
     }
@@ -446,6 +462,25 @@ impl Topology {
         out
     }
 
+    /// The PersistentVolumeClaims (`NS/CLAIM`, see [`daytwo_rules::join::claim_of`]) the pod of
+    /// `s` (a pod, or a container of it) mounted at `at`.
+    pub fn claims(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+        if !matches!(s.entity.kind, EntityKind::Pod | EntityKind::Container) {
+            return Vec::new();
+        }
+        let Some(id) = entity_id(s) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = self
+            .reach(&id, at, &[EdgeKind::RunsOn, EdgeKind::Mounts], 2)
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("volume:"))
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Whether `caller` called `callee` around `at`.
     pub fn calls_at(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
         self.calls
@@ -633,6 +668,74 @@ mod tests {
         let distinct: HashSet<&str> = reached.iter().copied().collect();
         assert_eq!(reached.len(), distinct.len(), "{reached:?}");
         assert_eq!(reached.len(), 60 + 7);
+    }
+
+    #[test]
+    fn pods_mount_the_claims_their_signals_list_at_that_time() {
+        let mut t = Topology::new(Duration::from_secs(3600), Duration::from_secs(60));
+        let mut pod = sig(
+            EntityKind::Pod,
+            "shop/db-0",
+            1000,
+            &[
+                ("k8s.pod.uid", "u7"),
+                ("k8s.namespace.name", "shop"),
+                ("k8s.pod.name", "db-0"),
+            ],
+        );
+        pod.resource.insert(
+            "daytwo.k8s.pod.claims".into(),
+            serde_json::json!(["data-db-0", "db-0-scratch"]),
+        );
+        t.observe(&pod);
+        assert!(
+            t.seen("pod:u7", EdgeKind::Mounts, "volume:shop/data-db-0")
+                .is_some()
+        );
+        // A container of the pod (known by uid only) finds them through the pod.
+        let ctr = sig(
+            EntityKind::Container,
+            "shop/db-0/postgres",
+            1030,
+            &[("k8s.pod.uid", "u7"), ("k8s.container.name", "postgres")],
+        );
+        t.observe(&ctr);
+        assert_eq!(
+            t.claims(&ctr, ctr.time),
+            ["shop/data-db-0", "shop/db-0-scratch"]
+        );
+        // Only around when it was seen.
+        assert!(t.claims(&ctr, Timestamp::from_unix_secs(5000)).is_empty());
+        // A volume entity's id is its claim's.
+        let claim = sig(
+            EntityKind::Volume,
+            "shop/data-db-0",
+            1000,
+            &[
+                ("k8s.namespace.name", "shop"),
+                ("k8s.persistentvolumeclaim.name", "data-db-0"),
+            ],
+        );
+        assert_eq!(entity_id(&claim).as_deref(), Some("volume:shop/data-db-0"));
+        // Another pod mounts nothing; a ConfigMap volume entity is no claim.
+        let other = sig(
+            EntityKind::Pod,
+            "shop/web-1",
+            1000,
+            &[("k8s.pod.uid", "u8"), ("k8s.namespace.name", "shop")],
+        );
+        t.observe(&other);
+        assert!(t.claims(&other, other.time).is_empty());
+        let cm = sig(
+            EntityKind::Volume,
+            "shop/cfg",
+            1000,
+            &[
+                ("k8s.namespace.name", "shop"),
+                ("k8s.configmap.name", "cfg"),
+            ],
+        );
+        assert_eq!(entity_id(&cm), None);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! session: watch event lines (`{"type":"MODIFIED","object":{…}}`, an `ERROR` with a `410`
 //! Status, or raw bytes such as half a line), after which the stream is either closed (a cut
 //! connection) or held open like an idle watch. Paths without a script list nothing and hold
-//! their watches. Every request is recorded, with its query, so tests can check selectors
+//! their watches. A script pushed for `PATH?fieldSelector=SELECTOR` answers the requests for
+//! PATH with exactly that field selector (two watches of one collection with different
+//! selectors, such as the agent's pods of its node and the collector's Pending pods, each get
+//! their own); other requests for PATH get PATH's script. Every request is recorded, with its query, so tests can check selectors
 //! and the resourceVersion a watch resumed from.
 //!
 //! The objects come from the fixtures under `tests/fixtures/kubernetes/` (real Kubernetes
@@ -256,8 +259,16 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
     };
     let watch = rec.is_watch();
     let mut g = inner.lock().unwrap();
+    let selected = rec
+        .query
+        .get("fieldSelector")
+        .map(|s| format!("{path}?fieldSelector={s}"))
+        .filter(|k| g.scripts.contains_key(k));
     g.requests.push(rec);
-    let script = g.scripts.entry(path.clone()).or_default();
+    let script = g
+        .scripts
+        .entry(selected.unwrap_or_else(|| path.clone()))
+        .or_default();
     if script.forbidden {
         let status = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",

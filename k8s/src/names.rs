@@ -62,6 +62,9 @@ pub const JOB: &str = "k8s.job.name";
 pub const CRONJOB: &str = "k8s.cronjob.name";
 pub const HPA: &str = "k8s.hpa.name";
 pub const PVC: &str = "k8s.persistentvolumeclaim.name";
+/// The PersistentVolumeClaims a pod mounts (an array of names within its namespace), on the
+/// resource of a pod's signals.
+pub const POD_CLAIMS: &str = "daytwo.k8s.pod.claims";
 pub const CONFIGMAP: &str = "k8s.configmap.name";
 pub const SECRET: &str = "k8s.secret.name";
 pub const SERVICE: &str = "service.name";

@@ -559,3 +559,85 @@ fn pod_meta_names_containers_by_the_id_their_cgroups_carry() {
     let pending: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "image_pull_backoff");
     assert!(PodMeta::from_pod(&pending).containers.is_empty());
 }
+
+#[test]
+fn pod_meta_lists_the_claims_its_volumes_mount() {
+    use daytwo_k8s::map::pod::PodMeta;
+    let pod: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "mounts_claims");
+    let m = PodMeta::from_pod(&pod);
+    // A persistentVolumeClaim volume names its claim; a generic ephemeral volume's claim is
+    // `<pod>-<volume>`; configMap and projected volumes are no claims.
+    assert_eq!(m.claims, ["data-db-0", "db-0-scratch"]);
+    let r = m.resource(&ctx());
+    assert_eq!(
+        r[names::POD_CLAIMS],
+        serde_json::json!(["data-db-0", "db-0-scratch"])
+    );
+    // A pod without claims carries no attribute.
+    let plain: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "running");
+    let m = PodMeta::from_pod(&plain);
+    assert!(m.claims.is_empty());
+    assert!(!m.resource(&ctx()).contains_key(names::POD_CLAIMS));
+}
+
+#[test]
+fn a_pod_signal_carries_the_claims_of_its_pod() {
+    let mut t = Tracker::new(PodMapper::new(ctx()));
+    let mut pod: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "mounts_claims");
+    let st = pod
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap();
+    st[0]
+        .state
+        .as_mut()
+        .unwrap()
+        .waiting
+        .as_mut()
+        .unwrap()
+        .reason = Some("CreateContainerConfigError".into());
+    let out = t.apply(&pod, now());
+    assert_eq!(names_of(&out), [names::CONTAINER_WAITING]);
+    assert_eq!(
+        out[0].resource[names::POD_CLAIMS],
+        serde_json::json!(["data-db-0", "db-0-scratch"])
+    );
+}
+
+#[test]
+fn events_about_a_pending_pod_carry_its_claims_from_the_pending_pod_watch() {
+    use daytwo_k8s::map::pod::{PendingPodClaims, PodClaims};
+    let claims = PodClaims::new();
+    let mut pods = Tracker::new(PendingPodClaims::new(claims.clone()));
+    let pod: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "mounts_claims");
+    assert!(
+        pods.apply(&pod, now()).is_empty(),
+        "the watch emits nothing"
+    );
+    assert_eq!(claims.get("shop", "db-0"), ["data-db-0", "db-0-scratch"]);
+    // A pending pod without claims is not held.
+    let plain: k8s_openapi::api::core::v1::Pod = fixture("pods.json", "unschedulable");
+    pods.apply(&plain, now());
+    assert_eq!(claims.len(), 1);
+
+    let event: k8s_openapi::api::core::v1::Event = fixture("events.json", "failed_mount_claim");
+    let out = Tracker::new(EventMapper::with_claims(ctx(), claims.clone())).apply(&event, now());
+    assert_eq!(names_of(&out), [names::POD_VOLUME_FAILED]);
+    assert_eq!(
+        out[0].resource[names::POD_CLAIMS],
+        serde_json::json!(["data-db-0", "db-0-scratch"])
+    );
+    // An event about another pod gets none.
+    let other: k8s_openapi::api::core::v1::Event = fixture("events.json", "failed_mount");
+    let out = Tracker::new(EventMapper::with_claims(ctx(), claims.clone())).apply(&other, now());
+    assert!(!out[0].resource.contains_key(names::POD_CLAIMS));
+    // The pod left Pending (the watch's field selector sends it as deleted): forgotten.
+    pods.delete(&pod, now());
+    assert!(claims.get("shop", "db-0").is_empty());
+    assert!(claims.is_empty());
+    let out = Tracker::new(EventMapper::with_claims(ctx(), claims)).apply(&event, now());
+    assert!(!out[0].resource.contains_key(names::POD_CLAIMS));
+}

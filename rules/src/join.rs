@@ -39,6 +39,10 @@ pub enum Relation {
     UpstreamOf,
     /// The same cluster (`k8s.cluster.name`; two signals without one count as the same).
     SameCluster,
+    /// The anchor (a pod, or a container of it) mounts the joined signal's
+    /// PersistentVolumeClaim at the anchor's time: from the anchor's own
+    /// `daytwo.k8s.pod.claims` (see [`claims_of`]) or the topology.
+    Mounts,
 }
 
 impl Relation {
@@ -51,6 +55,7 @@ impl Relation {
         ("calls", Relation::Calls),
         ("upstream-of", Relation::UpstreamOf),
         ("same-cluster", Relation::SameCluster),
+        ("mounts", Relation::Mounts),
     ];
 
     pub fn parse(s: &str) -> Option<Relation> {
@@ -196,6 +201,12 @@ pub trait JoinSource {
         Vec::new()
     }
 
+    /// PersistentVolumeClaims (`NS/CLAIM`, see [`claim_of`]) the pod of `s` (a pod, or a
+    /// container of it) mounted at `at`, from the topology.
+    fn claims(&self, _s: &Signal, _at: Timestamp) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether service `caller` called service `callee` around `at`.
     fn calls(&self, _caller: &str, _callee: &str, _at: Timestamp) -> bool {
         false
@@ -319,6 +330,43 @@ fn deployment_of_replicaset(rs: &str) -> &str {
     }
 }
 
+/// The attribute in which a pod's signals list the PersistentVolumeClaims it mounts (an array
+/// of claim names within the pod's namespace).
+pub const POD_CLAIMS: &str = "daytwo.k8s.pod.claims";
+
+/// The PersistentVolumeClaim a signal is about, as `NS/CLAIM`: a volume entity with
+/// `k8s.namespace.name` and `k8s.persistentvolumeclaim.name`.
+pub fn claim_of(s: &Signal) -> Option<String> {
+    if s.entity.kind != EntityKind::Volume {
+        return None;
+    }
+    let ns = attr(s, "k8s.namespace.name")?;
+    let claim = attr(s, "k8s.persistentvolumeclaim.name")?;
+    Some(format!("{ns}/{claim}"))
+}
+
+/// The PersistentVolumeClaims a signal's pod mounts by its own attributes, as `NS/CLAIM`:
+/// `daytwo.k8s.pod.claims` (of the entity, the resource, then the attributes) within
+/// `k8s.namespace.name`. Empty without either.
+pub fn claims_of(s: &Signal) -> Vec<String> {
+    let Some(ns) = attr(s, "k8s.namespace.name") else {
+        return Vec::new();
+    };
+    let list = s
+        .entity
+        .attributes
+        .get(POD_CLAIMS)
+        .or_else(|| s.resource.get(POD_CLAIMS))
+        .or_else(|| s.attributes.get(POD_CLAIMS))
+        .and_then(|v| v.as_array());
+    list.into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("{ns}/{c}"))
+        .collect()
+}
+
 /// The service a signal is about: `service.name` of its entity or resource, else the name of
 /// a service entity.
 pub fn service_of(s: &Signal) -> Option<&str> {
@@ -369,6 +417,17 @@ pub fn related_to(
         Relation::OwnedBy => {
             a.entity.kind != EntityKind::Workload
                 && workload_of(joined).is_some_and(|w| anchor.workloads.contains(&w))
+        }
+        Relation::Mounts => {
+            if !matches!(a.entity.kind, EntityKind::Pod | EntityKind::Container)
+                || attr(a, "k8s.cluster.name") != attr(joined, "k8s.cluster.name")
+            {
+                return false;
+            }
+            let Some(claim) = claim_of(joined) else {
+                return false;
+            };
+            claims_of(a).contains(&claim) || source.claims(a, at).contains(&claim)
         }
         Relation::Calls | Relation::UpstreamOf => {
             let (Some(x), Some(y)) = (service_of(a), service_of(joined)) else {
@@ -459,6 +518,85 @@ mod tests {
         assert!(!related(Relation::OwnedBy, &web, &web, &NoJoins));
         assert_eq!(workload_of(&pod).as_deref(), Some("/shop/deployment/web"));
         assert!(related(Relation::SameCluster, &pod, &node, &NoJoins));
+    }
+
+    #[test]
+    fn pods_mount_their_claims_from_attributes_or_the_topology() {
+        let mut pod = sig(
+            EntityKind::Container,
+            "shop/db-0/postgres",
+            &[("k8s.namespace.name", "shop"), ("k8s.pod.name", "db-0")],
+        );
+        pod.resource
+            .insert(POD_CLAIMS.into(), serde_json::json!(["data-db-0"]));
+        let claim = |ns: &str, name: &str| {
+            sig(
+                EntityKind::Volume,
+                &format!("{ns}/{name}"),
+                &[
+                    ("k8s.namespace.name", ns),
+                    ("k8s.persistentvolumeclaim.name", name),
+                ],
+            )
+        };
+        assert!(related(
+            Relation::Mounts,
+            &pod,
+            &claim("shop", "data-db-0"),
+            &NoJoins
+        ));
+        // Another claim, the same claim name in another namespace, a ConfigMap: no.
+        assert!(!related(
+            Relation::Mounts,
+            &pod,
+            &claim("shop", "data-db-1"),
+            &NoJoins
+        ));
+        assert!(!related(
+            Relation::Mounts,
+            &pod,
+            &claim("prod", "data-db-0"),
+            &NoJoins
+        ));
+        let cm = sig(
+            EntityKind::Volume,
+            "shop/data-db-0",
+            &[
+                ("k8s.namespace.name", "shop"),
+                ("k8s.configmap.name", "data-db-0"),
+            ],
+        );
+        assert!(!related(Relation::Mounts, &pod, &cm, &NoJoins));
+        // A claim does not mount itself; a workload mounts nothing.
+        let c = claim("shop", "data-db-0");
+        assert!(!related(Relation::Mounts, &c, &c, &NoJoins));
+        // Without the attribute, the topology answers.
+        struct Topo;
+        impl JoinSource for Topo {
+            fn signals(&self, _: &str, _: Timestamp, _: Timestamp) -> Vec<&Signal> {
+                Vec::new()
+            }
+            fn claims(&self, _: &Signal, _: Timestamp) -> Vec<String> {
+                vec!["shop/data-db-1".into()]
+            }
+        }
+        let bare = sig(
+            EntityKind::Pod,
+            "shop/db-1",
+            &[("k8s.namespace.name", "shop")],
+        );
+        assert!(!related(
+            Relation::Mounts,
+            &bare,
+            &claim("shop", "data-db-1"),
+            &NoJoins
+        ));
+        assert!(related(
+            Relation::Mounts,
+            &bare,
+            &claim("shop", "data-db-1"),
+            &Topo
+        ));
     }
 
     #[test]

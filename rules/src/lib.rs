@@ -12,8 +12,8 @@
 //! a template hole whose value is missing renders `<unknown>`.
 //!
 //! Joins: a rule may require other signals related to its trigger (same entity, same host,
-//! runs-on, owned-by, calls, upstream-of) within a window; the caller hands them in through
-//! [`JoinSource`] ([`join`]).
+//! runs-on, owned-by, calls, upstream-of, same-cluster, mounts) within a window; the caller
+//! hands them in through [`JoinSource`] ([`join`]).
 //!
 //! Speed: conditions and template holes within a native subset of CEL run on the signal as it
 //! is, without the CEL interpreter (`native`, private; the interpreter remains the reference

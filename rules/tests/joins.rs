@@ -74,7 +74,7 @@ fn unknown_relation() {
     let e = one_error(&GOOD.replace("relation: runs-on", "relation: runs_on"));
     assert_eq!(
         e,
-        "my.yaml:11:19: rule c.x: join[0].relation: unknown relation `runs_on`; the relations are `same-entity`, `same-host`, `runs-on`, `owned-by`, `calls`, `upstream-of`, `same-cluster`"
+        "my.yaml:11:19: rule c.x: join[0].relation: unknown relation `runs_on`; the relations are `same-entity`, `same-host`, `runs-on`, `owned-by`, `calls`, `upstream-of`, `same-cluster`, `mounts`"
     );
 }
 

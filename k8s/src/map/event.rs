@@ -31,11 +31,22 @@ pub struct EventSnap {
 #[derive(Clone, Debug)]
 pub struct EventMapper {
     pub ctx: Context,
+    /// The claims of pending pods, when known: a Pod event's resource then carries its pod's
+    /// `daytwo.k8s.pod.claims` (see [`super::pod::PodClaims`]).
+    pub claims: Option<super::pod::PodClaims>,
 }
 
 impl EventMapper {
     pub fn new(ctx: Context) -> Self {
-        EventMapper { ctx }
+        EventMapper { ctx, claims: None }
+    }
+
+    /// An event mapper that adds the claims `claims` knows to its Pod events' resource.
+    pub fn with_claims(ctx: Context, claims: super::pod::PodClaims) -> Self {
+        EventMapper {
+            ctx,
+            claims: Some(claims),
+        }
     }
 }
 
@@ -208,6 +219,14 @@ impl Mapper for EventMapper {
                 resource.insert(names::POD_NAME.into(), e.name.clone().into());
                 if !e.object_uid.is_empty() {
                     resource.insert(names::POD_UID.into(), e.object_uid.clone().into());
+                }
+                let claims = self
+                    .claims
+                    .as_ref()
+                    .map(|c| c.get(&e.namespace, &e.name))
+                    .unwrap_or_default();
+                if !claims.is_empty() {
+                    resource.insert(names::POD_CLAIMS.into(), claims.into());
                 }
                 match container {
                     Some(c) => ctx.container_entity(&e.namespace, &e.name, &e.object_uid, c),

@@ -46,6 +46,10 @@ pub struct PodMeta {
     /// included, as `status.*containerStatuses[].containerID` names them, without the
     /// `containerd://` (or `docker://`, `cri-o://`) prefix: what the node's cgroup paths carry.
     pub containers: Vec<(String, String)>,
+    /// The PersistentVolumeClaims the pod mounts (names within its namespace), in
+    /// `spec.volumes` order: `persistentVolumeClaim.claimName`, and for a generic ephemeral
+    /// volume the claim Kubernetes creates for it, `<pod name>-<volume name>`.
+    pub claims: Vec<String>,
 }
 
 impl PodMeta {
@@ -75,6 +79,7 @@ impl PodMeta {
                     (!id.is_empty()).then(|| (id.to_string(), c.name.clone()))
                 })
                 .collect(),
+            claims: claims_of(pod),
         }
     }
 
@@ -102,8 +107,30 @@ impl PodMeta {
         for (k, v) in &self.labels {
             r.insert(format!("k8s.pod.label.{k}"), v.clone().into());
         }
+        if !self.claims.is_empty() {
+            r.insert(names::POD_CLAIMS.into(), self.claims.clone().into());
+        }
         r
     }
+}
+
+/// The claims of a pod's volumes (see [`PodMeta::claims`]), without repeats.
+pub fn claims_of(pod: &Pod) -> Vec<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let claim = if let Some(c) = &v.persistent_volume_claim {
+            c.claim_name.clone()
+        } else if v.ephemeral.is_some() && !name.is_empty() {
+            format!("{name}-{}", v.name)
+        } else {
+            continue;
+        };
+        if !claim.is_empty() && !out.contains(&claim) {
+            out.push(claim);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -456,5 +483,107 @@ impl Mapper for PodMapper {
             ));
         }
         out
+    }
+}
+
+/// (namespace, pod name) → the pod's claims.
+type ClaimMap = std::collections::HashMap<(String, String), Vec<String>>;
+
+/// The claims of the pods that are `Pending` now, by (namespace, name): what the collector's
+/// [`super::event::EventMapper`] adds to a pod event's resource (`daytwo.k8s.pod.claims`), since
+/// an event names its pod but not the pod's volumes. Shared between the watch that fills it
+/// ([`PendingPodClaims`]) and the event mapper; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct PodClaims {
+    inner: std::sync::Arc<std::sync::Mutex<ClaimMap>>,
+}
+
+impl PodClaims {
+    pub fn new() -> Self {
+        PodClaims::default()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, ClaimMap> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The claims of pod `namespace/name` (empty when unknown or it mounts none).
+    pub fn get(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.map()
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Pods held (only those that mount a claim).
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn put(&self, namespace: &str, name: &str, claims: &[String]) {
+        let key = (namespace.to_string(), name.to_string());
+        if claims.is_empty() {
+            self.map().remove(&key);
+        } else {
+            self.map().insert(key, claims.to_vec());
+        }
+    }
+}
+
+/// Fills a [`PodClaims`] from a pod watch (the collector's watches only `Pending` pods, field
+/// selector `status.phase=Pending`: a pod whose claim fails stays Pending, and the API server
+/// sends a pod that leaves the selection as deleted). Emits no signals.
+#[derive(Clone, Debug)]
+pub struct PendingPodClaims {
+    pub claims: PodClaims,
+}
+
+impl PendingPodClaims {
+    pub fn new(claims: PodClaims) -> Self {
+        PendingPodClaims { claims }
+    }
+}
+
+impl Mapper for PendingPodClaims {
+    type Object = Pod;
+    /// (namespace, name, claims).
+    type Snapshot = (String, String, Vec<String>);
+
+    fn key(&self, pod: &Pod) -> String {
+        let m = &pod.metadata;
+        m.uid.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                m.namespace.as_deref().unwrap_or(""),
+                m.name.as_deref().unwrap_or("")
+            )
+        })
+    }
+
+    fn snapshot(&self, pod: &Pod) -> Self::Snapshot {
+        (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+            claims_of(pod),
+        )
+    }
+
+    fn diff(
+        &mut self,
+        _prev: Option<&Self::Snapshot>,
+        new: &Self::Snapshot,
+        _: Timestamp,
+    ) -> Vec<Signal> {
+        self.claims.put(&new.0, &new.1, &new.2);
+        Vec::new()
+    }
+
+    fn deleted(&mut self, prev: &Self::Snapshot, _: Timestamp) -> Vec<Signal> {
+        self.claims.put(&prev.0, &prev.1, &[]);
+        Vec::new()
     }
 }
