@@ -10,6 +10,7 @@
 //! text. This crate does no I/O and reads no clock.
 
 pub mod entity;
+pub mod hash;
 pub mod ids;
 pub mod incident;
 pub mod otlp;
@@ -17,6 +18,7 @@ pub mod signal;
 pub mod time;
 
 pub use entity::{Attributes, Entity, EntityKind};
+pub use hash::{FastHash, FastHasher};
 pub use ids::stable_id;
 pub use incident::{Hypothesis, Incident, IncidentStatus, Link};
 pub use signal::{Evidence, Severity, Signal};

@@ -25,7 +25,6 @@
 
 mod error;
 mod expr;
-mod hash;
 pub mod join;
 mod native;
 mod ruleset;
@@ -36,7 +35,7 @@ mod yaml;
 
 pub use error::{Location, RuleParseFailed};
 pub use expr::{Prepared, VARIABLES};
-pub use hash::{FastHash, FastHasher};
+pub use daytwo_model::{FastHash, FastHasher};
 pub use join::{Anchor, JoinSource, NoJoins, Order, Relation};
 pub use ruleset::{BUILTIN_PACKS, BUILTIN_TESTS, Rule, RuleMatch, RuleSet, SourceFile};
 pub use spec::{EntitySelector, EvidenceSelector};

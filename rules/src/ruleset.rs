@@ -13,7 +13,7 @@
 
 use crate::error::{Location, RuleParseFailed};
 use crate::expr::{Cel, ExprError, Prepared, Scope, Vars};
-use crate::hash::FastHash;
+use daytwo_model::FastHash;
 use crate::join::{JoinSource, NoJoins, Order, Relation};
 use crate::native::{self, Native};
 use crate::spec::{EntitySelector, EntitySpec, EvidenceSelector, JoinSpec, RuleFileSpec, RuleSpec};

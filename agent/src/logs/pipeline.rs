@@ -18,44 +18,11 @@ use super::tail::{FileInfo, RecordSink};
 use daytwo_model::{Attributes, Signal};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// A fast hasher for the per-record maps (template ids, file ids, workload keys): SipHash's
-/// DoS resistance is not needed for keys that are already hashes or come from paths, and it
-/// cost ~4% of the log path.
-#[derive(Default, Clone, Copy)]
-pub struct MixHasher(u64);
-
-impl Hasher for MixHasher {
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let mut last = [0u8; 8];
-        let rest = chunks.remainder();
-        last[..rest.len()].copy_from_slice(rest);
-        self.write_u64(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(n as u64)
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64)
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64)
-    }
-}
-
-/// A `HashMap` with [`MixHasher`].
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MixHasher>>;
+/// A `HashMap` with the project's fast hasher ([`daytwo_model::FastHash`]): SipHash's DoS
+/// resistance is not needed for keys that are already hashes or come from paths, and it cost
+/// ~4% of the log path.
+pub type FastMap<K, V> = HashMap<K, V, daytwo_model::FastHash>;
 use std::sync::Arc;
 
 struct FileState {

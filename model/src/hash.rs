@@ -1,5 +1,6 @@
-//! A fast hasher for the hash maps on the rule engine's and the collector's hot paths, whose
-//! keys (event names, signal ids, entity and machine names) come from the fleet, not from an
+//! A fast hasher for the hash maps on hot paths (the rule engine's and the collector's event,
+//! signal, entity and machine maps; the agent log pipeline's per-record maps of template ids,
+//! file ids and workloads), whose keys come from the fleet or are hashes already, not from an
 //! adversary choosing them to collide: std's SipHash resists such flooding at several times
 //! the cost on these short keys.
 
