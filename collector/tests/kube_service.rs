@@ -3,53 +3,16 @@
 //! (tests/fixtures/kubernetes), delivered in the orders an agent (the pod) and the collector's
 //! EndpointSlice watch (the Service) can race into.
 
-use daytwo_collector::metrics::Metrics;
 use daytwo_collector::pipeline::Pipeline;
-use daytwo_collector::store::Store;
 use daytwo_k8s::k8s_openapi::api::core::v1::Pod;
 use daytwo_k8s::k8s_openapi::api::discovery::v1::EndpointSlice;
 use daytwo_k8s::map::endpoints::EndpointSliceMapper;
 use daytwo_k8s::map::pod::PodMapper;
-use daytwo_k8s::{Context, Tracker, names};
+use daytwo_k8s::{Tracker, names};
 use daytwo_model::{Incident, Signal, Timestamp};
-use daytwo_rules::RuleSet;
-use serde::de::DeserializeOwned;
-use std::sync::Arc;
-use std::time::Duration;
 
-fn fixture<T: DeserializeOwned>(file: &str, name: &str) -> T {
-    let path = format!(
-        "{}/../tests/fixtures/kubernetes/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let all: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    serde_json::from_value(all[name].clone()).unwrap()
-}
-
-fn at(hms: &str) -> Timestamp {
-    Timestamp::parse_rfc3339(&format!("2026-11-25T{hms}Z")).unwrap()
-}
-
-fn ctx(host: Option<&str>) -> Context {
-    Context {
-        cluster: Some("e2e".into()),
-        host: host.map(str::to_string),
-        max_age: Duration::from_secs(3600),
-    }
-}
-
-fn pipeline(dir: &std::path::Path) -> Pipeline {
-    Pipeline::new(
-        Store::open(dir).unwrap(),
-        Arc::new(RuleSet::builtin()),
-        Duration::from_secs(300),
-        2,
-        daytwo_collector::notify::Handle::disabled(),
-        Metrics::new(&prometheus::Registry::new()).unwrap(),
-    )
-    .unwrap()
-}
+mod common;
+use common::{at, ctx, fixture, pipeline};
 
 /// node-1's agent on the pod going from running to CrashLoopBackOff: the restart
 /// (`container.terminated`) and the back-off (`container.waiting`).

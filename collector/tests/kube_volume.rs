@@ -4,58 +4,21 @@
 //! its `Lost` status), and the kubelet's `FailedMount` event about a Pending pod, whose claims
 //! the collector's Pending-pod watch supplies (`daytwo.k8s.pod.claims`).
 
-use daytwo_collector::metrics::Metrics;
 use daytwo_collector::pipeline::Pipeline;
-use daytwo_collector::store::Store;
 use daytwo_k8s::k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use daytwo_k8s::map::event::EventMapper;
 use daytwo_k8s::map::pod::{PendingPodClaims, PodClaims, PodMapper};
 use daytwo_k8s::map::pvc::PvcMapper;
 use daytwo_k8s::{Context, Tracker, names};
 use daytwo_model::{EntityKind, Incident, Signal, Timestamp};
-use daytwo_rules::RuleSet;
-use serde::de::DeserializeOwned;
-use std::sync::Arc;
-use std::time::Duration;
 
-fn fixture<T: DeserializeOwned>(file: &str, name: &str) -> T {
-    let path = format!(
-        "{}/../tests/fixtures/kubernetes/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let all: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    serde_json::from_value(all[name].clone()).unwrap()
-}
-
-fn at(hms: &str) -> Timestamp {
-    Timestamp::parse_rfc3339(&format!("2026-11-25T{hms}Z")).unwrap()
-}
-
-fn ctx() -> Context {
-    Context {
-        cluster: Some("e2e".into()),
-        host: None,
-        max_age: Duration::from_secs(3600),
-    }
-}
-
-fn pipeline(dir: &std::path::Path) -> Pipeline {
-    Pipeline::new(
-        Store::open(dir).unwrap(),
-        Arc::new(RuleSet::builtin()),
-        Duration::from_secs(300),
-        2,
-        daytwo_collector::notify::Handle::disabled(),
-        Metrics::new(&prometheus::Registry::new()).unwrap(),
-    )
-    .unwrap()
-}
+mod common;
+use common::{at, ctx, fixture, pipeline};
 
 /// The collector's event watch on the claim's `ProvisioningFailed` (14:10:31).
 fn provisioning_failed() -> Signal {
     let e: Event = fixture("events.json", "provisioning_failed");
-    let out = Tracker::new(EventMapper::new(ctx())).apply(&e, at("14:13:00"));
+    let out = Tracker::new(EventMapper::new(ctx(None))).apply(&e, at("14:13:00"));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].name, names::VOLUME_CLAIM_FAILED);
     out.into_iter().next().unwrap()
@@ -63,7 +26,7 @@ fn provisioning_failed() -> Signal {
 
 /// The collector's PersistentVolumeClaim watch on the claim going from Bound to Lost.
 fn claim_lost(now: Timestamp) -> Signal {
-    let mut t = Tracker::new(PvcMapper::new(ctx()));
+    let mut t = Tracker::new(PvcMapper::new(ctx(None)));
     t.apply(&fixture::<PersistentVolumeClaim>("pvcs.json", "bound"), now);
     let out = t.apply(&fixture::<PersistentVolumeClaim>("pvcs.json", "lost"), now);
     assert_eq!(out.len(), 1);
@@ -84,7 +47,7 @@ fn failed_mount(pod: &Pod) -> Signal {
         e.involved_object.name = m.name.clone();
         e.involved_object.uid = m.uid.clone();
     }
-    let out = Tracker::new(EventMapper::with_claims(ctx(), claims)).apply(&e, at("14:13:00"));
+    let out = Tracker::new(EventMapper::with_claims(ctx(None), claims)).apply(&e, at("14:13:00"));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].name, names::POD_VOLUME_FAILED);
     out.into_iter().next().unwrap()
@@ -266,7 +229,7 @@ fn without_the_pending_pod_watch_the_claim_is_not_named() {
     let mut p = pipeline(dir.path());
     p.ingest(vec![provisioning_failed()]).unwrap();
     let e: Event = fixture("events.json", "failed_mount_claim");
-    let out = Tracker::new(EventMapper::new(ctx())).apply(&e, at("14:13:00"));
+    let out = Tracker::new(EventMapper::new(ctx(None))).apply(&e, at("14:13:00"));
     assert!(!out[0].resource.contains_key(names::POD_CLAIMS));
     let id = out[0].id.clone();
     p.ingest(out).unwrap();
@@ -308,7 +271,7 @@ fn an_event_without_claims_finds_them_in_the_topology() {
     waiting.message = Some("configmap \"db-config\" not found".into());
     let agent = Context {
         host: Some("node-1".into()),
-        ..ctx()
+        ..ctx(None)
     };
     let out = Tracker::new(PodMapper::new(agent)).apply(&pod, at("14:12:00"));
     assert_eq!(out.len(), 1);
@@ -317,7 +280,7 @@ fn an_event_without_claims_finds_them_in_the_topology() {
     assert!(!claim_blamed_for(&p, "shop/db-0"), "{:#?}", active(&p));
 
     let e: Event = fixture("events.json", "failed_mount_claim");
-    let out = Tracker::new(EventMapper::new(ctx())).apply(&e, at("14:13:00"));
+    let out = Tracker::new(EventMapper::new(ctx(None))).apply(&e, at("14:13:00"));
     assert!(!out[0].resource.contains_key(names::POD_CLAIMS));
     p.ingest(out).unwrap();
     assert!(claim_blamed_for(&p, "shop/db-0"), "{:#?}", active(&p));
