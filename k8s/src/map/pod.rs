@@ -243,19 +243,24 @@ impl PodMapper {
     }
 }
 
+/// A pod's tracking key: its uid, else namespace/name.
+fn pod_key(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    m.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            m.namespace.as_deref().unwrap_or(""),
+            m.name.as_deref().unwrap_or("")
+        )
+    })
+}
+
 impl Mapper for PodMapper {
     type Object = Pod;
     type Snapshot = PodSnap;
 
     fn key(&self, pod: &Pod) -> String {
-        let m = &pod.metadata;
-        m.uid.clone().unwrap_or_else(|| {
-            format!(
-                "{}/{}",
-                m.namespace.as_deref().unwrap_or(""),
-                m.name.as_deref().unwrap_or("")
-            )
-        })
+        pod_key(pod)
     }
 
     fn snapshot(&self, pod: &Pod) -> PodSnap {
@@ -554,14 +559,7 @@ impl Mapper for PendingPodClaims {
     type Snapshot = (String, String, Vec<String>);
 
     fn key(&self, pod: &Pod) -> String {
-        let m = &pod.metadata;
-        m.uid.clone().unwrap_or_else(|| {
-            format!(
-                "{}/{}",
-                m.namespace.as_deref().unwrap_or(""),
-                m.name.as_deref().unwrap_or("")
-            )
-        })
+        pod_key(pod)
     }
 
     fn snapshot(&self, pod: &Pod) -> Self::Snapshot {
