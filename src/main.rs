@@ -53,8 +53,16 @@ fn init_logging(level: &str, format: cli::LogFormat) {
     // kube's client and watcher log every failed request (ERROR/WARN per retry); daytwo's watch
     // loop logs an outage once and counts every failure (daytwo_k8s::watch).
     let filter = filter
-        .add_directive("kube_client::client::builder=off".parse().expect("valid directive"))
-        .add_directive("kube_runtime::watcher=error".parse().expect("valid directive"));
+        .add_directive(
+            "kube_client::client::builder=off"
+                .parse()
+                .expect("valid directive"),
+        )
+        .add_directive(
+            "kube_runtime::watcher=error"
+                .parse()
+                .expect("valid directive"),
+        );
     // Colours only on a terminal: logs that go to a file or journald stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -554,7 +554,10 @@ fn lines_read_are_shipped_once_durable_not_a_poll_interval_later() {
     let mut args = agent_args(tmp.path(), &otlp, &[&glob], &[]);
     // One poll an hour: the first one, at start, reads the whole file. Its commit used to
     // reach the shipper only at the next poll; the lines must arrive as soon as it is durable.
-    let i = args.iter().position(|a| a == "--log-poll-interval-ms").unwrap();
+    let i = args
+        .iter()
+        .position(|a| a == "--log-poll-interval-ms")
+        .unwrap();
     args[i + 1] = "3600000".into();
     let log = tmp.path().join("agent.log");
     let _agent = Daytwo::start(&args, &log, true);

@@ -222,7 +222,10 @@ async fn a_failing_list_is_retried_until_it_answers() {
 async fn a_malformed_object_is_counted_and_the_watch_goes_on() {
     let api = FakeApiServer::start().await.unwrap();
     let pods = "/api/v1/pods";
-    api.push_list(pods, list("Pod", "v1", "100", vec![fixture("pods.json", "running")]));
+    api.push_list(
+        pods,
+        list("Pod", "v1", "100", vec![fixture("pods.json", "running")]),
+    );
     // A pod whose restartCount is a string: not a Pod this client can decode.
     let mut bad = fixture("pods.json", "crashloop");
     bad["status"]["containerStatuses"][0]["restartCount"] = Value::from("three");

@@ -33,9 +33,9 @@ mod template;
 mod testing;
 mod yaml;
 
+pub use daytwo_model::{FastHash, FastHasher};
 pub use error::{Location, RuleParseFailed};
 pub use expr::{Prepared, VARIABLES};
-pub use daytwo_model::{FastHash, FastHasher};
 pub use join::{Anchor, JoinSource, NoJoins, Order, Relation};
 pub use ruleset::{BUILTIN_PACKS, BUILTIN_TESTS, Rule, RuleMatch, RuleSet, SourceFile};
 pub use spec::{EntitySelector, EvidenceSelector};
