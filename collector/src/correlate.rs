@@ -147,13 +147,22 @@ fn key(prefix: u8, text: &str) -> Key {
     h.finish()
 }
 
-/// The keys a held signal is found under, with their prefixes: machine, workload, service,
-/// entity (see [`key`]).
-fn held_keys(s: &Signal) -> Vec<(u8, Key)> {
-    let mut keys = vec![(b'e', key(b'e', &s.entity.key()))];
-    keys.extend(daytwo_rules::join::machine_of(s).map(|m| (b'm', key(b'm', m))));
-    keys.extend(daytwo_rules::join::workload_of(s).map(|w| (b'w', key(b'w', &w))));
-    keys.extend(daytwo_rules::join::service_of(s).map(|v| (b's', key(b's', v))));
+/// The keys a held signal can be found under, with their prefixes: entity, machine, workload,
+/// service (see [`key`]); only those whose prefix `wanted` (each costs attribute lookups).
+fn held_keys(s: &Signal, wanted: impl Fn(u8) -> bool) -> Vec<(u8, Key)> {
+    let mut keys = Vec::with_capacity(4);
+    if wanted(b'e') {
+        keys.push((b'e', key(b'e', &s.entity.key())));
+    }
+    if wanted(b'm') {
+        keys.extend(daytwo_rules::join::machine_of(s).map(|m| (b'm', key(b'm', m))));
+    }
+    if wanted(b'w') {
+        keys.extend(daytwo_rules::join::workload_of(s).map(|w| (b'w', key(b'w', &w))));
+    }
+    if wanted(b's') {
+        keys.extend(daytwo_rules::join::service_of(s).map(|v| (b's', key(b's', v))));
+    }
     keys
 }
 
@@ -183,28 +192,38 @@ fn armed_key(rule: &str, key: Option<Key>) -> Key {
     h.finish()
 }
 
-/// Every key a signal that armed the rules `armed` is found under: its [`held_keys`], and
-/// for each rule the keys its trigger relations look up ([`key_prefix`]).
-fn entry_keys(s: &Signal, armed: &[&Rule]) -> Vec<Key> {
-    let keys = held_keys(s);
+/// Every key a held signal is found under: as a join candidate, the [`held_keys`] that the
+/// relations of the joins listening for its event (`joined_by`) look candidates up by; as a
+/// trigger that armed the rules `armed`, for each rule the keys its trigger relations look up
+/// ([`key_prefix`], see [`JoinView::triggers`]).
+fn entry_keys(s: &Signal, armed: &[&Rule], joined_by: &[Relation]) -> Vec<Key> {
+    let by = |relations: &[Relation], prefix: u8| {
+        relations.iter().any(|&rel| key_prefix(rel) == Some(prefix))
+    };
+    let triggered: Vec<Vec<Relation>> = armed
+        .iter()
+        .map(|rule| rule.trigger_relations().collect())
+        .collect();
+    let keys = held_keys(s, |prefix| {
+        by(joined_by, prefix) || triggered.iter().any(|rels| by(rels, prefix))
+    });
     let mut all = Vec::with_capacity(keys.len() * (1 + armed.len()) + armed.len());
-    for rule in armed {
+    for (rule, relations) in armed.iter().zip(&triggered) {
         let r = rule.id();
-        let relations: Vec<Relation> = rule.trigger_relations().collect();
         if relations.iter().any(|&rel| key_prefix(rel).is_none()) {
             all.push(armed_key(r, None));
         }
         all.extend(
             keys.iter()
-                .filter(|(prefix, _)| {
-                    relations
-                        .iter()
-                        .any(|&rel| key_prefix(rel) == Some(*prefix))
-                })
+                .filter(|(prefix, _)| by(relations, *prefix))
                 .map(|(_, k)| armed_key(r, Some(*k))),
         );
     }
-    all.extend(keys.iter().map(|(_, k)| *k));
+    all.extend(
+        keys.iter()
+            .filter(|(prefix, _)| by(joined_by, *prefix))
+            .map(|(_, k)| *k),
+    );
     all
 }
 
@@ -215,12 +234,46 @@ fn insert_ordered(q: &mut Queue, e: Arc<Entry>) {
         q.push_back((t, e));
         return;
     }
-    let at = q.partition_point(|(x, _)| *x <= t);
+    let at = partition_from_back(q, |x| x <= t);
     q.insert(at, (t, e));
 }
 
+/// `q.partition_point(|(t, _)| below(*t))`, searched from the back: the index of the first
+/// entry whose time is not `below`. Lookups are mostly about recent event times (a join's
+/// window ends at or near the newest signal), whose entries are the last few of a queue that
+/// holds up to the join horizon: steps of 1, 2, 4, … back from the end find the boundary in
+/// about log2(entries after it) reads of recently written memory, where a binary search over
+/// the whole queue reads log2(len) entries spread over all of it (cache misses, mostly).
+fn partition_from_back(q: &Queue, below: impl Fn(Timestamp) -> bool) -> usize {
+    // Every entry at `hi` or later is not `below`.
+    let mut hi = q.len();
+    let mut step = 1;
+    let lo = loop {
+        if step > hi {
+            break 0;
+        }
+        let i = hi - step;
+        if below(q[i].0) {
+            break i + 1;
+        }
+        hi = i;
+        step *= 2;
+    };
+    // Entries before `lo` are `below`; the boundary is in lo..=hi.
+    let (mut lo, mut hi) = (lo, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(q[mid].0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 fn in_range(q: &Queue, from: Timestamp, to: Timestamp) -> impl Iterator<Item = &Signal> {
-    let start = q.partition_point(|(t, _)| *t < from);
+    let start = partition_from_back(q, |t| t < from);
     q.range(start..)
         .take_while(move |(t, _)| *t <= to)
         .map(|(_, e)| &*e.signal)
@@ -265,7 +318,11 @@ impl Held {
         self.newest = self.newest.max(s.time);
         let cutoff = self.newest.minus(self.horizon);
         let prepared = Prepared::new();
-        let keys = entry_keys(s, &rules.armed_rules(s, &prepared));
+        let keys = entry_keys(
+            s,
+            &rules.armed_rules(s, &prepared),
+            rules.join_relations(&s.name),
+        );
         let e = Arc::new(Entry {
             signal: Arc::clone(s),
             prepared,
@@ -1827,6 +1884,46 @@ mod tests {
                     c.track(&inc);
                     scan.track(&inc);
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The search from the back finds the boundary a binary search over the whole queue
+        /// finds, for any times (ties included), any boundary and a queue that wrapped around.
+        #[test]
+        fn searching_a_held_queue_from_the_back_finds_what_a_binary_search_finds(
+            mut times in proptest::collection::vec(0i64..50, 0..200),
+            popped in 0usize..40,
+            bounds in proptest::collection::vec(-5i64..60, 1..20),
+        ) {
+            times.sort_unstable();
+            let e = Arc::new(Entry {
+                signal: Arc::new(sig("s", "h", "/c", 0, Severity::Warning)),
+                prepared: Prepared::new(),
+                keys: vec![],
+            });
+            let mut q: Queue = VecDeque::with_capacity(times.len());
+            // Fill, drop from the front and fill again, so the ring buffer wraps.
+            for _ in 0..popped.min(times.len()) {
+                q.push_back((Timestamp::from_unix_secs(-10), e.clone()));
+            }
+            for _ in 0..popped.min(times.len()) {
+                q.pop_front();
+            }
+            for &t in &times {
+                q.push_back((Timestamp::from_unix_secs(t), e.clone()));
+            }
+            for b in bounds {
+                let b = Timestamp::from_unix_secs(b);
+                proptest::prop_assert_eq!(
+                    partition_from_back(&q, |t| t < b),
+                    q.partition_point(|(t, _)| *t < b)
+                );
+                proptest::prop_assert_eq!(
+                    partition_from_back(&q, |t| t <= b),
+                    q.partition_point(|(t, _)| *t <= b)
+                );
             }
         }
     }

@@ -13,13 +13,13 @@
 
 use crate::error::{Location, RuleParseFailed};
 use crate::expr::{Cel, ExprError, Prepared, Scope, Vars};
-use daytwo_model::FastHash;
 use crate::join::{JoinSource, NoJoins, Order, Relation};
 use crate::native::{self, Native};
 use crate::spec::{EntitySelector, EntitySpec, EvidenceSelector, JoinSpec, RuleFileSpec, RuleSpec};
 use crate::template::{Template, TemplateError};
 use crate::yaml;
 use cel::{Context, Program, Value};
+use daytwo_model::FastHash;
 use daytwo_model::{Entity, EntityKind, Hypothesis, Severity, Signal};
 use serde_saphyr::Spanned;
 use std::collections::{HashMap, HashSet};
@@ -422,6 +422,8 @@ pub struct RuleSet {
     by_join_event: HashMap<String, Vec<usize>, FastHash>,
     /// Event names a caller must hold for joins: join events and triggers of rules with joins.
     held_events: HashSet<String, FastHash>,
+    /// Join event name → the relations of the joins listening for it, once each.
+    join_relations: HashMap<String, Vec<Relation>, FastHash>,
     horizon: Duration,
     /// Distinguishes this rule set's condition slots from another's in a [`Prepared`].
     generation: u64,
@@ -532,6 +534,7 @@ impl RuleSet {
         let mut by_event: HashMap<String, Vec<usize>, FastHash> = HashMap::default();
         let mut by_join_event: HashMap<String, Vec<usize>, FastHash> = HashMap::default();
         let mut held_events = HashSet::default();
+        let mut join_relations: HashMap<String, Vec<Relation>, FastHash> = HashMap::default();
         let mut horizon = Duration::ZERO;
         for (i, r) in rules.iter().enumerate() {
             for e in &r.events {
@@ -545,6 +548,10 @@ impl RuleSet {
             for j in &r.joins {
                 for e in &j.events {
                     held_events.insert(e.clone());
+                    let rels = join_relations.entry(e.clone()).or_default();
+                    if !rels.contains(&j.relation) {
+                        rels.push(j.relation);
+                    }
                     let v = by_join_event.entry(e.clone()).or_default();
                     if v.last() != Some(&i) {
                         v.push(i);
@@ -559,6 +566,7 @@ impl RuleSet {
                 by_event,
                 by_join_event,
                 held_events,
+                join_relations,
                 horizon,
                 generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             },
@@ -778,6 +786,12 @@ impl RuleSet {
     /// with joins so that a late joined signal finds them). Empty when no rule joins.
     pub fn held_events(&self) -> &HashSet<String, FastHash> {
         &self.held_events
+    }
+
+    /// The relations of the joins that listen for `event` (a signal of that event is looked up
+    /// as a join candidate by these relations only); empty when no join listens for it.
+    pub fn join_relations(&self, event: &str) -> &[Relation] {
+        self.join_relations.get(event).map_or(&[], Vec::as_slice)
     }
 
     /// How far apart in event time a trigger and a signal joined to it can be, over all rules
