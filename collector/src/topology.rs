@@ -30,6 +30,7 @@ use daytwo_model::{EntityKind, Signal, Timestamp};
 use daytwo_rules::FastHash;
 use daytwo_rules::join::{claim_of, claims_of, machine_of, workload_of};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// At most this many entity edges (calls are bounded by the call graph itself).
@@ -57,10 +58,14 @@ pub struct Seen {
     pub last: Timestamp,
 }
 
-/// The entity graph. Node ids are `KIND:identity` strings (`pod:UID`, `machine:NAME`, …).
+/// The entity graph. Nodes are named by `KIND:identity` strings (`pod:UID`, `machine:NAME`,
+/// …), each interned once: edges and traversals use the node's index, so a query hashes its
+/// starting node's name once and then follows integers.
 #[derive(Debug)]
 pub struct Topology {
-    out: HashMap<String, HashMap<(EdgeKind, String), Seen, FastHash>, FastHash>,
+    /// Node name → index in `nodes`.
+    ids: HashMap<Arc<str>, NodeId, FastHash>,
+    nodes: Vec<Node>,
     edges: usize,
     calls: CallGraph,
     horizon: Duration,
@@ -68,6 +73,52 @@ pub struct Topology {
     newest: Timestamp,
     last_prune: Timestamp,
     dropped: u64,
+    /// [`MAX_EDGES`], smaller in tests.
+    max_edges: usize,
+}
+
+/// A node's index in [`Topology`]'s nodes; stable until the next prune compacts them.
+type NodeId = u32;
+
+/// A node and the edges out of it.
+#[derive(Debug)]
+struct Node {
+    /// `KIND:identity`, shared with the name index.
+    name: Arc<str>,
+    out: Vec<Edge>,
+    /// (kind, target) → position in `out`, kept once `out` is long (a Service over hundreds
+    /// of pods), so that learning an edge does not compare it with every other.
+    index: Option<HashMap<(EdgeKind, NodeId), usize, FastHash>>,
+}
+
+/// Out-degree past which a node indexes its edges.
+const INDEX_MIN: usize = 32;
+
+#[derive(Clone, Copy, Debug)]
+struct Edge {
+    kind: EdgeKind,
+    to: NodeId,
+    seen: Seen,
+}
+
+impl Node {
+    fn position(&self, kind: EdgeKind, to: NodeId) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(&(kind, to)).copied(),
+            None => self.out.iter().position(|e| e.kind == kind && e.to == to),
+        }
+    }
+
+    /// Rebuilds the edge index after edges moved (or drops it for a short list).
+    fn reindex(&mut self) {
+        self.index = (self.out.len() > INDEX_MIN).then(|| {
+            self.out
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ((e.kind, e.to), i))
+                .collect()
+        });
+    }
 }
 
 impl Default for Topology {
@@ -196,7 +247,8 @@ pub fn entity_id(s: &Signal) -> Option<String> {
 impl Topology {
     pub fn new(horizon: Duration, slack: Duration) -> Self {
         Topology {
-            out: HashMap::default(),
+            ids: HashMap::default(),
+            nodes: Vec::new(),
             edges: 0,
             calls: CallGraph::new(),
             horizon,
@@ -204,6 +256,7 @@ impl Topology {
             newest: Timestamp::default(),
             last_prune: Timestamp::default(),
             dropped: 0,
+            max_edges: MAX_EDGES,
         }
     }
 
@@ -284,27 +337,51 @@ impl Topology {
         &self.calls
     }
 
+    /// The index of the node named `name`, added if new.
+    fn intern(&mut self, name: &str) -> NodeId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.nodes.len() as NodeId;
+        let name: Arc<str> = Arc::from(name);
+        self.ids.insert(Arc::clone(&name), id);
+        self.nodes.push(Node {
+            name,
+            out: Vec::new(),
+            index: None,
+        });
+        id
+    }
+
     fn add(&mut self, from: &str, kind: EdgeKind, to: &str, t: Timestamp) {
         if from == to {
             return;
         }
-        // Most edges are seen again: look `from` up without copying it first.
-        if !self.out.contains_key(from) {
-            self.out.insert(from.to_string(), HashMap::default());
-        }
-        let Some(edges) = self.out.get_mut(from) else {
-            return;
-        };
-        match edges.get_mut(&(kind, to.to_string())) {
-            Some(seen) => {
+        let (from, to) = (self.intern(from), self.intern(to));
+        let node = &mut self.nodes[from as usize];
+        match node.position(kind, to) {
+            Some(i) => {
+                let seen = &mut node.out[i].seen;
                 seen.first = seen.first.min(t);
                 seen.last = seen.last.max(t);
             }
             None => {
-                edges.insert((kind, to.to_string()), Seen { first: t, last: t });
+                node.out.push(Edge {
+                    kind,
+                    to,
+                    seen: Seen { first: t, last: t },
+                });
+                let i = node.out.len() - 1;
+                match &mut node.index {
+                    Some(ix) => {
+                        ix.insert((kind, to), i);
+                    }
+                    None if node.out.len() > INDEX_MIN => node.reindex(),
+                    None => {}
+                }
                 self.edges += 1;
-                if self.edges > MAX_EDGES {
-                    self.drop_oldest(MAX_EDGES / 10);
+                if self.edges > self.max_edges {
+                    self.drop_oldest(self.max_edges / 10);
                 }
             }
         }
@@ -326,39 +403,93 @@ impl Topology {
 
     /// Drops every edge last seen before `cutoff`; returns how many.
     pub fn prune(&mut self, cutoff: Timestamp) -> usize {
-        let mut n = 0;
-        self.out.retain(|_, edges| {
-            let before = edges.len();
-            edges.retain(|_, seen| seen.last >= cutoff);
-            n += before - edges.len();
-            !edges.is_empty()
-        });
-        self.edges -= n;
-        n += self.calls.prune(cutoff);
+        let n = self.remove_edges(|_, (_, e)| e.seen.last < cutoff);
+        let n = n + self.calls.prune(cutoff);
         self.dropped += n as u64;
         n
     }
 
+    /// Drops the `count` edges last seen longest ago (ties: the first found).
     fn drop_oldest(&mut self, count: usize) {
-        let mut all: Vec<(Timestamp, String, (EdgeKind, String))> = self
-            .out
+        let mut all: Vec<(Timestamp, NodeId, usize)> = self
+            .nodes
             .iter()
-            .flat_map(|(from, edges)| {
-                edges
+            .enumerate()
+            .flat_map(|(n, node)| {
+                node.out
                     .iter()
-                    .map(move |(k, seen)| (seen.last, from.clone(), k.clone()))
+                    .enumerate()
+                    .map(move |(i, e)| (e.seen.last, n as NodeId, i))
             })
             .collect();
-        all.sort();
-        for (_, from, k) in all.into_iter().take(count) {
-            if let Some(edges) = self.out.get_mut(&from) {
-                edges.remove(&k);
-                if edges.is_empty() {
-                    self.out.remove(&from);
-                }
-                self.edges -= 1;
-                self.dropped += 1;
+        all.sort_unstable();
+        let doomed: std::collections::HashSet<(NodeId, usize), FastHash> = all
+            .into_iter()
+            .take(count)
+            .map(|(_, n, i)| (n, i))
+            .collect();
+        let n = self.remove_edges(|from, (i, _)| doomed.contains(&(from, i)));
+        self.dropped += n as u64;
+    }
+
+    /// Removes every edge `gone(from, edge)` picks, then the nodes no edge starts or ends at
+    /// any more (compacting the indices); returns how many edges.
+    fn remove_edges(&mut self, mut gone: impl FnMut(NodeId, (usize, &Edge)) -> bool) -> usize {
+        let mut removed = 0;
+        for (n, node) in self.nodes.iter_mut().enumerate() {
+            let before = node.out.len();
+            let mut i = 0;
+            node.out.retain(|e| {
+                let keep = !gone(n as NodeId, (i, e));
+                i += 1;
+                keep
+            });
+            if node.out.len() != before {
+                removed += before - node.out.len();
+                node.reindex();
             }
+        }
+        self.edges -= removed;
+        if removed > 0 {
+            self.compact();
+        }
+        removed
+    }
+
+    /// Forgets the nodes no edge starts or ends at, renumbering the rest.
+    fn compact(&mut self) {
+        let mut used = vec![false; self.nodes.len()];
+        for (n, node) in self.nodes.iter().enumerate() {
+            if !node.out.is_empty() {
+                used[n] = true;
+                for e in &node.out {
+                    used[e.to as usize] = true;
+                }
+            }
+        }
+        if used.iter().all(|&u| u) {
+            return;
+        }
+        let mut renumber = vec![NodeId::MAX; self.nodes.len()];
+        let mut next = 0;
+        for (n, &u) in used.iter().enumerate() {
+            if u {
+                renumber[n] = next;
+                next += 1;
+            }
+        }
+        let nodes = std::mem::take(&mut self.nodes);
+        self.ids.clear();
+        for (n, mut node) in nodes.into_iter().enumerate() {
+            if !used[n] {
+                continue;
+            }
+            for e in &mut node.out {
+                e.to = renumber[e.to as usize];
+            }
+            node.reindex();
+            self.ids.insert(Arc::clone(&node.name), renumber[n]);
+            self.nodes.push(node);
         }
     }
 
@@ -378,7 +509,9 @@ impl Topology {
 
     /// When the edge `from` -`kind`→ `to` was seen, by graph ids.
     pub fn seen(&self, from: &str, kind: EdgeKind, to: &str) -> Option<Seen> {
-        self.out.get(from)?.get(&(kind, to.to_string())).copied()
+        let node = &self.nodes[*self.ids.get(from)? as usize];
+        let i = node.position(kind, *self.ids.get(to)?)?;
+        Some(node.out[i].seen)
     }
 
     fn holds(&self, seen: &Seen, at: Timestamp) -> bool {
@@ -386,41 +519,55 @@ impl Topology {
     }
 
     /// Every node reachable from `start` over `kinds` edges that held at `at`, up to `depth`
-    /// hops, `start` excluded.
+    /// hops, `start` excluded, by name.
+    #[cfg(test)]
     fn reach(&self, start: &str, at: Timestamp, kinds: &[EdgeKind], depth: usize) -> Vec<&str> {
+        let Some(&start) = self.ids.get(start) else {
+            return Vec::new();
+        };
+        self.reach_ids(start, at, kinds, depth)
+            .into_iter()
+            .map(|n| &*self.nodes[n as usize].name)
+            .collect()
+    }
+
+    /// [`Topology::reach`] by node index.
+    fn reach_ids(
+        &self,
+        start: NodeId,
+        at: Timestamp,
+        kinds: &[EdgeKind],
+        depth: usize,
+    ) -> Vec<NodeId> {
         // Usually a handful of nodes (container → pod → machine): a list beats a hash set.
         // A service reaches every pod it runs on, hundreds: past a few, a set answers
         // "seen already?" instead of comparing with each.
         const LIST_MAX: usize = 16;
-        let mut seen: Vec<&str> = Vec::new();
-        let mut set: std::collections::HashSet<&str, FastHash> = Default::default();
+        let mut seen: Vec<NodeId> = Vec::new();
+        let mut set: std::collections::HashSet<NodeId, FastHash> = Default::default();
         let mut frontier = 0..0;
         for d in 0..depth {
             let before = seen.len();
-            let from: Vec<&str> = if d == 0 {
+            let from: Vec<NodeId> = if d == 0 {
                 vec![start]
             } else {
                 seen[frontier.clone()].to_vec()
             };
             for n in from {
-                let Some(edges) = self.out.get(n) else {
-                    continue;
-                };
-                for ((kind, to), s) in edges {
-                    if !kinds.contains(kind) || !self.holds(s, at) {
+                for e in &self.nodes[n as usize].out {
+                    if !kinds.contains(&e.kind) || !self.holds(&e.seen, at) || e.to == start {
                         continue;
                     }
-                    let to = to.as_str();
                     let new = if seen.len() < LIST_MAX {
-                        !seen.contains(&to)
+                        !seen.contains(&e.to)
                     } else {
                         if set.is_empty() {
                             set.extend(seen.iter().copied());
                         }
-                        set.insert(to)
+                        set.insert(e.to)
                     };
                     if new {
-                        seen.push(to);
+                        seen.push(e.to);
                     }
                 }
             }
@@ -432,34 +579,42 @@ impl Topology {
         seen
     }
 
-    /// The machines the entity of `s` ran on at `at` (container → pod → machine, …).
-    pub fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {
-        let Some(id) = entity_id(s) else {
+    /// The names after `prefix` of the nodes reachable from the entity of `s` at `at`, sorted.
+    fn reached(
+        &self,
+        s: &Signal,
+        at: Timestamp,
+        kinds: &[EdgeKind],
+        depth: usize,
+        prefix: &str,
+    ) -> Vec<String> {
+        let Some(start) = entity_id(s).and_then(|id| self.ids.get(id.as_str()).copied()) else {
             return Vec::new();
         };
         let mut out: Vec<String> = self
-            .reach(&id, at, &[EdgeKind::RunsOn], 3)
+            .reach_ids(start, at, kinds, depth)
             .into_iter()
-            .filter_map(|n| n.strip_prefix("machine:"))
+            .filter_map(|n| self.nodes[n as usize].name.strip_prefix(prefix))
             .map(str::to_string)
             .collect();
         out.sort();
         out
     }
 
+    /// The machines the entity of `s` ran on at `at` (container → pod → machine, …).
+    pub fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {
+        self.reached(s, at, &[EdgeKind::RunsOn], 3, "machine:")
+    }
+
     /// The workloads that owned the entity of `s` at `at` (container → pod → workload, …).
     pub fn workloads(&self, s: &Signal, at: Timestamp) -> Vec<String> {
-        let Some(id) = entity_id(s) else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = self
-            .reach(&id, at, &[EdgeKind::RunsOn, EdgeKind::OwnedBy], 3)
-            .into_iter()
-            .filter_map(|n| n.strip_prefix("workload:"))
-            .map(str::to_string)
-            .collect();
-        out.sort();
-        out
+        self.reached(
+            s,
+            at,
+            &[EdgeKind::RunsOn, EdgeKind::OwnedBy],
+            3,
+            "workload:",
+        )
     }
 
     /// The PersistentVolumeClaims (`NS/CLAIM`, see [`daytwo_rules::join::claim_of`]) the pod of
@@ -468,17 +623,7 @@ impl Topology {
         if !matches!(s.entity.kind, EntityKind::Pod | EntityKind::Container) {
             return Vec::new();
         }
-        let Some(id) = entity_id(s) else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = self
-            .reach(&id, at, &[EdgeKind::RunsOn, EdgeKind::Mounts], 2)
-            .into_iter()
-            .filter_map(|n| n.strip_prefix("volume:"))
-            .map(str::to_string)
-            .collect();
-        out.sort();
-        out
+        self.reached(s, at, &[EdgeKind::RunsOn, EdgeKind::Mounts], 2, "volume:")
     }
 
     /// Whether `caller` called `callee` around `at`.
@@ -736,6 +881,186 @@ mod tests {
             ],
         );
         assert_eq!(entity_id(&cm), None);
+    }
+
+    /// A container, pod, service, process or cgroup signal over a small space of names, so
+    /// that edges are seen again, move and age out.
+    fn world_signal(kind: u8, a: u8, b: u8, t: i64) -> Signal {
+        let (pod, node, w) = (format!("u{a}"), format!("n{b}"), format!("w{}", a % 3));
+        match kind {
+            0 => sig(
+                EntityKind::Container,
+                "c",
+                t,
+                &[
+                    ("k8s.pod.uid", &pod),
+                    ("k8s.container.name", "app"),
+                    ("k8s.namespace.name", "ns"),
+                    ("k8s.node.name", &node),
+                    ("k8s.deployment.name", &w),
+                    ("service.name", &w),
+                ],
+            ),
+            1 => sig(
+                EntityKind::Pod,
+                "p",
+                t,
+                &[("k8s.pod.uid", &pod), ("k8s.node.name", &node)],
+            ),
+            2 => sig(
+                EntityKind::Process,
+                "p",
+                t,
+                &[("host.name", &node), ("process.pid", &pod)],
+            ),
+            _ => sig(
+                EntityKind::Cgroup,
+                "g",
+                t,
+                &[("host.name", &node), ("daytwo.cgroup.path", &pod)],
+            ),
+        }
+    }
+
+    /// What the topology must answer, by brute force: every edge with its names and times.
+    #[derive(Default)]
+    struct Naive {
+        edges: Vec<(String, EdgeKind, String, Seen)>,
+    }
+
+    impl Naive {
+        fn learn(&mut self, t: &Topology) {
+            // The edges as the real topology holds them now (adding is checked by `seen`).
+            self.edges = t
+                .nodes
+                .iter()
+                .flat_map(|n| {
+                    n.out.iter().map(|e| {
+                        (
+                            n.name.to_string(),
+                            e.kind,
+                            t.nodes[e.to as usize].name.to_string(),
+                            e.seen,
+                        )
+                    })
+                })
+                .collect();
+        }
+
+        fn reach(
+            &self,
+            start: &str,
+            at: Timestamp,
+            slack: Duration,
+            kinds: &[EdgeKind],
+        ) -> Vec<String> {
+            let mut seen: Vec<String> = Vec::new();
+            let mut frontier = vec![start.to_string()];
+            for _ in 0..3 {
+                let mut next = Vec::new();
+                for n in &frontier {
+                    for (from, kind, to, s) in &self.edges {
+                        if from == n
+                            && kinds.contains(kind)
+                            && s.first.minus(slack) <= at
+                            && at <= s.last.plus(slack)
+                            && to != start
+                            && !seen.contains(to)
+                        {
+                            seen.push(to.clone());
+                            next.push(to.clone());
+                        }
+                    }
+                }
+                frontier = next;
+            }
+            seen
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever signals arrive, in whatever time order, and whatever is pruned: every edge
+        /// is found by name with the times it was seen, and machines and workloads are what a
+        /// brute-force walk over the same edges finds, also after pruning renumbered the nodes.
+        #[test]
+        fn interned_nodes_answer_as_a_walk_over_named_edges(
+            steps in proptest::collection::vec((0u8..4, 0u8..6, 0u8..4, -200i64..400, 0u8..12), 1..60)
+        ) {
+            let slack = Duration::from_secs(60);
+            let mut t = Topology::new(Duration::from_secs(900), slack);
+            let mut clock = 10_000;
+            let mut expected: HashMap<(String, EdgeKind, String), Seen> = HashMap::new();
+            for (kind, a, b, dt, op) in steps {
+                clock += dt;
+                let s = world_signal(kind, a, b, clock);
+                let before = t.dropped_total();
+                t.observe(&s);
+                if op == 0 {
+                    t.prune(Timestamp::from_unix_secs(clock - 100));
+                }
+                let mut naive = Naive::default();
+                naive.learn(&t);
+                if t.dropped_total() == before {
+                    // Nothing dropped: every edge learnt so far is still there, with its times.
+                    for ((from, kind, to), seen) in &expected {
+                        let got = t.seen(from, *kind, to);
+                        proptest::prop_assert!(got.is_some(), "{from} {kind:?} {to}");
+                        let got = got.unwrap();
+                        proptest::prop_assert!(got.first <= seen.first && got.last >= seen.last);
+                    }
+                }
+                expected = naive
+                    .edges
+                    .iter()
+                    .map(|(f, k, to, s)| ((f.clone(), *k, to.clone()), *s))
+                    .collect();
+                proptest::prop_assert_eq!(expected.len(), t.len());
+                for probe in 0..4 {
+                    let q = world_signal(probe, a, b, clock);
+                    let at = q.time;
+                    let Some(id) = entity_id(&q) else { continue };
+                    let names = |kinds: &[EdgeKind], prefix: &str| {
+                        let mut v: Vec<String> = naive
+                            .reach(&id, at, slack, kinds)
+                            .iter()
+                            .filter_map(|n| n.strip_prefix(prefix).map(str::to_string))
+                            .collect();
+                        v.sort();
+                        v
+                    };
+                    proptest::prop_assert_eq!(t.machines(&q, at), names(&[EdgeKind::RunsOn], "machine:"));
+                    proptest::prop_assert_eq!(
+                        t.workloads(&q, at),
+                        names(&[EdgeKind::RunsOn, EdgeKind::OwnedBy], "workload:")
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn past_the_edge_bound_the_oldest_edges_go_and_the_rest_still_answer() {
+        let mut t = Topology::new(Duration::from_secs(100_000), Duration::from_secs(0));
+        t.max_edges = 20;
+        // Pods u0..u29, each on its own node, one a second: one runs-on edge each; the 21st
+        // crosses the bound and the two oldest edges go, and so on.
+        for i in 0..30 {
+            t.observe(&world_signal(1, i, i, 1000 + i64::from(i)));
+        }
+        assert!(t.len() <= 20, "{}", t.len());
+        assert!(t.dropped_total() >= 10);
+        assert!(t.seen("pod:u0", EdgeKind::RunsOn, "machine:n0").is_none());
+        assert!(t.seen("pod:u29", EdgeKind::RunsOn, "machine:n29").is_some());
+        let q = world_signal(1, 29, 29, 1029);
+        assert_eq!(t.machines(&q, q.time), ["n29"]);
+        // Nodes no edge names any more are forgotten, not kept with their names.
+        assert!(
+            t.ids.len() <= 2 * t.len(),
+            "{} nodes for {} edges",
+            t.ids.len(),
+            t.len()
+        );
+        assert!(!t.ids.contains_key("pod:u0"));
     }
 
     #[test]
