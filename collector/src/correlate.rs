@@ -280,6 +280,23 @@ fn in_range(q: &Queue, from: Timestamp, to: Timestamp) -> impl Iterator<Item = &
 }
 
 impl EventQueue {
+    /// Whether some held signal of this event other than `except` may fall within
+    /// `from..=to`. A signal that arrives in event-time order asks about triggers later than
+    /// itself, which have not come yet: looking at the newest few answers that without a key
+    /// or a search.
+    fn may_hold(&self, from: Timestamp, to: Timestamp, except: &Signal) -> bool {
+        for (t, e) in self.all.iter().rev().take(4) {
+            if *t < from {
+                return false;
+            }
+            if *t <= to && !std::ptr::eq(&*e.signal, except) {
+                return true;
+            }
+        }
+        // Out of order, or several at one time: the search decides.
+        self.all.front().is_some_and(|(first, _)| *first <= to)
+    }
+
     fn pop_front(&mut self) -> Option<Arc<Entry>> {
         let (_, e) = self.all.pop_front()?;
         for k in &e.keys {
@@ -489,7 +506,12 @@ impl JoinSource for JoinView<'_> {
         relation: Relation,
         joined: &Signal,
     ) -> Vec<&Signal> {
-        let Some(q) = self.held.by_event.get(event) else {
+        let Some(q) = self
+            .held
+            .by_event
+            .get(event)
+            .filter(|q| q.may_hold(from, to, joined))
+        else {
             return Vec::new();
         };
         use daytwo_rules::join::{machine_of, service_of, workload_of};
