@@ -548,12 +548,11 @@ impl Topology {
         let mut frontier = 0..0;
         for d in 0..depth {
             let before = seen.len();
-            let from: Vec<NodeId> = if d == 0 {
-                vec![start]
-            } else {
-                seen[frontier.clone()].to_vec()
-            };
-            for n in from {
+            // The nodes found at the previous hop (the start at the first), by position: `seen`
+            // grows while they are walked.
+            let hop = if d == 0 { 0..1 } else { frontier.clone() };
+            for i in hop {
+                let n = if d == 0 { start } else { seen[i] };
                 for e in &self.nodes[n as usize].out {
                     if !kinds.contains(&e.kind) || !self.holds(&e.seen, at) || e.to == start {
                         continue;
