@@ -43,11 +43,12 @@ const HELD_PER_EVENT: usize = 20_000;
 
 /// Signals held in memory for the joins of rules: only the event names some rule joins on
 /// (or triggers with joins), each for as long as the rules it takes part in reach
-/// ([`RuleSet::held_horizon`]; at most the horizon given), bounded in count. Indexed by event name and, within it, by what
-/// relations look up (machine, workload, service, entity), so a join looks at its related
-/// candidates, not at every signal of the window; the triggers that armed a rule are indexed
-/// again per rule, so a late joined signal looks only at the triggers it may complete. Each
-/// held signal keeps its CEL variables ([`Prepared`]), converted once.
+/// ([`RuleSet::held_horizon`]; at most the horizon given), bounded in count. Indexed by event
+/// name and, within it, by what relations look up (machine, workload, service, entity), so a
+/// join looks at its related candidates, not at every signal of the window; the triggers that
+/// armed a rule are indexed again per rule, so a late joined signal looks only at the
+/// triggers it may complete. Each held signal keeps its CEL variables ([`Prepared`]),
+/// converted once.
 #[derive(Debug, Default)]
 pub struct Held {
     by_event: HashMap<String, EventQueue, FastHash>,
@@ -246,7 +247,7 @@ fn insert_ordered(q: &mut Queue, e: Arc<Entry>) {
 /// window ends at or near the newest signal), whose entries are the last few of a queue that
 /// holds up to the join horizon: steps of 1, 2, 4, … back from the end find the boundary in
 /// about log2(entries after it) reads of recently written memory, where a binary search over
-/// the whole queue reads log2(len) entries spread over all of it (cache misses, mostly).
+/// the whole queue reads log2(len) entries spread over all of it.
 fn partition_from_back(q: &Queue, below: impl Fn(Timestamp) -> bool) -> usize {
     // Every entry at `hi` or later is not `below`.
     let mut hi = q.len();
