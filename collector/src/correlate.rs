@@ -42,13 +42,12 @@ pub const HELD_MAX: usize = 100_000;
 const HELD_PER_EVENT: usize = 20_000;
 
 /// Signals held in memory for the joins of rules: only the event names some rule joins on
-/// (or triggers with joins), each for as long as the rules it takes part in reach
-/// ([`RuleSet::held_horizon`]; at most the horizon given), bounded in count. Indexed by event
-/// name and, within it, by what relations look up (machine, workload, service, entity), so a
-/// join looks at its related candidates, not at every signal of the window; the triggers that
-/// armed a rule are indexed again per rule, so a late joined signal looks only at the
-/// triggers it may complete. Each held signal keeps its CEL variables ([`Prepared`]),
-/// converted once.
+/// (or triggers with joins), for as long as the longest join reaches (at least the
+/// correlation window), bounded in count. Indexed by event name and, within it, by what
+/// relations look up (machine, workload, service, entity), so a join looks at its related
+/// candidates, not at every signal of the window; the triggers that armed a rule are indexed
+/// again per rule, so a late joined signal looks only at the triggers it may complete. Each
+/// held signal keeps its CEL variables ([`Prepared`]), converted once.
 #[derive(Debug, Default)]
 pub struct Held {
     by_event: HashMap<String, EventQueue, FastHash>,
@@ -81,9 +80,6 @@ type Queue = VecDeque<(Timestamp, Arc<Entry>)>;
 struct EventQueue {
     all: Queue,
     by_key: HashMap<Key, Queue, KeyHash>,
-    /// How long this event's signals are held ([`RuleSet::held_horizon`], at most
-    /// [`Held`]'s).
-    horizon: Duration,
 }
 
 /// A lookup key of the held-signal index: a 64-bit hash of what it names (a machine, a
@@ -247,7 +243,7 @@ fn insert_ordered(q: &mut Queue, e: Arc<Entry>) {
 /// window ends at or near the newest signal), whose entries are the last few of a queue that
 /// holds up to the join horizon: steps of 1, 2, 4, … back from the end find the boundary in
 /// about log2(entries after it) reads of recently written memory, where a binary search over
-/// the whole queue reads log2(len) entries spread over all of it.
+/// the whole queue reads log2(len) entries spread over all of it (cache misses, mostly).
 fn partition_from_back(q: &Queue, below: impl Fn(Timestamp) -> bool) -> usize {
     // Every entry at `hi` or later is not `below`.
     let mut hi = q.len();
@@ -318,8 +314,7 @@ impl EventQueue {
 }
 
 impl Held {
-    /// Holds signals for at most `horizon` of event time behind the newest one seen (each
-    /// event's for as long as its rules reach, [`RuleSet::held_horizon`]).
+    /// Holds signals for `horizon` of event time behind the newest one seen.
     pub fn new(horizon: Duration) -> Self {
         Held {
             horizon,
@@ -338,10 +333,7 @@ impl Held {
             return;
         }
         self.newest = self.newest.max(s.time);
-        // Only as long as some rule can still join it or be completed by it: a latency
-        // anomaly that only a 5-minute join reads is not kept for the hour another rule needs.
-        let horizon = self.horizon.min(rules.held_horizon(&s.name));
-        let cutoff = self.newest.minus(horizon);
+        let cutoff = self.newest.minus(self.horizon);
         let prepared = Prepared::new();
         let keys = entry_keys(
             s,
@@ -359,7 +351,6 @@ impl Held {
         let Some(q) = self.by_event.get_mut(&s.name) else {
             return;
         };
-        q.horizon = horizon;
         for k in &e.keys {
             match q.by_key.get_mut(k) {
                 Some(kq) => insert_ordered(kq, e.clone()),
@@ -387,8 +378,8 @@ impl Held {
 
     /// Drops everything behind the horizon, and the oldest half of the largest queue.
     fn shrink(&mut self) {
+        let cutoff = self.newest.minus(self.horizon);
         for q in self.by_event.values_mut() {
-            let cutoff = self.newest.minus(q.horizon);
             while q.all.front().is_some_and(|(t, _)| *t < cutoff) {
                 if let Some(e) = q.pop_front() {
                     forget_ptr(&mut self.by_ptr, &e);
@@ -1917,47 +1908,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn each_event_is_held_only_as_long_as_its_rules_reach() {
-        let rules = RuleSet::builtin();
-        // A latency anomaly takes part in one 5-minute join; a change in joins up to an hour.
-        let latency = "daytwo.service.latency_anomaly";
-        let change = "daytwo.k8s.change";
-        assert_eq!(rules.held_horizon(latency), Duration::from_secs(300));
-        assert_eq!(rules.held_horizon(change), Duration::from_secs(3600));
-        assert_eq!(rules.held_horizon("test.event"), Duration::ZERO);
-        let named = |id: &str, name: &str, secs| {
-            let mut s = sig(id, "h1", "/c", secs, Severity::Warning);
-            s.name = name.into();
-            Arc::new(s)
-        };
-        let mut held = Held::new(Duration::from_secs(6 * 3600));
-        held.insert(&rules, &named("a1", latency, 1000));
-        held.insert(&rules, &named("c1", change, 1000));
-        // Ten minutes later: the first anomaly is past its reach, the change is not.
-        held.insert(&rules, &named("a2", latency, 1600));
-        let topology = Topology::default();
-        let view = JoinView {
-            held: &held,
-            topology: &topology,
-            current: None,
-        };
-        let ids = |event| -> Vec<String> {
-            view.signals(
-                event,
-                Timestamp::from_unix_secs(0),
-                Timestamp::from_unix_secs(9999),
-            )
-            .into_iter()
-            .map(|s| s.id.clone())
-            .collect()
-        };
-        assert_eq!(ids(latency), ["a2"]);
-        assert_eq!(ids(change), ["c1"]);
-        assert_eq!(held.len(), 2);
-        assert_eq!(held.dropped_total(), 1);
     }
 
     proptest::proptest! {

@@ -105,9 +105,8 @@ impl TopologyMetrics {
     }
 }
 
-/// How long signals are held for joins at most: the correlation window or the longest join,
-/// whichever is longer (each event's only as long as its own rules reach,
-/// [`RuleSet::held_horizon`]).
+/// How long signals are held for joins: the correlation window or the longest join, whichever
+/// is longer.
 fn held_horizon(window: Duration, rules: &RuleSet) -> Duration {
     window.max(rules.join_horizon())
 }

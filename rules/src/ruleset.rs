@@ -424,8 +424,6 @@ pub struct RuleSet {
     held_events: HashSet<String, FastHash>,
     /// Join event name → the relations of the joins listening for it, once each.
     join_relations: HashMap<String, Vec<Relation>, FastHash>,
-    /// Held event name → the longest reach of the rules it triggers or joins.
-    held_horizons: HashMap<String, Duration, FastHash>,
     horizon: Duration,
     /// Distinguishes this rule set's condition slots from another's in a [`Prepared`].
     generation: u64,
@@ -537,7 +535,6 @@ impl RuleSet {
         let mut by_join_event: HashMap<String, Vec<usize>, FastHash> = HashMap::default();
         let mut held_events = HashSet::default();
         let mut join_relations: HashMap<String, Vec<Relation>, FastHash> = HashMap::default();
-        let mut held_horizons: HashMap<String, Duration, FastHash> = HashMap::default();
         let mut horizon = Duration::ZERO;
         for (i, r) in rules.iter().enumerate() {
             for e in &r.events {
@@ -548,14 +545,6 @@ impl RuleSet {
             }
             horizon = horizon.max(r.reach);
             held_events.extend(r.events.iter().cloned());
-            for e in r
-                .events
-                .iter()
-                .chain(r.joins.iter().flat_map(|j| &j.events))
-            {
-                let h = held_horizons.entry(e.clone()).or_default();
-                *h = (*h).max(r.reach);
-            }
             for j in &r.joins {
                 for e in &j.events {
                     held_events.insert(e.clone());
@@ -578,7 +567,6 @@ impl RuleSet {
                 by_join_event,
                 held_events,
                 join_relations,
-                held_horizons,
                 horizon,
                 generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             },
@@ -804,13 +792,6 @@ impl RuleSet {
     /// as a join candidate by these relations only); empty when no join listens for it.
     pub fn join_relations(&self, event: &str) -> &[Relation] {
         self.join_relations.get(event).map_or(&[], Vec::as_slice)
-    }
-
-    /// How long a signal of `event` is worth holding: the longest reach of the rules it
-    /// triggers or joins (zero when none does). A signal further than that behind the newest
-    /// can neither be joined nor complete a late match.
-    pub fn held_horizon(&self, event: &str) -> Duration {
-        self.held_horizons.get(event).copied().unwrap_or_default()
     }
 
     /// How far apart in event time a trigger and a signal joined to it can be, over all rules
