@@ -882,9 +882,15 @@ impl Correlator {
         matches: &[RuleMatch],
         topology: Option<&Topology>,
     ) -> Decision {
-        // Asked of the topology only when a related incident is looked for.
-        let hosts =
-            || -> Vec<String> { topology.map(|t| t.machines(s, s.time)).unwrap_or_default() };
+        // Asked of the topology only when a related incident is looked for: the index keys of
+        // the machines the signal's entity ran on (no names copied or sorted).
+        let hosts = || -> Vec<TopoKey> {
+            let mut keys = Vec::new();
+            if let Some(t) = topology {
+                t.for_each_machine(s, s.time, |m| keys.push(host_tkey(m)));
+            }
+            keys
+        };
         if let Some(top) = matches.first() {
             let fp = self.fingerprint(&top.rule, &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
@@ -896,7 +902,7 @@ impl Correlator {
             if self.active_for(&fp).is_none()
                 && s.host().is_none()
                 && matches.iter().all(|m| m.severity < Severity::Critical)
-                && let Some(id) = self.related_active(s, &hosts())
+                && let Some(id) = self.related_active_keyed(s, hosts())
             {
                 return Decision::Join {
                     incident_id: id,
@@ -951,7 +957,7 @@ impl Correlator {
                 context: self.context_for(s),
             };
         }
-        if let Some(id) = self.related_active(s, &hosts()) {
+        if let Some(id) = self.related_active_keyed(s, hosts()) {
             return Decision::Join {
                 incident_id: id,
                 hypotheses: Vec::new(),
@@ -1029,10 +1035,16 @@ impl Correlator {
         best.map(|(_, id)| id.to_string())
     }
 
+    #[cfg(test)]
     fn related_active(&self, s: &Signal, hosts: &[String]) -> Option<String> {
-        let mut keys = vec![entity_tkey(&s.entity.key())];
+        self.related_active_keyed(s, hosts.iter().map(|h| host_tkey(h)).collect())
+    }
+
+    /// [`Correlator::related_active`], with the other hosts as index keys ([`host_tkey`]).
+    fn related_active_keyed(&self, s: &Signal, hosts: Vec<TopoKey>) -> Option<String> {
+        let mut keys = hosts;
+        keys.push(entity_tkey(&s.entity.key()));
         keys.extend(s.host().map(host_tkey));
-        keys.extend(hosts.iter().map(|h| host_tkey(h)));
         keys.extend(group_key(s).as_deref().map(group_tkey));
         self.newest_under(&keys, s)
     }

@@ -600,6 +600,18 @@ impl Topology {
         out
     }
 
+    /// [`Topology::machines`], each name handed to `f` (unsorted, not copied).
+    pub fn for_each_machine(&self, s: &Signal, at: Timestamp, mut f: impl FnMut(&str)) {
+        let Some(start) = entity_id(s).and_then(|id| self.ids.get(id.as_str()).copied()) else {
+            return;
+        };
+        for n in self.reach_ids(start, at, &[EdgeKind::RunsOn], 3) {
+            if let Some(m) = self.nodes[n as usize].name.strip_prefix("machine:") {
+                f(m);
+            }
+        }
+    }
+
     /// The machines the entity of `s` ran on at `at` (container → pod → machine, …).
     pub fn machines(&self, s: &Signal, at: Timestamp) -> Vec<String> {
         self.reached(s, at, &[EdgeKind::RunsOn], 3, "machine:")
@@ -1028,6 +1040,10 @@ mod tests {
                         v
                     };
                     proptest::prop_assert_eq!(t.machines(&q, at), names(&[EdgeKind::RunsOn], "machine:"));
+                    let mut each = Vec::new();
+                    t.for_each_machine(&q, at, |m| each.push(m.to_string()));
+                    each.sort();
+                    proptest::prop_assert_eq!(each, t.machines(&q, at));
                     proptest::prop_assert_eq!(
                         t.workloads(&q, at),
                         names(&[EdgeKind::RunsOn, EdgeKind::OwnedBy], "workload:")
