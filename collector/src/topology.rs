@@ -578,7 +578,28 @@ impl Topology {
         seen
     }
 
-    /// The names after `prefix` of the nodes reachable from the entity of `s` at `at`, sorted.
+    /// Each name after `prefix` of the nodes reachable from the entity of `s` at `at`, handed
+    /// to `f` in walk order (not copied).
+    fn each_reached<'a>(
+        &'a self,
+        s: &Signal,
+        at: Timestamp,
+        kinds: &[EdgeKind],
+        depth: usize,
+        prefix: &str,
+        mut f: impl FnMut(&'a str),
+    ) {
+        let Some(start) = entity_id(s).and_then(|id| self.ids.get(id.as_str()).copied()) else {
+            return;
+        };
+        for n in self.reach_ids(start, at, kinds, depth) {
+            if let Some(name) = self.nodes[n as usize].name.strip_prefix(prefix) {
+                f(name);
+            }
+        }
+    }
+
+    /// [`Topology::each_reached`], as a sorted list of copies.
     fn reached(
         &self,
         s: &Signal,
@@ -587,29 +608,15 @@ impl Topology {
         depth: usize,
         prefix: &str,
     ) -> Vec<String> {
-        let Some(start) = entity_id(s).and_then(|id| self.ids.get(id.as_str()).copied()) else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = self
-            .reach_ids(start, at, kinds, depth)
-            .into_iter()
-            .filter_map(|n| self.nodes[n as usize].name.strip_prefix(prefix))
-            .map(str::to_string)
-            .collect();
+        let mut out = Vec::new();
+        self.each_reached(s, at, kinds, depth, prefix, |n| out.push(n.to_string()));
         out.sort();
         out
     }
 
     /// [`Topology::machines`], each name handed to `f` (unsorted, not copied).
-    pub fn for_each_machine(&self, s: &Signal, at: Timestamp, mut f: impl FnMut(&str)) {
-        let Some(start) = entity_id(s).and_then(|id| self.ids.get(id.as_str()).copied()) else {
-            return;
-        };
-        for n in self.reach_ids(start, at, &[EdgeKind::RunsOn], 3) {
-            if let Some(m) = self.nodes[n as usize].name.strip_prefix("machine:") {
-                f(m);
-            }
-        }
+    pub fn for_each_machine(&self, s: &Signal, at: Timestamp, f: impl FnMut(&str)) {
+        self.each_reached(s, at, &[EdgeKind::RunsOn], 3, "machine:", f);
     }
 
     /// The machines the entity of `s` ran on at `at` (container → pod → machine, …).
