@@ -461,15 +461,20 @@ impl JoinSource for JoinView<'_> {
 
     fn candidates(
         &self,
-        event: &str,
+        events: &[String],
         from: Timestamp,
         to: Timestamp,
         relation: Relation,
         anchor: &Anchor,
     ) -> Vec<&Signal> {
-        let Some(q) = self.held.by_event.get(event) else {
+        let mut queues = events
+            .iter()
+            .filter_map(|e| self.held.by_event.get(e.as_str()))
+            .peekable();
+        if queues.peek().is_none() {
             return Vec::new();
-        };
+        }
+        // The anchor's index keys, once for all the events.
         let keys: Vec<Key> = match relation {
             Relation::SameHost | Relation::RunsOn => {
                 anchor.machines.iter().map(|m| key(b'm', m)).collect()
@@ -488,13 +493,16 @@ impl JoinSource for JoinView<'_> {
                 None => Vec::new(),
             },
             Relation::UpstreamOf | Relation::SameCluster | Relation::Mounts => {
-                return in_range(&q.all, from, to).collect();
+                return queues.flat_map(|q| in_range(&q.all, from, to)).collect();
             }
         };
-        keys.iter()
-            .filter_map(|k| q.by_key.get(k))
-            .flat_map(|kq| in_range(kq, from, to))
-            .collect()
+        let mut out = Vec::new();
+        for q in queues {
+            for kq in keys.iter().filter_map(|k| q.by_key.get(k)) {
+                out.extend(in_range(kq, from, to));
+            }
+        }
+        out
     }
 
     fn triggers(

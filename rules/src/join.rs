@@ -145,19 +145,23 @@ pub trait JoinSource {
     /// itself may be among them; the engine skips it.
     fn signals(&self, event: &str, from: Timestamp, to: Timestamp) -> Vec<&Signal>;
 
-    /// The held signals named `event` in `from..=to` that may stand in `relation` to the
-    /// anchor. A source with an index (by machine, workload, service, entity) returns just
-    /// those; the default returns [`JoinSource::signals`]. The engine checks the relation on
-    /// each candidate either way.
+    /// The held signals named any of `events` in `from..=to` that may stand in `relation` to
+    /// the anchor, in any order. A source with an index (by machine, workload, service,
+    /// entity) returns just those, working out the anchor's index keys once for all the
+    /// events; the default returns [`JoinSource::signals`] of each event. The engine checks
+    /// the relation on each candidate either way.
     fn candidates(
         &self,
-        event: &str,
+        events: &[String],
         from: Timestamp,
         to: Timestamp,
         _relation: Relation,
         _anchor: &Anchor,
     ) -> Vec<&Signal> {
-        self.signals(event, from, to)
+        events
+            .iter()
+            .flat_map(|e| self.signals(e, from, to))
+            .collect()
     }
 
     /// The held triggers of rule `rule` (event `event`, in `from..=to`) that `joined` may

@@ -23,6 +23,7 @@ use daytwo_model::FastHash;
 use daytwo_model::{Entity, EntityKind, Hypothesis, Severity, Signal};
 use serde_saphyr::Spanned;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A rule file's path and contents; the caller did the I/O.
@@ -845,7 +846,7 @@ impl Rule {
         tv: &Vars<'s>,
         source: &'s dyn JoinSource,
         force: Option<(usize, &Vars<'s>)>,
-        anchors: &mut Anchors,
+        anchors: &mut Anchors<'s>,
     ) -> Result<RuleMatch, Miss> {
         let trigger = tv.signal;
         if let Some(cond) = &self.condition {
@@ -962,7 +963,7 @@ impl Rule {
         source: &'s dyn JoinSource,
         force: Option<(usize, &Vars<'s>)>,
         chosen: &mut Vec<Vars<'s>>,
-        anchors: &mut Anchors,
+        anchors: &mut Anchors<'s>,
     ) -> Result<(), usize> {
         let Some(join) = self.joins.get(j) else {
             return Ok(());
@@ -987,11 +988,7 @@ impl Rule {
                     Vec::new()
                 }
             }
-            None => join
-                .events
-                .iter()
-                .flat_map(|e| source.candidates(e, from, to, join.relation, &facts))
-                .collect(),
+            None => source.candidates(&join.events, from, to, join.relation, &facts),
         };
         // Nearest first (ties: by id); the relation is then checked lazily, in that order, so
         // that a join satisfied by its nearest candidates does not test all the others. The
@@ -1043,45 +1040,33 @@ impl Rule {
 
 /// What relations need to know about their anchors ([`crate::join::Anchor`]: the machines and
 /// workloads the topology says a signal's entity had), computed once per anchor during one
-/// evaluation (the source does not change meanwhile) rather than once per rule and per join.
+/// evaluation (the source does not change meanwhile) rather than once per rule and per join,
+/// and shared by every join that measures from that anchor.
 #[derive(Default)]
-struct Anchors {
-    /// (address of the anchor signal, machines?) → its machines or workloads.
-    memo: HashMap<(usize, bool), Vec<String>, FastHash>,
+struct Anchors<'s> {
+    /// (address of the anchor signal, which facts) → the anchor.
+    memo: HashMap<(usize, u8), Rc<crate::join::Anchor<'s>>, FastHash>,
 }
 
-impl Anchors {
-    fn get<'a>(
+impl<'s> Anchors<'s> {
+    fn get(
         &mut self,
         relation: Relation,
-        signal: &'a Signal,
+        signal: &'s Signal,
         source: &dyn JoinSource,
-    ) -> crate::join::Anchor<'a> {
-        let machines = match relation {
-            Relation::SameHost | Relation::RunsOn => true,
-            Relation::OwnedBy => false,
-            _ => return crate::join::Anchor::new(relation, signal, source),
+    ) -> Rc<crate::join::Anchor<'s>> {
+        // Relations that need the same facts share one anchor.
+        let facts = match relation {
+            Relation::SameHost | Relation::RunsOn => 0,
+            Relation::OwnedBy => 1,
+            _ => 2,
         };
-        let key = (std::ptr::from_ref(signal) as usize, machines);
-        let facts = match self.memo.get(&key) {
-            Some(f) => f.clone(),
-            None => {
-                let a = crate::join::Anchor::new(relation, signal, source);
-                let f = if machines { a.machines } else { a.workloads };
-                self.memo.insert(key, f.clone());
-                f
-            }
-        };
-        let (machines, workloads) = if machines {
-            (facts, Vec::new())
-        } else {
-            (Vec::new(), facts)
-        };
-        crate::join::Anchor {
-            signal,
-            machines,
-            workloads,
-        }
+        let key = (std::ptr::from_ref(signal) as usize, facts);
+        Rc::clone(
+            self.memo
+                .entry(key)
+                .or_insert_with(|| Rc::new(crate::join::Anchor::new(relation, signal, source))),
+        )
     }
 }
 
