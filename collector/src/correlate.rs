@@ -485,9 +485,7 @@ impl JoinSource for JoinView<'_> {
             Relation::Calls => match daytwo_rules::join::service_of(anchor.signal) {
                 Some(svc) => self
                     .topology
-                    .calls()
-                    .callees(svc)
-                    .filter(|c| self.topology.calls_at(svc, c, anchor.signal.time))
+                    .callees_at(svc, anchor.signal.time)
                     .map(|c| key(b's', c))
                     .collect(),
                 None => Vec::new(),

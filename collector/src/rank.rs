@@ -46,10 +46,12 @@ pub const MAX_HYPOTHESES: usize = 5;
 /// rules from it.
 #[derive(Clone, Debug, Default)]
 pub struct CallGraph {
-    edges: HashMap<(String, String), (Timestamp, Timestamp)>,
-    /// caller → callees and callee → callers, for lookups without a scan.
-    out: HashMap<String, BTreeSet<String>>,
+    /// caller → callee → (first, last) seen: a lookup borrows the names, copies none.
+    out: HashMap<String, BTreeMap<String, (Timestamp, Timestamp)>>,
+    /// callee → callers, for lookups without a scan.
     inn: HashMap<String, BTreeSet<String>>,
+    /// How many edges `out` holds.
+    len: usize,
 }
 
 impl CallGraph {
@@ -63,39 +65,29 @@ impl CallGraph {
         if caller.is_empty() || callee.is_empty() || caller == callee {
             return 0;
         }
-        match self
-            .edges
-            .get_mut(&(caller.to_string(), callee.to_string()))
-        {
-            Some((first, last)) => {
-                *first = (*first).min(t);
-                *last = (*last).max(t);
-                return 0;
-            }
-            None => {
-                self.edges
-                    .insert((caller.to_string(), callee.to_string()), (t, t));
-                self.out
-                    .entry(caller.to_string())
-                    .or_default()
-                    .insert(callee.to_string());
-                self.inn
-                    .entry(callee.to_string())
-                    .or_default()
-                    .insert(caller.to_string());
-            }
+        // A known edge (the common case, once per span) is updated without copying a name.
+        if let Some((first, last)) = self.out.get_mut(caller).and_then(|c| c.get_mut(callee)) {
+            *first = (*first).min(t);
+            *last = (*last).max(t);
+            return 0;
         }
-        if self.edges.len() > MAX_EDGES {
-            let mut all: Vec<(Timestamp, (String, String))> = self
-                .edges
-                .iter()
-                .map(|(k, (_, last))| (*last, k.clone()))
-                .collect();
+        self.out
+            .entry(caller.to_string())
+            .or_default()
+            .insert(callee.to_string(), (t, t));
+        self.inn
+            .entry(callee.to_string())
+            .or_default()
+            .insert(caller.to_string());
+        self.len += 1;
+        if self.len > MAX_EDGES {
+            let mut all: Vec<(Timestamp, (&str, &str))> =
+                self.edges().map(|(k, (_, last))| (last, k)).collect();
             all.sort();
             let drop: Vec<(String, String)> = all
                 .into_iter()
                 .take(MAX_EDGES / 10)
-                .map(|(_, k)| k)
+                .map(|(_, (a, b))| (a.to_string(), b.to_string()))
                 .collect();
             let n = drop.len();
             for k in drop {
@@ -106,10 +98,20 @@ impl CallGraph {
         0
     }
 
+    /// Every edge: (caller, callee) and when it was first and last seen.
+    fn edges(&self) -> impl Iterator<Item = ((&str, &str), (Timestamp, Timestamp))> {
+        self.out.iter().flat_map(|(caller, callees)| {
+            callees
+                .iter()
+                .map(move |(callee, seen)| ((caller.as_str(), callee.as_str()), *seen))
+        })
+    }
+
     fn remove(&mut self, k: &(String, String)) {
-        self.edges.remove(k);
         if let Some(callees) = self.out.get_mut(&k.0) {
-            callees.remove(&k.1);
+            if callees.remove(&k.1).is_some() {
+                self.len -= 1;
+            }
             if callees.is_empty() {
                 self.out.remove(&k.0);
             }
@@ -125,10 +127,9 @@ impl CallGraph {
     /// Drops every edge last seen before `cutoff`; returns how many.
     pub fn prune(&mut self, cutoff: Timestamp) -> usize {
         let stale: Vec<(String, String)> = self
-            .edges
-            .iter()
+            .edges()
             .filter(|(_, (_, last))| *last < cutoff)
-            .map(|(k, _)| k.clone())
+            .map(|((a, b), _)| (a.to_string(), b.to_string()))
             .collect();
         for k in &stale {
             self.remove(k);
@@ -137,18 +138,16 @@ impl CallGraph {
     }
 
     pub fn len(&self) -> usize {
-        self.edges.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.edges.is_empty()
+        self.len == 0
     }
 
     /// When `caller` → `callee` was first and last seen.
     pub fn seen(&self, caller: &str, callee: &str) -> Option<(Timestamp, Timestamp)> {
-        self.edges
-            .get(&(caller.to_string(), callee.to_string()))
-            .copied()
+        self.out.get(caller)?.get(callee).copied()
     }
 
     /// The services `svc` calls.
@@ -156,7 +155,18 @@ impl CallGraph {
         self.out
             .get(svc)
             .into_iter()
-            .flat_map(|c| c.iter().map(String::as_str))
+            .flat_map(|c| c.keys().map(String::as_str))
+    }
+
+    /// The services `svc` calls, each with when the call was first and last seen.
+    pub fn callees_seen<'a>(
+        &'a self,
+        svc: &'a str,
+    ) -> impl Iterator<Item = (&'a str, (Timestamp, Timestamp))> + 'a {
+        self.out
+            .get(svc)
+            .into_iter()
+            .flat_map(|c| c.iter().map(|(k, seen)| (k.as_str(), *seen)))
     }
 
     /// The services that call `svc`.
@@ -187,10 +197,7 @@ impl CallGraph {
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut queue = VecDeque::from([from]);
         while let Some(s) = queue.pop_front() {
-            for c in self.callees(s) {
-                let Some((first, last)) = self.seen(s, c) else {
-                    continue;
-                };
+            for (c, (first, last)) in self.callees_seen(s) {
                 if first > valid.1 || last < valid.0 {
                     continue;
                 }

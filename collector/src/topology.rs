@@ -651,6 +651,26 @@ impl Topology {
             .is_some_and(|(first, last)| self.holds(&Seen { first, last }, at))
     }
 
+    /// The services `caller` called around `at` (see [`Topology::calls_at`]).
+    pub fn callees_at<'a>(
+        &'a self,
+        caller: &'a str,
+        at: Timestamp,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.calls
+            .callees_seen(caller)
+            .filter(move |(_, (first, last))| {
+                self.holds(
+                    &Seen {
+                        first: *first,
+                        last: *last,
+                    },
+                    at,
+                )
+            })
+            .map(|(c, _)| c)
+    }
+
     /// Whether `from` reaches `to` through calls around `at`.
     pub fn reaches(&self, from: &str, to: &str, at: Timestamp) -> bool {
         self.calls
@@ -765,6 +785,13 @@ mod tests {
         t.add_call("checkout", "payment", at);
         assert!(t.calls_at("frontend", "checkout", at));
         assert!(!t.calls_at("frontend", "payment", at));
+        assert_eq!(
+            t.callees_at("frontend", at).collect::<Vec<_>>(),
+            ["checkout"]
+        );
+        let later = Timestamp::from_unix_secs(5000);
+        assert!(!t.calls_at("frontend", "checkout", later));
+        assert_eq!(t.callees_at("frontend", later).count(), 0);
         assert!(t.reaches("frontend", "payment", at));
         assert!(!t.reaches("payment", "frontend", at));
         assert!(!t.reaches("frontend", "payment", Timestamp::from_unix_secs(5000)));

@@ -460,3 +460,114 @@ fn a_client_latency_on_one_callers_calls_only_is_shared_with_that_caller() {
     ];
     assert_eq!(rank(&sigs, &single)[0].entity.name, "currency");
 }
+
+mod call_graph {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// The call graph as a plain list of edges, searched in full.
+    #[derive(Default)]
+    struct Model {
+        edges: BTreeMap<(String, String), (Timestamp, Timestamp)>,
+    }
+
+    impl Model {
+        fn add(&mut self, caller: &str, callee: &str, t: Timestamp) {
+            if caller.is_empty() || callee.is_empty() || caller == callee {
+                return;
+            }
+            let e = self
+                .edges
+                .entry((caller.into(), callee.into()))
+                .or_insert((t, t));
+            e.0 = e.0.min(t);
+            e.1 = e.1.max(t);
+        }
+    }
+
+    fn agree(g: &CallGraph, m: &Model, names: &[&str]) {
+        assert_eq!(g.len(), m.edges.len());
+        for a in names {
+            let callees: Vec<&str> = g.callees(a).collect();
+            let want: Vec<&str> = m
+                .edges
+                .keys()
+                .filter(|k| k.0 == *a)
+                .map(|k| k.1.as_str())
+                .collect();
+            assert_eq!(callees, want, "callees of {a}");
+            let mut callers: Vec<&str> = g.callers(a).collect();
+            callers.sort();
+            let mut want: Vec<&str> = m
+                .edges
+                .keys()
+                .filter(|k| k.1 == *a)
+                .map(|k| k.0.as_str())
+                .collect();
+            want.sort();
+            assert_eq!(callers, want, "callers of {a}");
+            for b in names {
+                assert_eq!(
+                    g.seen(a, b),
+                    m.edges.get(&(a.to_string(), b.to_string())).copied(),
+                    "{a} -> {b}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        /// Every answer (edges, first and last seen, callers, callees, count) is the plain
+        /// list's, through adds and prunes.
+        #[test]
+        fn answers_match_a_plain_list_of_edges(
+            ops in proptest::collection::vec((0usize..5, 0usize..5, 0i64..100, any::<bool>()), 1..60)
+        ) {
+            let names = ["", "a", "b", "c", "d"];
+            let mut g = CallGraph::new();
+            let mut m = Model::default();
+            for (x, y, t, prune) in ops {
+                let t = Timestamp::from_unix_secs(t);
+                if prune {
+                    let n = g.prune(t);
+                    let before = m.edges.len();
+                    m.edges.retain(|_, (_, last)| *last >= t);
+                    prop_assert_eq!(n, before - m.edges.len());
+                } else {
+                    prop_assert_eq!(g.add(names[x], names[y], t), 0);
+                    m.add(names[x], names[y], t);
+                }
+                agree(&g, &m, &names);
+            }
+        }
+    }
+
+    #[test]
+    fn past_the_bound_the_least_recently_seen_edges_go() {
+        let mut g = CallGraph::new();
+        for i in 0..MAX_EDGES {
+            assert_eq!(
+                g.add(
+                    "caller",
+                    &format!("s{i}"),
+                    Timestamp::from_unix_secs(i as i64)
+                ),
+                0
+            );
+        }
+        // Seen again: now the most recent.
+        g.add("caller", "s0", Timestamp::from_unix_secs(1_000_000));
+        let dropped = g.add("caller", "new", Timestamp::from_unix_secs(1_000_001));
+        assert_eq!(dropped, MAX_EDGES / 10);
+        assert_eq!(g.len(), MAX_EDGES + 1 - MAX_EDGES / 10);
+        assert!(g.seen("caller", "s0").is_some());
+        assert!(g.seen("caller", "s1").is_none());
+        assert!(g.seen("caller", &format!("s{}", MAX_EDGES / 10)).is_none());
+        assert!(
+            g.seen("caller", &format!("s{}", MAX_EDGES / 10 + 1))
+                .is_some()
+        );
+        assert!(g.callers("s1").next().is_none());
+    }
+}
