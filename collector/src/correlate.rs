@@ -697,8 +697,22 @@ pub struct Correlator {
     resolved: HashMap<String, (String, Timestamp)>,
     /// Fingerprints computed so far (rule, entity key and cluster → [`fingerprint`]), so that
     /// the SHA-256 of [`stable_id`] runs once per cause rather than once per rule match; at
-    /// most [`FINGERPRINTS_MAX`], then started over.
-    fingerprints: HashMap<String, String, FastHash>,
+    /// most [`FINGERPRINTS_MAX`], then started over. Keyed by a hash of the three parts; the
+    /// parts themselves are compared on a hit, so two causes never share a fingerprint.
+    fingerprints: HashMap<u64, Vec<Remembered>, KeyHash>,
+    fingerprints_len: usize,
+    /// Applied to the hash of the parts: all ones; a test clears it so that every fingerprint
+    /// shares one hash and only the comparison of the parts tells them apart.
+    fingerprint_mask: u64,
+}
+
+/// One fingerprint [`Correlator`] remembers, with the parts it was made of.
+#[derive(Debug)]
+struct Remembered {
+    rule: Box<str>,
+    entity_key: Box<str>,
+    cluster: Box<str>,
+    fingerprint: String,
 }
 
 /// How many fingerprints [`Correlator`] remembers.
@@ -762,22 +776,48 @@ impl Correlator {
             recent_len: 0,
             resolved: HashMap::new(),
             fingerprints: HashMap::default(),
+            fingerprints_len: 0,
+            fingerprint_mask: u64::MAX,
         }
     }
 
     /// [`fingerprint`], remembered.
     fn fingerprint(&mut self, rule: &str, entity: &Entity) -> String {
-        let key = entity.key();
+        self.fingerprint_keyed(rule, &entity.key(), entity)
+    }
+
+    /// [`Correlator::fingerprint`], with the entity's key computed already.
+    fn fingerprint_keyed(&mut self, rule: &str, entity_key: &str, entity: &Entity) -> String {
+        use std::hash::{BuildHasher, Hasher};
         let cluster = entity.cluster().unwrap_or("");
-        let memo = format!("{}|{}|{rule}{key}{cluster}", rule.len(), key.len());
-        if let Some(fp) = self.fingerprints.get(&memo) {
-            return fp.clone();
+        let mut h = FastHash.build_hasher();
+        for part in [rule, entity_key, cluster] {
+            h.write_usize(part.len());
+            h.write(part.as_bytes());
         }
-        let fp = stable_id(&["fingerprint/v1", rule, &key, cluster]);
-        if self.fingerprints.len() >= FINGERPRINTS_MAX {
+        let hash = h.finish() & self.fingerprint_mask;
+        let same = |r: &&Remembered| {
+            &*r.rule == rule && &*r.entity_key == entity_key && &*r.cluster == cluster
+        };
+        if let Some(r) = self
+            .fingerprints
+            .get(&hash)
+            .and_then(|v| v.iter().find(same))
+        {
+            return r.fingerprint.clone();
+        }
+        let fp = stable_id(&["fingerprint/v1", rule, entity_key, cluster]);
+        if self.fingerprints_len >= FINGERPRINTS_MAX {
             self.fingerprints.clear();
+            self.fingerprints_len = 0;
         }
-        self.fingerprints.insert(memo, fp.clone());
+        self.fingerprints.entry(hash).or_default().push(Remembered {
+            rule: rule.into(),
+            entity_key: entity_key.into(),
+            cluster: cluster.into(),
+            fingerprint: fp.clone(),
+        });
+        self.fingerprints_len += 1;
         fp
     }
 
@@ -898,7 +938,9 @@ impl Correlator {
             keys
         };
         if let Some(top) = matches.first() {
-            let fp = self.fingerprint(&top.rule, &top.hypothesis.entity);
+            // Each blamed entity's key, once.
+            let blamed: Vec<String> = matches.iter().map(|m| m.hypothesis.entity.key()).collect();
+            let fp = self.fingerprint_keyed(&top.rule, &blamed[0], &top.hypothesis.entity);
             let hypotheses: Vec<Hypothesis> =
                 matches.iter().map(|m| m.hypothesis.clone()).collect();
             // Below critical, for a host-less signal (a service's own anomaly, grouped by
@@ -918,23 +960,23 @@ impl Correlator {
             // The best match's fingerprint first, then any other match's: an incident already
             // open for the same cause under another rule takes the signal.
             let mut active = self.active_for(&fp).map(str::to_string);
-            for m in matches.iter().skip(1) {
+            for (m, key) in matches.iter().zip(&blamed).skip(1) {
                 if active.is_some() {
                     break;
                 }
-                let other = self.fingerprint(&m.rule, &m.hypothesis.entity);
+                let other = self.fingerprint_keyed(&m.rule, key, &m.hypothesis.entity);
                 active = self.active_for(&other).map(str::to_string);
             }
             // A rule that blames another entity than the signal's own: the incident already
             // open for that cause takes the signal.
             if active.is_none() {
                 let own = s.entity.key();
-                for m in matches {
+                for (m, key) in matches.iter().zip(&blamed) {
                     if active.is_some() {
                         break;
                     }
-                    if m.hypothesis.entity.key() != own {
-                        let cause = self.fingerprint(CAUSE_RULE, &m.hypothesis.entity);
+                    if *key != own {
+                        let cause = self.fingerprint_keyed(CAUSE_RULE, key, &m.hypothesis.entity);
                         active = self.active_for(&cause).map(str::to_string);
                     }
                 }
@@ -1368,6 +1410,55 @@ mod tests {
         assert!(
             matches!(c.decide(&b, &[rule_match(&b, "r")]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
         );
+    }
+
+    /// The remembered fingerprints are the computed ones, for parts that run together alike
+    /// ("ab" + "c" and "a" + "bc"), with and without a cluster, asked repeatedly and past the
+    /// bound where the memory starts over.
+    #[test]
+    fn remembered_fingerprints_are_the_computed_ones() {
+        remembered_fingerprints(u64::MAX);
+        // Every fingerprint under one hash: the parts alone tell them apart.
+        remembered_fingerprints(0);
+    }
+
+    fn remembered_fingerprints(mask: u64) {
+        let mut c = Correlator::new(Duration::from_secs(300));
+        c.fingerprint_mask = mask;
+        let mut cases = Vec::new();
+        for (rule, name) in [("ab", "c"), ("a", "bc"), ("abc", ""), ("", "abc")] {
+            for cluster in [None, Some("east"), Some("")] {
+                let mut e = Entity::new(EntityKind::Node, name);
+                if let Some(cl) = cluster {
+                    e = e.with_attr("k8s.cluster.name", cl);
+                }
+                cases.push((rule.to_string(), e));
+            }
+        }
+        let mut seen = HashSet::new();
+        for round in 0..3 {
+            for (rule, e) in &cases {
+                let want = fingerprint(rule, e);
+                assert_eq!(c.fingerprint(rule, e), want, "round {round}: {rule} {e:?}");
+                if round == 0 {
+                    seen.insert(want);
+                }
+            }
+        }
+        // Distinct parts, distinct fingerprints.
+        assert_eq!(seen.len(), cases.len());
+        let past_bound = if mask == 0 {
+            100
+        } else {
+            FINGERPRINTS_MAX + 10
+        };
+        for i in 0..past_bound {
+            let e = Entity::new(EntityKind::Node, format!("n{i}"));
+            assert_eq!(c.fingerprint("r", &e), fingerprint("r", &e));
+        }
+        assert!(c.fingerprints_len <= FINGERPRINTS_MAX);
+        let (rule, e) = &cases[0];
+        assert_eq!(c.fingerprint(rule, e), fingerprint(rule, e));
     }
 
     #[test]
