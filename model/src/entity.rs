@@ -145,16 +145,20 @@ impl Entity {
     /// A canonical key that is equal for two descriptions of the same entity and never
     /// includes free text: kind plus the identity attributes that are present.
     pub fn key(&self) -> String {
-        let mut k = String::from(self.kind.as_str());
         let mut any = false;
         // An entity has a few attributes: find each in the list of identity keys (mostly a
         // length comparison) rather than look every identity key up in the map.
         let mut present = [None; IDENTITY_KEYS.len()];
+        // The key's length, for one allocation (a value that is not a string is sized below).
+        let mut len = self.kind.as_str().len() + "|name=".len() + self.name.len();
         for (name, v) in &self.attributes {
             if let Some(i) = IDENTITY_KEYS.iter().position(|id| id == name) {
                 present[i] = Some(v);
+                len += 2 + name.len() + v.as_str().map_or(8, str::len);
             }
         }
+        let mut k = String::with_capacity(len);
+        k.push_str(self.kind.as_str());
         for (id, v) in IDENTITY_KEYS.iter().zip(present) {
             if let Some(v) = v {
                 k.push('|');

@@ -11,9 +11,11 @@ pub fn stable_id(parts: &[&str]) -> String {
         h.update(p.as_bytes());
     }
     let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(32);
     for b in &digest[..16] {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }
@@ -27,5 +29,13 @@ mod tests {
         assert_ne!(stable_id(&["ab", "c"]), stable_id(&["a", "bc"]));
         assert_eq!(stable_id(&["x"]), stable_id(&["x"]));
         assert_eq!(stable_id(&["x"]).len(), 32);
+        // Ids are stored and compared across versions: the first 16 bytes of SHA-256 over
+        // each part's length (u64, little-endian) and bytes, in lower-case hex (computed
+        // independently, with Python's hashlib).
+        assert_eq!(stable_id(&["x"]), "f91b14e7bbea4c5bfa0e1a7040177166");
+        assert_eq!(
+            stable_id(&["fingerprint/v1", "r", "node|name=n1", ""]),
+            "12fa877ebf34c35f2c9d255353a23ebe"
+        );
     }
 }
