@@ -1044,8 +1044,9 @@ impl Rule {
 /// and shared by every join that measures from that anchor.
 #[derive(Default)]
 struct Anchors<'s> {
-    /// (address of the anchor signal, which facts) → the anchor.
-    memo: HashMap<(usize, u8), Rc<crate::join::Anchor<'s>>, FastHash>,
+    /// (address of the anchor signal, which facts) → the anchor: a few per evaluation,
+    /// searched in order (no hash table to build for each evaluation).
+    memo: Vec<((usize, u8), Rc<crate::join::Anchor<'s>>)>,
 }
 
 impl<'s> Anchors<'s> {
@@ -1062,11 +1063,12 @@ impl<'s> Anchors<'s> {
             _ => 2,
         };
         let key = (std::ptr::from_ref(signal) as usize, facts);
-        Rc::clone(
-            self.memo
-                .entry(key)
-                .or_insert_with(|| Rc::new(crate::join::Anchor::new(relation, signal, source))),
-        )
+        if let Some((_, a)) = self.memo.iter().find(|(k, _)| *k == key) {
+            return Rc::clone(a);
+        }
+        let a = Rc::new(crate::join::Anchor::new(relation, signal, source));
+        self.memo.push((key, Rc::clone(&a)));
+        a
     }
 }
 
