@@ -86,7 +86,7 @@ enum Conv {
     String,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Lit {
     Null,
     Bool(bool),
@@ -96,7 +96,7 @@ enum Lit {
     Str(String),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum N {
     Lit(Lit),
     Var(Who, Var),
@@ -115,8 +115,125 @@ enum N {
     Str(StrFn, Box<N>, Option<Box<N>>),
     Conv(Conv, Box<N>),
     List(Vec<N>),
-    /// `range.exists(x, body)` (`true`) or `range.all(x, body)` (`false`).
-    Quant(bool, Box<N>, Box<N>),
+    /// `range.exists(x, body)` (`true`) or `range.all(x, body)` (`false`), with the body's
+    /// loop-invariant parts computed once ([`Hoisted`]) when it has any.
+    Quant(bool, Box<N>, Box<N>, Option<Box<Hoisted>>),
+}
+
+/// A comprehension's body with its loop-invariant, costly parts (a string lowered, joined or
+/// converted that does not read the element: `attributes["k"].lowerAscii()` in
+/// `[…].exists(p, attributes["k"].lowerAscii().contains(p))`) taken out: `lets` are
+/// evaluated once before the loop and pushed onto the stack of bound values below the
+/// element, and `body` reads them as locals. The expressions are pure, so each element's
+/// result is the plain body's; when a `let` fails, the plain body runs instead, so a failure
+/// surfaces (or is absorbed by a short circuit) exactly as it would have.
+#[derive(Clone, Debug)]
+struct Hoisted {
+    lets: Vec<N>,
+    body: N,
+}
+
+impl N {
+    /// The direct children, in evaluation order.
+    fn children(&self) -> Vec<&N> {
+        match self {
+            N::Lit(_) | N::Var(..) | N::Local(_) => Vec::new(),
+            N::Index(x, y)
+            | N::And(x, y)
+            | N::Or(x, y)
+            | N::Cmp(_, x, y)
+            | N::In(x, y)
+            | N::Add(x, y) => vec![x, y],
+            N::Field(x, _) | N::Has(x, _) | N::Not(x) | N::Conv(_, x) => vec![x],
+            N::Cond(c, x, y) => vec![c, x, y],
+            N::Str(_, t, a) => std::iter::once(&**t).chain(a.as_deref()).collect(),
+            N::List(items) => items.iter().collect(),
+            N::Quant(_, r, b, _) => vec![r, b],
+        }
+    }
+
+    /// Whether it reads no bound value at `depth` or deeper (the element of a comprehension
+    /// at that depth, or of one nested in it) and holds no comprehension.
+    fn invariant(&self, depth: usize) -> bool {
+        match self {
+            N::Local(i) => *i < depth,
+            N::Quant(..) => false,
+            n => n.children().into_iter().all(|c| c.invariant(depth)),
+        }
+    }
+
+    /// Whether evaluating it builds a string (worth doing once rather than per element).
+    fn builds_string(&self) -> bool {
+        matches!(
+            self,
+            N::Str(StrFn::LowerAscii | StrFn::UpperAscii, ..)
+                | N::Add(..)
+                | N::Conv(Conv::String, _)
+        ) || self.children().into_iter().any(N::builds_string)
+    }
+
+    /// The tree with every bound-value index at `depth` or deeper moved up by `by`, and (when
+    /// `lets` is given) every maximal invariant subtree that builds a string replaced by a
+    /// read of the value pushed for it at `depth + its index in lets`.
+    fn lift(&self, depth: usize, by: usize, lets: &mut Option<&mut Vec<N>>) -> N {
+        if let Some(l) = lets.as_deref_mut()
+            && !matches!(self, N::Local(_))
+            && self.invariant(depth)
+            && self.builds_string()
+        {
+            l.push(self.clone());
+            return N::Local(depth + l.len() - 1);
+        }
+        let mut f = |n: &N| Box::new(n.lift(depth, by, lets));
+        match self {
+            N::Local(i) if *i >= depth => N::Local(i + by),
+            N::Lit(_) | N::Var(..) | N::Local(_) => self.clone(),
+            N::Index(x, y) => N::Index(f(x), f(y)),
+            N::And(x, y) => N::And(f(x), f(y)),
+            N::Or(x, y) => N::Or(f(x), f(y)),
+            N::Cmp(c, x, y) => N::Cmp(*c, f(x), f(y)),
+            N::In(x, y) => N::In(f(x), f(y)),
+            N::Add(x, y) => N::Add(f(x), f(y)),
+            N::Field(x, name) => N::Field(f(x), name.clone()),
+            N::Has(x, name) => N::Has(f(x), name.clone()),
+            N::Not(x) => N::Not(f(x)),
+            N::Conv(c, x) => N::Conv(*c, f(x)),
+            N::Cond(c, x, y) => N::Cond(f(c), f(x), f(y)),
+            N::Str(g, t, a) => N::Str(*g, f(t), a.as_deref().map(&mut f)),
+            N::List(items) => N::List(items.iter().map(|x| *f(x)).collect()),
+            // A nested comprehension keeps its own hoisting; only its indices move.
+            N::Quant(e, r, b, h) => {
+                let mut none = None;
+                let mut g = |n: &N| Box::new(n.lift(depth, by, &mut none));
+                N::Quant(
+                    *e,
+                    g(r),
+                    g(b),
+                    h.as_ref().map(|h| {
+                        Box::new(Hoisted {
+                            lets: h.lets.iter().map(|l| *g(l)).collect(),
+                            body: *g(&h.body),
+                        })
+                    }),
+                )
+            }
+        }
+    }
+}
+
+/// The hoisted form of a comprehension body compiled with its element at `depth`, or `None`
+/// when no part of it is worth hoisting.
+fn hoist(body: &N, depth: usize) -> Option<Box<Hoisted>> {
+    // A first pass finds the lets (in the order they are met); the second replaces them the
+    // same way and moves the element's index and everything nested above them.
+    let mut lets = Vec::new();
+    body.lift(depth, 0, &mut Some(&mut lets));
+    if lets.is_empty() {
+        return None;
+    }
+    let mut again = Vec::new();
+    let body = body.lift(depth, lets.len(), &mut Some(&mut again));
+    Some(Box::new(Hoisted { lets, body }))
 }
 
 /// A value during native evaluation, borrowing from the signals and the expression.
@@ -346,10 +463,13 @@ fn compile(e: &IdedExpr, s: &mut Scope<'_>) -> Option<N> {
                 return None;
             }
             let range = b(&c.iter_range, s)?;
+            let depth = s.bound.len();
             s.bound.push(c.iter_var.clone());
             let body = compile(&step.args[1], s);
             s.bound.pop();
-            N::Quant(exists, range, Box::new(body?))
+            let body = body?;
+            let hoisted = hoist(&body, depth);
+            N::Quant(exists, range, Box::new(body), hoisted)
         }
         Expr::Map(_) | Expr::Struct(_) | Expr::Unspecified => return None,
     })
@@ -667,7 +787,7 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
             }
             V::List(out)
         }
-        N::Quant(exists, range, body) => {
+        N::Quant(exists, range, body, hoisted) => {
             let range = ev!(range)?;
             // Map keys iterate in a different order in the interpreter (a hash map): evaluate
             // every key so that the result cannot depend on the order.
@@ -678,14 +798,38 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
                 V::JsonMap(m) => (m.keys().map(|k| V::Str(Cow::Borrowed(k))).collect(), false),
                 _ => return Err(Unsure),
             };
+            // The invariant parts once, below the element; if one fails, the plain body.
+            let base = locals.len();
+            let mut body: &N = body;
+            if let Some(h) = hoisted
+                && !items.is_empty()
+            {
+                let mut all = true;
+                for l in &h.lets {
+                    match ev!(l) {
+                        Ok(v) => locals.push(v),
+                        Err(_) => {
+                            all = false;
+                            break;
+                        }
+                    }
+                }
+                if all {
+                    body = &h.body;
+                } else {
+                    locals.truncate(base);
+                }
+            }
             let mut decided = false;
+            let mut failed = false;
             for item in items {
                 locals.push(item);
                 let r = eval(body, env, joins, locals);
                 locals.pop();
                 // Any failure inside: the interpreter decides how it propagates.
                 let Ok(V::Bool(b)) = r else {
-                    return Err(Unsure);
+                    failed = true;
+                    break;
                 };
                 if b == *exists {
                     decided = true;
@@ -693,6 +837,10 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
                         break;
                     }
                 }
+            }
+            locals.truncate(base);
+            if failed {
+                return Err(Unsure);
             }
             // exists: true when some element held; all: false when some element failed.
             V::Bool(if *exists { decided } else { !decided })
@@ -972,6 +1120,14 @@ mod tests {
                 "'a' in attributes",
                 "attributes['a']",
                 "['no such host', 'x'].exists(p, attributes['a'].lowerAscii().contains(p))",
+                // Invariant parts hoisted out of the loop: failing ones (a missing key), over
+                // an empty range, behind a short circuit, nested, with the element beside them.
+                "['no such host', 'x'].exists(p, attributes['zz'].lowerAscii().contains(p))",
+                "[].exists(p, attributes['zz'].lowerAscii() == p)",
+                "['x', 'ab'].exists(p, p == 'q' && attributes['zz'].upperAscii() == p)",
+                "['x', 'ab'].all(p, p.startsWith('a') || (attributes['a'] + 'b').contains(p))",
+                "['a', 'B'].exists(p, ['x', 'b'].exists(q, (p + q).lowerAscii() == attributes['a'].lowerAscii() + q))",
+                "['a', 'b'].exists(p, attributes.exists(k, k.lowerAscii() == p.lowerAscii() && string(attributes[k]).lowerAscii() != p))",
                 "['x', 'Ab'].all(p, p != attributes['b'])",
                 "attributes.exists(k, k.startsWith('a'))",
                 "attributes.all(k, attributes[k] != 'x')",
