@@ -147,6 +147,20 @@ fn key(prefix: u8, text: &str) -> Key {
     h.finish()
 }
 
+/// The [`key`] of the workload of `s` ([`daytwo_rules::join::workload_of`]), its name
+/// written into a buffer kept for the next.
+fn workload_key(s: &Signal) -> Option<Key> {
+    thread_local! {
+        static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let w = daytwo_rules::join::workload_parts(s)?;
+    Some(BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        w.write_to(buf);
+        key(b'w', buf)
+    }))
+}
+
 /// The keys a held signal can be found under, with their prefixes: entity, machine, workload,
 /// service (see [`key`]); only those whose prefix `wanted` (each costs attribute lookups).
 fn held_keys(s: &Signal, wanted: impl Fn(u8) -> bool) -> Vec<(u8, Key)> {
@@ -158,7 +172,7 @@ fn held_keys(s: &Signal, wanted: impl Fn(u8) -> bool) -> Vec<(u8, Key)> {
         keys.extend(daytwo_rules::join::machine_of(s).map(|m| (b'm', key(b'm', m))));
     }
     if wanted(b'w') {
-        keys.extend(daytwo_rules::join::workload_of(s).map(|w| (b'w', key(b'w', &w))));
+        keys.extend(workload_key(s).map(|k| (b'w', k)));
     }
     if wanted(b's') {
         keys.extend(daytwo_rules::join::service_of(s).map(|v| (b's', key(b's', v))));
@@ -520,11 +534,11 @@ impl JoinSource for JoinView<'_> {
         else {
             return Vec::new();
         };
-        use daytwo_rules::join::{machine_of, service_of, workload_of};
+        use daytwo_rules::join::{machine_of, service_of};
         // The keys under which a trigger that `joined` relates to is held.
         let keys: Option<Vec<Key>> = match relation {
             Relation::SameHost | Relation::RunsOn => machine_of(joined).map(|m| vec![key(b'm', m)]),
-            Relation::OwnedBy => workload_of(joined).map(|w| vec![key(b'w', &w)]),
+            Relation::OwnedBy => workload_key(joined).map(|k| vec![k]),
             Relation::SameEntity => Some(vec![key(b'e', &joined.entity.key())]),
             Relation::Calls => service_of(joined).map(|svc| {
                 self.topology

@@ -28,7 +28,7 @@
 use crate::rank::CallGraph;
 use daytwo_model::{EntityKind, Signal, Timestamp};
 use daytwo_rules::FastHash;
-use daytwo_rules::join::{claim_of, claims_of, machine_of, workload_of};
+use daytwo_rules::join::{claim_of, claims_of, machine_of, workload_parts};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +75,8 @@ pub struct Topology {
     dropped: u64,
     /// [`MAX_EDGES`], smaller in tests.
     max_edges: usize,
+    /// The ids of the signal being learnt, kept for the next.
+    scratch: Ids,
 }
 
 /// A node's index in [`Topology`]'s nodes; stable until the next prune compacts them.
@@ -137,32 +139,137 @@ fn attr<'a>(s: &'a Signal, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn attr_text(s: &Signal, key: &str) -> Option<String> {
-    s.entity
-        .attributes
-        .get(key)
-        .or_else(|| s.resource.get(key))
-        .and_then(|v| match v {
-            serde_json::Value::String(x) if !x.is_empty() => Some(x.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
+/// The levels of the graph a signal's attributes can name, one id each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Container,
+    Pod,
+    Machine,
+    Workload,
+    Service,
+    Process,
+    Cgroup,
+    Volume,
 }
 
-/// The ids a signal's attributes name, one per level.
+/// The ids a signal's attributes name, one per level, written into buffers kept from one
+/// signal to the next (learning a signal's edges builds no string).
 #[derive(Default, Debug)]
 struct Ids {
-    container: Option<String>,
-    pod: Option<String>,
-    machine: Option<String>,
-    workload: Option<String>,
-    service: Option<String>,
-    process: Option<String>,
-    cgroup: Option<String>,
+    bufs: [String; 8],
+    set: [bool; 8],
+}
+
+impl Ids {
+    /// The ids `s` names at every level but volumes.
+    fn fill(&mut self, s: &Signal) {
+        let [
+            container,
+            pod,
+            machine,
+            workload,
+            service,
+            process,
+            cgroup,
+            _,
+        ] = &mut self.bufs;
+        let set = &mut self.set;
+        set[Level::Pod as usize] = write_id(s, Level::Pod, None, pod);
+        // A container without an id of its own is named after its pod.
+        let pod_key = set[Level::Pod as usize].then(|| &pod["pod:".len()..]);
+        set[Level::Container as usize] = write_id(s, Level::Container, pod_key, container);
+        for (level, buf) in [
+            (Level::Machine, machine),
+            (Level::Workload, workload),
+            (Level::Service, service),
+            (Level::Process, process),
+            (Level::Cgroup, cgroup),
+        ] {
+            set[level as usize] = write_id(s, level, None, buf);
+        }
+    }
+
+    fn get(&self, level: Level) -> Option<&str> {
+        self.set[level as usize].then(|| self.bufs[level as usize].as_str())
+    }
+}
+
+/// Writes into `buf` (cleared first) the graph id that `s`'s attributes name at `level`;
+/// `false` when they name none. `pod_key` is the pod's identity when known already.
+fn write_id(s: &Signal, level: Level, pod_key: Option<&str>, buf: &mut String) -> bool {
+    use std::fmt::Write;
+    buf.clear();
+    let mut put = |parts: &[&str]| put(buf, parts);
+    match level {
+        // A pod's identity: its uid, else namespace/name.
+        Level::Pod => match attr(s, "k8s.pod.uid") {
+            Some(uid) => put(&["pod:", uid]),
+            None => match (attr(s, "k8s.namespace.name"), attr(s, "k8s.pod.name")) {
+                (Some(ns), Some(name)) => put(&["pod:", ns, "/", name]),
+                _ => false,
+            },
+        },
+        // A container's id, else its pod and name.
+        Level::Container => match attr(s, "container.id") {
+            Some(c) => put(&["container:", c]),
+            None => {
+                let pod = match pod_key {
+                    Some(p) => Some(std::borrow::Cow::Borrowed(p)),
+                    None => pod_key_of(s).map(std::borrow::Cow::Owned),
+                };
+                match (pod, attr(s, "k8s.container.name")) {
+                    (Some(p), Some(name)) => put(&["container:", &p, "/", name]),
+                    _ => false,
+                }
+            }
+        },
+        Level::Machine => machine_of(s).is_some_and(|m| put(&["machine:", m])),
+        Level::Workload => match workload_parts(s) {
+            Some(w) => {
+                buf.push_str("workload:");
+                w.write_to(buf);
+                true
+            }
+            None => false,
+        },
+        Level::Service => attr(s, "service.name").is_some_and(|n| put(&["service:", n])),
+        Level::Process => {
+            let pid = s
+                .entity
+                .attributes
+                .get("process.pid")
+                .or_else(|| s.resource.get("process.pid"));
+            match (attr(s, "host.name"), pid) {
+                (Some(h), Some(serde_json::Value::String(p))) if !p.is_empty() => {
+                    put(&["process:", h, "/", p])
+                }
+                (Some(h), Some(serde_json::Value::Number(n))) => {
+                    let _ = write!(buf, "process:{h}/{n}");
+                    true
+                }
+                _ => false,
+            }
+        }
+        Level::Cgroup => match (attr(s, "host.name"), attr(s, "daytwo.cgroup.path")) {
+            (Some(h), Some(c)) => put(&["cgroup:", h, "/", c]),
+            _ => false,
+        },
+        // A PersistentVolumeClaim, `volume:NS/CLAIM` (the claim as
+        // [`daytwo_rules::join::claim_of`] names it).
+        Level::Volume => claim_of(s).is_some_and(|c| put(&["volume:", &c])),
+    }
+}
+
+/// Appends `parts` to `buf`; `true`.
+fn put(buf: &mut String, parts: &[&str]) -> bool {
+    for p in parts {
+        buf.push_str(p);
+    }
+    true
 }
 
 /// A pod's identity: its uid, else namespace/name.
-fn pod_key(s: &Signal) -> Option<String> {
+fn pod_key_of(s: &Signal) -> Option<String> {
     attr(s, "k8s.pod.uid").map(str::to_string).or_else(|| {
         Some(format!(
             "{}/{}",
@@ -172,76 +279,31 @@ fn pod_key(s: &Signal) -> Option<String> {
     })
 }
 
-/// A container's graph id: its id, else its pod and name.
-fn container_id(s: &Signal, pod_key: Option<&str>) -> Option<String> {
-    attr(s, "container.id")
-        .map(|c| format!("container:{c}"))
-        .or_else(|| {
-            Some(format!(
-                "container:{}/{}",
-                pod_key?,
-                attr(s, "k8s.container.name")?
-            ))
-        })
-}
-
-fn machine_id(s: &Signal) -> Option<String> {
-    machine_of(s).map(|m| format!("machine:{m}"))
-}
-
-fn workload_id(s: &Signal) -> Option<String> {
-    workload_of(s).map(|w| format!("workload:{w}"))
-}
-
-/// A PersistentVolumeClaim's graph id, `volume:NS/CLAIM` (the claim as
-/// [`daytwo_rules::join::claim_of`] names it).
-fn volume_id(s: &Signal) -> Option<String> {
-    claim_of(s).map(|c| format!("volume:{c}"))
-}
-
-fn service_id(s: &Signal) -> Option<String> {
-    attr(s, "service.name").map(|n| format!("service:{n}"))
-}
-
-fn process_id(s: &Signal) -> Option<String> {
-    attr(s, "host.name")
-        .zip(attr_text(s, "process.pid"))
-        .map(|(h, p)| format!("process:{h}/{p}"))
-}
-
-fn cgroup_id(s: &Signal) -> Option<String> {
-    attr(s, "host.name")
-        .zip(attr(s, "daytwo.cgroup.path"))
-        .map(|(h, c)| format!("cgroup:{h}/{c}"))
-}
-
-fn ids(s: &Signal) -> Ids {
-    let pod_key = pod_key(s);
-    Ids {
-        container: container_id(s, pod_key.as_deref()),
-        pod: pod_key.map(|p| format!("pod:{p}")),
-        machine: machine_id(s),
-        workload: workload_id(s),
-        service: service_id(s),
-        process: process_id(s),
-        cgroup: cgroup_id(s),
-    }
+/// The level of the graph an entity of this kind is at.
+fn level_of(kind: EntityKind) -> Option<Level> {
+    Some(match kind {
+        EntityKind::Container => Level::Container,
+        EntityKind::Pod => Level::Pod,
+        EntityKind::Node | EntityKind::Host => Level::Machine,
+        EntityKind::Workload => Level::Workload,
+        EntityKind::Service => Level::Service,
+        EntityKind::Process => Level::Process,
+        EntityKind::Cgroup => Level::Cgroup,
+        EntityKind::Volume => Level::Volume,
+        _ => return None,
+    })
 }
 
 /// The graph id of the entity a signal is about (its own level), if its attributes name one.
 /// Only that level's id is built.
 pub fn entity_id(s: &Signal) -> Option<String> {
-    match s.entity.kind {
-        EntityKind::Container => container_id(s, pod_key(s).as_deref()),
-        EntityKind::Pod => pod_key(s).map(|p| format!("pod:{p}")),
-        EntityKind::Node | EntityKind::Host => machine_id(s),
-        EntityKind::Workload => workload_id(s),
-        EntityKind::Service => service_id(s),
-        EntityKind::Process => process_id(s),
-        EntityKind::Cgroup => cgroup_id(s),
-        EntityKind::Volume => volume_id(s),
-        _ => None,
-    }
+    let mut buf = String::new();
+    entity_id_into(s, &mut buf).then_some(buf)
+}
+
+/// [`entity_id`], written into `buf` (cleared first); `false` when there is none.
+fn entity_id_into(s: &Signal, buf: &mut String) -> bool {
+    level_of(s.entity.kind).is_some_and(|level| write_id(s, level, None, buf))
 }
 
 impl Topology {
@@ -257,37 +319,40 @@ impl Topology {
             last_prune: Timestamp::default(),
             dropped: 0,
             max_edges: MAX_EDGES,
+            scratch: Ids::default(),
         }
     }
 
     /// Learns the edges a signal's attributes imply, at the signal's time.
     pub fn observe(&mut self, s: &Signal) {
-        let i = ids(s);
+        let mut i = std::mem::take(&mut self.scratch);
+        i.fill(s);
         let t = s.time;
-        let mut add = |from: &Option<String>, kind, to: &Option<String>| {
-            if let (Some(a), Some(b)) = (from, to) {
+        let mut add = |from: Level, kind, to: Level| {
+            if let (Some(a), Some(b)) = (i.get(from), i.get(to)) {
                 self.add(a, kind, b, t);
             }
         };
         // The lowest level present runs on the next one up.
-        if i.pod.is_some() {
-            add(&i.container, EdgeKind::RunsOn, &i.pod);
-            add(&i.pod, EdgeKind::RunsOn, &i.machine);
-            add(&i.pod, EdgeKind::OwnedBy, &i.workload);
-            add(&i.service, EdgeKind::RunsOn, &i.pod);
+        if i.get(Level::Pod).is_some() {
+            add(Level::Container, EdgeKind::RunsOn, Level::Pod);
+            add(Level::Pod, EdgeKind::RunsOn, Level::Machine);
+            add(Level::Pod, EdgeKind::OwnedBy, Level::Workload);
+            add(Level::Service, EdgeKind::RunsOn, Level::Pod);
         } else {
-            add(&i.container, EdgeKind::RunsOn, &i.machine);
-            add(&i.container, EdgeKind::OwnedBy, &i.workload);
-            add(&i.service, EdgeKind::RunsOn, &i.machine);
+            add(Level::Container, EdgeKind::RunsOn, Level::Machine);
+            add(Level::Container, EdgeKind::OwnedBy, Level::Workload);
+            add(Level::Service, EdgeKind::RunsOn, Level::Machine);
         }
-        add(&i.process, EdgeKind::RunsOn, &i.machine);
-        add(&i.cgroup, EdgeKind::RunsOn, &i.machine);
-        if let Some(pod) = &i.pod {
+        add(Level::Process, EdgeKind::RunsOn, Level::Machine);
+        add(Level::Cgroup, EdgeKind::RunsOn, Level::Machine);
+        if let Some(pod) = i.get(Level::Pod) {
             for claim in claims_of(s) {
                 self.add(pod, EdgeKind::Mounts, &format!("volume:{claim}"), t);
             }
         }
         self.observe_backends(s, &i);
+        self.scratch = i;
         self.advance(t);
     }
 
@@ -295,7 +360,8 @@ impl Topology {
     /// `targetRef`s: `daytwo.k8s.endpoints.pods`, `.pod_uids`, `.nodes`, one order) teaches
     /// service → pod and pod → machine edges at its time.
     fn observe_backends(&mut self, s: &Signal, i: &Ids) {
-        let (Some(service), Some(ns)) = (&i.service, attr(s, "k8s.namespace.name")) else {
+        let (Some(service), Some(ns)) = (i.get(Level::Service), attr(s, "k8s.namespace.name"))
+        else {
             return;
         };
         let list = |key: &str| -> Vec<String> {
@@ -589,7 +655,15 @@ impl Topology {
         prefix: &str,
         mut f: impl FnMut(&'a str),
     ) {
-        let Some(start) = entity_id(s).and_then(|id| self.ids.get(id.as_str()).copied()) else {
+        thread_local! {
+            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let start = BUF.with_borrow_mut(|buf| {
+            entity_id_into(s, buf)
+                .then(|| self.ids.get(buf.as_str()).copied())
+                .flatten()
+        });
+        let Some(start) = start else {
             return;
         };
         for n in self.reach_ids(start, at, kinds, depth) {
@@ -700,6 +774,110 @@ mod tests {
             s.resource.insert(k.to_string(), (*v).into());
         }
         s
+    }
+
+    /// Each level's id, as docs/rules.md's topology names them, and the same id whether it is
+    /// built for the signal's own entity or among all the levels its attributes name (with the
+    /// buffers reused from a previous signal that named more).
+    #[test]
+    fn graph_ids_name_each_level() {
+        use EntityKind as K;
+        let k8s = [
+            ("k8s.namespace.name", "shop"),
+            ("k8s.pod.name", "web-1"),
+            ("k8s.container.name", "app"),
+            ("k8s.node.name", "n1"),
+            ("k8s.replicaset.name", "web-7d9f8b6c5d"),
+            ("service.name", "web"),
+        ];
+        let mut with_uid = k8s.to_vec();
+        with_uid.push(("k8s.pod.uid", "u1"));
+        let mut with_id = with_uid.clone();
+        with_id.push(("container.id", "c0ffee"));
+        let host = [("host.name", "h1"), ("daytwo.cgroup.path", "/kubepods/x")];
+        let mut numeric_pid = sig(K::Process, "p", 0, &host);
+        numeric_pid
+            .resource
+            .insert("process.pid".into(), serde_json::json!(4242));
+        let cases: Vec<(Signal, Level, Option<&str>)> = vec![
+            (
+                sig(K::Container, "c", 0, &k8s),
+                Level::Container,
+                Some("container:shop/web-1/app"),
+            ),
+            (
+                sig(K::Container, "c", 0, &with_uid),
+                Level::Container,
+                Some("container:u1/app"),
+            ),
+            (
+                sig(K::Container, "c", 0, &with_id),
+                Level::Container,
+                Some("container:c0ffee"),
+            ),
+            (
+                sig(K::Pod, "p", 0, &k8s),
+                Level::Pod,
+                Some("pod:shop/web-1"),
+            ),
+            (sig(K::Pod, "p", 0, &with_uid), Level::Pod, Some("pod:u1")),
+            (
+                sig(K::Node, "n1", 0, &[]),
+                Level::Machine,
+                Some("machine:n1"),
+            ),
+            (
+                sig(K::Pod, "p", 0, &k8s),
+                Level::Machine,
+                Some("machine:n1"),
+            ),
+            (
+                sig(K::Pod, "p", 0, &k8s),
+                Level::Workload,
+                Some("workload:/shop/deployment/web"),
+            ),
+            (
+                sig(K::Pod, "p", 0, &k8s),
+                Level::Service,
+                Some("service:web"),
+            ),
+            (
+                sig(
+                    K::Process,
+                    "p",
+                    0,
+                    &[("host.name", "h1"), ("process.pid", "17")],
+                ),
+                Level::Process,
+                Some("process:h1/17"),
+            ),
+            (numeric_pid, Level::Process, Some("process:h1/4242")),
+            (
+                sig(K::Cgroup, "g", 0, &host),
+                Level::Cgroup,
+                Some("cgroup:h1//kubepods/x"),
+            ),
+            (
+                sig(K::Process, "p", 0, &[("host.name", "h1")]),
+                Level::Process,
+                None,
+            ),
+            (
+                sig(K::Container, "c", 0, &[("k8s.container.name", "app")]),
+                Level::Container,
+                None,
+            ),
+        ];
+        let mut ids = Ids::default();
+        for (s, level, want) in &cases {
+            if level_of(s.entity.kind) == Some(*level) {
+                assert_eq!(entity_id(s).as_deref(), *want, "{s:?}");
+            }
+            // After a signal that named every level: nothing stale is left.
+            ids.fill(&sig(K::Container, "all", 0, &with_id));
+            ids.fill(s);
+            assert_eq!(ids.get(*level), *want, "{level:?} of {s:?}");
+        }
     }
 
     fn pod_signal(t: i64, node: &str) -> Signal {

@@ -308,16 +308,67 @@ const OWNERS: &[(&str, &str)] = &[
 /// when unknown): from the owner attributes (`k8s.deployment.name`, …; a ReplicaSet
 /// `web-7d9f8b6c5d` counts as Deployment `web`), within `k8s.namespace.name`.
 pub fn workload_of(s: &Signal) -> Option<String> {
+    workload_parts(s).map(|w| w.to_string())
+}
+
+/// [`workload_of`] as its parts, borrowed from the signal: compared with a workload name or
+/// written into a buffer without building a string.
+pub fn workload_parts(s: &Signal) -> Option<Workload<'_>> {
     let ns = attr(s, "k8s.namespace.name")?;
     let cluster = attr(s, "k8s.cluster.name").unwrap_or("");
     let (kind, name) = OWNERS
         .iter()
-        .find_map(|(k, kind)| attr(s, k).map(|n| (*kind, n.to_string())))
+        .find_map(|(k, kind)| attr(s, k).map(|n| (*kind, n)))
         .or_else(|| {
             let rs = attr(s, "k8s.replicaset.name")?;
-            Some(("deployment", deployment_of_replicaset(rs).to_string()))
+            Some(("deployment", deployment_of_replicaset(rs)))
         })?;
-    Some(format!("{cluster}/{ns}/{kind}/{name}"))
+    Some(Workload {
+        cluster,
+        ns,
+        kind,
+        name,
+    })
+}
+
+/// A workload's identity ([`workload_of`]), as parts; displays as `CLUSTER/NAMESPACE/KIND/NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workload<'a> {
+    pub cluster: &'a str,
+    pub ns: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+}
+
+impl Workload<'_> {
+    /// Whether `w` is this workload's name as [`workload_of`] writes it.
+    pub fn is(&self, w: &str) -> bool {
+        let rest = w
+            .strip_prefix(self.cluster)
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_prefix(self.ns))
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_prefix(self.kind))
+            .and_then(|r| r.strip_prefix('/'));
+        rest == Some(self.name)
+    }
+
+    /// Appends its name, as [`workload_of`] writes it, to `buf`.
+    pub fn write_to(&self, buf: &mut String) {
+        for part in [self.cluster, "/", self.ns, "/", self.kind, "/", self.name] {
+            buf.push_str(part);
+        }
+    }
+}
+
+impl std::fmt::Display for Workload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.cluster, self.ns, self.kind, self.name
+        )
+    }
 }
 
 /// `web-7d9f8b6c5d` → `web`: a ReplicaSet's name is its Deployment's plus a hash.
@@ -420,7 +471,7 @@ pub fn related_to(
         }
         Relation::OwnedBy => {
             a.entity.kind != EntityKind::Workload
-                && workload_of(joined).is_some_and(|w| anchor.workloads.contains(&w))
+                && workload_parts(joined).is_some_and(|w| anchor.workloads.iter().any(|a| w.is(a)))
         }
         Relation::Mounts => {
             if !matches!(a.entity.kind, EntityKind::Pod | EntityKind::Container)
@@ -468,6 +519,28 @@ mod tests {
             attributes: Default::default(),
             message: String::new(),
             evidence: vec![],
+        }
+    }
+
+    proptest::proptest! {
+        /// A workload's parts compare and write exactly as its formatted name does, whatever
+        /// the parts hold (slashes, empty parts, one a prefix of another).
+        #[test]
+        fn workload_parts_agree_with_the_formatted_name(
+            a in proptest::collection::vec("[a/]{0,3}", 4),
+            b in proptest::collection::vec("[a/]{0,3}", 4),
+        ) {
+            fn w(p: &[String]) -> Workload<'_> {
+                Workload { cluster: &p[0], ns: &p[1], kind: &p[2], name: &p[3] }
+            }
+            let (x, y) = (w(&a), w(&b));
+            let shorter = x.to_string().get(1..).unwrap_or_default().to_string();
+            for candidate in [x.to_string(), y.to_string(), format!("{x}/"), shorter] {
+                proptest::prop_assert_eq!(x.is(&candidate), candidate == x.to_string(), "{}", candidate);
+            }
+            let mut buf = String::from("workload:");
+            x.write_to(&mut buf);
+            proptest::prop_assert_eq!(buf, format!("workload:{x}"));
         }
     }
 
