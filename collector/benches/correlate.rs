@@ -4,7 +4,8 @@
 //! `throughput/*`: the whole brain per signal, as the pipeline runs it minus the store: the
 //! topology learns from the signal, it is held for joins, the shipped rules (with their joins:
 //! runs-on, same-host, owned-by, calls, same-cluster) are matched as a trigger and as a late
-//! cause, and the correlator decides. 100,000 signals (a fixed-seed mix of container failures,
+//! cause, the correlator decides, and the matches whose text the pipeline keeps are rendered
+//! (all of a new incident's; a joined incident's new causes). 100,000 signals (a fixed-seed mix of container failures,
 //! node conditions, kernel faults, changes, log bursts and service anomalies over one hour of
 //! event time) with more than 10,000 entities in the topology. The reference, measured in the
 //! same run on the same signals: the correlator alone (`throughput/correlator_only`).
@@ -25,6 +26,7 @@ use daytwo_model::{
 };
 use daytwo_rules::RuleMatch;
 use daytwo_rules::RuleSet;
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -66,6 +68,7 @@ fn signals(n: usize) -> Vec<(Signal, Vec<RuleMatch>)> {
                         evidence: vec![],
                     },
                     signals: vec![std::sync::Arc::new(s.clone())],
+                    rendered: true,
                 }]
             } else {
                 vec![]
@@ -334,6 +337,30 @@ fn stream(n: u64) -> Vec<std::sync::Arc<Signal>> {
         .collect()
 }
 
+/// Renders the matches whose text the pipeline keeps: every one for a new incident; for a
+/// joined one, those naming a cause (rule and entity) it does not name yet.
+fn render_kept(
+    rules: &RuleSet,
+    d: &Decision,
+    matches: &mut [RuleMatch],
+    opened: u32,
+    named: &mut HashMap<String, Vec<(String, String)>>,
+) {
+    let (id, all) = match d {
+        Decision::Open { .. } => (format!("i{}", opened + 1), true),
+        Decision::Join { incident_id, .. } => (incident_id.clone(), false),
+        Decision::Hold => return,
+    };
+    let causes = named.entry(id).or_default();
+    for m in matches {
+        let cause = (m.rule.clone(), m.hypothesis.entity.key());
+        if all || !causes.contains(&cause) {
+            rules.render(m);
+            causes.push(cause);
+        }
+    }
+}
+
 fn track(c: &mut Correlator, d: Decision, s: &Signal, opened: &mut u32) {
     match d {
         Decision::Open {
@@ -447,12 +474,14 @@ fn throughput_in<M: Measurement>(c: &mut Criterion<M>, group: &str, show: bool) 
                 let mut corr = Correlator::new(Duration::from_secs(300));
                 let mut opened = 0u32;
                 let mut matched = 0usize;
+                let mut named = HashMap::new();
                 for s in &input {
                     topology.observe(s);
                     held.insert(&rules, s);
-                    let m = match_rules(&rules, &held, &topology, s);
+                    let mut m = match_rules(&rules, &held, &topology, s);
                     matched += m.len();
                     let d = corr.decide_in(s, &m, Some(&topology));
+                    render_kept(&rules, &d, &mut m, opened, &mut named);
                     track(&mut corr, d, s, &mut opened);
                 }
                 black_box((opened, matched))

@@ -591,6 +591,9 @@ impl JoinSource for JoinView<'_> {
 /// matches of earlier triggers that this signal completes as a joined signal. Best first.
 /// `held` must already hold `s` (see [`Held::insert`]; the same `Arc`, whose held entry
 /// carries the variables converted when it was held).
+///
+/// The matches' texts are not rendered: the caller renders ([`RuleSet::render`]) those it
+/// keeps (most matches repeat a cause their incident names already).
 pub fn match_rules(
     rules: &RuleSet,
     held: &Held,
@@ -603,9 +606,9 @@ pub fn match_rules(
         current: Some(s),
     };
     let s: &Signal = s;
-    let mut matches = rules.evaluate_with(s, &view);
+    let mut matches = rules.evaluate_unrendered(s, &view);
     if !held.is_empty() {
-        let late = rules.evaluate_joined(s, &view);
+        let late = rules.evaluate_joined_unrendered(s, &view);
         if !late.is_empty() {
             matches.extend(late);
             matches.sort_by(|a, b| {
@@ -1385,6 +1388,7 @@ mod tests {
                 evidence: vec![],
             },
             signals: vec![Arc::new(s.clone())],
+            rendered: true,
         }
     }
 
@@ -1865,7 +1869,10 @@ mod tests {
                 if rules.held_events().contains(&s.name) {
                     all.push(Signal::clone(&s));
                 }
-                let fast = match_rules(rules, &held, &topology, &s);
+                let mut fast = match_rules(rules, &held, &topology, &s);
+                for m in &mut fast {
+                    rules.render(m);
+                }
                 let reference = Reference { signals: &all, topology: &topology };
                 let mut slow = INTERPRETED.evaluate_with(&s, &reference);
                 slow.extend(INTERPRETED.evaluate_joined(&s, &reference));

@@ -220,7 +220,7 @@ impl Pipeline {
             let s = std::sync::Arc::new(s);
             self.topology.observe(&s);
             self.held.insert(&self.rules, &s);
-            let matches = correlate::match_rules(&self.rules, &self.held, &self.topology, &s);
+            let mut matches = correlate::match_rules(&self.rules, &self.held, &self.topology, &s);
             let joined = joined_signals(&s, &matches);
             match self
                 .correlator
@@ -241,6 +241,7 @@ impl Pipeline {
                         add_signal(&mut inc, j);
                         self.correlator.touch(&incident_id, j);
                     }
+                    let hypotheses = kept(&self.rules, &inc, &mut matches, hypotheses);
                     join(&mut inc, &s, hypotheses);
                     self.rerank(&mut inc);
                     store::put_incident(&txn, &inc)?;
@@ -261,6 +262,7 @@ impl Pipeline {
                         for j in &joined {
                             add_signal(&mut inc, j);
                         }
+                        let hypotheses = kept(&self.rules, &inc, &mut matches, hypotheses);
                         join(&mut inc, &s, hypotheses);
                         self.rerank(&mut inc);
                         store::put_incident(&txn, &inc)?;
@@ -268,6 +270,17 @@ impl Pipeline {
                         sum.joined += 1;
                         continue;
                     }
+                    // A rule-made incident: every match's text is kept, the best's title too.
+                    let (title, hypotheses) = match matches.first() {
+                        Some(_) => {
+                            for m in &mut matches {
+                                self.rules.render(m);
+                            }
+                            let h = matches.iter().map(|m| m.hypothesis.clone()).collect();
+                            (matches[0].title.clone(), h)
+                        }
+                        None => (title, hypotheses),
+                    };
                     let id = stable_id(&["incident", &fingerprint, &s.id])[..16].to_string();
                     let mut signals = context;
                     for j in joined {
@@ -431,6 +444,34 @@ fn add_signal(inc: &mut Incident, s: &Signal) {
     if inc.signals.len() < MAX_SIGNALS_PER_INCIDENT && !inc.signals.iter().any(|x| x.id == s.id) {
         inc.signals.push(s.clone());
     }
+}
+
+/// The hypotheses a signal's decision adds to `inc` ([`join`]), rendered. For rule matches
+/// (the decision's hypotheses are theirs, in order), only those [`join`] keeps are rendered:
+/// a cause the incident does not name yet, or names with a lower score.
+fn kept(
+    rules: &RuleSet,
+    inc: &Incident,
+    matches: &mut [daytwo_rules::RuleMatch],
+    decided: Vec<Hypothesis>,
+) -> Vec<Hypothesis> {
+    if matches.is_empty() {
+        return decided;
+    }
+    let named = |h: &Hypothesis| {
+        let key = h.entity.key();
+        inc.root_causes
+            .iter()
+            .any(|r| r.rule == h.rule && r.score >= h.score && r.entity.key() == key)
+    };
+    matches
+        .iter_mut()
+        .filter(|m| !named(&m.hypothesis))
+        .map(|m| {
+            rules.render(m);
+            m.hypothesis.clone()
+        })
+        .collect()
 }
 
 /// Adds a signal and new hypotheses to an incident.

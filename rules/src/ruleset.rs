@@ -372,6 +372,10 @@ pub struct RuleMatch {
     /// shared with the [`JoinSource`] that holds them ([`JoinSource::shared`]) rather than
     /// copied.
     pub signals: Vec<std::sync::Arc<Signal>>,
+    /// Whether `title`, `hypothesis.explanation` and `hypothesis.remediation` are rendered.
+    /// The `*_unrendered` evaluations leave them empty for [`RuleSet::render`], so that a
+    /// caller renders only the matches whose text it keeps.
+    pub rendered: bool,
 }
 
 /// Why a rule that listens for a signal's event did not match it (for test reports).
@@ -637,11 +641,52 @@ impl RuleSet {
         self.evaluate_traced(trigger, source).0
     }
 
+    /// [`RuleSet::evaluate_with`], with the matches' texts left for [`RuleSet::render`].
+    pub fn evaluate_unrendered(&self, trigger: &Signal, source: &dyn JoinSource) -> Vec<RuleMatch> {
+        self.evaluate_in(trigger, source, false).0
+    }
+
+    /// [`RuleSet::evaluate_joined`], with the matches' texts left for [`RuleSet::render`].
+    pub fn evaluate_joined_unrendered(
+        &self,
+        joined: &Signal,
+        source: &dyn JoinSource,
+    ) -> Vec<RuleMatch> {
+        self.joined_in(joined, source, false)
+    }
+
+    /// Renders a match's title, explanation and remediation if they are not yet (a match of
+    /// the `*_unrendered` evaluations of this rule set): the same text the eager evaluation
+    /// gives, from the match's own signals. A match of a rule this set does not have keeps
+    /// empty texts.
+    pub fn render(&self, m: &mut RuleMatch) {
+        if m.rendered {
+            return;
+        }
+        let Some(rule) = self.get(&m.rule) else {
+            return;
+        };
+        let Some((trigger, chosen)) = m.signals.split_first() else {
+            return;
+        };
+        let tv = Vars::of(trigger, &NoJoins);
+        let chosen: Vec<Vars<'_>> = chosen.iter().map(|c| Vars::of(c, &NoJoins)).collect();
+        let (title, explanation, remediation) = rule.texts(&self.cel, &tv, &chosen);
+        m.title = title;
+        m.hypothesis.explanation = explanation;
+        m.hypothesis.remediation = remediation;
+        m.rendered = true;
+    }
+
     /// The matches that `joined`, a signal that arrived after its trigger, completes: for each
     /// rule with a join listening for `joined`'s event, every held trigger within the rule's
     /// reach is evaluated again, and the matches whose joins chose `joined` are returned, best
     /// first. `source` must already hold `joined`.
     pub fn evaluate_joined(&self, joined: &Signal, source: &dyn JoinSource) -> Vec<RuleMatch> {
+        self.joined_in(joined, source, true)
+    }
+
+    fn joined_in(&self, joined: &Signal, source: &dyn JoinSource, render: bool) -> Vec<RuleMatch> {
         let mut out = Vec::new();
         let Some(rules) = self.by_join_event.get(&joined.name) else {
             return out;
@@ -731,6 +776,7 @@ impl RuleSet {
                         source,
                         Some((slot, &joined_vars)),
                         &mut anchors,
+                        render,
                     ) {
                         out.push(m);
                         break;
@@ -807,6 +853,15 @@ impl RuleSet {
         trigger: &Signal,
         source: &dyn JoinSource,
     ) -> (Vec<RuleMatch>, Vec<(&str, Miss)>) {
+        self.evaluate_in(trigger, source, true)
+    }
+
+    fn evaluate_in(
+        &self,
+        trigger: &Signal,
+        source: &dyn JoinSource,
+        render: bool,
+    ) -> (Vec<RuleMatch>, Vec<(&str, Miss)>) {
         let mut matches = Vec::new();
         let mut misses = Vec::new();
         let Some(candidates) = self.by_event.get(&trigger.name) else {
@@ -816,7 +871,15 @@ impl RuleSet {
         let mut anchors = Anchors::default();
         for &i in candidates {
             let rule = &self.rules[i];
-            match rule.apply(&self.cel, self.generation, &tv, source, None, &mut anchors) {
+            match rule.apply(
+                &self.cel,
+                self.generation,
+                &tv,
+                source,
+                None,
+                &mut anchors,
+                render,
+            ) {
                 Ok(m) => matches.push(m),
                 Err(miss) => misses.push((rule.id.as_str(), miss)),
             }
@@ -839,6 +902,7 @@ impl Rule {
     /// Evaluates the rule for `trigger`. `force` = (join index, signal): that join may only
     /// choose that signal (how a late joined signal completes a held trigger without the
     /// search for every other candidate).
+    #[allow(clippy::too_many_arguments)] // evaluation state; a struct would only rename it
     fn apply<'s>(
         &self,
         cel: &Cel,
@@ -847,6 +911,7 @@ impl Rule {
         source: &'s dyn JoinSource,
         force: Option<(usize, &Vars<'s>)>,
         anchors: &mut Anchors<'s>,
+        render: bool,
     ) -> Result<RuleMatch, Miss> {
         let trigger = tv.signal;
         if let Some(cond) = &self.condition {
@@ -901,6 +966,31 @@ impl Rule {
                     .unwrap_or_else(|| std::sync::Arc::new(s.clone()))
             })
             .collect();
+        let (title, explanation, remediation) = if render {
+            self.texts(cel, tv, &chosen)
+        } else {
+            Default::default()
+        };
+        Ok(RuleMatch {
+            rule: self.id.clone(),
+            severity: self.severity,
+            title,
+            hypothesis: Hypothesis {
+                entity,
+                score: self.score,
+                rule: self.id.clone(),
+                explanation,
+                remediation,
+                evidence,
+            },
+            signals,
+            rendered: render,
+        })
+    }
+
+    /// The rendered title, explanation and remediation for a trigger and the signals its
+    /// joins chose (in join order).
+    fn texts<'s>(&self, cel: &Cel, tv: &Vars<'s>, chosen: &[Vars<'s>]) -> (String, String, String) {
         let joined: Vec<(&str, &Signal)> = self
             .joins
             .iter()
@@ -908,7 +998,7 @@ impl Rule {
             .zip(chosen.iter().map(|v| v.signal))
             .collect();
         let env = native::Env {
-            this: trigger,
+            this: tv.signal,
             trigger: None,
             joins: &joined,
         };
@@ -925,20 +1015,11 @@ impl Rule {
             )
         };
         let mut ctx = None;
-        Ok(RuleMatch {
-            rule: self.id.clone(),
-            severity: self.severity,
-            title: self.title.render(&env, cel, &scope, &mut ctx),
-            hypothesis: Hypothesis {
-                entity,
-                score: self.score,
-                rule: self.id.clone(),
-                explanation: self.explanation.render(&env, cel, &scope, &mut ctx),
-                remediation: self.remediation.render(&env, cel, &scope, &mut ctx),
-                evidence,
-            },
-            signals,
-        })
+        (
+            self.title.render(&env, cel, &scope, &mut ctx),
+            self.explanation.render(&env, cel, &scope, &mut ctx),
+            self.remediation.render(&env, cel, &scope, &mut ctx),
+        )
     }
 
     /// The signal chosen for the join named `name`.

@@ -553,4 +553,44 @@ mod tests {
         }
         assert!(compared > 100, "{compared}");
     }
+
+    /// A match left unrendered and rendered later reads exactly as one rendered at once (the
+    /// later rendering sees only the match's own signals, not the source's kept variables),
+    /// as triggers and as late joined signals; before rendering its texts are empty.
+    #[test]
+    fn rendering_later_gives_the_same_matches_in_the_shipped_tests() {
+        let rules = RuleSet::builtin();
+        let mut rendered = 0;
+        for test in crate::BUILTIN_TESTS {
+            let tf = parse_test_file(test.path, test.text).unwrap_or_else(|e| panic!("{e}"));
+            for t in &tf.tests {
+                let pool = Pool {
+                    signals: &t.signals,
+                    calls: &t.calls,
+                };
+                for s in &t.signals {
+                    for (now, later) in [
+                        (
+                            rules.evaluate_with(s, &pool),
+                            rules.evaluate_unrendered(s, &pool),
+                        ),
+                        (
+                            rules.evaluate_joined(s, &pool),
+                            rules.evaluate_joined_unrendered(s, &pool),
+                        ),
+                    ] {
+                        assert_eq!(now.len(), later.len());
+                        for (a, mut b) in now.into_iter().zip(later) {
+                            assert!(a.rendered && !b.rendered);
+                            assert!(b.title.is_empty() && b.hypothesis.explanation.is_empty());
+                            rules.render(&mut b);
+                            assert_eq!(a, b, "{}: {} ({})", test.path, t.name, s.name);
+                            rendered += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(rendered > 80, "{rendered}");
+    }
 }
