@@ -96,6 +96,12 @@ fn bench(c: &mut Criterion) {
                     ..
                 } = c.decide(s, m)
                 {
+                    // The matches' hypotheses are the incident's causes, as in the pipeline.
+                    let hypotheses = if m.is_empty() {
+                        hypotheses
+                    } else {
+                        m.iter().map(|x| x.hypothesis.clone()).collect()
+                    };
                     opened += 1;
                     c.track(&Incident {
                         id: format!("i{opened}"),
@@ -361,7 +367,9 @@ fn render_kept(
     }
 }
 
-fn track(c: &mut Correlator, d: Decision, s: &Signal, opened: &mut u32) {
+/// What the pipeline tells the correlator after a decision: the incident opened (its causes
+/// the matches' hypotheses, or the correlator's own) or joined.
+fn track(c: &mut Correlator, d: Decision, s: &Signal, matches: &[RuleMatch], opened: &mut u32) {
     match d {
         Decision::Open {
             fingerprint,
@@ -370,6 +378,13 @@ fn track(c: &mut Correlator, d: Decision, s: &Signal, opened: &mut u32) {
             hypotheses,
             ..
         } => {
+            let (title, hypotheses) = match matches.first() {
+                Some(top) => (
+                    top.title.clone(),
+                    matches.iter().map(|m| m.hypothesis.clone()).collect(),
+                ),
+                None => (title, hypotheses),
+            };
             *opened += 1;
             c.track(&Incident {
                 id: format!("i{opened}"),
@@ -482,7 +497,7 @@ fn throughput_in<M: Measurement>(c: &mut Criterion<M>, group: &str, show: bool) 
                     matched += m.len();
                     let d = corr.decide_in(s, &m, Some(&topology));
                     render_kept(&rules, &d, &mut m, opened, &mut named);
-                    track(&mut corr, d, s, &mut opened);
+                    track(&mut corr, d, s, &m, &mut opened);
                 }
                 black_box((opened, matched))
             },
@@ -495,7 +510,7 @@ fn throughput_in<M: Measurement>(c: &mut Criterion<M>, group: &str, show: bool) 
             let mut opened = 0u32;
             for s in &input {
                 let d = corr.decide(s, &[]);
-                track(&mut corr, d, s, &mut opened);
+                track(&mut corr, d, s, &[], &mut opened);
             }
             black_box(opened)
         })

@@ -662,6 +662,11 @@ struct Active {
 }
 
 /// What to do with one signal.
+///
+/// `hypotheses` are those the correlator proposes itself (the generic ranker's, for a signal
+/// no rule matched). When rules matched, it is empty: the matches' own hypotheses are the
+/// causes, and the caller takes them from its matches (rendering those it keeps, see
+/// [`RuleSet::render`]) rather than the correlator copying every one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Add the signal (and any new hypotheses) to this incident.
@@ -673,6 +678,7 @@ pub enum Decision {
     Open {
         fingerprint: String,
         severity: Severity,
+        /// The best match's title (empty while it is unrendered), or the correlator's own.
         title: String,
         /// Sorted by score, highest first.
         hypotheses: Vec<Hypothesis>,
@@ -958,8 +964,8 @@ impl Correlator {
             // Each blamed entity's key, once.
             let blamed: Vec<String> = matches.iter().map(|m| m.hypothesis.entity.key()).collect();
             let fp = self.fingerprint_keyed(&top.rule, &blamed[0], &top.hypothesis.entity);
-            let hypotheses: Vec<Hypothesis> =
-                matches.iter().map(|m| m.hypothesis.clone()).collect();
+            // The matches' hypotheses are the caller's (see [`Decision`]).
+            let hypotheses = Vec::new();
             // Below critical, for a host-less signal (a service's own anomaly, grouped by
             // namespace), a rule's explanation enriches the incident the signal already belongs
             // to (a caller's anomaly explained by its callee's is part of the same outage)
@@ -1392,6 +1398,22 @@ mod tests {
         }
     }
 
+    /// `c.decide`, with the rule matches' hypotheses in the decision, as the pipeline adds
+    /// them to the incident.
+    fn decide(c: &mut Correlator, s: &Signal, matches: &[RuleMatch]) -> Decision {
+        let mut d = c.decide(s, matches);
+        if let Decision::Join { hypotheses, .. } | Decision::Open { hypotheses, .. } = &mut d
+            && !matches.is_empty()
+        {
+            assert!(
+                hypotheses.is_empty(),
+                "the correlator copied the matches' hypotheses"
+            );
+            *hypotheses = matches.iter().map(|m| m.hypothesis.clone()).collect();
+        }
+        d
+    }
+
     fn open_incident(id: &str, d: &Decision, s: &Signal) -> Incident {
         let Decision::Open {
             fingerprint,
@@ -1422,11 +1444,11 @@ mod tests {
     fn same_rule_and_entity_dedupes_while_active() {
         let mut c = Correlator::new(Duration::from_secs(300));
         let a = sig("a", "h", "/x", 100, Severity::Critical);
-        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        let d = decide(&mut c, &a, &[rule_match(&a, "r")]);
         c.track(&open_incident("i1", &d, &a));
         let b = sig("b", "h", "/x", 5000, Severity::Critical);
         assert!(
-            matches!(c.decide(&b, &[rule_match(&b, "r")]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
+            matches!(decide(&mut c, &b, &[rule_match(&b, "r")]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
         );
     }
 
@@ -1483,11 +1505,11 @@ mod tests {
     fn different_cgroups_open_different_incidents() {
         let mut c = Correlator::new(Duration::from_secs(300));
         let a = sig("a", "h", "/x", 100, Severity::Critical);
-        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        let d = decide(&mut c, &a, &[rule_match(&a, "r")]);
         c.track(&open_incident("i1", &d, &a));
         let b = sig("b", "h", "/y", 101, Severity::Critical);
         assert!(matches!(
-            c.decide(&b, &[rule_match(&b, "r")]),
+            decide(&mut c, &b, &[rule_match(&b, "r")]),
             Decision::Open { .. }
         ));
     }
@@ -1496,16 +1518,16 @@ mod tests {
     fn resolved_incident_never_swallows_new_signals() {
         let mut c = Correlator::new(Duration::from_secs(300));
         let a = sig("a", "h", "/x", 100, Severity::Critical);
-        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        let d = decide(&mut c, &a, &[rule_match(&a, "r")]);
         let mut inc = open_incident("i1", &d, &a);
         c.track(&inc);
         inc.status = IncidentStatus::Resolved;
         c.track(&inc);
         let b = sig("b", "h", "/x", 101, Severity::Warning);
-        assert_eq!(c.decide(&b, &[]), Decision::Hold);
+        assert_eq!(decide(&mut c, &b, &[]), Decision::Hold);
         let e = sig("e", "h", "/x", 102, Severity::Critical);
         assert!(matches!(
-            c.decide(&e, &[rule_match(&e, "r")]),
+            decide(&mut c, &e, &[rule_match(&e, "r")]),
             Decision::Open { .. }
         ));
     }
@@ -1514,23 +1536,23 @@ mod tests {
     fn unexplained_symptoms_join_by_host_within_window_only() {
         let mut c = Correlator::new(Duration::from_secs(60));
         let a = sig("a", "h", "/x", 100, Severity::Critical);
-        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        let d = decide(&mut c, &a, &[rule_match(&a, "r")]);
         c.track(&open_incident("i1", &d, &a));
         let near = sig("n", "h", "/other", 130, Severity::Warning);
-        assert!(matches!(c.decide(&near, &[]), Decision::Join { .. }));
+        assert!(matches!(decide(&mut c, &near, &[]), Decision::Join { .. }));
         let far = sig("f", "h", "/other", 1000, Severity::Warning);
-        assert_eq!(c.decide(&far, &[]), Decision::Hold);
+        assert_eq!(decide(&mut c, &far, &[]), Decision::Hold);
         let elsewhere = sig("o", "other-host", "/x", 101, Severity::Warning);
-        assert_eq!(c.decide(&elsewhere, &[]), Decision::Hold);
+        assert_eq!(decide(&mut c, &elsewhere, &[]), Decision::Hold);
     }
 
     #[test]
     fn held_signals_become_context_of_a_later_incident_on_the_same_host() {
         let mut c = Correlator::new(Duration::from_secs(60));
         let w = sig("w", "h", "/x", 90, Severity::Warning);
-        assert_eq!(c.decide(&w, &[]), Decision::Hold);
+        assert_eq!(decide(&mut c, &w, &[]), Decision::Hold);
         let a = sig("a", "h", "/x", 100, Severity::Critical);
-        match c.decide(&a, &[rule_match(&a, "r")]) {
+        match decide(&mut c, &a, &[rule_match(&a, "r")]) {
             Decision::Open { context, .. } => assert_eq!(
                 context.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
                 ["w"]
@@ -1544,24 +1566,24 @@ mod tests {
         let mut c = Correlator::new(Duration::from_secs(60));
         let mut a = sig("a", "h", "/x", 100, Severity::Warning);
         a.name = "latency".into();
-        assert_eq!(c.decide(&a, &[]), Decision::Hold);
+        assert_eq!(decide(&mut c, &a, &[]), Decision::Hold);
         let mut same = sig("a2", "h", "/x", 101, Severity::Warning);
         same.name = "latency".into();
         assert_eq!(
-            c.decide(&same, &[]),
+            decide(&mut c, &same, &[]),
             Decision::Hold,
             "the same symptom twice is not a quorum"
         );
         let mut other_entity = sig("o", "h", "/y", 102, Severity::Warning);
         other_entity.name = "errors".into();
         assert_eq!(
-            c.decide(&other_entity, &[]),
+            decide(&mut c, &other_entity, &[]),
             Decision::Hold,
             "symptoms on other entities do not add up"
         );
         let mut b = sig("b", "h", "/x", 103, Severity::Warning);
         b.name = "errors".into();
-        match c.decide(&b, &[]) {
+        match decide(&mut c, &b, &[]) {
             Decision::Open {
                 context,
                 hypotheses,
@@ -1578,9 +1600,9 @@ mod tests {
         info.name = "one".into();
         let mut info2 = sig("i2", "h", "/z", 105, Severity::Info);
         info2.name = "two".into();
-        assert_eq!(c.decide(&info, &[]), Decision::Hold);
+        assert_eq!(decide(&mut c, &info, &[]), Decision::Hold);
         assert_eq!(
-            c.decide(&info2, &[]),
+            decide(&mut c, &info2, &[]),
             Decision::Hold,
             "info signals never make a quorum"
         );
@@ -1599,12 +1621,12 @@ mod tests {
         // rule; the cause it joins to (a pod's crash) arrives later and completes the match.
         let mut c = Correlator::new(Duration::from_secs(60));
         let trigger = sig("t", "svc-host", "/svc", 100, Severity::Critical);
-        let d = c.decide(&trigger, &[rule_match(&trigger, "service_down")]);
+        let d = decide(&mut c, &trigger, &[rule_match(&trigger, "service_down")]);
         c.track(&open_incident("i1", &d, &trigger));
         let cause = sig("c", "node-1", "/pod", 130, Severity::Warning);
         let late = joined_match(&trigger, &cause, "backend_failing");
         assert!(
-            matches!(c.decide(&cause, &[late]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
+            matches!(decide(&mut c, &cause, &[late]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
         );
     }
 
@@ -1613,12 +1635,12 @@ mod tests {
         // The other order: the pod's crash opened its incident; the Service's outage names it.
         let mut c = Correlator::new(Duration::from_secs(60));
         let cause = sig("c", "node-1", "/pod", 100, Severity::Critical);
-        let d = c.decide(&cause, &[rule_match(&cause, "crash_loop")]);
+        let d = decide(&mut c, &cause, &[rule_match(&cause, "crash_loop")]);
         c.track(&open_incident("i1", &d, &cause));
         let trigger = sig("t", "svc-host", "/svc", 130, Severity::Critical);
         let m = joined_match(&trigger, &cause, "backend_failing");
         assert!(
-            matches!(c.decide(&trigger, &[m]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
+            matches!(decide(&mut c, &trigger, &[m]), Decision::Join { ref incident_id, .. } if incident_id == "i1")
         );
     }
 
@@ -1626,7 +1648,7 @@ mod tests {
     fn a_resolved_incident_never_takes_a_late_match() {
         let mut c = Correlator::new(Duration::from_secs(60));
         let trigger = sig("t", "svc-host", "/svc", 100, Severity::Critical);
-        let d = c.decide(&trigger, &[rule_match(&trigger, "service_down")]);
+        let d = decide(&mut c, &trigger, &[rule_match(&trigger, "service_down")]);
         let mut inc = open_incident("i1", &d, &trigger);
         c.track(&inc);
         inc.status = IncidentStatus::Resolved;
@@ -1634,7 +1656,7 @@ mod tests {
         let cause = sig("c", "node-1", "/pod", 130, Severity::Warning);
         let late = joined_match(&trigger, &cause, "backend_failing");
         assert!(matches!(
-            c.decide(&cause, std::slice::from_ref(&late)),
+            decide(&mut c, &cause, std::slice::from_ref(&late)),
             Decision::Open { .. }
         ));
         // The new incident is linked to the resolved one.
@@ -1651,13 +1673,13 @@ mod tests {
         // fingerprint, as before.
         let mut c = Correlator::new(Duration::from_secs(300));
         let a = sig("a", "h", "/x", 100, Severity::Critical);
-        let d = c.decide(&a, &[rule_match(&a, "r")]);
+        let d = decide(&mut c, &a, &[rule_match(&a, "r")]);
         c.track(&open_incident("i1", &d, &a));
         let symptom = sig("s", "other", "/y", 101, Severity::Warning);
         c.touch("i1", &symptom);
         let b = sig("b", "other", "/y", 102, Severity::Critical);
         assert!(matches!(
-            c.decide(&b, &[rule_match(&b, "q")]),
+            decide(&mut c, &b, &[rule_match(&b, "q")]),
             Decision::Open { .. }
         ));
     }
@@ -1666,7 +1688,7 @@ mod tests {
     fn critical_without_rule_opens_generic() {
         let mut c = Correlator::new(Duration::from_secs(60));
         let a = sig("a", "h", "/x", 100, Severity::Critical);
-        match c.decide(&a, &[]) {
+        match decide(&mut c, &a, &[]) {
             Decision::Open { hypotheses, .. } => assert_eq!(hypotheses[0].rule, GENERIC_RULE),
             d => panic!("{d:?}"),
         }
@@ -2013,7 +2035,7 @@ mod tests {
                     1 => vec![m],
                     _ => vec![],
                 };
-                match c.decide(&s, &matches) {
+                match decide(&mut c, &s, &matches) {
                     Decision::Join { incident_id, .. } => {
                         if matched == 1 {
                             c.touch(&incident_id, &earlier);
@@ -2096,7 +2118,7 @@ mod tests {
                 let s = sig(&format!("s{n}"), &format!("h{h}"), &format!("/c{g}"), t,
                     if critical { Severity::Critical } else { Severity::Warning });
                 let m = if matched { vec![rule_match(&s, "r")] } else { vec![] };
-                match c.decide(&s, &m) {
+                match decide(&mut c, &s, &m) {
                     Decision::Join { incident_id, .. } => {
                         proptest::prop_assert!(active.contains_key(&incident_id));
                         c.touch(&incident_id, &s);
