@@ -528,14 +528,9 @@ fn mismatches(e: &ExpectSpec, r: &Ranked) -> Vec<String> {
 mod tests {
     use super::*;
 
-    /// Every signal of every shipped test case yields the same matches (titles, explanations,
-    /// remediations, evidence) and the same reasons for each miss whether conditions and
-    /// template holes run natively or in the CEL interpreter alone.
-    #[test]
-    fn native_evaluation_changes_nothing_in_the_shipped_tests() {
-        let native = RuleSet::builtin();
-        let interpreted = RuleSet::builtin().interpreted();
-        let mut compared = 0;
+    /// Calls `f` with each signal of every shipped test case, the case's signals as a join
+    /// source, and where it comes from (`file: case (signal)`).
+    fn each_shipped_signal(mut f: impl FnMut(&Signal, &Pool<'_>, &str)) {
         for test in crate::BUILTIN_TESTS {
             let tf = parse_test_file(test.path, test.text).unwrap_or_else(|e| panic!("{e}"));
             for t in &tf.tests {
@@ -544,13 +539,26 @@ mod tests {
                     calls: &t.calls,
                 };
                 for s in &t.signals {
-                    let fast = native.evaluate_traced(s, &pool);
-                    let slow = interpreted.evaluate_traced(s, &pool);
-                    assert_eq!(fast, slow, "{}: {} ({})", test.path, t.name, s.name);
-                    compared += fast.0.len() + fast.1.len();
+                    f(s, &pool, &format!("{}: {} ({})", test.path, t.name, s.name));
                 }
             }
         }
+    }
+
+    /// Every signal of every shipped test case yields the same matches (titles, explanations,
+    /// remediations, evidence) and the same reasons for each miss whether conditions and
+    /// template holes run natively or in the CEL interpreter alone.
+    #[test]
+    fn native_evaluation_changes_nothing_in_the_shipped_tests() {
+        let native = RuleSet::builtin();
+        let interpreted = RuleSet::builtin().interpreted();
+        let mut compared = 0;
+        each_shipped_signal(|s, pool, at| {
+            let fast = native.evaluate_traced(s, pool);
+            let slow = interpreted.evaluate_traced(s, pool);
+            assert_eq!(fast, slow, "{at}");
+            compared += fast.0.len() + fast.1.len();
+        });
         assert!(compared > 100, "{compared}");
     }
 
@@ -561,36 +569,27 @@ mod tests {
     fn rendering_later_gives_the_same_matches_in_the_shipped_tests() {
         let rules = RuleSet::builtin();
         let mut rendered = 0;
-        for test in crate::BUILTIN_TESTS {
-            let tf = parse_test_file(test.path, test.text).unwrap_or_else(|e| panic!("{e}"));
-            for t in &tf.tests {
-                let pool = Pool {
-                    signals: &t.signals,
-                    calls: &t.calls,
-                };
-                for s in &t.signals {
-                    for (now, later) in [
-                        (
-                            rules.evaluate_with(s, &pool),
-                            rules.evaluate_unrendered(s, &pool),
-                        ),
-                        (
-                            rules.evaluate_joined(s, &pool),
-                            rules.evaluate_joined_unrendered(s, &pool),
-                        ),
-                    ] {
-                        assert_eq!(now.len(), later.len());
-                        for (a, mut b) in now.into_iter().zip(later) {
-                            assert!(a.rendered && !b.rendered);
-                            assert!(b.title.is_empty() && b.hypothesis.explanation.is_empty());
-                            rules.render(&mut b);
-                            assert_eq!(a, b, "{}: {} ({})", test.path, t.name, s.name);
-                            rendered += 1;
-                        }
-                    }
+        each_shipped_signal(|s, pool, at| {
+            for (now, later) in [
+                (
+                    rules.evaluate_with(s, pool),
+                    rules.evaluate_unrendered(s, pool),
+                ),
+                (
+                    rules.evaluate_joined(s, pool),
+                    rules.evaluate_joined_unrendered(s, pool),
+                ),
+            ] {
+                assert_eq!(now.len(), later.len(), "{at}");
+                for (a, mut b) in now.into_iter().zip(later) {
+                    assert!(a.rendered && !b.rendered);
+                    assert!(b.title.is_empty() && b.hypothesis.explanation.is_empty());
+                    rules.render(&mut b);
+                    assert_eq!(a, b, "{at}");
+                    rendered += 1;
                 }
             }
-        }
+        });
         assert!(rendered > 80, "{rendered}");
     }
 }
