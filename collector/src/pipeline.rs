@@ -446,9 +446,10 @@ fn add_signal(inc: &mut Incident, s: &Signal) {
     }
 }
 
-/// The hypotheses a signal's decision adds to `inc` ([`join`]), rendered. For rule matches
-/// (the decision's hypotheses are theirs, in order), only those [`join`] keeps are rendered:
-/// a cause the incident does not name yet, or names with a lower score.
+/// The hypotheses a signal's decision adds to `inc` ([`join`]), rendered: the decision's own
+/// when no rule matched; else the matches' (which the decision leaves to the caller), of
+/// which only those [`join`] keeps are rendered: a cause the incident does not name yet, or
+/// names with a lower score.
 fn kept(
     rules: &RuleSet,
     inc: &Incident,
