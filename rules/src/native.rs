@@ -632,6 +632,13 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
             eval($n, env, joins, locals)
         };
     }
+    // `x.contains(p)` on values already at hand (a hoisted string and a comprehension's
+    // element, or a literal): compared where they are, not copied.
+    if let N::Str(f, t, Some(a)) = n
+        && let Some(b) = str_test_in_place(*f, t, a, locals)
+    {
+        return Ok(V::Bool(b));
+    }
     Ok(match n {
         N::Lit(l) => match l {
             Lit::Null => V::Null,
@@ -736,7 +743,7 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
                 None => None,
             };
             match (f, arg) {
-                (StrFn::Contains, Some(a)) => V::Bool(t.contains(a.as_ref())),
+                (StrFn::Contains, Some(a)) => V::Bool(contains(&t, &a)),
                 (StrFn::StartsWith, Some(a)) => V::Bool(t.starts_with(a.as_ref())),
                 (StrFn::EndsWith, Some(a)) => V::Bool(t.ends_with(a.as_ref())),
                 (StrFn::LowerAscii, None) => {
@@ -846,6 +853,60 @@ fn eval<'a>(n: &'a N, env: &Env<'a>, joins: &[String], locals: &mut Vec<V<'a>>) 
             V::Bool(if *exists { decided } else { !decided })
         }
     })
+}
+
+/// `t.contains(a)`, `t.startsWith(a)` or `t.endsWith(a)` when both operands are strings read
+/// in place (bound values or string literals); `None` for anything else, which the general
+/// path evaluates (and judges, for a value that is not a string).
+fn str_test_in_place(f: StrFn, t: &N, a: &N, locals: &[V<'_>]) -> Option<bool> {
+    fn text<'x>(n: &'x N, locals: &'x [V<'_>]) -> Option<&'x str> {
+        match n {
+            N::Local(i) => match locals.get(*i)? {
+                V::Str(s) => Some(s.as_ref()),
+                _ => None,
+            },
+            N::Lit(Lit::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+    let (t, a) = (text(t, locals)?, text(a, locals)?);
+    Some(match f {
+        StrFn::Contains => contains(t, a),
+        StrFn::StartsWith => t.starts_with(a),
+        StrFn::EndsWith => t.ends_with(a),
+        StrFn::LowerAscii | StrFn::UpperAscii => return None,
+    })
+}
+
+/// Whether `needle` occurs in `haystack`, as `str::contains`. A short haystack (a log
+/// template, an attribute value) is searched directly, each occurrence of the needle's first
+/// byte compared in place: for the lists of phrases rules test one by one
+/// (`[...].exists(p, text.contains(p))`), building a two-way searcher per phrase costs more
+/// than the search. Both strings are UTF-8, so a byte match is a match of characters.
+fn contains(haystack: &str, needle: &str) -> bool {
+    const DIRECT_MAX: usize = 256;
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    let Some(&first) = n.first() else {
+        return true;
+    };
+    if h.len() > DIRECT_MAX {
+        return haystack.contains(needle);
+    }
+    let Some(last) = h.len().checked_sub(n.len()) else {
+        return false;
+    };
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(first, &h[from..=last]) {
+        let at = from + i;
+        if &h[at..at + n.len()] == n {
+            return true;
+        }
+        from = at + 1;
+        if from > last {
+            break;
+        }
+    }
+    false
 }
 
 /// What a condition operand tested as "returns `true`" gives: `Some(true)` when it does,
@@ -1235,6 +1296,24 @@ mod tests {
             let other = signal("t", a2, b, a, kind + 1);
             same(&source, &this, Some(&other), None);
             same(&source_j, &this, None, Some(&other));
+        }
+    }
+
+    proptest! {
+        /// The direct search finds exactly what `str::contains` finds, on short and long
+        /// haystacks, with needles taken from the haystack or made up, empty or not.
+        #[test]
+        fn contains_is_str_contains(
+            h in "[abé]{0,300}",
+            n in "[abé]{0,4}",
+            from in 0usize..300,
+            len in 0usize..6,
+        ) {
+            prop_assert_eq!(super::contains(&h, &n), h.contains(n.as_str()));
+            let chars: Vec<char> = h.chars().collect();
+            let from = from.min(chars.len());
+            let inside: String = chars[from..(from + len).min(chars.len())].iter().collect();
+            prop_assert!(super::contains(&h, &inside));
         }
     }
 
