@@ -150,12 +150,8 @@ fn key(prefix: u8, text: &str) -> Key {
 /// The [`key`] of the workload of `s` ([`daytwo_rules::join::workload_of`]), its name
 /// written into a buffer kept for the next.
 fn workload_key(s: &Signal) -> Option<Key> {
-    thread_local! {
-        static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    }
     let w = daytwo_rules::join::workload_parts(s)?;
-    Some(BUF.with_borrow_mut(|buf| {
-        buf.clear();
+    Some(crate::topology::with_name_buf(|buf| {
         w.write_to(buf);
         key(b'w', buf)
     }))

@@ -163,29 +163,17 @@ struct Ids {
 impl Ids {
     /// The ids `s` names at every level but volumes.
     fn fill(&mut self, s: &Signal) {
-        let [
-            container,
-            pod,
-            machine,
-            workload,
-            service,
-            process,
-            cgroup,
-            _,
-        ] = &mut self.bufs;
-        let set = &mut self.set;
-        set[Level::Pod as usize] = write_id(s, Level::Pod, None, pod);
-        // A container without an id of its own is named after its pod.
-        let pod_key = set[Level::Pod as usize].then(|| &pod["pod:".len()..]);
-        set[Level::Container as usize] = write_id(s, Level::Container, pod_key, container);
-        for (level, buf) in [
-            (Level::Machine, machine),
-            (Level::Workload, workload),
-            (Level::Service, service),
-            (Level::Process, process),
-            (Level::Cgroup, cgroup),
+        for level in [
+            Level::Container,
+            Level::Pod,
+            Level::Machine,
+            Level::Workload,
+            Level::Service,
+            Level::Process,
+            Level::Cgroup,
         ] {
-            set[level as usize] = write_id(s, level, None, buf);
+            let i = level as usize;
+            self.set[i] = write_id(s, level, &mut self.bufs[i]);
         }
     }
 
@@ -194,45 +182,40 @@ impl Ids {
     }
 }
 
+/// A pod's identity, as parts to write in a row: its uid, else namespace/name.
+fn pod_identity(s: &Signal) -> Option<[&str; 3]> {
+    match attr(s, "k8s.pod.uid") {
+        Some(uid) => Some([uid, "", ""]),
+        None => Some([
+            attr(s, "k8s.namespace.name")?,
+            "/",
+            attr(s, "k8s.pod.name")?,
+        ]),
+    }
+}
+
 /// Writes into `buf` (cleared first) the graph id that `s`'s attributes name at `level`;
-/// `false` when they name none. `pod_key` is the pod's identity when known already.
-fn write_id(s: &Signal, level: Level, pod_key: Option<&str>, buf: &mut String) -> bool {
+/// `false` when they name none.
+fn write_id(s: &Signal, level: Level, buf: &mut String) -> bool {
     use std::fmt::Write;
     buf.clear();
-    let mut put = |parts: &[&str]| put(buf, parts);
     match level {
-        // A pod's identity: its uid, else namespace/name.
-        Level::Pod => match attr(s, "k8s.pod.uid") {
-            Some(uid) => put(&["pod:", uid]),
-            None => match (attr(s, "k8s.namespace.name"), attr(s, "k8s.pod.name")) {
-                (Some(ns), Some(name)) => put(&["pod:", ns, "/", name]),
+        Level::Pod => pod_identity(s).is_some_and(|[a, b, c]| put(buf, &["pod:", a, b, c])),
+        // A container's id, else its pod and name.
+        Level::Container => match attr(s, "container.id") {
+            Some(c) => put(buf, &["container:", c]),
+            None => match (pod_identity(s), attr(s, "k8s.container.name")) {
+                (Some([a, b, c]), Some(name)) => put(buf, &["container:", a, b, c, "/", name]),
                 _ => false,
             },
         },
-        // A container's id, else its pod and name.
-        Level::Container => match attr(s, "container.id") {
-            Some(c) => put(&["container:", c]),
-            None => {
-                let pod = match pod_key {
-                    Some(p) => Some(std::borrow::Cow::Borrowed(p)),
-                    None => pod_key_of(s).map(std::borrow::Cow::Owned),
-                };
-                match (pod, attr(s, "k8s.container.name")) {
-                    (Some(p), Some(name)) => put(&["container:", &p, "/", name]),
-                    _ => false,
-                }
-            }
-        },
-        Level::Machine => machine_of(s).is_some_and(|m| put(&["machine:", m])),
-        Level::Workload => match workload_parts(s) {
-            Some(w) => {
-                buf.push_str("workload:");
-                w.write_to(buf);
-                true
-            }
-            None => false,
-        },
-        Level::Service => attr(s, "service.name").is_some_and(|n| put(&["service:", n])),
+        Level::Machine => machine_of(s).is_some_and(|m| put(buf, &["machine:", m])),
+        Level::Workload => workload_parts(s).is_some_and(|w| {
+            buf.push_str("workload:");
+            w.write_to(buf);
+            true
+        }),
+        Level::Service => attr(s, "service.name").is_some_and(|n| put(buf, &["service:", n])),
         Level::Process => {
             let pid = s
                 .entity
@@ -241,22 +224,21 @@ fn write_id(s: &Signal, level: Level, pod_key: Option<&str>, buf: &mut String) -
                 .or_else(|| s.resource.get("process.pid"));
             match (attr(s, "host.name"), pid) {
                 (Some(h), Some(serde_json::Value::String(p))) if !p.is_empty() => {
-                    put(&["process:", h, "/", p])
+                    put(buf, &["process:", h, "/", p])
                 }
                 (Some(h), Some(serde_json::Value::Number(n))) => {
-                    let _ = write!(buf, "process:{h}/{n}");
-                    true
+                    write!(buf, "process:{h}/{n}").is_ok()
                 }
                 _ => false,
             }
         }
         Level::Cgroup => match (attr(s, "host.name"), attr(s, "daytwo.cgroup.path")) {
-            (Some(h), Some(c)) => put(&["cgroup:", h, "/", c]),
+            (Some(h), Some(c)) => put(buf, &["cgroup:", h, "/", c]),
             _ => false,
         },
         // A PersistentVolumeClaim, `volume:NS/CLAIM` (the claim as
         // [`daytwo_rules::join::claim_of`] names it).
-        Level::Volume => claim_of(s).is_some_and(|c| put(&["volume:", &c])),
+        Level::Volume => claim_of(s).is_some_and(|c| put(buf, &["volume:", &c])),
     }
 }
 
@@ -268,14 +250,15 @@ fn put(buf: &mut String, parts: &[&str]) -> bool {
     true
 }
 
-/// A pod's identity: its uid, else namespace/name.
-fn pod_key_of(s: &Signal) -> Option<String> {
-    attr(s, "k8s.pod.uid").map(str::to_string).or_else(|| {
-        Some(format!(
-            "{}/{}",
-            attr(s, "k8s.namespace.name")?,
-            attr(s, "k8s.pod.name")?
-        ))
+/// Runs `f` with this thread's buffer for a name that is looked up or hashed, not kept
+/// (cleared first), so that building it allocates nothing. `f` must not ask for it again.
+pub(crate) fn with_name_buf<R>(f: impl FnOnce(&mut String) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        f(buf)
     })
 }
 
@@ -303,7 +286,7 @@ pub fn entity_id(s: &Signal) -> Option<String> {
 
 /// [`entity_id`], written into `buf` (cleared first); `false` when there is none.
 fn entity_id_into(s: &Signal, buf: &mut String) -> bool {
-    level_of(s.entity.kind).is_some_and(|level| write_id(s, level, None, buf))
+    level_of(s.entity.kind).is_some_and(|level| write_id(s, level, buf))
 }
 
 impl Topology {
@@ -655,10 +638,7 @@ impl Topology {
         prefix: &str,
         mut f: impl FnMut(&'a str),
     ) {
-        thread_local! {
-            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        let start = BUF.with_borrow_mut(|buf| {
+        let start = with_name_buf(|buf| {
             entity_id_into(s, buf)
                 .then(|| self.ids.get(buf.as_str()).copied())
                 .flatten()
@@ -722,7 +702,12 @@ impl Topology {
     pub fn calls_at(&self, caller: &str, callee: &str, at: Timestamp) -> bool {
         self.calls
             .seen(caller, callee)
-            .is_some_and(|(first, last)| self.holds(&Seen { first, last }, at))
+            .is_some_and(|span| self.call_holds(span, at))
+    }
+
+    /// Whether a call first and last seen over `span` held at `at` (as an edge does).
+    fn call_holds(&self, (first, last): (Timestamp, Timestamp), at: Timestamp) -> bool {
+        self.holds(&Seen { first, last }, at)
     }
 
     /// The services `caller` called around `at` (see [`Topology::calls_at`]).
@@ -733,15 +718,7 @@ impl Topology {
     ) -> impl Iterator<Item = &'a str> + 'a {
         self.calls
             .callees_seen(caller)
-            .filter(move |(_, (first, last))| {
-                self.holds(
-                    &Seen {
-                        first: *first,
-                        last: *last,
-                    },
-                    at,
-                )
-            })
+            .filter(move |(_, span)| self.call_holds(*span, at))
             .map(|(c, _)| c)
     }
 
