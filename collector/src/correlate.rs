@@ -717,9 +717,9 @@ pub struct Correlator {
     /// Fingerprints computed so far (rule, entity key and cluster → [`fingerprint`]), so that
     /// the SHA-256 of [`stable_id`] runs once per cause rather than once per rule match; at
     /// most [`FINGERPRINTS_MAX`], then started over. Keyed by a hash of the three parts; the
-    /// parts themselves are compared on a hit, so two causes never share a fingerprint.
-    fingerprints: HashMap<u64, Vec<Remembered>, KeyHash>,
-    fingerprints_len: usize,
+    /// parts themselves are compared on a hit, so two causes never share a fingerprint (a
+    /// cause whose hash another holds is computed each time, not remembered).
+    fingerprints: HashMap<u64, Remembered, KeyHash>,
     /// Applied to the hash of the parts: all ones; a test clears it so that every fingerprint
     /// shares one hash and only the comparison of the parts tells them apart.
     fingerprint_mask: u64,
@@ -795,7 +795,6 @@ impl Correlator {
             recent_len: 0,
             resolved: HashMap::new(),
             fingerprints: HashMap::default(),
-            fingerprints_len: 0,
             fingerprint_mask: u64::MAX,
         }
     }
@@ -815,28 +814,31 @@ impl Correlator {
             h.write(part.as_bytes());
         }
         let hash = h.finish() & self.fingerprint_mask;
-        let same = |r: &&Remembered| {
-            &*r.rule == rule && &*r.entity_key == entity_key && &*r.cluster == cluster
-        };
-        if let Some(r) = self
-            .fingerprints
-            .get(&hash)
-            .and_then(|v| v.iter().find(same))
+        let remembered = self.fingerprints.get(&hash);
+        if let Some(r) = remembered
+            && &*r.rule == rule
+            && &*r.entity_key == entity_key
+            && &*r.cluster == cluster
         {
             return r.fingerprint.clone();
         }
         let fp = stable_id(&["fingerprint/v1", rule, entity_key, cluster]);
-        if self.fingerprints_len >= FINGERPRINTS_MAX {
-            self.fingerprints.clear();
-            self.fingerprints_len = 0;
+        if remembered.is_some() {
+            // Another cause holds this hash: this one is computed each time.
+            return fp;
         }
-        self.fingerprints.entry(hash).or_default().push(Remembered {
-            rule: rule.into(),
-            entity_key: entity_key.into(),
-            cluster: cluster.into(),
-            fingerprint: fp.clone(),
-        });
-        self.fingerprints_len += 1;
+        if self.fingerprints.len() >= FINGERPRINTS_MAX {
+            self.fingerprints.clear();
+        }
+        self.fingerprints.insert(
+            hash,
+            Remembered {
+                rule: rule.into(),
+                entity_key: entity_key.into(),
+                cluster: cluster.into(),
+                fingerprint: fp.clone(),
+            },
+        );
         fp
     }
 
@@ -1492,7 +1494,7 @@ mod tests {
             let e = Entity::new(EntityKind::Node, format!("n{i}"));
             assert_eq!(c.fingerprint("r", &e), fingerprint("r", &e));
         }
-        assert!(c.fingerprints_len <= FINGERPRINTS_MAX);
+        assert!(c.fingerprints.len() <= FINGERPRINTS_MAX);
         let (rule, e) = &cases[0];
         assert_eq!(c.fingerprint(rule, e), fingerprint(rule, e));
     }
