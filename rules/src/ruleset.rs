@@ -643,7 +643,7 @@ impl RuleSet {
 
     /// [`RuleSet::evaluate_with`], with the matches' texts left for [`RuleSet::render`].
     pub fn evaluate_unrendered(&self, trigger: &Signal, source: &dyn JoinSource) -> Vec<RuleMatch> {
-        self.evaluate_in(trigger, source, false).0
+        self.evaluate_in(trigger, source).0
     }
 
     /// [`RuleSet::evaluate_joined`], with the matches' texts left for [`RuleSet::render`].
@@ -652,13 +652,13 @@ impl RuleSet {
         joined: &Signal,
         source: &dyn JoinSource,
     ) -> Vec<RuleMatch> {
-        self.joined_in(joined, source, false)
+        self.joined_in(joined, source)
     }
 
     /// Renders a match's title, explanation and remediation if they are not yet (a match of
-    /// the `*_unrendered` evaluations of this rule set): the same text the eager evaluation
-    /// gives, from the match's own signals. A match of a rule this set does not have keeps
-    /// empty texts.
+    /// the `*_unrendered` evaluations of this rule set), from the match's own signals; the
+    /// eager evaluations render every match this way. A match of a rule this set does not
+    /// have keeps empty texts.
     pub fn render(&self, m: &mut RuleMatch) {
         if m.rendered {
             return;
@@ -683,10 +683,12 @@ impl RuleSet {
     /// reach is evaluated again, and the matches whose joins chose `joined` are returned, best
     /// first. `source` must already hold `joined`.
     pub fn evaluate_joined(&self, joined: &Signal, source: &dyn JoinSource) -> Vec<RuleMatch> {
-        self.joined_in(joined, source, true)
+        let mut out = self.joined_in(joined, source);
+        out.iter_mut().for_each(|m| self.render(m));
+        out
     }
 
-    fn joined_in(&self, joined: &Signal, source: &dyn JoinSource, render: bool) -> Vec<RuleMatch> {
+    fn joined_in(&self, joined: &Signal, source: &dyn JoinSource) -> Vec<RuleMatch> {
         let mut out = Vec::new();
         let Some(rules) = self.by_join_event.get(&joined.name) else {
             return out;
@@ -776,7 +778,6 @@ impl RuleSet {
                         source,
                         Some((slot, &joined_vars)),
                         &mut anchors,
-                        render,
                     ) {
                         out.push(m);
                         break;
@@ -853,14 +854,15 @@ impl RuleSet {
         trigger: &Signal,
         source: &dyn JoinSource,
     ) -> (Vec<RuleMatch>, Vec<(&str, Miss)>) {
-        self.evaluate_in(trigger, source, true)
+        let (mut matches, misses) = self.evaluate_in(trigger, source);
+        matches.iter_mut().for_each(|m| self.render(m));
+        (matches, misses)
     }
 
     fn evaluate_in(
         &self,
         trigger: &Signal,
         source: &dyn JoinSource,
-        render: bool,
     ) -> (Vec<RuleMatch>, Vec<(&str, Miss)>) {
         let mut matches = Vec::new();
         let mut misses = Vec::new();
@@ -871,15 +873,7 @@ impl RuleSet {
         let mut anchors = Anchors::default();
         for &i in candidates {
             let rule = &self.rules[i];
-            match rule.apply(
-                &self.cel,
-                self.generation,
-                &tv,
-                source,
-                None,
-                &mut anchors,
-                render,
-            ) {
+            match rule.apply(&self.cel, self.generation, &tv, source, None, &mut anchors) {
                 Ok(m) => matches.push(m),
                 Err(miss) => misses.push((rule.id.as_str(), miss)),
             }
@@ -902,7 +896,6 @@ impl Rule {
     /// Evaluates the rule for `trigger`. `force` = (join index, signal): that join may only
     /// choose that signal (how a late joined signal completes a held trigger without the
     /// search for every other candidate).
-    #[allow(clippy::too_many_arguments)] // evaluation state; a struct would only rename it
     fn apply<'s>(
         &self,
         cel: &Cel,
@@ -911,7 +904,6 @@ impl Rule {
         source: &'s dyn JoinSource,
         force: Option<(usize, &Vars<'s>)>,
         anchors: &mut Anchors<'s>,
-        render: bool,
     ) -> Result<RuleMatch, Miss> {
         let trigger = tv.signal;
         if let Some(cond) = &self.condition {
@@ -966,25 +958,21 @@ impl Rule {
                     .unwrap_or_else(|| std::sync::Arc::new(s.clone()))
             })
             .collect();
-        let (title, explanation, remediation) = if render {
-            self.texts(cel, tv, &chosen)
-        } else {
-            Default::default()
-        };
+        // The texts are rendered on demand ([`RuleSet::render`]).
         Ok(RuleMatch {
             rule: self.id.clone(),
             severity: self.severity,
-            title,
+            title: String::new(),
             hypothesis: Hypothesis {
                 entity,
                 score: self.score,
                 rule: self.id.clone(),
-                explanation,
-                remediation,
+                explanation: String::new(),
+                remediation: String::new(),
                 evidence,
             },
             signals,
-            rendered: render,
+            rendered: false,
         })
     }
 

@@ -562,9 +562,9 @@ mod tests {
         assert!(compared > 100, "{compared}");
     }
 
-    /// A match left unrendered and rendered later reads exactly as one rendered at once (the
-    /// later rendering sees only the match's own signals, not the source's kept variables),
-    /// as triggers and as late joined signals; before rendering its texts are empty.
+    /// A match left unrendered and rendered later reads exactly as the eager evaluation's
+    /// (rendering sees only the match's own signals, not the source's kept variables), as
+    /// triggers and as late joined signals; before rendering its texts are empty.
     #[test]
     fn rendering_later_gives_the_same_matches_in_the_shipped_tests() {
         let rules = RuleSet::builtin();
